@@ -1,0 +1,1 @@
+"""metric-bench: a benchmark harness for deep metric learning and siamese networks."""

@@ -1,0 +1,146 @@
+"""`bench` command line: run a grid, validate it, list plugins, print a leaderboard."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import UserError
+
+console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        for module in args.plugin or []:
+            _import_plugin(module)
+        return args.func(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted: finished cells are saved; rerun the same command to continue")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="metric-bench: deep metric learning under one fixed budget")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--plugin", action="append", metavar="MODULE", help="import MODULE first (a plugin under development); repeatable")
+    parser.set_defaults(debug=False, plugin=None)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="train and evaluate every cell of a grid")
+    run.add_argument("--grid", required=True, type=Path, help="grid TOML file")
+    run.add_argument("--results", type=Path, help="results JSONL (default results/<grid name>.jsonl)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--metric", default="verification_roc_auc", help="leaderboard sort metric")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", parents=[common], help="check a grid and print its cells, without training")
+    val.add_argument("grid", type=Path)
+    val.set_defaults(func=cmd_validate)
+
+    ls = sub.add_parser("ls", parents=[common], help="list registered backbones, losses or datasets")
+    ls.add_argument("family", choices=["backbones", "losses", "datasets"])
+    ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'timm/resnet*'")
+    ls.set_defaults(func=cmd_ls)
+
+    board = sub.add_parser("leaderboard", parents=[common], help="print and write the markdown leaderboard of a results file")
+    board.add_argument("results", type=Path)
+    board.add_argument("--metric", default="verification_roc_auc")
+    board.add_argument("--out", type=Path, help="markdown file (default: the results file with .md)")
+    board.set_defaults(func=cmd_leaderboard)
+    return parser
+
+
+def cmd_run(args) -> int:
+    from bench.config import load_grid
+    from bench.runner import run_grid
+
+    grid = load_grid(args.grid)
+    results = args.results or Path("results") / f"{grid.name}.jsonl"
+    console.print(f"grid [bold]{grid.name}[/]: {len(grid.cells)} cells → {results}", highlight=False)
+    rows = run_grid(grid, results, device=args.device, console=console)
+    failed = [r for r in rows if r.get("status") != "ok"]
+    for r in failed:
+        console.print(f"[yellow]cell {r['cell_id']} ({r['config']['backbone']} · {r['config']['loss']}): {r['status']}[/] {r.get('error', '')}", highlight=False)
+    _write_leaderboard(rows, args.metric, results.with_suffix(".md"), title=grid.name)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from bench.config import load_grid
+
+    grid = load_grid(args.grid)
+    table = Table(title=f"{grid.name}: {len(grid.cells)} cells ({grid.excluded} excluded)")
+    for col in ("cell_id", "backbone", "loss", "dataset", "seed", "args"):
+        table.add_column(col)
+    for cell in grid.cells:
+        extra = [f"{fam}.{k}={json.dumps(v)}" for fam, a in (("backbone", cell.backbone_args), ("loss", cell.loss_args), ("dataset", cell.dataset_args)) for k, v in a.items()]
+        table.add_row(cell.cell_id, cell.backbone, cell.loss, cell.dataset, str(cell.seed), " ".join(extra))
+    Console(width=max(Console().width, 140)).print(table)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from bench.plugins import REGISTRIES, load_builtins
+
+    load_builtins()
+    found = REGISTRIES[args.family].list(args.pattern)
+    if not found:
+        raise UserError(f"no {args.family} match {args.pattern!r} — try `bench ls {args.family}` for all names")
+    table = Table(show_header=True, box=None)
+    table.add_column(args.family[:-1] if args.family != "losses" else "loss")
+    table.add_column("from")
+    for name, source in found:
+        table.add_row(name, source)
+    Console().print(table)
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from bench.results import read_rows
+
+    if not args.results.is_file():
+        raise UserError(f"{args.results}: no such results file — run `bench run --grid GRID.toml` first")
+    rows = read_rows(args.results)
+    if not rows:
+        raise UserError(f"{args.results}: holds no result rows yet — run the grid first")
+    _write_leaderboard(rows, args.metric, args.out or args.results.with_suffix(".md"), title=args.results.stem)
+    return 0
+
+
+def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str) -> None:
+    from bench.leaderboard import markdown, table
+
+    try:
+        frame = table(rows, metric)
+    except KeyError:
+        known = sorted({k for r in rows for k, v in r.get("metrics", {}).items() if isinstance(v, (int, float))})
+        raise UserError(f"unknown metric {metric!r} — use one of: {', '.join(known)}") from None
+    text = markdown(frame, metric, title)
+    out.write_text(text)
+    print(text)
+    console.print(f"leaderboard written to {out}", highlight=False)
+
+
+def _import_plugin(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:
+        raise UserError(f"--plugin {module}: import failed ({type(exc).__name__}: {exc}) — check the module name and that it is on PYTHONPATH") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""grid.toml → validated, frozen cells. Everything a cell needs is checked here, before any training."""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import inspect
+import itertools
+import json
+import tomllib
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.errors import UserError
+from bench.plugins import BACKBONES, DATASETS, LOSSES, load_builtins
+from bench.registry import Registry
+from bench.typecheck import check_call_args, matches, type_name
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits enforced by the training loop alone; the first one reached stops the cell (`stopped_by`)."""
+
+    max_steps: int | None = None  # optimizer steps
+    max_samples: int | None = None  # images through the backbone (fair across batch sizes)
+    max_seconds: float | None = None  # wall-clock training time, evaluation excluded
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # images per step, whatever the loss's batch shape (pairs use batch_size/2 pairs)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 where the hardware has fast bf16
+    m_per_class: int = 4  # images per class in m_per_class batches
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    test_fraction: float = 0.4  # of classes, held out for evaluation
+    seed: int = 0  # fixed across training seeds, so seed variance is training variance
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    recall_k: tuple[int, ...] = (1, 2, 4, 8)
+    max_pairs: int = 2_000_000  # verification uses all pairs up to this many, else a seeded sample
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Cell:
+    backbone: str
+    loss: str
+    dataset: str
+    seed: int
+    backbone_args: dict = field(default_factory=dict)
+    loss_args: dict = field(default_factory=dict)
+    dataset_args: dict = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+    budget: Budget = Budget()
+    split: SplitConfig = SplitConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))  # tuples become lists, as in the JSONL row
+
+    @property
+    def cell_id(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    path: str
+    cells: tuple[Cell, ...]
+    excluded: int  # combinations removed by [[exclude]]
+
+
+SECTIONS = {"budget": Budget, "train": TrainConfig, "split": SplitConfig, "eval": EvalConfig}
+FAMILIES: dict[str, Registry] = {"backbone": BACKBONES, "loss": LOSSES, "dataset": DATASETS}
+TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES)
+CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments the runner passes itself
+
+
+def load_grid(path: str | Path) -> Grid:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such grid file — check the path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc}) — fix the syntax") from None
+    return parse_grid(raw, str(path), default_name=path.stem)
+
+
+def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
+    load_builtins()
+    _no_unknown(raw, TOP_KEYS, where, "top level")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise UserError(f"{where}: name = {name!r} must be a non-empty string of letters, digits, '-', '_', '.'")
+    sections = {k: _section(raw.get(k, {}), cls, where, k) for k, cls in SECTIONS.items()}
+    _check_budget(sections["budget"], where)
+    axes = _axes(raw.get("axes"), where)
+    static = {fam: _plugin_tables(raw.get(fam, {}), fam, axes, where) for fam in FAMILIES}
+    excludes = _excludes(raw.get("exclude", []), axes, where)
+
+    cells: dict[str, Cell] = {}
+    excluded = 0
+    keys = list(axes)
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        point = dict(zip(keys, combo))
+        if any(_excluded(point, ex) for ex in excludes):
+            excluded += 1
+            continue
+        cell = _make_cell(point, static, sections, where)
+        cells.setdefault(cell.cell_id, cell)  # axis args a plugin doesn't take make duplicates: keep one
+    if not cells:
+        raise UserError(f"{where}: [[exclude]] removes every cell — loosen the excludes")
+    return Grid(name, where, tuple(cells.values()), excluded)
+
+
+def _no_unknown(table: dict, allowed, where: str, what: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key {key!r} in {what}; allowed: {', '.join(allowed)}")
+
+
+def _section(table: Any, cls, where: str, name: str):
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: [{name}] must be a table")
+    hints = typing.get_type_hints(cls)
+    _no_unknown(table, [f.name for f in dataclasses.fields(cls)], where, f"[{name}]")
+    for key, value in table.items():
+        if not matches(value, hints[key]):
+            raise UserError(f"{where}: [{name}] {key} = {value!r} should be {type_name(hints[key])}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and key != "weight_decay":
+            raise UserError(f"{where}: [{name}] {key} = {value!r} must be positive")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    return cls(**values)
+
+
+def _check_budget(budget: Budget, where: str) -> None:
+    if all(v is None for v in asdict(budget).values()):
+        raise UserError(f"{where}: [budget] sets no limit — set max_steps, max_samples or max_seconds")
+
+
+def _axes(table: Any, where: str) -> dict[str, list]:
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: missing [axes] table — add at least axes.backbone and axes.loss")
+    axes = {"dataset": ["digits"], "seed": [0], **table}
+    for required in ("backbone", "loss"):
+        if required not in table:
+            raise UserError(f"{where}: [axes] has no {required!r} — list at least one {required} (see `bench ls {required}s`)")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: [axes] {key} must be a non-empty list, e.g. {key} = [...]")
+        if key in FAMILIES:
+            for v in values:
+                if not isinstance(v, str):
+                    raise UserError(f"{where}: [axes] {key} entries must be names (strings), got {v!r}")
+                _get(FAMILIES[key], v, where)
+        elif key == "seed":
+            if not all(matches(v, int) for v in values):
+                raise UserError(f"{where}: [axes] seed = {values!r} must be a list of integers")
+        else:
+            head, dot, arg = key.partition(".")
+            if not dot or head not in (*SECTIONS, *FAMILIES) or head == "budget":
+                raise UserError(
+                    f"{where}: [axes] unknown axis {key!r}; axes are backbone, loss, dataset, seed, "
+                    f"train.<option>, split.<option>, eval.<option> or <backbone|loss|dataset>.<argument>"
+                )
+            if head in SECTIONS:
+                for v in values:
+                    _section({arg: v}, SECTIONS[head], where, f"{head} (axis {key!r})")
+    for family in FAMILIES:
+        for key in [k for k in axes if k.startswith(family + ".")]:
+            arg = key.split(".", 1)[1]
+            if not any(_takes(FAMILIES[family].get(n).factory, arg) for n in axes[family]):
+                raise UserError(f"{where}: [axes] {key!r}: no {family} in axes.{family} takes argument {arg!r}")
+    return axes
+
+
+def _get(registry: Registry, name: str, where: str):
+    try:
+        return registry.get(name)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def _takes(factory, arg: str) -> bool:
+    params = inspect.signature(factory).parameters
+    return arg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _plugin_tables(table: Any, family: str, axes: dict, where: str) -> dict[str, dict]:
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise UserError(f'{where}: [{family}] must hold one table per {family} name, e.g. [{family}."NAME"]')
+    for name in table:
+        if name not in axes[family]:
+            raise UserError(f"{where}: [{family}.{name!r}] sets arguments for a {family} not in axes.{family} — add it there or remove the table")
+    return table
+
+
+def _excludes(entries: Any, axes: dict, where: str) -> list[dict]:
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"{where}: exclude must be an array of tables, [[exclude]]")
+    for i, entry in enumerate(entries):
+        if not entry:
+            raise UserError(f"{where}: [[exclude]] #{i + 1} is empty — name axis values to exclude")
+        _no_unknown(entry, list(axes), where, f"[[exclude]] #{i + 1}")
+    return entries
+
+
+def _excluded(point: dict, rule: dict) -> bool:
+    def hit(value, pattern) -> bool:
+        if isinstance(pattern, list):
+            return any(hit(value, p) for p in pattern)
+        if isinstance(pattern, str) and isinstance(value, str):
+            return fnmatch.fnmatchcase(value, pattern)
+        return value == pattern
+
+    return all(hit(point[k], v) for k, v in rule.items())
+
+
+def _make_cell(point: dict, static: dict, sections: dict, where: str) -> Cell:
+    args = {}
+    for family, registry in FAMILIES.items():
+        name = point[family]
+        factory = registry.get(name).factory
+        a = dict(static[family].get(name, {}))
+        for key, value in point.items():
+            if key.startswith(family + ".") and _takes(factory, key.split(".", 1)[1]):
+                a[key.split(".", 1)[1]] = value
+        _check_args_once(factory, a, f"{where}: [{family}.{name!r}]", CALL_SKIP[family])
+        args[family] = a
+    overrides = {s: {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith(s + ".")} for s in SECTIONS}
+    made = {s: dataclasses.replace(sections[s], **{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}) for s, o in overrides.items()}
+    return Cell(
+        backbone=point["backbone"], loss=point["loss"], dataset=point["dataset"], seed=point["seed"],
+        backbone_args=args["backbone"], loss_args=args["loss"], dataset_args=args["dataset"], **made,
+    )
+
+
+def _check_args_once(factory, args: dict, where: str, skip) -> None:
+    try:
+        check_call_args(factory, args, where, skip=skip)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None

@@ -1,0 +1,83 @@
+"""The plugin interfaces (Protocols) and the three registries every part of the harness shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from bench.registry import Registry
+
+BatchKind = Literal["pairs", "triplets", "m_per_class"]
+Distance = Literal["cosine", "euclidean", "l1"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backbone expects to be fed: the harness resizes, converts channels and normalises to this."""
+
+    size: tuple[int, int]  # (height, width)
+    channels: int  # 1 or 3
+    mean: tuple[float, ...]  # per channel, for pixels scaled to [0, 1]
+    std: tuple[float, ...]
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """An nn.Module mapping (N, C, H, W) float images to (N, embed_dim) embeddings."""
+
+    embed_dim: int
+    input_spec: InputSpec
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self): ...
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """An nn.Module scoring a batch of embeddings; its own parameters (if any) are trained too.
+
+    Layout of `embeddings`/`labels` by `batch`:
+      pairs:       [x_1..x_B, y_1..y_B]           — pair i is (x_i, y_i); half same-class, half not
+      triplets:    [a_1..a_B, p_1..p_B, n_1..n_B]  — anchor, positive (same class), negative
+      m_per_class: any order, m images of each class in the batch
+    """
+
+    batch: BatchKind
+    distance: Distance  # how embeddings trained with this loss are compared at evaluation
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """A whole dataset in memory: uint8 images (N, C, H, W), int64 class ids, class names.
+
+    `split` is optional: a dataset that brings its own class-disjoint split ("train"/"test" per image)
+    sets it; otherwise the harness splits classes by the grid's seeded rule.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    split: np.ndarray | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        assert self.images.dtype == np.uint8 and self.images.ndim == 4, "images must be uint8 (N, C, H, W)"
+        assert len(self.images) == len(self.labels)
+
+
+BACKBONES: Registry[Backbone] = Registry("backbone", group="metric_bench.backbones")
+LOSSES: Registry[Loss] = Registry("loss", group="metric_bench.losses")
+DATASETS: Registry[LabelledImages] = Registry("dataset", group="metric_bench.datasets")
+REGISTRIES = {"backbones": BACKBONES, "losses": LOSSES, "datasets": DATASETS}
+
+
+def load_builtins() -> None:
+    """Import the built-in plugin packages, which register themselves (cheap: no model is built)."""
+    import backbones  # noqa: F401
+    import bench.datasets  # noqa: F401
+    import losses  # noqa: F401

@@ -1,0 +1,71 @@
+"""Append-only JSONL result rows: one line per finished cell, flushed and fsynced, one writer per file."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import warnings
+from pathlib import Path
+
+from bench.errors import UserError
+
+SCHEMA = 1
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a results file. A torn line (a run killed mid-write) is skipped with a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}:{number}: ignoring a torn or corrupt line (an interrupted write?)")
+            continue
+        if not isinstance(row, dict) or "cell_id" not in row:
+            warnings.warn(f"{path}:{number}: ignoring a line that is not a metric-bench row")
+            continue
+        if row.get("schema", 0) > SCHEMA:
+            raise UserError(f"{path}: written by a newer metric-bench (row schema {row['schema']} > {SCHEMA}) — upgrade metric-bench or use another results file")
+        rows.append(row)
+    return rows
+
+
+class ResultsWriter:
+    """Holds an exclusive lock on the results file while a grid runs, so two runs cannot interleave rows."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write results ({exc.strerror}) — pass a writable --results path") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise UserError(f"{self.path}: another `bench run` is writing this file — wait for it or pass another --results path") from None
+        self._file.seek(0, os.SEEK_END)
+        if self._file.tell() > 0:  # after a torn last line, start the next row on a fresh line
+            self._file.seek(self._file.tell() - 1)
+            if self._file.read(1) != "\n":
+                self._file.write("\n")
+
+    def append(self, row: dict) -> None:
+        self._file.write(json.dumps(row, sort_keys=True, allow_nan=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
