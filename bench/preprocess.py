@@ -12,7 +12,7 @@ def fit_to_spec(images: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, dict
     """Resize and convert channels once per cell, keeping uint8 so the whole set stays small in memory."""
     x = torch.from_numpy(images)
     n, c, h, w = x.shape
-    done = {"from": [c, h, w], "to": [spec.channels, *spec.size], "resize": None, "channels": None}
+    done = {"from": [c, h, w], "resize": None, "channel_conversion": None}
     if (h, w) != tuple(spec.size):
         out = []
         for chunk in x.split(1024):
@@ -23,11 +23,11 @@ def fit_to_spec(images: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, dict
     if c != spec.channels:
         if c == 1:
             x = x.expand(-1, spec.channels, -1, -1)
-            done["channels"] = f"gray replicated to {spec.channels}"
+            done["channel_conversion"] = f"gray replicated to {spec.channels}"
         elif spec.channels == 1:
             weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (x.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
-            done["channels"] = "RGB to luma (ITU-R 601)"
+            done["channel_conversion"] = "RGB to luma (ITU-R 601)"
         else:
             raise ValueError(f"cannot convert {c} channels to {spec.channels}")
     return x.contiguous(), done

@@ -42,7 +42,7 @@ class ResultsWriter:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+", encoding="utf-8")
+            self._file = open(self.path, "ab+")
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write results ({exc.strerror}) — pass a writable --results path") from None
         try:
@@ -53,11 +53,11 @@ class ResultsWriter:
         self._file.seek(0, os.SEEK_END)
         if self._file.tell() > 0:  # after a torn last line, start the next row on a fresh line
             self._file.seek(self._file.tell() - 1)
-            if self._file.read(1) != "\n":
-                self._file.write("\n")
+            if self._file.read(1) != b"\n":
+                self._file.write(b"\n")
 
     def append(self, row: dict) -> None:
-        self._file.write(json.dumps(row, sort_keys=True, allow_nan=True) + "\n")
+        self._file.write((json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode())
         self._file.flush()
         os.fsync(self._file.fileno())
 

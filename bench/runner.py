@@ -29,10 +29,12 @@ def run_grid(grid: Grid, results_path: Path, device: str = "auto", console: Cons
     """Run every cell of `grid` not already in `results_path`; returns all rows of this grid's cells."""
     console = console or Console(stderr=True)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    with ResultsWriter(results_path) as writer:  # lock first: a second run must fail before doing any work
-        done = {r["cell_id"] for r in read_rows(results_path)}
-        todo = [c for c in grid.cells if c.cell_id not in done]
-        data = load_datasets(todo, console)
+    todo = _todo(grid, results_path)
+    data = load_datasets(todo, console)  # before the results file is touched: bad data leaves nothing behind
+    if not todo:
+        console.print("every cell already has a row; nothing to run")
+    with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
+        todo = _todo(grid, results_path)
         fitted: dict[tuple, tuple[torch.Tensor, dict]] = {}
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=False) as progress:
@@ -43,6 +45,11 @@ def run_grid(grid: Grid, results_path: Path, device: str = "auto", console: Cons
                 progress.update(grid_task, advance=1, info=f"last: {cell.backbone} {cell.loss} → {_summary(row)}")
     ids = {c.cell_id for c in grid.cells}
     return [r for r in read_rows(results_path) if r["cell_id"] in ids]
+
+
+def _todo(grid: Grid, results_path: Path) -> list[Cell]:
+    done = {r["cell_id"] for r in read_rows(results_path)}
+    return [c for c in grid.cells if c.cell_id not in done]
 
 
 def _data_key(cell: Cell) -> str:

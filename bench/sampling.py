@@ -19,7 +19,8 @@ class BatchSampler:
         self.by_class = [idx for idx in by_class if len(idx) >= 2]  # a positive needs two images
         if len(self.by_class) < 2:
             raise UserError("training split has fewer than 2 classes with 2+ images — use a dataset with more classes or a smaller split.test_fraction")
-        need = {"pairs": 2, "triplets": 3, "m_per_class": 2 * m_per_class}[kind]
+        # pairs: at least 2 same and 2 different pairs, since PML's pair losses score nothing from one of each
+        need = {"pairs": 8, "triplets": 3, "m_per_class": 2 * m_per_class}[kind]
         if batch_size < need:
             raise UserError(f"train.batch_size = {batch_size} is too small for {kind} batches — use at least {need}")
 

@@ -41,7 +41,8 @@ class PMLLoss(nn.Module):
 @LOSSES.register("contrastive")
 def contrastive(embed_dim: int, pos_margin: float = 0.0, neg_margin: float = 1.0) -> PMLLoss:
     """Hadsell et al. 2006 via PML: relu(d − pos_margin) for same pairs, relu(neg_margin − d) for different
-    pairs, d the euclidean distance of L2-normalised embeddings, averaged over the pairs with non-zero loss."""
+    pairs, d the euclidean distance of L2-normalised embeddings. PML averages the non-zero same-pair losses
+    and the non-zero different-pair losses separately and adds the two means."""
     from pytorch_metric_learning.losses import ContrastiveLoss
 
     return PMLLoss(ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin), "pairs")
@@ -56,8 +57,8 @@ def triplet(embed_dim: int, margin: float = 0.05) -> PMLLoss:
 
 
 # Not reachable through pml/<Name>: classification losses with per-class weights (they need the number of
-# train classes, known only after the split), abstract bases, and VICReg (self-supervised, no labels).
-_UNSUPPORTED = {"BaseMetricLossFunction", "GenericPairLoss", "VICRegLoss", "P2SGradLoss"}
+# train classes, known only after the split), abstract bases, and losses that take no labels (VICReg, Manifold).
+_UNSUPPORTED = {"BaseMetricLossFunction", "GenericPairLoss", "ManifoldLoss", "P2SGradLoss", "VICRegLoss"}
 
 
 def _supported(cls) -> bool:

@@ -1,0 +1,144 @@
+"""End to end through the `bench` CLI as a user runs it: a real (tiny) grid, resume, leaderboard, errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GRID = """
+name = "e2e"
+[budget]
+max_steps = 2
+[train]
+batch_size = 12
+[eval]
+recall_k = [1, 4]
+[axes]
+backbone = ["koch", "timm/resnet10t"]
+loss = ["bce_l1", "contrastive", "triplet"]
+seed = [0, 1]
+[backbone.koch]
+image_size = 65
+embed_dim = 64
+[backbone."timm/resnet10t"]
+image_size = 32
+[[exclude]]
+backbone = "koch"
+loss = ["contrastive", "triplet"]
+[[exclude]]
+backbone = "koch"
+seed = 1
+"""
+
+
+def bench(*args, cwd):
+    """The real console entry point in a subprocess, exactly as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """The same entry point in-process (seconds cheaper than a fresh interpreter per call)."""
+    from bench.cli import main
+
+    def run(*args, cwd):
+        monkeypatch.chdir(cwd)
+        code = main(list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("e2e")
+    (cwd / "grid.toml").write_text(GRID)
+    return cwd, bench("run", "--grid", "grid.toml", cwd=cwd)
+
+
+def rows(cwd: Path) -> list[dict]:
+    return [json.loads(line) for line in (cwd / "results" / "e2e.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_one_ok_row_per_cell(ran):
+    cwd, proc = ran
+    assert proc.returncode == 0, proc.stderr
+    got = rows(cwd)
+    assert len(got) == 7 and len({r["cell_id"] for r in got}) == 7
+    for r in got:
+        assert r["status"] == "ok" and r["schema"] == 1
+        assert r["train"]["steps"] == 2 and r["train"]["stopped_by"] == "max_steps"
+        assert r["train"]["samples"] == 24  # 12 images a step: 6 pairs or 4 triplets
+        assert 0.0 <= r["metrics"]["verification_roc_auc"] <= 1.0
+        assert 0.0 <= r["metrics"]["recall_at_1"] <= r["metrics"]["recall_at_4"] <= 1.0
+        assert r["split"]["n_test_classes"] == 4 and r["split"]["n_train_classes"] == 6
+        assert r["env"]["versions"]["torch"] and r["env"]["precision"] == "fp32"
+    koch = next(r for r in got if r["config"]["backbone"] == "koch")
+    assert koch["input"]["size"] == [65, 65] and koch["input"]["channels"] == 1 and koch["model"]["embed_dim"] == 64
+    resnet = next(r for r in got if r["config"]["backbone"] == "timm/resnet10t")
+    assert resnet["input"]["channels"] == 3 and resnet["input"]["from"] == [1, 8, 8]
+    assert resnet["input"]["channel_conversion"] == "gray replicated to 3" and resnet["input"]["resize"]
+    assert resnet["metrics"]["distance"] == "l1" if resnet["config"]["loss"] == "bce_l1" else "cosine"
+
+
+def test_leaderboard_markdown_has_one_line_per_configuration(ran):
+    cwd, proc = ran
+    text = (cwd / "results" / "e2e.md").read_text()
+    assert text in proc.stdout
+    table = [l for l in text.splitlines() if l.startswith("| ") and not l.startswith("| #")]
+    assert len(table) == 4  # koch·bce_l1 (1 seed) + resnet10t × 3 losses (2 seeds)
+    assert sum(" ± " in l for l in table) == 3
+    assert all(l.rstrip(" |").endswith("max_steps") for l in table)
+
+
+def test_rerun_skips_done_cells(ran, cli):
+    cwd, _ = ran
+    before = (cwd / "results" / "e2e.jsonl").read_text()
+    proc = cli("run", "--grid", "grid.toml", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to run" in proc.stderr
+    assert (cwd / "results" / "e2e.jsonl").read_text() == before
+
+
+def test_leaderboard_command_and_metric_choice(ran, cli):
+    cwd, _ = ran
+    proc = cli("leaderboard", "results/e2e.jsonl", "--metric", "recall_at_1", "--out", "board.md", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "Sorted by **recall_at_1**" in (cwd / "board.md").read_text()
+    means = [float(l.split("|")[5].split("±")[0]) for l in (cwd / "board.md").read_text().splitlines() if l.startswith("| ") and not l.startswith("| #")]
+    assert means == sorted(means, reverse=True)
+    bad = cli("leaderboard", "results/e2e.jsonl", "--metric", "accuracy", cwd=cwd)
+    assert bad.returncode == 2 and "unknown metric 'accuracy' — use one of" in bad.stderr
+
+
+def test_bad_grid_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "bad.toml").write_text(GRID.replace('"triplet"]', '"triplett"]'))
+    proc = bench("run", "--grid", "bad.toml", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown loss 'triplett': did you mean triplet" in lines[0] and "bad.toml" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_dataset_root_fails_before_writing(tmp_path, cli):
+    grid = GRID.replace('seed = [0, 1]', 'seed = [0]\ndataset = ["folder"]') + f'\n[dataset.folder]\nroot = "{tmp_path / "nope"}"\n'
+    (tmp_path / "g.toml").write_text(grid)
+    proc = cli("run", "--grid", "g.toml", cwd=tmp_path)
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+    assert not (tmp_path / "results" / "e2e.jsonl").exists()
+
+
+def test_validate_prints_cells_and_ls_lists_plugins(tmp_path, cli):
+    (tmp_path / "grid.toml").write_text(GRID)
+    proc = cli("validate", "grid.toml", cwd=tmp_path)
+    assert proc.returncode == 0 and "7 cells (5 excluded)" in proc.stdout
+    proc = cli("ls", "backbones", "timm/resnet1*", cwd=tmp_path)
+    assert proc.returncode == 0 and "timm/resnet10t" in proc.stdout and "timm/resnet18" in proc.stdout
+    proc = cli("ls", "losses", cwd=tmp_path)
+    assert all(n in proc.stdout for n in ("bce_l1", "contrastive", "triplet", "pml/<name>"))
+    proc = cli("ls", "datasets", "zzz*", cwd=tmp_path)
+    assert proc.returncode == 2

@@ -1,0 +1,127 @@
+"""The append-only JSONL results file: rows round-trip, torn lines, the writer lock, schema, bad paths."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.errors import UserError
+from bench.results import SCHEMA, ResultsWriter, read_rows
+
+
+def make_row(cell_id: str, **extra) -> dict:
+    return {"schema": SCHEMA, "cell_id": cell_id, "status": "ok", "metrics": {"verification_roc_auc": 0.75}, **extra}
+
+
+@pytest.mark.filterwarnings("error")
+def test_appended_rows_read_back(tmp_path):
+    path = tmp_path / "sub" / "results.jsonl"  # parent folders are created
+    rows = [make_row("a"), make_row("b", config={"seed": 1, "recall_k": [1, 2]}), make_row("c", note="ünïcode ±")]
+    with ResultsWriter(path) as writer:
+        for r in rows:
+            writer.append(r)
+        assert read_rows(path) == rows  # flushed as written, readable while the writer is open
+    assert read_rows(path) == rows
+    assert path.read_text(encoding="utf-8").count("\n") == 3
+
+
+def test_nan_metric_round_trips(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("a", metrics={"verification_roc_auc": float("nan")}))
+    assert math.isnan(read_rows(path)[0]["metrics"]["verification_roc_auc"])
+
+
+def test_reopening_appends_rather_than_truncating(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("a"))
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("b"))
+    assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+
+
+def test_missing_file_reads_as_no_rows(tmp_path):
+    assert read_rows(tmp_path / "nothing.jsonl") == []
+
+
+def test_torn_last_line_is_skipped_and_next_row_starts_on_a_new_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("a"))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(make_row("torn"))[:25])  # a run killed mid-write: no closing brace, no newline
+    with pytest.warns(UserWarning, match="torn"):
+        assert [r["cell_id"] for r in read_rows(path)] == ["a"]
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("b"))
+    with pytest.warns(UserWarning, match=r":2: .*torn"):
+        assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+
+
+def test_file_without_final_newline_but_complete_row_keeps_both_rows(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(make_row("a")), encoding="utf-8")
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("b"))
+    assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+
+
+def test_torn_last_line_ending_in_non_ascii_character(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(make_row("a")) + '\n{"cell_id": "caf\u00e9', encoding="utf-8")
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("b"))
+    with pytest.warns(UserWarning, match="torn"):
+        assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+
+
+def test_non_row_lines_are_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join([json.dumps(make_row("a")), "[1, 2]", '{"no_cell_id": 1}', "", json.dumps(make_row("b"))]) + "\n")
+    with pytest.warns(UserWarning, match="not a metric-bench row"):
+        assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+
+
+def test_second_writer_on_same_file_is_a_user_error(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as first:
+        first.append(make_row("a"))
+        with pytest.raises(UserError, match="another `bench run`"):
+            ResultsWriter(path)
+        first.append(make_row("b"))
+    with ResultsWriter(path) as again:  # the lock is released on close
+        again.append(make_row("c"))
+    assert [r["cell_id"] for r in read_rows(path)] == ["a", "b", "c"]
+
+
+def test_row_from_newer_schema_is_a_user_error(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("a"))
+        writer.append(make_row("b", schema=SCHEMA + 1))
+    with pytest.raises(UserError, match="newer metric-bench"):
+        read_rows(path)
+
+
+def test_row_without_schema_or_current_schema_is_accepted(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.append({"cell_id": "old"})
+        writer.append(make_row("now"))
+    assert [r["cell_id"] for r in read_rows(path)] == ["old", "now"]
+
+
+def test_path_under_a_regular_file_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="cannot write results"):
+        ResultsWriter(blocker / "results.jsonl")
+    with pytest.raises(UserError, match="cannot write results"):
+        ResultsWriter(blocker / "deeper" / "results.jsonl")
+
+
+def test_directory_as_results_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="cannot write results"):
+        ResultsWriter(tmp_path)
