@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.errors import UserError
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted: finished cells are saved; rerun the same command to continue")
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, help="results JSONL (default results/<grid name>.jsonl)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--metric", default="verification_roc_auc", help="leaderboard sort metric")
+    run.add_argument("--rerun", default="none", choices=["none", "failed", "all"],
+                     help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; all: rerun every cell")
+    run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
+    run.add_argument("--isolate", action="store_true", help="run each cell in its own process (kills hung plugins at --cell-timeout)")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", parents=[common], help="check a grid and print its cells, without training")
@@ -66,15 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from bench.config import load_grid
-    from bench.runner import run_grid
+    from bench.runner import RunOptions, run_grid
 
+    if args.cell_timeout is not None and args.cell_timeout <= 0:
+        raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")
     grid = load_grid(args.grid)
     results = args.results or Path("results") / f"{grid.name}.jsonl"
-    console.print(f"grid [bold]{grid.name}[/]: {len(grid.cells)} cells → {results}", highlight=False)
-    rows = run_grid(grid, results, device=args.device, console=console)
+    options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()))
+    rows = run_grid(grid, results, options, console=console)
     failed = [r for r in rows if r.get("status") != "ok"]
     for r in failed:
-        console.print(f"[yellow]cell {r['cell_id']} ({r['config']['backbone']} · {r['config']['loss']}): {r['status']}[/] {r.get('error', '')}", highlight=False)
+        console.print(f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}", highlight=False)
     _write_leaderboard(rows, args.metric, results.with_suffix(".md"), title=grid.name)
     return 0
 

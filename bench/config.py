@@ -47,8 +47,14 @@ class SplitConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     recall_k: tuple[int, ...] = (1, 2, 4, 8)
-    max_pairs: int = 2_000_000  # verification uses all pairs up to this many, else a seeded sample
+    max_pairs: int = 2_000_000  # verification uses all pairs up to this many, else a seeded stratified sample
     batch_size: int = 256
+    tar_far: tuple[float, ...] = (1e-2, 1e-3)  # verification_tar_at_far_<f> for each f
+    n_way: int = 20  # few-shot episodes: Koch's 20-way one-shot by default
+    k_shot: int = 1
+    episodes: int = 1000
+    memory_mb: int = 1024  # working memory of the chunked kNN and pair distances (chooses the chunk size)
+    distance: Literal["cosine", "euclidean", "l1"] | None = None  # None: the distance the loss was trained for
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,7 @@ def _make_cell(point: dict, static: dict, sections: dict, where: str) -> Cell:
         for key, value in point.items():
             if key.startswith(family + ".") and _takes(factory, key.split(".", 1)[1]):
                 a[key.split(".", 1)[1]] = value
-        _check_args_once(factory, a, f"{where}: [{family}.{name!r}]", CALL_SKIP[family])
+        _check_args_once(factory, a, f"{where}: [{family}.{json.dumps(name)}]", CALL_SKIP[family])
         args[family] = a
     overrides = {s: {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith(s + ".")} for s in SECTIONS}
     made = {s: dataclasses.replace(sections[s], **{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}) for s, o in overrides.items()}

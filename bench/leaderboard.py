@@ -22,7 +22,9 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 def table(rows: list[dict], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One row per configuration (the cell config without its seed) with mean, std and n per metric."""
-    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    from bench.results import latest_rows
+
+    ok = [r for r in latest_rows(rows).values() if r.get("status", "ok") == "ok"]
     if not ok:
         return pd.DataFrame()
     configs = pd.DataFrame([flatten(r["config"]) for r in ok]).drop(columns=["seed"])

@@ -35,6 +35,11 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 
+def latest_rows(rows: list[dict]) -> dict[str, dict]:
+    """The newest row of each cell (rows are append-only: a rerun's row supersedes the earlier one)."""
+    return {row["cell_id"]: row for row in rows}
+
+
 class ResultsWriter:
     """Holds an exclusive lock on the results file while a grid runs, so two runs cannot interleave rows."""
 

@@ -5,7 +5,7 @@ import json
 import platform
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,38 +18,90 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.config import Cell, Grid
 from bench.datasets import split_classes
 from bench.errors import UserError
+from bench.isolation import run_isolated
 from bench.metrics import evaluate
 from bench.plugins import BACKBONES, DATASETS, LOSSES, LabelledImages
 from bench.preprocess import fit_to_spec
-from bench.results import SCHEMA, ResultsWriter, read_rows
+from bench.results import SCHEMA, ResultsWriter, latest_rows, read_rows
+from bench.sampling import min_batch_size
 from bench.train import embed, train
 
 
-def run_grid(grid: Grid, results_path: Path, device: str = "auto", console: Console | None = None) -> list[dict]:
-    """Run every cell of `grid` not already in `results_path`; returns all rows of this grid's cells."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a grid; none of this is part of a cell's identity."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    rerun: str = "none"  # none: skip cells with a row; failed: also rerun error/oom/timeout; all: rerun every cell
+    cell_timeout: float | None = None  # hard wall-clock limit per cell (build + train + evaluate)
+    isolate: bool = False  # each cell in a child process, killed when it outlives cell_timeout
+    plugins: tuple[str, ...] = ()  # --plugin modules, imported again in child processes
+
+
+FAILED = ("error", "oom", "timeout")  # `diverged` is a result of the config, not a failure to rerun
+
+
+class CellTimeout(Exception):
+    pass
+
+
+def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(), console: Console | None = None) -> list[dict]:
+    """Run the cells of `grid` that `options.rerun` selects; returns the latest row of every cell of the grid."""
     console = console or Console(stderr=True)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    todo = _todo(grid, results_path)
-    data = load_datasets(todo, console)  # before the results file is touched: bad data leaves nothing behind
-    if not todo:
-        console.print("every cell already has a row; nothing to run")
+    dev = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device))
+    todo = select_cells(grid, read_rows(results_path), options.rerun)
+    check_buildable(todo)
+    data = load_datasets(todo, console)  # before the results file is touched: bad input leaves nothing behind
     with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
-        todo = _todo(grid, results_path)
+        todo = select_cells(grid, read_rows(results_path), options.rerun) if options.rerun == "none" else todo
+        console.print(f"grid {grid.name}: {len(todo)} of {len(grid.cells)} cells to run → {results_path}", highlight=False)
+        if not todo:
+            console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
         fitted: dict[tuple, tuple[torch.Tensor, dict]] = {}
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=False) as progress:
             grid_task = progress.add_task(f"grid {grid.name}", total=len(grid.cells), completed=len(grid.cells) - len(todo), info="")
             for cell in todo:
-                row = run_cell(cell, grid.name, data[_data_key(cell)], fitted, dev, progress)
+                task = progress.add_task(f"  {cell.backbone} · {cell.loss} · seed {cell.seed}", total=cell.budget.max_steps, info="building")
+                if options.isolate:
+                    row = run_isolated(cell, grid.name, data[_data_key(cell)], dev, options)
+                else:
+                    row = run_cell(cell, grid.name, data[_data_key(cell)], fitted, dev, options.cell_timeout, _progress_hook(progress, task))
+                progress.remove_task(task)
                 writer.append(row)
                 progress.update(grid_task, advance=1, info=f"last: {cell.backbone} {cell.loss} → {_summary(row)}")
     ids = {c.cell_id for c in grid.cells}
-    return [r for r in read_rows(results_path) if r["cell_id"] in ids]
+    return [r for cid, r in latest_rows(read_rows(results_path)).items() if cid in ids]
 
 
-def _todo(grid: Grid, results_path: Path) -> list[Cell]:
-    done = {r["cell_id"] for r in read_rows(results_path)}
-    return [c for c in grid.cells if c.cell_id not in done]
+def select_cells(grid: Grid, rows: list[dict], rerun: str) -> list[Cell]:
+    latest = latest_rows(rows)
+    if rerun == "all":
+        return list(grid.cells)
+    return [c for c in grid.cells if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id]["status"] in FAILED)]
+
+
+def check_buildable(cells: list[Cell]) -> None:
+    """Build each distinct backbone and loss once, so a bad argument fails before any training."""
+    built: dict[str, int] = {}
+    for cell in cells:
+        key = json.dumps([cell.backbone, cell.backbone_args], sort_keys=True)
+        if key not in built:
+            built[key] = _build(BACKBONES, "backbone", cell.backbone, cell.backbone_args).embed_dim
+        loss = _build(LOSSES, "loss", cell.loss, cell.loss_args, built[key])
+        need = min_batch_size(loss.batch, cell.train.m_per_class)
+        if cell.train.batch_size < need:
+            raise UserError(f"train.batch_size = {cell.train.batch_size} is too small for {cell.loss} ({loss.batch} batches) — use at least {need}")
+
+
+def _build(registry, family: str, name: str, args: dict, *positional):
+    try:
+        return registry.get(name).factory(*positional, **args)
+    except UserError:
+        raise
+    except Exception as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items()) or "no arguments"
+        raise UserError(f"{family} {name!r} ({shown}) cannot be built: {type(exc).__name__}: {exc} — fix [{family}.{json.dumps(name)}] in the grid") from None
 
 
 def _data_key(cell: Cell) -> str:
@@ -67,23 +119,50 @@ def load_datasets(cells: list[Cell], console: Console) -> dict[str, LabelledImag
     return data
 
 
-def run_cell(cell: Cell, grid_name: str, data: LabelledImages, fitted: dict, device: torch.device, progress: Progress) -> dict:
-    row = {"schema": SCHEMA, "grid": grid_name, "cell_id": cell.cell_id, "config": cell.to_dict()}
-    task = progress.add_task(f"  {cell.backbone} · {cell.loss} · seed {cell.seed}", total=cell.budget.max_steps, info="building")
+def _progress_hook(progress: Progress, task):
+    def hook(steps=None, info=""):
+        progress.update(task, completed=steps, info=info)
+
+    return hook
+
+
+def run_cell(cell: Cell, grid_name: str, data: LabelledImages, fitted: dict, device: torch.device,
+             cell_timeout: float | None = None, report=lambda steps=None, info="": None) -> dict:
+    """Train and evaluate one cell; any failure becomes the row's status, never an exception."""
+    row = _row_start(cell, grid_name)
+    deadline = time.monotonic() + cell_timeout if cell_timeout else None
     try:
-        row.update(_train_and_evaluate(cell, data, fitted, device, progress, task))
+        row.update(_train_and_evaluate(cell, data, fitted, device, report, deadline))
         row["status"] = "diverged" if row["train"]["stopped_by"] == "diverged" else "ok"
-    except UserError:
-        raise
+    except CellTimeout as exc:
+        row.update(status="timeout", error=str(exc))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        row.update(status="oom", error=f"{type(exc).__name__}: {exc}"[:2000])
     except Exception as exc:  # one broken cell must not cost the rest of the grid
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
-    row["env"] = environment(device, row.get("precision", cell.train.precision))
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}"[:2000], traceback=traceback.format_exc(limit=8))
+    return _row_end(row, device, row.get("precision", cell.train.precision))
+
+
+def failed_row(cell: Cell, grid_name: str, device: torch.device, status: str, error: str) -> dict:
+    return _row_end({**_row_start(cell, grid_name), "status": status, "error": error}, device, cell.train.precision)
+
+
+def _row_start(cell: Cell, grid_name: str) -> dict:
+    return {"schema": SCHEMA, "grid": grid_name, "cell_id": cell.cell_id, "config": cell.to_dict()}
+
+
+def _row_end(row: dict, device: torch.device, precision: str) -> dict:
+    row["env"] = environment(device, precision)
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    progress.remove_task(task)
     return row
 
 
-def _train_and_evaluate(cell: Cell, data: LabelledImages, fitted: dict, device: torch.device, progress: Progress, task) -> dict:
+def _check_deadline(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise CellTimeout(f"cell exceeded the --cell-timeout limit during {what}")
+
+
+def _train_and_evaluate(cell: Cell, data: LabelledImages, fitted: dict, device: torch.device, report, deadline) -> dict:
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)
     backbone = BACKBONES.get(cell.backbone).factory(**cell.backbone_args)
@@ -99,16 +178,19 @@ def _train_and_evaluate(cell: Cell, data: LabelledImages, fitted: dict, device: 
         fitted[key] = fit_to_spec(data.images, spec)
     images, conversion = fitted[key]
     labels = torch.from_numpy(data.labels)
-    train_idx, test_idx, split = split_classes(data, cell.split.test_fraction, cell.split.seed)
+    train_idx, _val_idx, test_idx, split = split_classes(data, cell.split.test_fraction, cell.split.seed)
 
     def on_step(steps, samples, seconds, loss):
-        progress.update(task, completed=steps, info=f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
+        report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
+        _check_deadline(deadline, f"training (step {steps})")
 
     result = train(backbone, loss_fn, images[train_idx], labels[train_idx], cell.train, cell.budget, cell.seed, device, bf16, on_step)
-    progress.update(task, info="evaluating")
+    _check_deadline(deadline, "training")
+    report(info="evaluating")
     start = time.perf_counter()
     embeddings = embed(backbone, images[test_idx], cell.eval.batch_size, device, bf16)
-    metrics = evaluate(embeddings, labels[test_idx], loss_fn.distance, cell.eval.recall_k, cell.eval.max_pairs, cell.split.seed)
+    metrics = evaluate(embeddings, labels[test_idx], loss_fn.distance, cell.eval, cell.split.seed)
+    _check_deadline(deadline, "evaluation")
     return {
         "metrics": metrics,
         "train": asdict(result),

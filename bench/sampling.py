@@ -10,6 +10,11 @@ import numpy as np
 from bench.errors import UserError
 
 
+def min_batch_size(kind: str, m_per_class: int) -> int:
+    # pairs: at least 2 same and 2 different pairs, since PML's pair losses score nothing from one of each
+    return {"pairs": 8, "triplets": 3, "m_per_class": 2 * m_per_class}[kind]
+
+
 class BatchSampler:
     def __init__(self, kind: str, labels: np.ndarray, batch_size: int, seed: int, m_per_class: int = 4):
         self.kind, self.batch_size, self.m = kind, batch_size, m_per_class
@@ -19,8 +24,7 @@ class BatchSampler:
         self.by_class = [idx for idx in by_class if len(idx) >= 2]  # a positive needs two images
         if len(self.by_class) < 2:
             raise UserError("training split has fewer than 2 classes with 2+ images — use a dataset with more classes or a smaller split.test_fraction")
-        # pairs: at least 2 same and 2 different pairs, since PML's pair losses score nothing from one of each
-        need = {"pairs": 8, "triplets": 3, "m_per_class": 2 * m_per_class}[kind]
+        need = min_batch_size(kind, m_per_class)
         if batch_size < need:
             raise UserError(f"train.batch_size = {batch_size} is too small for {kind} batches — use at least {need}")
 

@@ -1,6 +1,7 @@
 """Checks TOML values against Python annotations, so a wrong type fails before training, not mid-grid."""
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -47,8 +48,9 @@ def matches(value: Any, annotation: Any) -> bool:
 def check_call_args(factory: Callable, args: dict, where: str, skip: tuple[str, ...] = ()) -> None:
     """Raise ValueError naming `where` if `args` would not bind to `factory` or a value has the wrong type."""
     sig = inspect.signature(factory)
+    target = factory.func if isinstance(factory, functools.partial) else factory  # timm/<name> is a partial
     try:
-        hints = typing.get_type_hints(factory)
+        hints = typing.get_type_hints(target)
     except Exception:
         hints = {}
     params = {n: p for n, p in sig.parameters.items() if n not in skip and p.kind not in (p.VAR_POSITIONAL,)}

@@ -79,7 +79,7 @@ def test_cell_id_is_stable_and_config_sensitive():
         ({"axes": {"backbone": ["koch"], "loss": ["triplet"], "colour": [1]}}, r"unknown axis 'colour'"),
         ({"axes": {"backbone": ["koch"], "loss": ["triplet"], "loss.alpha": [1]}}, r"no loss in axes.loss takes argument 'alpha'"),
         ({"axes": {"backbone": ["koch"], "loss": ["triplet"], "train.lr": ["x"]}}, r"lr = 'x' should be float"),
-        ({"backbone": {"koch": {"image_sise": 65}}}, r"\[backbone.'koch'\]: unknown argument 'image_sise'; it takes image_size, channels"),
+        ({"backbone": {"koch": {"image_sise": 65}}}, r'\[backbone."koch"\]: unknown argument .image_sise.; it takes image_size, channels' ),
         ({"backbone": {"koch": {"image_size": "big"}}}, r"argument 'image_size' = 'big' should be int"),
         ({"loss": {"triplet": {"margin": True}}}, r"argument 'margin' = True should be float"),
         ({"backbone": {"resnet": {"x": 1}}}, r"sets arguments for a backbone not in axes.backbone"),

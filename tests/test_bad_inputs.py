@@ -1,0 +1,134 @@
+"""The catalogue of bad inputs: each exits 2 with one line naming the input and the fix, and writes nothing."""
+import json
+import os
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+import bench.registry as registry_module
+from bench.cli import main
+from bench.plugins import REGISTRIES
+
+GOOD = """
+name = "bad"
+[budget]
+max_steps = 1
+[axes]
+backbone = ["timm/resnet10t"]
+loss = ["triplet"]
+[backbone."timm/resnet10t"]
+image_size = 32
+"""
+
+
+def edit(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+GRIDS = {
+    "malformed TOML": (GOOD.replace("[budget]", "[budget"), "not valid TOML"),
+    "unknown top-level key": ("learning_rate = 0.1\n" + GOOD, "unknown key 'learning_rate' in top level; allowed:"),
+    "unknown section key": (edit("max_steps = 1", "max_steps = 1\nmax_epochs = 2"), "unknown key 'max_epochs' in [budget]; allowed: max_steps"),
+    "unknown backbone": (edit('["timm/resnet10t"]\nloss', '["kosh"]\nloss'), "unknown backbone 'kosh': did you mean koch?"),
+    "unknown timm model": (GOOD.replace("resnet10t", "resnet10x"), "unknown timm model 'resnet10x': did you mean timm/resnet10t"),
+    "unknown loss": (edit('["triplet"]', '["triplets"]'), "unknown loss 'triplets': did you mean triplet?"),
+    "unknown pml loss": (edit('["triplet"]', '["pml/MultiSimilarity"]'), "unknown pytorch-metric-learning loss 'MultiSimilarity': did you mean pml/MultiSimilarityLoss"),
+    "unknown dataset": (edit('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["digit"]'), "unknown dataset 'digit': did you mean digits?"),
+    "wrong plugin argument name": (edit("image_size = 32", "img_size = 32"), "unknown argument 'img_size'; it takes embed_dim, pretrained, image_size"),
+    "wrong plugin argument type": (edit("image_size = 32", 'image_size = "32"'), "argument 'image_size' = '32' should be int"),
+    "plugin argument the plugin rejects": (GOOD + '\n[loss.triplet]\nmargin = "wide"\n', "argument 'margin' = 'wide' should be float"),
+    "arguments for a plugin not in the grid": (GOOD + "\n[backbone.koch]\nimage_size = 65\n", "sets arguments for a backbone not in axes.backbone"),
+    "empty axis": (edit('loss = ["triplet"]', "loss = []"), "[axes] loss must be a non-empty list"),
+    "missing axis": (edit('loss = ["triplet"]', ""), "[axes] has no 'loss'"),
+    "unknown axis": (edit('loss = ["triplet"]', 'loss = ["triplet"]\n"train.momentum" = [0.9]'), "unknown key 'momentum' in [train"),
+    "no budget": (edit("max_steps = 1", ""), "[budget] sets no limit"),
+    "zero budget": (edit("max_steps = 1", "max_steps = 0"), "max_steps = 0 must be positive"),
+    "negative budget": (edit("max_steps = 1", "max_seconds = -3.0"), "max_seconds = -3.0 must be positive"),
+    "seed not an int": (edit('loss = ["triplet"]', 'loss = ["triplet"]\nseed = [1.5]'), "seed = [1.5] must be a list of integers"),
+    "bad optimizer": (GOOD + '\n[train]\noptimizer = "adamax"\n', "optimizer = 'adamax' should be 'adam' | 'adamw' | 'sgd'"),
+    "batch too small for the loss": (GOOD + "\n[train]\nbatch_size = 2\n", "train.batch_size = 2 is too small for triplet"),
+    "backbone that cannot be built": (edit('["timm/resnet10t"]', '["koch"]').replace('[backbone."timm/resnet10t"]\nimage_size = 32', "[backbone.koch]\nimage_size = 30"), "backbone 'koch' (image_size=30) cannot be built"),
+    "missing dataset root": (edit('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["folder"]') + '\n[dataset.folder]\nroot = "/no/such/dir"\n', "'/no/such/dir' is not a directory"),
+    "exclude removes everything": (GOOD + '\n[[exclude]]\nloss = "triplet"\n', "[[exclude]] removes every cell"),
+}
+
+
+def run(tmp_path, monkeypatch, capsys, args):
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def assert_one_line_exit_2(code, err, expected, tmp_path):
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert expected in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("case", list(GRIDS))
+def test_bad_grid(case, tmp_path, monkeypatch, capsys):
+    text, expected = GRIDS[case]
+    (tmp_path / "grid.toml").write_text(text)
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml"])
+    assert_one_line_exit_2(code, err, expected, tmp_path)
+    assert err.startswith("error: ")
+
+
+def test_missing_grid_file(tmp_path, monkeypatch, capsys):
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "nope.toml"])
+    assert_one_line_exit_2(code, err, "nope.toml: no such grid file", tmp_path)
+
+
+def test_results_path_not_writable(tmp_path, monkeypatch, capsys):
+    (tmp_path / "grid.toml").write_text(GOOD)
+    (tmp_path / "afile").write_text("")
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml", "--results", "afile/r.jsonl"])
+    assert_one_line_exit_2(code, err, "cannot write results", tmp_path)
+    assert (tmp_path / "afile").read_text() == ""
+
+
+def test_results_file_from_a_newer_schema(tmp_path, monkeypatch, capsys):
+    (tmp_path / "grid.toml").write_text(GOOD)
+    newer = json.dumps({"schema": 99, "cell_id": "x"}) + "\n"
+    (tmp_path / "r.jsonl").write_text(newer)
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml", "--results", "r.jsonl"])
+    assert_one_line_exit_2(code, err, "newer metric-bench (row schema 99 > 1)", tmp_path)
+    assert (tmp_path / "r.jsonl").read_text() == newer
+
+
+def test_plugin_entry_point_that_fails_to_import(tmp_path, monkeypatch, capsys):
+    registry = REGISTRIES["backbones"]
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    ep = EntryPoint("broken", "no_such_module_abc:factory", "metric_bench.backbones")
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [ep] if group == "metric_bench.backbones" else [])
+    (tmp_path / "grid.toml").write_text(GOOD)
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml"])
+    assert_one_line_exit_2(code, err, "plugin 'broken'", tmp_path)
+    assert "failed to import" in err and "fix or uninstall that package" in err
+
+
+def test_plugin_module_that_fails_to_import(tmp_path, monkeypatch, capsys):
+    (tmp_path / "grid.toml").write_text(GOOD)
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--plugin", "no_such_plugin_xyz", "--grid", "grid.toml"])
+    assert_one_line_exit_2(code, err, "--plugin no_such_plugin_xyz: import failed", tmp_path)
+
+
+def test_bad_cell_timeout(tmp_path, monkeypatch, capsys):
+    (tmp_path / "grid.toml").write_text(GOOD)
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml", "--cell-timeout", "0"])
+    assert_one_line_exit_2(code, err, "--cell-timeout 0 must be a positive number", tmp_path)
+
+
+def test_leaderboard_of_missing_file(tmp_path, monkeypatch, capsys):
+    code, err = run(tmp_path, monkeypatch, capsys, ["leaderboard", "results/none.jsonl"])
+    assert_one_line_exit_2(code, err, "no such results file", tmp_path)
+
+
+def test_catalogue_has_at_least_20_cases():
+    assert len(GRIDS) + 7 >= 20

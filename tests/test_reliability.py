@@ -1,0 +1,212 @@
+"""Failures are recorded not fatal, --rerun, hard timeouts, isolation, reproducibility, and kill -9 resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+FAULTY = '''
+import time, torch
+from torch import nn
+from bench.plugins import BACKBONES, LOSSES, InputSpec
+
+class Faulty(nn.Module):
+    def __init__(self, mode):
+        super().__init__()
+        self.mode, self.embed_dim = mode, 8
+        self.input_spec = InputSpec((8, 8), 1, (0.0,), (1.0,))
+        self.fc = nn.Linear(64, 8)
+    def forward(self, x):
+        if self.mode == "raise":
+            raise RuntimeError("plugin bug")
+        if self.mode == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        if self.mode == "hang":
+            time.sleep(600)
+        return self.fc(x.flatten(1))
+
+@BACKBONES.register("faulty")
+def faulty(mode: str = "ok"):
+    return Faulty(mode)
+
+class NanLoss(nn.Module):
+    batch, distance = "m_per_class", "euclidean"
+    def forward(self, e, labels):
+        return e.sum() * float("nan")
+
+@LOSSES.register("nan_loss")
+def nan_loss(embed_dim: int):
+    return NanLoss()
+'''
+
+GRID = """
+name = "faults"
+[budget]
+max_steps = 2
+[train]
+batch_size = 16
+[axes]
+backbone = ["faulty"]
+loss = ["triplet"]
+"backbone.mode" = {modes}
+"""
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    (tmp_path / "faulty_plugin.py").write_text(FAULTY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop("faulty_plugin", None)
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def test_failures_are_recorded_and_the_grid_goes_on(plugin_dir):
+    from bench.plugins import BACKBONES
+
+    if "faulty" not in BACKBONES:  # the module registers once per interpreter
+        import faulty_plugin  # noqa: F401
+    (plugin_dir / "g.toml").write_text(GRID.format(modes='["raise", "oom", "ok"]') + '\n[[exclude]]\nbackbone = "x*"\n'.replace("[[exclude]]\nbackbone = \"x*\"\n", ""))
+    assert main(["run", "--grid", "g.toml", "--cell-timeout", "120"]) == 0
+    got = {r["config"]["backbone_args"]["mode"]: r for r in rows(plugin_dir / "results" / "faults.jsonl")}
+    assert got["raise"]["status"] == "error" and "plugin bug" in got["raise"]["error"]
+    assert got["oom"]["status"] == "oom" and "out of memory" in got["oom"]["error"]
+    assert got["ok"]["status"] == "ok"
+
+    # a timeout in-process: the limit is checked at every step
+    (plugin_dir / "t.toml").write_text(GRID.replace("max_steps = 2", "max_steps = 100000").format(modes='["ok"]').replace('"faults"', '"slow"'))
+    assert main(["run", "--grid", "t.toml", "--cell-timeout", "0.5"]) == 0
+    (row,) = rows(plugin_dir / "results" / "slow.jsonl")
+    assert row["status"] == "timeout" and "--cell-timeout" in row["error"]
+
+    # --rerun failed reruns exactly the failed cells (appending rows that supersede), default skips all
+    before = len(rows(plugin_dir / "results" / "faults.jsonl"))
+    assert main(["run", "--grid", "g.toml"]) == 0
+    assert len(rows(plugin_dir / "results" / "faults.jsonl")) == before
+    assert main(["run", "--grid", "g.toml", "--rerun", "failed"]) == 0
+    after = rows(plugin_dir / "results" / "faults.jsonl")
+    assert [r["config"]["backbone_args"]["mode"] for r in after[before:]] == ["raise", "oom"]
+    assert main(["run", "--grid", "g.toml", "--rerun", "all"]) == 0
+    assert len(rows(plugin_dir / "results" / "faults.jsonl")) == before + 2 + 3
+
+
+def test_nan_loss_is_recorded_as_diverged(plugin_dir):
+    from bench.plugins import BACKBONES
+
+    if "faulty" not in BACKBONES:
+        import faulty_plugin  # noqa: F401
+    (plugin_dir / "d.toml").write_text(GRID.format(modes='["ok"]').replace('["triplet"]', '["nan_loss"]').replace('"faults"', '"div"'))
+    assert main(["run", "--grid", "d.toml"]) == 0
+    (row,) = rows(plugin_dir / "results" / "div.jsonl")
+    assert row["status"] == "diverged" and row["train"]["stopped_by"] == "diverged" and row["train"]["steps"] == 0
+
+
+def test_isolated_hanging_cell_is_killed_at_the_hard_timeout(plugin_dir):
+    (plugin_dir / "h.toml").write_text(GRID.format(modes='["hang", "ok"]').replace('"faults"', '"hang"'))
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "h.toml", "--isolate", "--cell-timeout", "20"],
+        cwd=plugin_dir, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = {r["config"]["backbone_args"]["mode"]: r for r in rows(plugin_dir / "results" / "hang.jsonl")}
+    assert got["hang"]["status"] == "timeout" and "killed" in got["hang"]["error"]
+    assert got["ok"]["status"] == "ok"
+
+
+def test_same_cell_and_seed_give_the_same_metrics_twice():
+    import torch
+
+    from bench.config import parse_grid
+    from bench.plugins import DATASETS
+    from bench.runner import run_cell
+
+    raw = {"budget": {"max_steps": 3}, "train": {"batch_size": 16},
+           "axes": {"backbone": ["timm/resnet10t"], "loss": ["contrastive"]},
+           "backbone": {"timm/resnet10t": {"image_size": 32}}}
+    (cell,) = parse_grid(raw, "r.toml").cells
+    data = DATASETS.get("digits").factory()
+    first = run_cell(cell, "r", data, {}, torch.device("cpu"))
+    second = run_cell(cell, "r", data, {}, torch.device("cpu"))
+    assert first["status"] == second["status"] == "ok"
+    assert first["metrics"] == second["metrics"]
+    assert first["train"]["final_loss"] == second["train"]["final_loss"]
+    assert first["env"]["torch_threads"] >= 1 and first["schema"] == 1
+
+
+KILL_GRID = """
+name = "kill"
+[budget]
+max_steps = 4
+[train]
+batch_size = 16
+[axes]
+backbone = ["timm/resnet10t"]
+loss = ["bce_l1", "contrastive", "triplet"]
+seed = [0, 1]
+[backbone."timm/resnet10t"]
+image_size = 32
+"""
+
+
+def _launch(cwd, results):
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", results],
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _complete_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(1 for l in path.read_text().split("\n") if l.startswith("{") and l.endswith("}"))
+
+
+def _kill_when(proc, path: Path, n_rows: int, delay: float) -> None:
+    deadline = time.time() + 240
+    while _complete_rows(path) < n_rows and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_path):
+    (tmp_path / "grid.toml").write_text(KILL_GRID)
+    reference = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl"],
+                               cwd=tmp_path, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    path = tmp_path / "killed.jsonl"
+    for n_rows, delay in [(0, 6.0), (2, 0.0), (3, 1.5)]:  # in cell 1's training; right after a row; mid-cell
+        _kill_when(_launch(tmp_path, "killed.jsonl"), path, n_rows, delay)
+    # a kill while a row is being written leaves a torn last line
+    text = path.read_text()
+    last_row = rows(tmp_path / "ref.jsonl")[-1]
+    if last_row["cell_id"] not in text:
+        path.write_text(text + json.dumps(last_row)[:100])
+    finish = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "killed.jsonl"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    killed = rows_ignoring_torn(path)
+    ref = rows(tmp_path / "ref.jsonl")
+    assert len(killed) == len(ref) == 6  # nothing lost, nothing duplicated
+    assert {r["cell_id"]: r["metrics"] for r in killed} == {r["cell_id"]: r["metrics"] for r in ref}
+    assert (tmp_path / "killed.md").read_text().replace("killed", "ref") == (tmp_path / "ref.md").read_text()
+
+
+def rows_ignoring_torn(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
