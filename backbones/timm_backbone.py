@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,16 +27,56 @@ class TimmBackbone(nn.Module):
         return self.project(self.model(images))
 
 
-def build_timm(model_name: str, embed_dim: int = 128, pretrained: bool = False, image_size: int = 0) -> TimmBackbone:
-    """`image_size = 0` keeps the model's pretrained input size; pretrained weights come through timm's hub."""
+def build_timm(model_name: str, embed_dim: int = 128, pretrained: bool = False, image_size: int = 0, weights: str = "") -> TimmBackbone:
+    """`image_size = 0` keeps the model's pretrained input size. `pretrained = true` downloads through timm's
+    hub (or its local cache); `weights` loads a local .safetensors/.pth state_dict instead."""
     import timm
 
+    if pretrained and weights:
+        raise UserError(f"timm/{model_name}: set either pretrained = true or weights = {weights!r}, not both")
     model = timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+    if weights:
+        load_weights(model, weights, f"timm/{model_name}")
     cfg = model.pretrained_cfg
     _, height, width = cfg.get("input_size", (3, 224, 224))
     size = (image_size, image_size) if image_size else (height, width)
     spec = InputSpec(size, 3, tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
     return TimmBackbone(model, embed_dim, spec)
+
+
+def load_weights(model: nn.Module, path: str, name: str) -> None:
+    """Strictly load a local state_dict; the classifier is ignored since the backbone has none (num_classes=0)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"{name}: weights file {str(file)!r} not found — fix the weights path")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(file)
+        else:  # weights_only: a weights file can hold tensors, never code to run
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{name}: cannot read weights {str(file)!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) — give a plain state_dict (.safetensors or .pth)") from None
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    classifier = model.pretrained_cfg.get("classifier", "")
+    state = {k: v for k, v in state.items() if not (classifier and k.startswith(classifier + "."))}
+    own = model.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    shapes = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        def few(keys):
+            return f"{len(keys)} (e.g. {', '.join(keys[:2])})" if keys else "0"
+
+        raise UserError(
+            f"{name}: weights {str(file)!r} do not match the model: missing {few(missing)}, unexpected {few(unexpected)}, "
+            f"wrong shape {few(shapes)} — use weights saved from this exact timm model"
+        )
+    model.load_state_dict(state)
 
 
 def _resolve(model_name: str):

@@ -131,4 +131,14 @@ def test_leaderboard_of_missing_file(tmp_path, monkeypatch, capsys):
 
 
 def test_catalogue_has_at_least_20_cases():
-    assert len(GRIDS) + 7 >= 20
+    assert len(GRIDS) + 8 >= 20
+
+
+def test_weights_file_that_does_not_match(tmp_path, monkeypatch, capsys):
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), tmp_path / "w.pth")
+    (tmp_path / "grid.toml").write_text(edit("image_size = 32", 'image_size = 32\nweights = "w.pth"'))
+    code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml"])
+    assert_one_line_exit_2(code, err, "timm/resnet10t: weights 'w.pth' do not match the model", tmp_path)
