@@ -21,6 +21,7 @@ class InputSpec:
     channels: int  # 1 or 3
     mean: tuple[float, ...]  # per channel, for pixels scaled to [0, 1]
     std: tuple[float, ...]
+    pretrained: bool = False  # weights trained on inputs normalised this way (the input check compares)
 
 
 @runtime_checkable
@@ -51,12 +52,17 @@ class Loss(Protocol):
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
 @dataclass(frozen=True)
 class LabelledImages:
     """A whole dataset in memory: uint8 images (N, C, H, W), int64 class ids, class names.
 
-    `split` is optional: a dataset that brings its own class-disjoint split ("train"/"test" per image)
-    sets it; otherwise the harness splits classes by the grid's seeded rule.
+    The images' own channels and size are the dataset's native input (`native`); the harness converts
+    them to what a backbone needs. `split` is optional: a dataset that brings its own class-disjoint split
+    sets "train", "val" or "test" per image; otherwise the harness splits classes by the grid's seeded
+    rule. `attributes` holds per-image metadata arrays of length N (Omniglot: `alphabet`, `drawer`).
     """
 
     images: np.ndarray
@@ -64,10 +70,19 @@ class LabelledImages:
     class_names: tuple[str, ...]
     split: np.ndarray | None = None
     meta: dict = field(default_factory=dict, compare=False)
+    attributes: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         assert self.images.dtype == np.uint8 and self.images.ndim == 4, "images must be uint8 (N, C, H, W)"
         assert len(self.images) == len(self.labels)
+        if self.split is not None:
+            assert len(self.split) == len(self.labels) and set(np.unique(self.split)) <= set(SPLIT_NAMES), f"split values must be {SPLIT_NAMES}"
+        assert all(len(v) == len(self.labels) for v in self.attributes.values()), "attributes are per image"
+
+    @property
+    def native(self) -> dict:
+        """The dataset's own channels and (height, width), before any conversion for a backbone."""
+        return {"channels": int(self.images.shape[1]), "size": [int(self.images.shape[2]), int(self.images.shape[3])]}
 
 
 BACKBONES: Registry[Backbone] = Registry("backbone", group="metric_bench.backbones")

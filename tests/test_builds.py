@@ -51,13 +51,15 @@ def test_every_loss_builds_and_backpropagates(name):
 
 
 def test_every_dataset_builds(tmp_path):
-    from PIL import Image
+    from datafixtures import make_csv, make_folder, omniglot_zip, write_idx_set
 
-    for c in ("a", "b"):
-        (tmp_path / c).mkdir()
-        for i in range(2):
-            Image.new("L", (8, 8), color=i * 50).save(tmp_path / c / f"{i}.png")
-    args = {"folder": {"root": str(tmp_path)}}
+    make_folder(tmp_path / "folder")
+    manifest = make_csv(tmp_path / "csv", [("a0.png", "a"), ("a1.png", "a"), ("b0.png", "b"), ("b1.png", "b")], header="path,label")
+    write_idx_set(tmp_path / "idx", gz=True)
+    omniglot_zip(tmp_path / "omniglot" / "images_background.zip", "images_background", {"Greek": 2})
+    omniglot_zip(tmp_path / "omniglot" / "images_evaluation.zip", "images_evaluation", {"Tifinagh": 2})
+    args = {"folder": {"root": str(tmp_path / "folder")}, "csv": {"manifest": str(manifest)},
+            "mnist": {"root": str(tmp_path / "idx")}, "omniglot": {"root": str(tmp_path / "omniglot")}}
     for name, _ in DATASETS.list():
         data = DATASETS.get(name).factory(**args.get(name, {}))
         assert isinstance(data, LabelledImages) and len(data.class_names) >= 2

@@ -1,0 +1,108 @@
+"""What every image loader shares: decoding files into one uint8 array, encoding labels, and the checks
+that turn bad data into a one-line UserError before any training."""
+from __future__ import annotations
+
+from typing import IO, Callable, Sequence
+
+import numpy as np
+
+from bench.errors import UserError
+from bench.plugins import SPLIT_NAMES
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[bytes]], where: str,
+                  image_size: int = 0, channels: int = 0) -> np.ndarray:
+    """Decode every image once with Pillow into one uint8 (N, C, H, W) array.
+
+    `open_file(name)` gives a path or a binary file object (a zip member). `image_size` resizes to a square
+    (0 = keep the size, which must then be the same for all); `channels` is 1, 3 or 0 (3 if any image has
+    colour, else 1). A file Pillow cannot read fails with its name.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if channels not in (0, 1, 3):
+        raise UserError(f"{where}: channels = {channels} — set it to 1 (gray), 3 (colour) or 0 (as the files are)")
+    arrays: list[np.ndarray] = []
+    size = (image_size, image_size) if image_size else None
+    for name in names:
+        try:
+            with Image.open(open_file(name)) as im:
+                mode = channels or (1 if im.mode in GRAY_MODES else 3)
+                im = im.convert("L" if mode == 1 else "RGB")  # also forces the full decode
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise UserError(f"{where}: cannot read image {name!r} ({type(exc).__name__}: {exc}) — fix or remove that file") from exc
+        if size is None:
+            size, first = im.size, name
+        if im.size != size:
+            if not image_size:
+                raise UserError(f"{where}: {name!r} is {im.size[0]}x{im.size[1]} but {first!r} is {size[0]}x{size[1]} — set image_size to resize all images to one size")
+            im = im.resize(size, Image.BILINEAR, reducing_gap=3.0)
+        a = np.asarray(im, dtype=np.uint8)
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    if not channels and any(a.shape[0] == 3 for a in arrays):  # mixed: gray images join as gray RGB
+        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
+    return np.stack(arrays)
+
+
+def encode_labels(raw: Sequence, where: str, rows: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class ids 0..K-1 and their names from labels that must each be a string or an int.
+
+    Floats are refused rather than turned into names: 3.0 next to 3 would silently make two classes.
+    Integer labels sort numerically, strings alphabetically. `rows` names each label's origin in errors.
+    """
+    names = []
+    for i, value in enumerate(raw):
+        origin = rows[i] if rows is not None else f"label {i}"
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, int, np.integer, np.str_)):
+            raise UserError(f"{where}: {origin} has label {value!r} of type {type(value).__name__} — labels must be strings or ints")
+        text = str(value).strip()
+        if not text:
+            raise UserError(f"{where}: {origin} has an empty label — give every image a class label")
+        if isinstance(value, str) and _is_float(text) and not _is_int(text):
+            raise UserError(f"{where}: {origin} has label {value!r}, a float — labels must be strings or ints (write {text.split('.')[0]!r} or a name)")
+        names.append(text)
+    unique = sorted(set(names), key=lambda n: (0, int(n), n) if _is_int(n) else (1, 0, n))
+    index = {n: i for i, n in enumerate(unique)}
+    return np.array([index[n] for n in names], dtype=np.int64), tuple(unique)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_labels(labels: np.ndarray, class_names: Sequence[str], split: np.ndarray | None, where: str) -> None:
+    """The checks every loader runs before decoding: 2+ classes, 2+ images per class, a class-disjoint split."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    if len(class_names) < 2:
+        raise UserError(f"{where}: found {len(class_names)} class(es) — metric learning needs at least 2; add classes")
+    if (counts < 2).any():
+        small = [f"{class_names[i]!r} ({counts[i]})" for i in np.flatnonzero(counts < 2)[:3]]
+        more = f" and {int((counts < 2).sum()) - 3} more" if (counts < 2).sum() > 3 else ""
+        raise UserError(f"{where}: class {', '.join(small)}{more} has fewer than 2 images — add images or remove the class")
+    if split is not None:
+        pairs = np.unique(np.stack([labels, np.unique(split, return_inverse=True)[1]]), axis=1)
+        ids, n_splits = np.unique(pairs[0], return_counts=True)
+        if (n_splits > 1).any():
+            c = ids[n_splits > 1][0]
+            in_splits = sorted(set(split[labels == c]))
+            raise UserError(f"{where}: class {class_names[c]!r} is in splits {', '.join(in_splits)} — splits are class-disjoint; put all its images in one split")
+        for name in SPLIT_NAMES:
+            classes = np.unique(labels[split == name])
+            if len(classes) < 2 and (name != "val" or len(classes)):
+                have = f"only class {class_names[classes[0]]!r}" if len(classes) else "no classes"
+                raise UserError(f"{where}: the {name!r} split has {have} — a split needs at least 2 classes; mark more classes {name!r}")

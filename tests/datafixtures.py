@@ -1,0 +1,80 @@
+"""Small on-disk datasets written by the tests themselves: PNG folders, CSV manifests, idx files, Omniglot zips."""
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+
+
+def png_bytes(value: int, size: tuple[int, int] = (8, 8), mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    color = value if mode in ("L", "1") else (value, 255 - value, value // 2)
+    Image.new(mode, size, color=color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: Path, value: int, size: tuple[int, int] = (8, 8), mode: str = "L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(value, size, mode))
+    return path
+
+
+def make_folder(root: Path, classes: dict[str, int] | None = None, size: tuple[int, int] = (8, 8)) -> Path:
+    """root/<class>/<i>.png, pixel value 10 × class index + i so tests can tell images apart."""
+    for c, (name, count) in enumerate((classes or {"cat": 2, "dog": 3, "eel": 2}).items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            write_png(root / name / f"{i}.png", 10 * c + i, size)
+    return root
+
+
+def make_csv(root: Path, rows: list[tuple], header: str = "path,label,split") -> Path:
+    """Writes each row's image (if its path is under root and missing) and the manifest root/manifest.csv."""
+    for row in rows:
+        target = root / row[0]
+        if not target.exists() and row[0].endswith(".png"):
+            write_png(target, len(row[0]) * 7 % 256)
+    manifest = root / "manifest.csv"
+    manifest.write_text("\n".join([header, *(",".join(str(v) for v in row) for row in rows)]) + "\n")
+    return manifest
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    assert array.dtype == np.uint8
+    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_idx_set(folder: Path, n_per_part: dict[str, int] | None = None, gz: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+    """train-/t10k- images (N, 28, 28) and labels cycling 0..9; returns what it wrote, for comparison."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for part, n in (n_per_part or {"train": 30, "t10k": 20}).items():
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for stem, array in ((f"{part}-images-idx3-ubyte", images), (f"{part}-labels-idx1-ubyte", labels)):
+            data = idx_bytes(array)
+            (folder / (stem + ".gz" if gz else stem)).write_bytes(gzip.compress(data) if gz else data)
+        written[part] = images, labels
+    return written
+
+
+def omniglot_zip(path: Path, top: str, characters: dict[str, int], drawers: int = 3) -> Path:
+    """An Omniglot-layout zip: top/<alphabet>/characterNN/<id>_<drawer>.png, as the original release."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{top}/", "")
+        char_id = 0
+        for alphabet, n_chars in characters.items():
+            for c in range(1, n_chars + 1):
+                char_id += 1
+                for d in range(1, drawers + 1):
+                    z.writestr(f"{top}/{alphabet}/character{c:02d}/{char_id:04d}_{d:02d}.png", png_bytes(255 * (d % 2), (105, 105), "1"))
+    return path
