@@ -1,101 +1,59 @@
-"""Held-out evaluation of embeddings: verification ROC-AUC over pairs and recall@k (hit rate) by kNN."""
+"""Held-out evaluation of embeddings: `evaluate` is the one entry point (runner and `bench evaluate`); it
+returns a flat row of verification, retrieval and few-shot metrics. The metrics live in their own modules."""
 from __future__ import annotations
 
-import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+
+from bench.config import EvalConfig
+from bench.errors import UserError
+from bench.fewshot import few_shot_accuracy
+from bench.knn import DISTANCES, distances, nearest_neighbours  # noqa: F401  re-exported
+from bench.retrieval import recall_at_k, retrieval_metrics  # noqa: F401  re-exported
+from bench.verification import _all_pair_distances, verification_metrics, verification_roc_auc  # noqa: F401
 
 
-def distances(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
-    """(len(a), len(b)) distances; smaller is more similar."""
-    if distance == "cosine":
-        a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
-        return 1.0 - a @ b.T
-    if distance == "euclidean":
-        return torch.cdist(a, b)
-    if distance == "l1":
-        return torch.cdist(a, b, p=1)
-    raise ValueError(f"unknown distance {distance!r}; use cosine, euclidean or l1")
+def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, config: EvalConfig = EvalConfig(),
+             seed: int = 0, *, gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
+             val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
+             backend: str = "auto") -> dict:
+    """All metrics of `embeddings` (held-out classes) as one flat dict for the result row.
 
-
-def nearest_neighbours(embeddings: torch.Tensor, k: int, distance: str, chunk: int = 1024) -> torch.Tensor:
-    """Indices of each row's k nearest other rows (itself excluded), computed in chunks of queries."""
-    k = min(k, len(embeddings) - 1)
-    out = []
-    for start in range(0, len(embeddings), chunk):
-        d = distances(embeddings[start:start + chunk], embeddings, distance)
-        rows = torch.arange(len(d))
-        d[rows, rows + start] = float("inf")
-        out.append(d.topk(k, dim=1, largest=False).indices)
-    return torch.cat(out)
-
-
-def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...], distance: str) -> dict:
-    """`recall_at_k` is the hit rate: the fraction of queries with at least one same-class image among
-    their k nearest neighbours (query = each test image, gallery = the other test images). Queries whose
-    class has no other test image cannot hit and are excluded; `retrieval_queries` counts the rest."""
-    counts = torch.bincount(labels)
-    usable = counts[labels] >= 2
-    neighbours = nearest_neighbours(embeddings, max(ks), distance)
-    hits = labels[neighbours] == labels[:, None]
-    out = {f"recall_at_{k}": float(hits[usable, :k].any(1).float().mean()) for k in ks}
-    out["retrieval_queries"] = int(usable.sum())
-    return out
-
-
-def verification_roc_auc(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, max_pairs: int, seed: int) -> dict:
-    """ROC-AUC of -distance for telling same-class from different-class pairs of test images.
-
-    Pairs: every unordered pair i < j when there are at most `max_pairs`; otherwise `max_pairs` pairs
-    drawn uniformly (seeded) from all i != j. `verification_pairs` says how many and which.
-    """
-    n = len(embeddings)
-    total = n * (n - 1) // 2
-    if total <= max_pairs:  # all pairs: distance-matrix rows by GEMM, then the upper triangle
-        i, j = torch.triu_indices(n, n, offset=1)
-        scores = -_all_pair_distances(embeddings, distance)
-        how = "all"
-    else:
-        rng = np.random.default_rng(seed)
-        i = torch.from_numpy(rng.integers(0, n, max_pairs))
-        j = torch.from_numpy((i.numpy() + rng.integers(1, n, max_pairs)) % n)
-        scores = torch.cat([
-            -_pair_distance(embeddings[i[s:s + 4096]], embeddings[j[s:s + 4096]], distance) for s in range(0, len(i), 4096)
-        ])
-        how = "sampled"
-    same = (labels[i] == labels[j]).numpy()
-    if same.all() or not same.any():
-        auc = float("nan")  # undefined with a single class
-    else:
-        auc = float(roc_auc_score(same, scores.numpy()))
-    return {"verification_roc_auc": auc, "verification_pairs": int(len(i)), "verification_pair_rule": how}
-
-
-def _all_pair_distances(embeddings: torch.Tensor, distance: str, chunk: int = 1024) -> torch.Tensor:
-    """Distances of every pair i < j, in torch.triu_indices order, a block of rows at a time."""
-    n = len(embeddings)
-    out = []
-    for start in range(0, n, chunk):
-        d = distances(embeddings[start:start + chunk], embeddings, distance)
-        rows = torch.arange(start, start + len(d))
-        out.append(d[torch.arange(n)[None, :] > rows[:, None]])
-    return torch.cat(out)
-
-
-def _pair_distance(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
-    if distance == "cosine":
-        return 1.0 - torch.nn.functional.cosine_similarity(a, b, dim=1)
-    if distance == "euclidean":
-        return (a - b).norm(dim=1)
-    if distance == "l1":
-        return (a - b).abs().sum(1)
-    raise ValueError(f"unknown distance {distance!r}; use cosine, euclidean or l1")
-
-
-def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, recall_k: tuple[int, ...], max_pairs: int, seed: int) -> dict:
-    embeddings = embeddings.float()
+    `distance` is what the loss was trained for; `config.distance`, when set, overrides it. Retrieval
+    queries are the embeddings; the gallery is the other embeddings, or `gallery` when the dataset has one.
+    A validation split (`val_embeddings`) adds the accuracy at a threshold chosen on it. `seed` draws the
+    verification pair sample and the few-shot episodes."""
+    distance = config.distance or distance
+    if distance not in DISTANCES:
+        raise UserError(f"distance {distance!r} is unknown — use one of {', '.join(DISTANCES)}")
+    embeddings, labels = check_embeddings(embeddings, labels, "embeddings")
+    if gallery is not None:
+        gallery, gallery_labels = check_embeddings(gallery, gallery_labels, "gallery", embeddings.shape[1])
+    if val_embeddings is not None:
+        val_embeddings, val_labels = check_embeddings(val_embeddings, val_labels, "validation", embeddings.shape[1])
     return {
-        **verification_roc_auc(embeddings, labels, distance, max_pairs, seed),
-        **recall_at_k(embeddings, labels, recall_k, distance),
+        **verification_metrics(embeddings, labels, distance, config.max_pairs, seed, config.tar_far, config.memory_mb,
+                               val_embeddings, val_labels),
+        **retrieval_metrics(embeddings, labels, config.recall_k, distance, gallery, gallery_labels, config.memory_mb, backend),
+        **few_shot_accuracy(embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed),
         "distance": distance,
     }
+
+
+def check_embeddings(embeddings, labels, what: str, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (N, D) embeddings and int64 (N,) labels, or a one-line UserError naming `what` and the fix."""
+    if labels is None:
+        raise UserError(f"{what}: embeddings without labels — give one integer label per embedding")
+    embeddings, labels = torch.as_tensor(embeddings), torch.as_tensor(labels)
+    if embeddings.ndim != 2 or len(embeddings) == 0:
+        raise UserError(f"{what}: expected a non-empty 2-D (N, D) array of embeddings, got shape {tuple(embeddings.shape)} — one row per image")
+    if labels.ndim != 1 or len(labels) != len(embeddings):
+        raise UserError(f"{what}: {len(embeddings)} embeddings but labels of shape {tuple(labels.shape)} — give one integer label per embedding")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise UserError(f"{what}: labels must be integers (class ids), got {labels.dtype} — convert them, e.g. with numpy.unique(..., return_inverse=True)")
+    if dim is not None and embeddings.shape[1] != dim:
+        raise UserError(f"{what}: embeddings have {embeddings.shape[1]} dimensions, the queries {dim} — embed both with the same model")
+    embeddings = embeddings.float()
+    bad = ~torch.isfinite(embeddings).all(1)
+    if bad.any():
+        raise UserError(f"{what}: {int(bad.sum())} embeddings contain NaN or inf (first at row {int(bad.nonzero()[0])}) — the model diverged or the file is corrupt")
+    return embeddings, labels.long()

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from bench import metrics
+from bench import metrics, verification
 from bench.metrics import nearest_neighbours, recall_at_k, verification_roc_auc
 
 DISTANCES = ["cosine", "euclidean", "l1"]
@@ -108,16 +108,16 @@ def test_sampled_roc_auc_is_close_to_exact(distance):
 
 
 def test_sampled_pairs_are_distinct_images_and_unbiased(monkeypatch):
-    """Capture what the sampled path hands to roc_auc_score: no pair of an image with itself (distance 0)
+    """Capture what the sampled path hands to roc_curve: no pair of an image with itself (distance 0)
     and a same-class fraction close to the population's."""
     embeddings, labels = clustered([4] * 25, seed=8)  # 100 images, 4950 pairs, 150 of them same-class
     seen = {}
 
-    def spy(y_true, y_score):
+    def spy_curve(y_true, y_score):
         seen["y"], seen["s"] = np.asarray(y_true), np.asarray(y_score)
-        return roc_auc_score(y_true, y_score)
+        return roc_curve(y_true, y_score)
 
-    monkeypatch.setattr(metrics, "roc_auc_score", spy)
+    monkeypatch.setattr(verification, "roc_curve", spy_curve)
     verification_roc_auc(embeddings, labels, "euclidean", max_pairs=4000, seed=0)
     assert len(seen["y"]) == 4000
     assert (seen["s"] < 0).all()  # -distance; a self-pair would score exactly 0

@@ -1,0 +1,64 @@
+"""Retrieval metrics (recall@k as hit rate, precision@1, R-Precision, MAP@R) accumulated chunk by chunk
+over an exact kNN, so memory stays bounded whatever the number of queries."""
+from __future__ import annotations
+
+import torch
+
+from bench.knn import faiss_available, iter_knn
+
+
+def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tuple[int, ...], distance: str,
+                      gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
+                      memory_mb: float = 1024, backend: str = "auto") -> dict:
+    """Each query ranks the gallery (default: the other queries) by `distance`, ties by gallery index.
+
+    Definitions, those of pytorch-metric-learning's AccuracyCalculator (avg over queries, not classes); R is
+    the number of gallery images of the query's class (itself excluded):
+    - `recall_at_k`: hit rate, the fraction of queries with at least one same-class image in their top k.
+    - `precision_at_1`: fraction of queries whose nearest image is of their class.
+    - `r_precision`: mean over queries of (same-class images in the top R) / R.
+    - `map_at_r`: mean over queries of (1/R) Σ_{i ≤ R, rank i same-class} precision@i.
+    Queries with R = 0 (a class with no other image) cannot hit and are excluded: `retrieval_queries`
+    counts the rest, `retrieval_lone_queries` the excluded ones.
+
+    Written here rather than calling AccuracyCalculator because that holds every query's k = max-class-size
+    neighbours at once (and needs faiss or an N×N matrix); these sums stream over query chunks.
+    """
+    same_set = gallery is None
+    if same_set:
+        gallery, gallery_labels = queries, query_labels
+    names, codes = torch.unique(torch.cat([query_labels, gallery_labels]), return_inverse=True)
+    q_codes, g_codes = codes[:len(query_labels)], codes[len(query_labels):]
+    relevant = torch.bincount(g_codes, minlength=len(names))[q_codes] - int(same_set)
+    usable = relevant > 0
+    n_candidates = len(gallery) - int(same_set)
+    k = min(max(max(ks), int(relevant.max()) if len(relevant) else 0), n_candidates)
+    sums = {f"recall_at_{kk}": 0.0 for kk in ks} | {"precision_at_1": 0.0, "r_precision": 0.0, "map_at_r": 0.0}
+    if usable.any() and k > 0:
+        ranks = torch.arange(1, k + 1, dtype=torch.float64)
+        for start, idx in iter_knn(queries.float(), gallery.float(), k, distance, memory_mb, same_set, backend):
+            use = usable[start:start + len(idx)]
+            hit = g_codes[idx[use]] == q_codes[start:start + len(idx)][use, None]
+            r = relevant[start:start + len(idx)][use]
+            for kk in ks:
+                sums[f"recall_at_{kk}"] += float(hit[:, :kk].any(1).sum())
+            sums["precision_at_1"] += float(hit[:, 0].sum())
+            within_r = hit & (ranks[None, :] <= r[:, None])
+            sums["r_precision"] += float((within_r.sum(1).double() / r).sum())
+            precision_at_i = within_r.cumsum(1) / ranks
+            sums["map_at_r"] += float(((precision_at_i * within_r).sum(1) / r).sum())
+    n = int(usable.sum())
+    out = {name: total / n if n else float("nan") for name, total in sums.items()}
+    out["retrieval_queries"] = n
+    out["retrieval_lone_queries"] = len(query_labels) - n
+    out["retrieval_gallery"] = "other_queries" if same_set else "separate"
+    out["knn_backend"] = "faiss" if backend == "faiss" or (backend == "auto" and faiss_available() and gallery.device.type == "cpu") else "torch"
+    return out
+
+
+def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...], distance: str,
+                memory_mb: float = 1024, backend: str = "auto") -> dict:
+    """Only `recall_at_k` (hit rate, see `retrieval_metrics`) and `retrieval_queries`, query = each image,
+    gallery = the other images."""
+    full = retrieval_metrics(embeddings, labels, ks, distance, memory_mb=memory_mb, backend=backend)
+    return {key: full[key] for key in [f"recall_at_{k}" for k in ks] + ["retrieval_queries"]}

@@ -1,0 +1,312 @@
+"""Retrieval, verification and few-shot metrics against slow references: Python loops, PML's
+AccuracyCalculator, scikit-learn and scipy; ties, lone classes, k beyond a class, a single class."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning.utils.inference import CustomKNN
+from scipy.optimize import brentq
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from bench.config import EvalConfig
+from bench.errors import UserError
+from bench.fewshot import few_shot_accuracy
+from bench.knn import faiss_available, nearest_neighbours
+from bench.metrics import evaluate
+from bench.retrieval import retrieval_metrics
+from bench.verification import _unrank_pairs, roc_metrics, select_pairs, verification_metrics
+from test_metrics import DISTANCES, clustered, ref_distance
+
+PML_DISTANCE = {"cosine": CosineSimilarity(), "euclidean": LpDistance(normalize_embeddings=False),
+                "l1": LpDistance(normalize_embeddings=False, p=1)}
+BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))]
+
+
+# ------------------------------------------------------------------------------------------ retrieval
+
+
+def retrieval_reference(q, ql, g, gl, ks, distance, same_set):
+    """Python loops over the definitions; neighbours sorted by (distance, gallery index)."""
+    sums, n = {f"recall_at_{k}": 0.0 for k in ks} | {"precision_at_1": 0.0, "r_precision": 0.0, "map_at_r": 0.0}, 0
+    for a in range(len(q)):
+        cand = [j for j in range(len(g)) if not (same_set and j == a)]
+        order = sorted(cand, key=lambda j: (ref_distance(q[a], g[j], distance), j))
+        rel = [int(gl[j]) == int(ql[a]) for j in order]
+        r = sum(rel)
+        if r == 0:
+            continue
+        n += 1
+        for k in ks:
+            sums[f"recall_at_{k}"] += any(rel[:k])
+        sums["precision_at_1"] += rel[0]
+        sums["r_precision"] += sum(rel[:r]) / r
+        sums["map_at_r"] += sum(sum(rel[:i + 1]) / (i + 1) for i in range(r) if rel[i]) / r
+    return {k: v / n if n else float("nan") for k, v in sums.items()} | {"retrieval_queries": n, "retrieval_lone_queries": len(q) - n}
+
+
+def check_against_reference(got, expected, tol=1e-9):
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=tol, nan_ok=True), key
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retrieval_matches_loops(distance, backend):
+    # lone class 5; class 0 has 2 images, so k = 4, 8 and 40 exceed it
+    x, y = clustered([2, 3, 6, 4, 5, 1], spread=1.3, seed=30, dtype=torch.float32)
+    ks = (1, 2, 4, 8, 40)
+    got = retrieval_metrics(x, y, ks, distance, backend=backend)
+    expected = retrieval_reference(x.double(), y, x.double(), y, ks, distance, True)
+    check_against_reference(got, expected, tol=1e-6)
+    assert got["retrieval_lone_queries"] == 1 and 0 < expected["map_at_r"] < expected["precision_at_1"] < 1
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_retrieval_matches_pml_accuracy_calculator(distance, seed):
+    x, y = clustered([7, 12, 3, 9, 1, 15, 6], dim=8, spread=1.5, seed=40 + seed, dtype=torch.float32)
+    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count",
+                              device=torch.device("cpu"), knn_func=CustomKNN(PML_DISTANCE[distance]))
+    pml = calc.get_accuracy(x, y)
+    got = retrieval_metrics(x, y, (1,), distance, memory_mb=0.01, backend="torch")  # tiny chunks
+    assert got["precision_at_1"] == pytest.approx(pml["precision_at_1"], abs=1e-12)
+    assert got["r_precision"] == pytest.approx(pml["r_precision"], abs=1e-12)
+    assert got["map_at_r"] == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-12)
+    assert 0.1 < got["map_at_r"] < 0.95  # neither trivial nor perfect
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_separate_gallery_matches_pml_and_loops(distance):
+    q, ql = clustered([3, 3, 3, 2], dim=5, spread=1.2, seed=50, dtype=torch.float32)
+    g, gl = clustered([4, 6, 2, 5], dim=5, spread=1.2, seed=50, dtype=torch.float32)  # same centres (same seed)
+    ql = torch.where(ql == 3, torch.tensor(9), ql)  # class 9 has no gallery image: excluded
+    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count",
+                              device=torch.device("cpu"), knn_func=CustomKNN(PML_DISTANCE[distance]))
+    pml = calc.get_accuracy(q, ql, g, gl, ref_includes_query=False)
+    got = retrieval_metrics(q, ql, (1, 3), distance, gallery=g, gallery_labels=gl, backend="torch")
+    assert got["retrieval_gallery"] == "separate" and got["retrieval_lone_queries"] == 2
+    assert got["map_at_r"] == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-12)
+    assert got["r_precision"] == pytest.approx(pml["r_precision"], abs=1e-12)
+    check_against_reference(got, retrieval_reference(q.double(), ql, g.double(), gl, (1, 3), distance, False), tol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_go_to_the_lower_gallery_index(backend):
+    # Integer points, so every distance is exact. Query 0 at x=0 has two neighbours at distance 1: row 1
+    # (other class) and row 2 (its class); the lower index wins, so its precision@1 is 0, recall@2 is 1.
+    x = torch.tensor([[0.0], [1.0], [-1.0], [5.0], [5.0], [5.0]])
+    y = torch.tensor([0, 1, 0, 1, 2, 2])
+    got = retrieval_metrics(x, y, (1, 2), "euclidean", backend=backend)
+    expected = retrieval_reference(x, y, x, y, (1, 2), "euclidean", True)
+    check_against_reference(got, expected)
+    # Query 4 (x=5) has rows 3 and 5 at distance 0: row 3 comes first and is another class.
+    assert nearest_neighbours(x, 2, "euclidean", backend=backend)[4].tolist() == [3, 5]
+    assert nearest_neighbours(x, 2, "euclidean", backend=backend)[0].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_with_many_duplicates_at_the_k_boundary(distance, backend):
+    # 4 distinct integer points, each repeated 6 times (labels mixed): every top-k crosses a tie group.
+    base = torch.tensor([[1.0, 2.0], [2.0, -1.0], [-3.0, 1.0], [0.0, 4.0]])
+    x = base.repeat(6, 1)
+    y = torch.arange(24) % 3
+    for k in (1, 5, 7):
+        got = nearest_neighbours(x, k, distance, chunk=5, backend=backend)
+        for q in range(24):
+            order = sorted((j for j in range(24) if j != q), key=lambda j: (ref_distance(x[q], x[j], distance), j))
+            assert got[q].tolist() == order[:k], (k, q)
+    check_against_reference(retrieval_metrics(x, y, (1, 3), distance, backend=backend),
+                            retrieval_reference(x, y, x, y, (1, 3), distance, True))
+
+
+def test_single_class_and_all_lone_classes():
+    x = torch.randn(6, 3)
+    one = retrieval_metrics(x, torch.zeros(6, dtype=torch.long), (1, 10), "cosine")
+    assert (one["recall_at_1"], one["precision_at_1"], one["r_precision"], one["map_at_r"], one["retrieval_queries"]) == (1.0, 1.0, 1.0, 1.0, 6)
+    lone = retrieval_metrics(x, torch.arange(6), (1,), "cosine")
+    assert lone["retrieval_queries"] == 0 and lone["retrieval_lone_queries"] == 6 and math.isnan(lone["map_at_r"])
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_chunk_size_from_memory_bound_does_not_change_results(distance):
+    x, y = clustered([9] * 12, dim=6, spread=1.4, seed=60, dtype=torch.float32)
+    results = [retrieval_metrics(x, y, (1, 4), distance, memory_mb=mb, backend="torch") for mb in (0.002, 0.05, 1024)]
+    for key, value in results[2].items():
+        assert results[0][key] == pytest.approx(value, abs=1e-12) and results[1][key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_faiss_and_torch_agree(distance):
+    x, y = clustered([20] * 15, dim=16, spread=1.5, seed=61, dtype=torch.float32)
+    a = retrieval_metrics(x, y, (1, 8), distance, backend="torch")
+    b = retrieval_metrics(x, y, (1, 8), distance, backend="faiss")
+    assert b["knn_backend"] == "faiss" and a["knn_backend"] == "torch"
+    for key in ("recall_at_1", "recall_at_8", "precision_at_1", "r_precision", "map_at_r"):
+        assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+# ------------------------------------------------------------------------------------------ verification
+
+
+def threshold_loop_reference(same, dist, fars):
+    """Every distance threshold t ('same' if d ≤ t), plus 'nothing is same', by brute force."""
+    same, dist = list(map(bool, same)), list(map(float, dist))
+    pos, neg = sum(same), len(same) - sum(same)
+    points = []
+    for t in [-math.inf, *sorted(set(dist))]:
+        tp = sum(1 for s, d in zip(same, dist) if s and d <= t)
+        fp = sum(1 for s, d in zip(same, dist) if not s and d <= t)
+        points.append((fp / neg, tp / pos, (tp + neg - fp) / len(same), t))
+    best = max(points, key=lambda p: p[2])
+    out = {f"verification_tar_at_far_{f:g}": max(p[1] for p in points if p[0] <= f) for f in fars}
+    return out | {"verification_accuracy_best_threshold": best[2], "best_threshold": best[3]}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_metrics_match_loops_sklearn_and_scipy(seed):
+    rng = np.random.default_rng(seed)
+    same = rng.random(400) < 0.3
+    dist = np.round(rng.normal(1.0, 0.5, 400) - 0.6 * same, 1)  # rounded: many ties
+    fars = (0.01, 0.1, 0.5)
+    got = roc_metrics(same, dist, fars)
+    expected = threshold_loop_reference(same, dist, fars)
+    for key in expected:
+        if key != "best_threshold":
+            assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+    assert (dist <= got["verification_best_threshold"]).tolist() == (dist <= expected["best_threshold"]).tolist()
+    assert got["verification_roc_auc"] == pytest.approx(roc_auc_score(same, -dist), abs=1e-12)
+    fpr, tpr, _ = roc_curve(same, -dist)
+    eer = brentq(lambda f: 1.0 - f - np.interp(f, fpr, tpr), 0.0, 1.0)  # the usual face-verification recipe
+    assert got["verification_eer"] == pytest.approx(eer, abs=1e-9)
+
+
+def test_roc_metrics_hand_made():
+    # distances 1..6; same-class pairs at 1, 2, 4. Threshold 2: TAR 2/3, FAR 0 → accuracy 5/6.
+    same = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
+    got = roc_metrics(same, np.arange(1.0, 7.0), (0.01, 0.34))
+    assert got["verification_accuracy_best_threshold"] == pytest.approx(5 / 6)
+    assert got["verification_best_threshold"] == 2.0
+    assert got["verification_tar_at_far_0.01"] == pytest.approx(2 / 3)
+    assert got["verification_tar_at_far_0.34"] == 1.0
+    assert got["verification_eer"] == pytest.approx(1 / 3)  # at t = 4 (or 3): FAR = FRR = 1/3
+    assert got["verification_roc_auc"] == pytest.approx(8 / 9)
+
+
+def test_validation_threshold_is_chosen_on_validation_pairs():
+    x, y = clustered([5] * 8, dim=4, spread=1.2, seed=70)
+    vx, vy = clustered([5] * 6, dim=4, spread=1.2, seed=71)
+    got = verification_metrics(x, y, "euclidean", 10**6, 0, val_embeddings=vx, val_labels=vy)
+    vn, n = len(vx), len(x)
+    val = threshold_loop_reference([vy[a] == vy[b] for a in range(vn) for b in range(a + 1, vn)],
+                                   [ref_distance(vx[a], vx[b], "euclidean") for a in range(vn) for b in range(a + 1, vn)], ())
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    acc = np.mean([(ref_distance(x[a], x[b], "euclidean") <= val["best_threshold"]) == bool(y[a] == y[b]) for a, b in pairs])
+    assert got["verification_val_threshold"] == pytest.approx(val["best_threshold"], abs=1e-9)
+    assert got["verification_accuracy_val_threshold"] == pytest.approx(acc, abs=1e-12)
+    assert got["verification_accuracy_val_threshold"] <= got["verification_accuracy_best_threshold"]
+
+
+def test_stratified_sample_keeps_the_same_class_fraction_and_distinct_pairs():
+    y = torch.arange(300) % 40  # 300 images, 40 classes: 44850 pairs
+    same_population = sum(int(y[a] == y[b]) for a in range(300) for b in range(a + 1, 300))
+    pairs = select_pairs(y, 5000, seed=3)
+    i, j = pairs["i"].numpy(), pairs["j"].numpy()
+    assert pairs["rule"] == "sampled" and len(i) == 5000
+    assert (i < j).all() and len(set(zip(i.tolist(), j.tolist()))) == 5000
+    assert (y[i] == y[j]).sum() == round(5000 * same_population / 44850)
+    again = select_pairs(y, 5000, seed=3)
+    assert (again["i"] == pairs["i"]).all() and (again["j"] == pairs["j"]).all()
+
+
+def test_stratified_sample_scales_to_half_a_million_labels():
+    y = torch.from_numpy(np.random.default_rng(0).integers(0, 5000, 500_000))
+    pairs = select_pairs(y, 20_000, seed=0)
+    same = (y[pairs["i"]] == y[pairs["j"]]).float().mean()
+    assert len(pairs["i"]) == 20_000 and (pairs["i"] < pairs["j"]).all()
+    assert same * 20_000 == pytest.approx(20_000 / 5000, abs=1.5)  # ≈ 1/5000 of pairs are same-class
+
+
+def test_unrank_pairs_is_exact():
+    n = 70
+    a, b = _unrank_pairs(np.arange(n * (n - 1) // 2))
+    assert sorted(zip(a.tolist(), b.tolist())) == [(p, q) for p in range(n) for q in range(p + 1, n)]
+    big = np.array([2**31 * (2**31 - 1) // 2 - 1, 2**52 + 12345, 10**15 + 7])  # float sqrt alone can be off by one
+    a, b = _unrank_pairs(big)
+    assert ((b * (b - 1) // 2 + a) == big).all() and (a < b).all() and (a >= 0).all()
+
+
+# ------------------------------------------------------------------------------------------ few-shot
+
+
+def few_shot_reference(x, y, distance, n_way, k_shot, episodes, seed):
+    """The documented protocol with Python loops: same draws, nearest support image by ref_distance."""
+    classes = sorted(set(y.tolist()))
+    members = [[i for i in range(len(y)) if y[i] == c] for c in classes]
+    eligible = [np.array(m) for m in members if len(m) >= k_shot + 1]
+    rng = np.random.default_rng(seed)
+    accs = []
+    for _ in range(episodes):
+        chosen = [rng.choice(eligible[c], k_shot + 1, replace=False) for c in rng.choice(len(eligible), n_way, replace=False)]
+        right = 0
+        for w, images in enumerate(chosen):
+            query = images[k_shot]
+            support = [(ref_distance(x[query], x[s], distance), v) for v, imgs in enumerate(chosen) for s in imgs[:k_shot]]
+            right += min(support, key=lambda t: t[0])[1] == w
+        accs.append(right / n_way)
+    return float(np.mean(accs)), float(np.std(accs, ddof=1) / math.sqrt(episodes))
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("n_way,k_shot", [(5, 1), (4, 3)])
+def test_few_shot_matches_loop_reference(distance, n_way, k_shot):
+    x, y = clustered([4, 5, 6, 4, 7, 2, 5], dim=4, spread=0.9, seed=80)  # class 5 has 2 images: too few for 3-shot
+    got = few_shot_accuracy(x, y, distance, n_way, k_shot, episodes=30, seed=4)
+    acc, err = few_shot_reference(x, y, distance, n_way, k_shot, 30, 4)
+    name = f"few_shot_{n_way}way_{k_shot}shot"
+    assert got[f"{name}_accuracy"] == pytest.approx(acc, abs=1e-12)
+    assert got[f"{name}_accuracy_stderr"] == pytest.approx(err, abs=1e-12)
+    assert 0.3 < acc < 1 and got["few_shot_classes"] == (7 if k_shot == 1 else 6)
+
+
+def test_few_shot_needs_n_way_classes():
+    got = few_shot_accuracy(torch.randn(12, 3), torch.arange(12) % 4, "cosine", n_way=20, k_shot=1, episodes=10)
+    assert math.isnan(got["few_shot_20way_1shot_accuracy"]) and got["few_shot_classes"] == 4
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+
+
+def test_evaluate_row_is_flat_and_distance_can_be_overridden():
+    x, y = clustered([6] * 25, dim=8, spread=1.0, seed=90)
+    row = evaluate(x, y, "l1", EvalConfig(episodes=20, distance="euclidean"), seed=1)
+    assert row["distance"] == "euclidean"
+    assert all(isinstance(v, (int, float, str)) for v in row.values())
+    for key in ("verification_roc_auc", "verification_eer", "verification_tar_at_far_0.01", "verification_tar_at_far_0.001",
+                "verification_accuracy_best_threshold", "recall_at_8", "precision_at_1", "r_precision", "map_at_r",
+                "few_shot_20way_1shot_accuracy", "few_shot_20way_1shot_accuracy_stderr"):
+        assert isinstance(row[key], float) and not math.isnan(row[key]), key
+    assert row["r_precision"] == retrieval_metrics(x.float(), y, (1,), "euclidean")["r_precision"]
+
+
+@pytest.mark.parametrize("embeddings,labels,message", [
+    (torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), torch.tensor([0, 0]), "NaN"),
+    (torch.randn(3, 2), torch.tensor([0, 1]), "one integer label per embedding"),
+    (torch.randn(3, 2), torch.tensor([0.0, 1.0, 1.0]), "must be integers"),
+    (torch.randn(3), torch.tensor([0, 1, 1]), "2-D"),
+])
+def test_evaluate_rejects_bad_input_in_one_line(embeddings, labels, message):
+    with pytest.raises(UserError, match=message) as err:
+        evaluate(embeddings, labels, "cosine")
+    assert "\n" not in str(err.value)
+
+
+def test_evaluate_rejects_gallery_of_another_dimension():
+    with pytest.raises(UserError, match="gallery: embeddings have 3 dimensions"):
+        evaluate(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), "cosine", gallery=torch.randn(4, 3), gallery_labels=torch.tensor([0, 0, 1, 1]))
