@@ -12,36 +12,51 @@ from bench.plugins import BACKBONES, InputSpec
 from bench.registry import Prefix
 
 
+HEADS = ("linear", "sigmoid4096")
+
+
 class TimmBackbone(nn.Module):
-    def __init__(self, model: nn.Module, embed_dim: int, input_spec: InputSpec):
+    """A timm trunk (pooled pre-logits features) and an embedding head: `linear` to embed_dim, or
+    `sigmoid4096` (dense 4096 + sigmoid, the head of Koch's network and of many siamese tutorials)."""
+
+    def __init__(self, trunk: nn.Module, embed_dim: int, input_spec: InputSpec, head: str = "linear"):
         super().__init__()
-        self.model = model
-        self.embed_dim = embed_dim
+        if head not in HEADS:
+            raise UserError(f"head = {head!r} is not one of {', '.join(HEADS)} — fix the backbone's head argument")
+        self.trunk = trunk
         self.input_spec = input_spec
         # with num_classes=0 timm returns pre-logits: head_hidden_size where the head has a hidden layer
         # (MobileNetV3's conv_head), num_features otherwise
-        features = getattr(model, "head_hidden_size", None) or model.num_features
-        self.project = nn.Linear(features, embed_dim)
+        features = getattr(trunk, "head_hidden_size", None) or trunk.num_features
+        self.embed_dim = 4096 if head == "sigmoid4096" else embed_dim
+        self.head = nn.Linear(features, self.embed_dim) if head == "linear" else nn.Sequential(nn.Linear(features, 4096), nn.Sigmoid())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.project(self.model(images))
+        return self.head(self.trunk(images))
 
 
-def build_timm(model_name: str, embed_dim: int = 128, pretrained: bool = False, image_size: int = 0, weights: str = "") -> TimmBackbone:
+def make_backbone(trunk: nn.Module, embed_dim: int, image_size: int, head: str, pretrained: bool) -> TimmBackbone:
+    """Wrap a timm model built with num_classes=0; its pretrained_cfg gives the input it expects."""
+    cfg = trunk.pretrained_cfg
+    _, height, width = cfg.get("input_size", (3, 224, 224))
+    size = (image_size, image_size) if image_size else (height, width)
+    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    return TimmBackbone(trunk, embed_dim, InputSpec(size, 3, mean, std, pretrained=pretrained), head)
+
+
+def build_timm(model_name: str, embed_dim: int = 128, pretrained: bool = False, image_size: int = 0, weights: str = "",
+               head: str = "linear") -> TimmBackbone:
     """`image_size = 0` keeps the model's pretrained input size. `pretrained = true` downloads through timm's
-    hub (or its local cache); `weights` loads a local .safetensors/.pth state_dict instead."""
+    hub (or its local cache); `weights` loads a local .safetensors/.pth state_dict instead. `head` is
+    `linear` (to embed_dim) or `sigmoid4096` (embed_dim is then 4096)."""
     import timm
 
     if pretrained and weights:
         raise UserError(f"timm/{model_name}: set either pretrained = true or weights = {weights!r}, not both")
-    model = timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+    trunk = timm.create_model(model_name, pretrained=pretrained, num_classes=0)
     if weights:
-        load_weights(model, weights, f"timm/{model_name}")
-    cfg = model.pretrained_cfg
-    _, height, width = cfg.get("input_size", (3, 224, 224))
-    size = (image_size, image_size) if image_size else (height, width)
-    spec = InputSpec(size, 3, tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225))))
-    return TimmBackbone(model, embed_dim, spec)
+        load_weights(trunk, weights, f"timm/{model_name}")
+    return make_backbone(trunk, embed_dim, image_size, head, pretrained=pretrained or bool(weights))
 
 
 def load_weights(model: nn.Module, path: str, name: str) -> None:

@@ -30,7 +30,7 @@ def test_weights_file_loads_exactly(tmp_path, suffix):
 
         save_file({k: v.contiguous() for k, v in source.state_dict().items()}, path)
     backbone = build(weights=str(path))
-    for key, value in backbone.model.state_dict().items():
+    for key, value in backbone.trunk.state_dict().items():
         assert torch.equal(value, source.state_dict()[key]), key
 
 
