@@ -19,7 +19,7 @@ class KochCNN(nn.Module):
             raise ValueError(f"koch needs image_size >= 65 (got {image_size}): its last conv needs a 4x4 map")
         self.embed_dim = embed_dim
         self.input_spec = InputSpec((image_size, image_size), channels, (0.0,) * channels, (1.0,) * channels)
-        self.features = nn.Sequential(
+        self.trunk = nn.Sequential(
             nn.Conv2d(channels, 64, 10), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(64, 128, 7), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(128, 128, 4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -27,12 +27,11 @@ class KochCNN(nn.Module):
             nn.Flatten(),
         )
         with torch.no_grad():
-            flat = self.features(torch.zeros(1, channels, image_size, image_size)).shape[1]
-        self.fc = nn.Linear(flat, embed_dim)
-        self.out = nn.Sigmoid() if sigmoid else nn.Identity()
+            flat = self.trunk(torch.zeros(1, channels, image_size, image_size)).shape[1]
+        self.head = nn.Sequential(nn.Linear(flat, embed_dim), nn.Sigmoid() if sigmoid else nn.Identity())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.out(self.fc(self.features(images)))
+        return self.head(self.trunk(images))
 
 
 @BACKBONES.register("koch")

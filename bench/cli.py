@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; all: rerun every cell")
     run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
     run.add_argument("--isolate", action="store_true", help="run each cell in its own process (kills hung plugins at --cell-timeout)")
+    run.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
+                     help="recompute frozen backbones' features in every cell (for measuring the cache)")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", parents=[common], help="check a grid and print its cells, without training")
@@ -77,7 +79,7 @@ def cmd_run(args) -> int:
         raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")
     grid = load_grid(args.grid)
     results = args.results or Path("results") / f"{grid.name}.jsonl"
-    options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()))
+    options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()), args.feature_cache)
     rows = run_grid(grid, results, options, console=console)
     failed = [r for r in rows if r.get("status") != "ok"]
     for r in failed:

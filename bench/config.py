@@ -36,12 +36,29 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 where the hardware has fast bf16
     m_per_class: int = 4  # images per class in m_per_class batches
+    augment: Literal["none", "koch", "flip_crop"] = "none"  # training images only; koch: Koch et al.'s affine
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    test_fraction: float = 0.4  # of classes, held out for evaluation
+    """Class-disjoint train / val / test; a dataset's own split (Omniglot, a CSV `split` column) wins."""
+
+    test_fraction: float = 0.4  # of all classes, held out for evaluation
     seed: int = 0  # fixed across training seeds, so seed variance is training variance
+    val_fraction: float = 0.0  # of all classes; a validation split picks the verification threshold
+    test_classes: tuple[str, ...] = ()  # explicit class names instead of test_fraction
+    val_classes: tuple[str, ...] = ()
+    folds: int = 0  # k-fold over the non-test classes ("A Metric Learning Reality Check"); 0 = off
+    fold: int = 0  # which fold validates: make it an axis, "split.fold" = [0, 1, 2, 3]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How the backbone is fed and what of it trains (the pretrained-vs-scratch factors)."""
+
+    preprocess: Literal["native", "unit", "raw", "caffe"] = "native"  # see bench.adapt.apply_preprocess
+    freeze: Literal["none", "bn", "backbone", "all_but_last_n"] = "none"
+    unfrozen_stages: int = 1  # with freeze = "all_but_last_n"
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ class Cell:
     dataset_args: dict = field(default_factory=dict)
     train: TrainConfig = TrainConfig()
     budget: Budget = Budget()
+    model: ModelConfig = ModelConfig()
     split: SplitConfig = SplitConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -88,7 +106,8 @@ class Grid:
     excluded: int  # combinations removed by [[exclude]]
 
 
-SECTIONS = {"budget": Budget, "train": TrainConfig, "split": SplitConfig, "eval": EvalConfig}
+SECTIONS = {"budget": Budget, "train": TrainConfig, "model": ModelConfig, "split": SplitConfig, "eval": EvalConfig}
+MAY_BE_ZERO = {"weight_decay", "val_fraction", "folds", "fold"}
 FAMILIES: dict[str, Registry] = {"backbone": BACKBONES, "loss": LOSSES, "dataset": DATASETS}
 TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES)
 CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments the runner passes itself
@@ -146,7 +165,7 @@ def _section(table: Any, cls, where: str, name: str):
     for key, value in table.items():
         if not matches(value, hints[key]):
             raise UserError(f"{where}: [{name}] {key} = {value!r} should be {type_name(hints[key])}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and key != "weight_decay":
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and not (key in MAY_BE_ZERO and value == 0):
             raise UserError(f"{where}: [{name}] {key} = {value!r} must be positive")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     return cls(**values)
@@ -180,7 +199,7 @@ def _axes(table: Any, where: str) -> dict[str, list]:
             if not dot or head not in (*SECTIONS, *FAMILIES) or head == "budget":
                 raise UserError(
                     f"{where}: [axes] unknown axis {key!r}; axes are backbone, loss, dataset, seed, "
-                    f"train.<option>, split.<option>, eval.<option> or <backbone|loss|dataset>.<argument>"
+                    f"train.<option>, model.<option>, split.<option>, eval.<option> or <backbone|loss|dataset>.<argument>"
                 )
             if head in SECTIONS:
                 for v in values:

@@ -7,14 +7,14 @@ import multiprocessing as mp
 import torch
 
 
-def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...]) -> None:
+def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool) -> None:
     for module in plugins:  # the same --plugin modules the parent imported
         importlib.import_module(module)
     from bench.plugins import load_builtins
     from bench.runner import run_cell
 
     load_builtins()
-    conn.send(run_cell(cell, grid_name, data, {}, torch.device(device)))
+    conn.send(run_cell(cell, grid_name, data, {}, torch.device(device), feature_cache=feature_cache))
     conn.close()
 
 
@@ -27,7 +27,7 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
 
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins, options.feature_cache), daemon=True)
     proc.start()
     send.close()
     row = None

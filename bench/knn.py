@@ -65,8 +65,10 @@ def iter_knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, distance: str
         queries = torch.nn.functional.normalize(queries, dim=1)
         gallery = queries if exclude_self else torch.nn.functional.normalize(gallery, dim=1)
     use_faiss = backend == "faiss" or (backend == "auto" and gallery.device.type == "cpu" and faiss_available())
-    chunk = chunk or query_chunk_size(len(gallery), k, memory_mb)
     index = _faiss_index(gallery, distance) if use_faiss else None
+    # faiss blocks its distance matrix internally, so only the k results count against the bound; big chunks
+    # also avoid alternating faiss's and torch's OpenMP pools, whose idle spinning slows each other.
+    chunk = chunk or (max(1, int(memory_mb * 2**20) // (64 * k)) if use_faiss else query_chunk_size(len(gallery), k, memory_mb))
     for start in range(0, len(queries), chunk):
         q = queries[start:start + chunk]
         if index is not None:

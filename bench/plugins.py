@@ -22,6 +22,7 @@ class InputSpec:
     mean: tuple[float, ...]  # per channel, for pixels scaled to [0, 1]
     std: tuple[float, ...]
     pretrained: bool = False  # weights trained on inputs normalised this way (the input check compares)
+    bgr: bool = False  # feed channels in BGR order (Caffe-style preprocessing)
 
 
 @runtime_checkable

@@ -34,6 +34,8 @@ def fit_to_spec(images: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, dict
 
 
 def normalize(batch: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    if spec.bgr:
+        batch = batch.flip(1)
     mean = torch.tensor(spec.mean, device=batch.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=batch.device).view(1, -1, 1, 1)
     return (batch.float().div_(255.0) - mean) / std

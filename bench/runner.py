@@ -10,21 +10,20 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bench.adapt import freeze
+from bench.cell import CellTimeout, data_key, train_and_evaluate
 from bench.config import Cell, Grid
 from bench.datasets import split_classes
 from bench.errors import UserError
 from bench.isolation import run_isolated
-from bench.metrics import evaluate
 from bench.plugins import BACKBONES, DATASETS, LOSSES, LabelledImages
-from bench.preprocess import fit_to_spec
 from bench.results import SCHEMA, ResultsWriter, latest_rows, read_rows
 from bench.sampling import min_batch_size
-from bench.train import embed, train
 
 
 @dataclass(frozen=True)
@@ -36,13 +35,10 @@ class RunOptions:
     cell_timeout: float | None = None  # hard wall-clock limit per cell (build + train + evaluate)
     isolate: bool = False  # each cell in a child process, killed when it outlives cell_timeout
     plugins: tuple[str, ...] = ()  # --plugin modules, imported again in child processes
+    feature_cache: bool = True  # frozen, unaugmented backbones embed each image once per grid
 
 
 FAILED = ("error", "oom", "timeout")  # `diverged` is a result of the config, not a failure to rerun
-
-
-class CellTimeout(Exception):
-    pass
 
 
 def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(), console: Console | None = None) -> list[dict]:
@@ -52,21 +48,23 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
     todo = select_cells(grid, read_rows(results_path), options.rerun)
     check_buildable(todo)
     data = load_datasets(todo, console)  # before the results file is touched: bad input leaves nothing behind
+    check_splits(todo, data)
     with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
         todo = select_cells(grid, read_rows(results_path), options.rerun) if options.rerun == "none" else todo
         console.print(f"grid {grid.name}: {len(todo)} of {len(grid.cells)} cells to run → {results_path}", highlight=False)
         if not todo:
             console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
-        fitted: dict[tuple, tuple[torch.Tensor, dict]] = {}
+        caches: dict[tuple, object] = {}  # fitted images and frozen features, shared by the grid's cells
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=False) as progress:
             grid_task = progress.add_task(f"grid {grid.name}", total=len(grid.cells), completed=len(grid.cells) - len(todo), info="")
             for cell in todo:
                 task = progress.add_task(f"  {cell.backbone} · {cell.loss} · seed {cell.seed}", total=cell.budget.max_steps, info="building")
                 if options.isolate:
-                    row = run_isolated(cell, grid.name, data[_data_key(cell)], dev, options)
+                    row = run_isolated(cell, grid.name, data[data_key(cell)], dev, options)
                 else:
-                    row = run_cell(cell, grid.name, data[_data_key(cell)], fitted, dev, options.cell_timeout, _progress_hook(progress, task))
+                    row = run_cell(cell, grid.name, data[data_key(cell)], caches, dev, options.cell_timeout,
+                                   _progress_hook(progress, task), options.feature_cache, _warner(console))
                 progress.remove_task(task)
                 writer.append(row)
                 progress.update(grid_task, advance=1, info=f"last: {cell.backbone} {cell.loss} → {_summary(row)}")
@@ -82,16 +80,30 @@ def select_cells(grid: Grid, rows: list[dict], rerun: str) -> list[Cell]:
 
 
 def check_buildable(cells: list[Cell]) -> None:
-    """Build each distinct backbone and loss once, so a bad argument fails before any training."""
+    """Build (and freeze) each distinct backbone and loss once, so a bad argument fails before any training."""
     built: dict[str, int] = {}
     for cell in cells:
-        key = json.dumps([cell.backbone, cell.backbone_args], sort_keys=True)
+        key = json.dumps([cell.backbone, cell.backbone_args, asdict(cell.model)], sort_keys=True)
         if key not in built:
-            built[key] = _build(BACKBONES, "backbone", cell.backbone, cell.backbone_args).embed_dim
+            backbone = _build(BACKBONES, "backbone", cell.backbone, cell.backbone_args)
+            freeze(backbone, cell.model.freeze, cell.model.unfrozen_stages)
+            built[key] = backbone.embed_dim
         loss = _build(LOSSES, "loss", cell.loss, cell.loss_args, built[key])
         need = min_batch_size(loss.batch, cell.train.m_per_class)
         if cell.train.batch_size < need:
             raise UserError(f"train.batch_size = {cell.train.batch_size} is too small for {cell.loss} ({loss.batch} batches) — use at least {need}")
+
+
+def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
+    """Compute each distinct split once, so an impossible split (too few classes, unknown names) fails early."""
+    seen = set()
+    for cell in cells:
+        key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            s = cell.split
+            split_classes(data[data_key(cell)], s.test_fraction, s.seed, s.val_fraction, list(s.test_classes) or None,
+                          list(s.val_classes) or None, s.folds, s.fold)
 
 
 def _build(registry, family: str, name: str, args: dict, *positional):
@@ -104,19 +116,22 @@ def _build(registry, family: str, name: str, args: dict, *positional):
         raise UserError(f"{family} {name!r} ({shown}) cannot be built: {type(exc).__name__}: {exc} — fix [{family}.{json.dumps(name)}] in the grid") from None
 
 
-def _data_key(cell: Cell) -> str:
-    return json.dumps([cell.dataset, cell.dataset_args], sort_keys=True)
-
-
 def load_datasets(cells: list[Cell], console: Console) -> dict[str, LabelledImages]:
     """Every dataset the grid needs, loaded before any training so a bad root fails in seconds."""
     data = {}
     for cell in cells:
-        key = _data_key(cell)
+        key = data_key(cell)
         if key not in data:
             with console.status(f"loading dataset {cell.dataset}"):
                 data[key] = DATASETS.get(cell.dataset).factory(**cell.dataset_args)
     return data
+
+
+def _warner(console: Console):
+    def warn(message: str) -> None:
+        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+    return warn
 
 
 def _progress_hook(progress: Progress, task):
@@ -126,13 +141,14 @@ def _progress_hook(progress: Progress, task):
     return hook
 
 
-def run_cell(cell: Cell, grid_name: str, data: LabelledImages, fitted: dict, device: torch.device,
-             cell_timeout: float | None = None, report=lambda steps=None, info="": None) -> dict:
+def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, device: torch.device,
+             cell_timeout: float | None = None, report=lambda steps=None, info="": None, feature_cache: bool = True,
+             warn=print) -> dict:
     """Train and evaluate one cell; any failure becomes the row's status, never an exception."""
     row = _row_start(cell, grid_name)
     deadline = time.monotonic() + cell_timeout if cell_timeout else None
     try:
-        row.update(_train_and_evaluate(cell, data, fitted, device, report, deadline))
+        row.update(train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn))
         row["status"] = "diverged" if row["train"]["stopped_by"] == "diverged" else "ok"
     except CellTimeout as exc:
         row.update(status="timeout", error=str(exc))
@@ -155,68 +171,6 @@ def _row_end(row: dict, device: torch.device, precision: str) -> dict:
     row["env"] = environment(device, precision)
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return row
-
-
-def _check_deadline(deadline: float | None, what: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise CellTimeout(f"cell exceeded the --cell-timeout limit during {what}")
-
-
-def _train_and_evaluate(cell: Cell, data: LabelledImages, fitted: dict, device: torch.device, report, deadline) -> dict:
-    torch.manual_seed(cell.seed)
-    np.random.seed(cell.seed)
-    backbone = BACKBONES.get(cell.backbone).factory(**cell.backbone_args)
-    loss_fn = LOSSES.get(cell.loss).factory(backbone.embed_dim, **cell.loss_args)
-    bf16 = use_bf16(cell.train.precision, device)
-    backbone.to(device)
-    loss_fn.to(device)
-    if bf16 and device.type == "cpu":
-        backbone.to(memory_format=torch.channels_last)
-    spec = backbone.input_spec
-    key = (_data_key(cell), tuple(spec.size), spec.channels)
-    if key not in fitted:  # resize/convert once per dataset and input shape, shared by all cells
-        fitted[key] = fit_to_spec(data.images, spec)
-    images, conversion = fitted[key]
-    labels = torch.from_numpy(data.labels)
-    train_idx, _val_idx, test_idx, split = split_classes(data, cell.split.test_fraction, cell.split.seed)
-
-    def on_step(steps, samples, seconds, loss):
-        report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
-        _check_deadline(deadline, f"training (step {steps})")
-
-    result = train(backbone, loss_fn, images[train_idx], labels[train_idx], cell.train, cell.budget, cell.seed, device, bf16, on_step)
-    _check_deadline(deadline, "training")
-    report(info="evaluating")
-    start = time.perf_counter()
-    embeddings = embed(backbone, images[test_idx], cell.eval.batch_size, device, bf16)
-    metrics = evaluate(embeddings, labels[test_idx], loss_fn.distance, cell.eval, cell.split.seed)
-    _check_deadline(deadline, "evaluation")
-    return {
-        "metrics": metrics,
-        "train": asdict(result),
-        "eval_seconds": round(time.perf_counter() - start, 3),
-        "split": split,
-        "input": {"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean), "std": list(spec.std), **conversion},
-        "model": {
-            "embed_dim": backbone.embed_dim,
-            "backbone_params": sum(p.numel() for p in backbone.parameters()),
-            "trainable_params": sum(p.numel() for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad),
-        },
-        "precision": "bf16" if bf16 else "fp32",
-    }
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # On CPUs without AMX or AVX512-BF16 autocast bf16 is emulated and many times slower than fp32.
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def environment(device: torch.device, precision: str) -> dict:

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from bench.config import Budget, TrainConfig
-from bench.plugins import Backbone, Loss
-from bench.preprocess import normalize
+from bench.plugins import Loss
 from bench.sampling import BatchSampler
+
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch of stored inputs (on device) -> what the model takes
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class TrainResult:
     seconds: float
     stopped_by: str  # "max_steps" | "max_samples" | "max_seconds" | "diverged"
     final_loss: float  # mean of the last 10 steps' losses
+    data_seconds: float  # sampling, gathering, augmenting, normalising: the loader's share
+    compute_seconds: float  # forward, loss, backward, optimizer step
 
 
 def budget_reached(budget: Budget, steps: int, samples: int, seconds: float) -> str | None:
@@ -40,28 +43,29 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def train(
-    backbone: Backbone, loss_fn: Loss, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+    model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, cfg: TrainConfig,
     budget: Budget, seed: int, device: torch.device, bf16: bool,
     on_step: Callable[[int, int, float, float], None] = lambda steps, samples, seconds, loss: None,
 ) -> TrainResult:
-    """Train on `images` (uint8, already fitted to the backbone's size and channels) until the budget stops it."""
-    params = [p for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad]
+    """Train `model` (a backbone on images, or only its head on cached features) until the budget stops it."""
+    params = [p for m in (model, loss_fn) for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
     sampler = BatchSampler(loss_fn.batch, labels.numpy(), cfg.batch_size, seed, cfg.m_per_class)
-    backbone.train()
+    model.train()
     loss_fn.train()
-    spec = backbone.input_spec
     steps = samples = 0
+    data_seconds = compute_seconds = 0.0
     recent: list[float] = []
     start = time.perf_counter()
     while (stopped_by := budget_reached(budget, steps, samples, time.perf_counter() - start)) is None:
+        t0 = time.perf_counter()
         idx = torch.from_numpy(next(sampler))
-        x = normalize(images[idx].to(device, non_blocking=True), spec)
-        if bf16 and device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prepare(inputs[idx].to(device, non_blocking=True))
+        y = labels[idx].to(device)
+        t1 = time.perf_counter()
         with autocast(device, bf16):
-            embeddings = backbone(x)
-        loss = loss_fn(embeddings.float(), labels[idx].to(device))
+            embeddings = model(x)
+        loss = loss_fn(embeddings.float(), y)
         value = loss.item()
         if not math.isfinite(value):
             stopped_by = "diverged"
@@ -70,11 +74,14 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        data_seconds += t1 - t0
+        compute_seconds += time.perf_counter() - t1
         steps, samples = steps + 1, samples + len(idx)
         recent = (recent + [value])[-10:]
         on_step(steps, samples, time.perf_counter() - start, value)
     seconds = time.perf_counter() - start
-    return TrainResult(steps, samples, seconds, stopped_by, sum(recent) / len(recent) if recent else float("nan"))
+    final = sum(recent) / len(recent) if recent else float("nan")
+    return TrainResult(steps, samples, seconds, stopped_by, final, data_seconds, compute_seconds)
 
 
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -85,13 +92,10 @@ def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.
 
 
 @torch.no_grad()
-def embed(backbone: Backbone, images: torch.Tensor, batch_size: int, device: torch.device, bf16: bool) -> torch.Tensor:
-    backbone.eval()
+def embed(model: nn.Module, inputs: torch.Tensor, prepare: Prepare, batch_size: int, device: torch.device, bf16: bool) -> torch.Tensor:
+    model.eval()
     out = []
-    for chunk in images.split(batch_size):
-        x = normalize(chunk.to(device), backbone.input_spec)
-        if bf16 and device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+    for chunk in inputs.split(batch_size):
         with autocast(device, bf16):
-            out.append(backbone(x).float().cpu())
-    return torch.cat(out)
+            out.append(model(prepare(chunk.to(device))).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)

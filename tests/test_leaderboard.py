@@ -1,6 +1,7 @@
 """Leaderboard aggregation over seeds and its markdown rendering, on hand-made rows."""
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -15,7 +16,7 @@ def row(backbone, loss, seed, auc, r1=0.5, *, dataset="toy", status="ok", steps=
     metrics = {"verification_roc_auc": auc, "recall_at_1": r1, "recall_at_2": min(1.0, r1 + 0.1), **extra}
     return {
         "schema": 1,
-        "cell_id": f"{backbone}-{loss}-{seed}",
+        "cell_id": f"{backbone}-{loss}-{seed}-{json.dumps(loss_args, sort_keys=True)}-{status}",
         "status": status,
         "config": {
             "backbone": backbone, "loss": loss, "dataset": dataset, "seed": seed,
@@ -143,3 +144,10 @@ def test_markdown_nan_mean_is_a_dash_and_empty_table_says_so():
     last = _cells([ln for ln in text.splitlines() if ln.startswith("|")][-1])
     assert last[1] == "a" and "—" in last
     assert "No finished cells yet." in markdown(pd.DataFrame(), title="t")
+
+
+def test_a_rerun_row_supersedes_the_earlier_row_of_its_cell():
+    failed = row("r", "triplet", 0, float("nan"), status="error")
+    rerun = {**row("r", "triplet", 0, 0.9), "cell_id": failed["cell_id"]}
+    frame = table([failed, row("r", "triplet", 1, 0.7), rerun])
+    assert frame["n"].tolist() == [2] and frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.8)]

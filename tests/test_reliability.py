@@ -139,7 +139,7 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
     first = run_cell(cell, "r", data, {}, torch.device("cpu"))
     second = run_cell(cell, "r", data, {}, torch.device("cpu"))
     assert first["status"] == second["status"] == "ok"
-    assert first["metrics"] == second["metrics"]
+    assert json.dumps(first["metrics"], sort_keys=True) == json.dumps(second["metrics"], sort_keys=True)  # NaN-safe
     assert first["train"]["final_loss"] == second["train"]["final_loss"]
     assert first["env"]["torch_threads"] >= 1 and first["schema"] == 1
 
@@ -150,9 +150,11 @@ name = "kill"
 max_steps = 4
 [train]
 batch_size = 16
+[eval]
+episodes = 50
 [axes]
 backbone = ["timm/resnet10t"]
-loss = ["bce_l1", "contrastive", "triplet"]
+loss = ["bce_l1", "triplet"]
 seed = [0, 1]
 [backbone."timm/resnet10t"]
 image_size = 32
@@ -185,7 +187,7 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
                                cwd=tmp_path, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
     path = tmp_path / "killed.jsonl"
-    for n_rows, delay in [(0, 6.0), (2, 0.0), (3, 1.5)]:  # in cell 1's training; right after a row; mid-cell
+    for n_rows, delay in [(0, 5.0), (1, 0.0), (2, 1.0)]:  # in cell 1's training; right after a row; mid-cell
         _kill_when(_launch(tmp_path, "killed.jsonl"), path, n_rows, delay)
     # a kill while a row is being written leaves a torn last line
     text = path.read_text()
@@ -197,8 +199,8 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert finish.returncode == 0, finish.stderr
     killed = rows_ignoring_torn(path)
     ref = rows(tmp_path / "ref.jsonl")
-    assert len(killed) == len(ref) == 6  # nothing lost, nothing duplicated
-    assert {r["cell_id"]: r["metrics"] for r in killed} == {r["cell_id"]: r["metrics"] for r in ref}
+    assert len(killed) == len(ref) == 4  # nothing lost, nothing duplicated
+    assert {r["cell_id"]: json.dumps(r["metrics"]) for r in killed} == {r["cell_id"]: json.dumps(r["metrics"]) for r in ref}
     assert (tmp_path / "killed.md").read_text().replace("killed", "ref") == (tmp_path / "ref.md").read_text()
 
 

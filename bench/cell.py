@@ -1,0 +1,134 @@
+"""One cell: build the plugins, adapt the backbone, train under the budget, evaluate on held-out classes."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.adapt import apply_preprocess, freeze, input_check
+from bench.augment import make_augment
+from bench.config import Cell
+from bench.datasets import split_classes
+from bench.metrics import evaluate
+from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
+from bench.preprocess import fit_to_spec, normalize
+from bench.train import embed, train
+
+
+class CellTimeout(Exception):
+    pass
+
+
+def data_key(cell: Cell) -> str:
+    return json.dumps([cell.dataset, cell.dataset_args], sort_keys=True)
+
+
+def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable,
+                       deadline: float | None, feature_cache: bool = True, warn: Callable[[str], None] = print) -> dict:
+    """The whole life of a cell, returned as the row's measured part. `caches` is shared by a grid's cells."""
+    torch.manual_seed(cell.seed)
+    np.random.seed(cell.seed)
+    backbone = BACKBONES.get(cell.backbone).factory(**cell.backbone_args)
+    frozen = freeze(backbone, cell.model.freeze, cell.model.unfrozen_stages)
+    loss_fn = LOSSES.get(cell.loss).factory(backbone.embed_dim, **cell.loss_args)
+    bf16 = use_bf16(cell.train.precision, device)
+    channels_last = bf16 and device.type == "cpu"
+    backbone.to(device, memory_format=torch.channels_last) if channels_last else backbone.to(device)
+    loss_fn.to(device)
+    native = backbone.input_spec
+    spec = apply_preprocess(native, cell.model.preprocess)
+    key = ("images", data_key(cell), tuple(native.size), native.channels)
+    if key not in caches:  # resize/convert once per dataset and input shape
+        caches[key] = fit_to_spec(data.images, native)
+    images, conversion = caches[key]
+    labels = torch.from_numpy(data.labels)
+    s = cell.split
+    train_idx, val_idx, test_idx, split = split_classes(
+        data, s.test_fraction, s.seed, s.val_fraction, list(s.test_classes) or None, list(s.val_classes) or None, s.folds, s.fold)
+    check = input_check(images[train_idx[:256]], spec, native, normalize)
+    if check["mismatch"]:
+        warn(f"input check: {cell.backbone} with preprocess = {cell.model.preprocess!r} is fed inputs {check['mean_shift_in_native_stds']:.1f} "
+             f"native stds off and {check['spread_ratio']:.1f}x the spread its pretrained weights expect")
+
+    def prepare_images(batch: torch.Tensor) -> torch.Tensor:
+        x = normalize(batch, spec)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    augment = make_augment(cell.train.augment, cell.seed)
+    cached = feature_cache and cell.model.freeze == "backbone" and cell.train.augment == "none"
+    if cached:  # a frozen trunk sees each image once per grid; only the head trains
+        model, inputs = backbone.head, _features(caches, cell, backbone, images, prepare_images, device, bf16, report)
+        prepare_train = prepare_eval = _identity
+    else:
+        model, inputs, prepare_eval = backbone, images, prepare_images
+        prepare_train = prepare_images if augment.transform is None else (lambda batch: prepare_images(augment(batch)))
+
+    def on_step(steps, samples, seconds, loss):
+        report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
+        check_deadline(deadline, f"training (step {steps})")
+
+    result = train(model, loss_fn, inputs[train_idx], labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed, device, bf16, on_step)
+    check_deadline(deadline, "training")
+    report(info="evaluating")
+    start = time.perf_counter()
+    embeddings = embed(model, inputs[test_idx], prepare_eval, cell.eval.batch_size, device, bf16)
+    val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
+    metrics = evaluate(embeddings, labels[test_idx], loss_fn.distance, cell.eval, cell.split.seed,
+                       val_embeddings=val, val_labels=labels[val_idx] if val is not None else None)
+    check_deadline(deadline, "evaluation")
+    steps = max(result.steps, 1)
+    return {
+        "metrics": metrics,
+        "train": {**asdict(result), "data_time_per_step": result.data_seconds / steps,
+                  "compute_time_per_step": result.compute_seconds / steps, "augment": augment.record(), "feature_cache": cached},
+        "eval_seconds": round(time.perf_counter() - start, 3),
+        "split": split,
+        "input": {**_spec_record(spec), "preprocess": cell.model.preprocess, "native": _spec_record(native), **conversion, "check": check},
+        "model": {**frozen, "embed_dim": backbone.embed_dim,
+                  "trainable_params": sum(p.numel() for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad)},
+        "precision": "bf16" if bf16 else "fp32",
+    }
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report) -> torch.Tensor:
+    """Trunk features of every image, cached per (backbone and its weights, preprocess, data, input, precision).
+    A trunk that is not pretrained depends on the seed's initialisation, so the seed joins the key."""
+    args = {k: v for k, v in cell.backbone_args.items() if k not in ("head", "embed_dim")}
+    seed = None if backbone.input_spec.pretrained else cell.seed
+    key = ("features", cell.backbone, json.dumps(args, sort_keys=True), cell.model.preprocess, data_key(cell), bf16, seed)
+    if key not in caches:
+        report(info="embedding every image once (frozen-feature cache)")
+        caches[key] = embed(backbone.trunk, images, prepare, cell.eval.batch_size, device, bf16)
+    return caches[key]
+
+
+def _spec_record(spec: InputSpec) -> dict:
+    return {"size": list(spec.size), "channels": spec.channels, "mean": [round(m, 6) for m in spec.mean],
+            "std": [round(s, 6) for s in spec.std], "bgr": spec.bgr, "pretrained": spec.pretrained}
+
+
+def check_deadline(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise CellTimeout(f"cell exceeded the --cell-timeout limit during {what}")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # On CPUs without AMX or AVX512-BF16 autocast bf16 is emulated and many times slower than fp32.
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
