@@ -49,6 +49,8 @@ def freeze(backbone: nn.Module, mode: str, unfrozen_stages: int = 1) -> dict:
 
     none: everything trains; bn: BatchNorm layers use running stats with frozen affine (timm's
     FrozenBatchNorm2d); backbone: the whole trunk is frozen and in eval mode, only the head trains;
+    backbone_bn_train: the trunk's weights are frozen but its BatchNorm layers stay in train mode, normalising
+    with batch statistics and overwriting the pretrained running statistics (Keras' trainable=False pitfall);
     all_but_last_n: timm's coarse parameter groups (stem, stages) are frozen except the last `unfrozen_stages`.
     """
     from timm.utils.model import freeze as timm_freeze
@@ -61,6 +63,8 @@ def freeze(backbone: nn.Module, mode: str, unfrozen_stages: int = 1) -> dict:
             backbone.trunk = freeze_batch_norm_2d(backbone.trunk)
         elif mode == "backbone":
             backbone.trunk = FrozenTrunk(freeze_batch_norm_2d(backbone.trunk))
+        elif mode == "backbone_bn_train":  # the pitfall, measured: weights frozen, BatchNorm still in train mode
+            backbone.trunk.requires_grad_(False)
         elif mode == "all_but_last_n":
             groups = _stage_groups(backbone.trunk)
             if not 1 <= unfrozen_stages < len(groups):

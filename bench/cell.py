@@ -112,8 +112,8 @@ def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16,
 
 
 def _spec_record(spec: InputSpec) -> dict:
-    return {"size": list(spec.size), "channels": spec.channels, "mean": [round(m, 6) for m in spec.mean],
-            "std": [round(s, 6) for s in spec.std], "bgr": spec.bgr, "pretrained": spec.pretrained}
+    return {"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean), "std": list(spec.std),
+            "bgr": spec.bgr, "pretrained": spec.pretrained}
 
 
 def check_deadline(deadline: float | None, what: str) -> None:

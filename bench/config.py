@@ -57,7 +57,7 @@ class ModelConfig:
     """How the backbone is fed and what of it trains (the pretrained-vs-scratch factors)."""
 
     preprocess: Literal["native", "unit", "raw", "caffe"] = "native"  # see bench.adapt.apply_preprocess
-    freeze: Literal["none", "bn", "backbone", "all_but_last_n"] = "none"
+    freeze: Literal["none", "bn", "backbone", "backbone_bn_train", "all_but_last_n"] = "none"
     unfrozen_stages: int = 1  # with freeze = "all_but_last_n"
 
 

@@ -101,3 +101,13 @@ def test_input_check_flags_large_mismatch_only_for_pretrained_backbones():
     assert raw["mismatch"] and raw["spread_ratio"] > 4
     scratch = InputSpec(SPEC.size, 3, SPEC.mean, SPEC.std, pretrained=False)
     assert not input_check(PIXELS, apply_preprocess(scratch, "raw"), scratch, normalize)["mismatch"]
+
+
+def test_freeze_backbone_bn_train_keeps_weights_but_lets_bn_stats_drift():
+    backbone = resnet()
+    record = freeze(backbone, "backbone_bn_train")
+    assert record["backbone_trainable_params"] == sum(p.numel() for p in backbone.head.parameters())
+    before = snapshot(backbone)
+    one_step(backbone)
+    assert not changed(before, backbone, "trunk.conv1.0.weight")
+    assert changed(before, backbone, "trunk.conv1.1.running_mean")  # the pitfall this mode measures
