@@ -7,9 +7,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from bench.errors import UserError
 
 KEYS = "embeddings, labels; optional gallery_embeddings + gallery_labels, val_embeddings + val_labels"
@@ -61,8 +58,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_npz(path: Path) -> dict[str, torch.Tensor]:
-    """The arrays `evaluate` takes, or a one-line UserError naming the file and what to fix."""
+def load_npz(path: Path) -> dict:
+    """The arrays `evaluate` takes (torch tensors), or a one-line UserError naming the file and what to fix."""
+    import numpy as np  # here, not at import: `bench --help` should not load numpy and torch
+    import torch
+
     if not path.is_file():
         raise UserError(f"{path}: no such file — give an .npz written by numpy.savez(path, embeddings=..., labels=...)")
     try:
