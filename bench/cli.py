@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--metric", default="verification_roc_auc")
     board.add_argument("--out", type=Path, help="markdown file (default: the results file with .md)")
     board.set_defaults(func=cmd_leaderboard)
+
+    from bench.evaluate_cmd import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub, common)
     return parser
 
 
