@@ -248,3 +248,16 @@ def test_nearest_neighbours_never_returns_query_and_caps_k(chunk):
     assert got.shape == (7, 6)  # k capped at n - 1
     for q in range(7):
         assert sorted(got[q].tolist()) == [j for j in range(7) if j != q]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean", "l1"])
+def test_sampled_pair_distances_by_rows_equal_gathered_pairs(distance):
+    from bench.verification import _pair_distance, _sampled_pairs_by_rows
+
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(37, 64, generator=g, dtype=torch.float64)
+    i = torch.randint(0, 37, (500,), generator=g)
+    j = (i + torch.randint(1, 37, (500,), generator=g)) % 37
+    expected = _pair_distance(emb[i], emb[j], distance)
+    for chunk in (1, 5, 37):
+        assert torch.allclose(_sampled_pairs_by_rows(emb, i, j, distance, chunk), expected, atol=1e-9)
