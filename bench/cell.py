@@ -47,9 +47,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         caches[key] = fit_to_spec(data.images, native)
     images, conversion = caches[key]
     labels = torch.from_numpy(data.labels)
-    s = cell.split
-    train_idx, val_idx, test_idx, split = split_classes(
-        data, s.test_fraction, s.seed, s.val_fraction, list(s.test_classes) or None, list(s.val_classes) or None, s.folds, s.fold)
+    train_idx, val_idx, test_idx, split = split_for(cell, data)
     check = input_check(images[train_idx[:256]], spec, native, normalize)
     if check["mismatch"]:
         warn(f"input check: {cell.backbone} with preprocess = {cell.model.preprocess!r} is fed inputs {check['mean_shift_in_native_stds']:.1f} "
@@ -93,6 +91,12 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
                   "trainable_params": sum(p.numel() for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad)},
         "precision": "bf16" if bf16 else "fp32",
     }
+
+
+def split_for(cell: Cell, data: LabelledImages):
+    s = cell.split
+    return split_classes(data, s.test_fraction, s.seed, s.val_fraction, list(s.test_classes) or None,
+                         list(s.val_classes) or None, s.folds, s.fold)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

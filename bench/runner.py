@@ -16,9 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.adapt import freeze
-from bench.cell import CellTimeout, data_key, train_and_evaluate
+from bench.cell import CellTimeout, data_key, split_for, train_and_evaluate
 from bench.config import Cell, Grid
-from bench.datasets import split_classes
 from bench.errors import UserError
 from bench.isolation import run_isolated
 from bench.plugins import BACKBONES, DATASETS, LOSSES, LabelledImages
@@ -50,7 +49,7 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
     data = load_datasets(todo, console)  # before the results file is touched: bad input leaves nothing behind
     check_splits(todo, data)
     with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
-        todo = select_cells(grid, read_rows(results_path), options.rerun) if options.rerun == "none" else todo
+        todo = select_cells(grid, read_rows(results_path), options.rerun)  # rows may have landed since
         console.print(f"grid {grid.name}: {len(todo)} of {len(grid.cells)} cells to run → {results_path}", highlight=False)
         if not todo:
             console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
@@ -101,9 +100,7 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
         key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True))
         if key not in seen:
             seen.add(key)
-            s = cell.split
-            split_classes(data[data_key(cell)], s.test_fraction, s.seed, s.val_fraction, list(s.test_classes) or None,
-                          list(s.val_classes) or None, s.folds, s.fold)
+            split_for(cell, data[data_key(cell)])
 
 
 def _build(registry, family: str, name: str, args: dict, *positional):
