@@ -38,7 +38,9 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     loss_fn = LOSSES.get(cell.loss).factory(backbone.embed_dim, **cell.loss_args)
     bf16 = use_bf16(cell.train.precision, device)
     channels_last = bf16 and device.type == "cpu"
-    backbone.to(device, memory_format=torch.channels_last) if channels_last else backbone.to(device)
+    backbone.to(device)
+    if channels_last:  # with bf16 autocast, oneDNN's fast convolutions want NHWC
+        backbone.to(memory_format=torch.channels_last)
     loss_fn.to(device)
     native = backbone.input_spec
     spec = apply_preprocess(native, cell.model.preprocess)
