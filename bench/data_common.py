@@ -69,20 +69,20 @@ def encode_labels(raw: Sequence, where: str, rows: Sequence[str] | None = None) 
     return np.array([index[n] for n in names], dtype=np.int64), tuple(unique)
 
 
-def _is_int(text: str) -> bool:
+def _parses_as(text: str, kind: type) -> bool:
     try:
-        int(text)
+        kind(text)
         return True
     except ValueError:
         return False
+
+
+def _is_int(text: str) -> bool:
+    return _parses_as(text, int)
 
 
 def _is_float(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+    return _parses_as(text, float)
 
 
 def check_labels(labels: np.ndarray, class_names: Sequence[str], split: np.ndarray | None, where: str) -> None:

@@ -5,6 +5,8 @@ import math
 
 import pandas as pd
 
+from bench.results import latest_rows
+
 LOWER_IS_BETTER = {"eer"}
 DEFAULT_METRIC = "verification_roc_auc"
 SHOWN = ("verification_roc_auc", "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8")
@@ -22,8 +24,6 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 def table(rows: list[dict], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One row per configuration (the cell config without its seed) with mean, std and n per metric."""
-    from bench.results import latest_rows
-
     ok = [r for r in latest_rows(rows).values() if r.get("status", "ok") == "ok"]
     if not ok:
         return pd.DataFrame()
