@@ -17,6 +17,7 @@ from bench.datasets import split_classes
 from bench.metrics import evaluate
 from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
 from bench.preprocess import fit_to_spec, normalize
+from bench.sampling import BatchSampler
 from bench.train import embed, train
 
 
@@ -50,7 +51,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     images, conversion = caches[key]
     labels = torch.from_numpy(data.labels)
     train_idx, val_idx, test_idx, split = split_for(cell, data)
-    check = input_check(images[train_idx[:256]], spec, native, normalize)
+    check = input_check(images[_spread_sample(train_idx, 256, cell.split.seed)], spec, native, normalize)
     if check["mismatch"]:
         warn(f"input check: {cell.backbone} with preprocess = {cell.model.preprocess!r} is fed inputs {check['mean_shift_in_native_stds']:.1f} "
              f"native stds off and {check['spread_ratio']:.1f}x the spread its pretrained weights expect")
@@ -61,9 +62,10 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
 
     augment = make_augment(cell.train.augment, cell.seed)
     cached = feature_cache and cell.model.freeze == "backbone" and cell.train.augment == "none"
+    charge = 0.0  # seconds per image charged to the budget for the cached trunk's forward pass
     if cached:  # a frozen trunk sees each image once per grid; only the head trains
-        model, inputs = backbone.head, _features(caches, cell, backbone, images, prepare_images, device, bf16, report)
-        prepare_train = prepare_eval = _identity
+        inputs, charge = _features(caches, cell, backbone, images, prepare_images, device, bf16, report)
+        model, prepare_train, prepare_eval = backbone.head, _identity, _identity
     else:
         model, inputs, prepare_eval = backbone, images, prepare_images
         prepare_train = prepare_images if augment.transform is None else (lambda batch: prepare_images(augment(batch)))
@@ -72,20 +74,33 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
         check_deadline(deadline, f"training (step {steps})")
 
-    result = train(model, loss_fn, inputs[train_idx], labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed, device, bf16, on_step)
+    sampler = BatchSampler(loss_fn.batch, data.labels[train_idx], cell.train.batch_size, cell.seed, cell.train.m_per_class)
+    if sampler.short_classes():
+        warn(f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
+             f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)")
+    result = train(model, loss_fn, inputs[train_idx], labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed,
+                   device, bf16, on_step, charge_per_sample=charge, sampler=sampler)
     check_deadline(deadline, "training")
     report(info="evaluating")
     start = time.perf_counter()
     embeddings = embed(model, inputs[test_idx], prepare_eval, cell.eval.batch_size, device, bf16)
     val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
-    metrics = evaluate(embeddings, labels[test_idx], loss_fn.distance, cell.eval, cell.split.seed,
-                       val_embeddings=val, val_labels=labels[val_idx] if val is not None else None)
+    nonfinite = int((~torch.isfinite(embeddings).all(1)).sum()) + (int((~torch.isfinite(val).all(1)).sum()) if val is not None else 0)
+    if nonfinite:  # the weights went non-finite: a result of the config (`diverged`), not a failure to rerun
+        metrics = {}
+        diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps"
+    else:
+        metrics = evaluate(embeddings, labels[test_idx], loss_fn.distance, cell.eval, cell.split.seed,
+                           val_embeddings=val, val_labels=labels[val_idx] if val is not None else None)
+        diverged = None
     check_deadline(deadline, "evaluation")
     steps = max(result.steps, 1)
     return {
         "metrics": metrics,
+        **({"diverged": diverged} if diverged else {}),
         "train": {**asdict(result), "data_time_per_step": result.data_seconds / steps,
-                  "compute_time_per_step": result.compute_seconds / steps, "augment": augment.record(), "feature_cache": cached},
+                  "compute_time_per_step": result.compute_seconds / steps, "augment": augment.record(), "feature_cache": cached,
+                  "charged_seconds_per_image": charge, "m_per_class_short_classes": sampler.short_classes()},
         "eval_seconds": round(time.perf_counter() - start, 3),
         "split": split,
         "input": {**_spec_record(spec), "preprocess": cell.model.preprocess, "native": _spec_record(native), **conversion, "check": check},
@@ -105,15 +120,28 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report) -> torch.Tensor:
-    """Trunk features of every image, cached per (backbone and its weights, preprocess, data, input, precision).
-    A trunk that is not pretrained depends on the seed's initialisation, so the seed joins the key."""
+def _spread_sample(idx: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded sample of `size` indices from across `idx` (its first entries are often a few classes only)."""
+    return np.sort(np.random.default_rng(seed).choice(idx, min(size, len(idx)), replace=False))
+
+
+def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report) -> tuple[torch.Tensor, float]:
+    """Trunk features of every image and the trunk's measured forward seconds per image, cached per (backbone
+    and its weights, preprocess, data, input, precision). A trunk that is not pretrained depends on the seed's
+    initialisation, so the seed joins the key. The time is charged to training's clock per image consumed."""
     args = {k: v for k, v in cell.backbone_args.items() if k not in ("head", "embed_dim")}
     seed = None if backbone.input_spec.pretrained else cell.seed
     key = ("features", cell.backbone, json.dumps(args, sort_keys=True), cell.model.preprocess, data_key(cell), bf16, seed)
     if key not in caches:
         report(info="embedding every image once (frozen-feature cache)")
-        caches[key] = embed(backbone.trunk, images, prepare, cell.eval.batch_size, device, bf16)
+        # Chunks of the training batch size, timed after the first (warm-up) chunk: the charge should be what
+        # the trunk's forward costs per image inside a training step.
+        size = cell.train.batch_size
+        head = embed(backbone.trunk, images[:size], prepare, size, device, bf16)
+        start = time.perf_counter()
+        rest = embed(backbone.trunk, images[size:], prepare, size, device, bf16)
+        per_image = (time.perf_counter() - start) / len(rest) if len(rest) else 0.0
+        caches[key] = (torch.cat([head, rest]) if len(rest) else head, per_image)
     return caches[key]
 
 

@@ -5,6 +5,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,8 @@ console = Console(stderr=True)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Warnings for users (a skipped plugin, a torn results line) are one line, not Python's two with source.
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -81,6 +84,10 @@ def cmd_run(args) -> int:
 
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")
+    from bench.metric_defs import definition
+
+    if (d := definition(args.metric)) is None or d.direction == "none":
+        raise UserError(f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)")
     grid = load_grid(args.grid)
     results = args.results or Path("results") / f"{grid.name}.jsonl"
     options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()), args.feature_cache)
@@ -94,15 +101,20 @@ def cmd_run(args) -> int:
 
 def cmd_validate(args) -> int:
     from bench.config import load_grid
+    from bench.leaderboard import flatten
+    from bench.runner import preflight
 
     grid = load_grid(args.grid)
-    table = Table(title=f"{grid.name}: {len(grid.cells)} cells ({grid.excluded} excluded)")
-    for col in ("cell_id", "backbone", "loss", "dataset", "seed", "args"):
+    preflight(list(grid.cells), console)  # the same checks `bench run` makes before its first step
+    flat = [flatten({k: v for k, v in c.to_dict().items()}) for c in grid.cells]
+    varying = [k for k in dict.fromkeys(k for f in flat for k in f) if len({json.dumps(f.get(k)) for f in flat}) > 1]
+    columns = ["backbone", "loss", "dataset", "seed"] + [k for k in varying if k not in ("backbone", "loss", "dataset", "seed")]
+    table = Table(title=f"{grid.name}: {len(grid.cells)} cells ({grid.excluded} excluded); every check `bench run` makes passed")
+    for col in ("cell_id", *columns):
         table.add_column(col)
-    for cell in grid.cells:
-        extra = [f"{fam}.{k}={json.dumps(v)}" for fam, a in (("backbone", cell.backbone_args), ("loss", cell.loss_args), ("dataset", cell.dataset_args)) for k, v in a.items()]
-        table.add_row(cell.cell_id, cell.backbone, cell.loss, cell.dataset, str(cell.seed), " ".join(extra))
-    Console(width=max(Console().width, 140)).print(table)
+    for cell, f in zip(grid.cells, flat):
+        table.add_row(cell.cell_id, *(escape(str(f.get(k, "—"))) for k in columns))
+    Console(width=max(Console().width, 160)).print(table)
     return 0
 
 
@@ -137,11 +149,7 @@ def cmd_leaderboard(args) -> int:
 def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str) -> None:
     from bench.leaderboard import markdown, table
 
-    try:
-        frame = table(rows, metric)
-    except KeyError:
-        known = sorted({k for r in rows for k, v in r.get("metrics", {}).items() if isinstance(v, (int, float))})
-        raise UserError(f"unknown metric {metric!r} — use one of: {', '.join(known)}") from None
+    frame = table(rows, metric)  # an unknown or direction-less --metric is a UserError from check_metric
     text = markdown(frame, metric, title)
     out.write_text(text)
     print(text)

@@ -107,7 +107,14 @@ class Grid:
 
 
 SECTIONS = {"budget": Budget, "train": TrainConfig, "model": ModelConfig, "split": SplitConfig, "eval": EvalConfig}
-MAY_BE_ZERO = {"weight_decay", "val_fraction", "folds", "fold"}
+MAY_BE_ZERO = {"weight_decay", "val_fraction", "folds", "fold", "seed"}
+FRACTIONS = {"tar_far"}  # list elements that must lie in (0, 1)
+# options that act only in some cells: (section, option, the condition under which it acts, why)
+INERT = (
+    ("split", "fold", lambda cell, kind: cell.split.folds > 0, "it acts only with split.folds > 0"),
+    ("model", "unfrozen_stages", lambda cell, kind: cell.model.freeze == "all_but_last_n", 'it acts only with model.freeze = "all_but_last_n"'),
+    ("train", "m_per_class", lambda cell, kind: kind in ("m_per_class", None), "it acts only with losses that take m-per-class batches (pml/*)"),
+)
 FAMILIES: dict[str, Registry] = {"backbone": BACKBONES, "loss": LOSSES, "dataset": DATASETS}
 TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES)
 CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments the runner passes itself
@@ -144,10 +151,11 @@ def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
         if any(_excluded(point, ex) for ex in excludes):
             excluded += 1
             continue
-        cell = _make_cell(point, static, sections, where)
+        cell = _without_inert_options(_make_cell(point, static, sections, where))
         cells.setdefault(cell.cell_id, cell)  # axis args a plugin doesn't take make duplicates: keep one
     if not cells:
         raise UserError(f"{where}: [[exclude]] removes every cell — loosen the excludes")
+    _check_inert_axes(axes, cells.values(), where)
     return Grid(name, where, tuple(cells.values()), excluded)
 
 
@@ -165,8 +173,12 @@ def _section(table: Any, cls, where: str, name: str):
     for key, value in table.items():
         if not matches(value, hints[key]):
             raise UserError(f"{where}: [{name}] {key} = {value!r} should be {type_name(hints[key])}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and not (key in MAY_BE_ZERO and value == 0):
-            raise UserError(f"{where}: [{name}] {key} = {value!r} must be positive")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                if item <= 0 and not (key in MAY_BE_ZERO and item == 0):
+                    raise UserError(f"{where}: [{name}] {key} = {value!r} must be positive{' (every element)' if isinstance(value, list) else ''}")
+                if key in FRACTIONS and item >= 1:
+                    raise UserError(f"{where}: [{name}] {key} = {value!r}: every element must be a fraction between 0 and 1")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     return cls(**values)
 
@@ -271,6 +283,40 @@ def _make_cell(point: dict, static: dict, sections: dict, where: str) -> Cell:
         backbone=point["backbone"], loss=point["loss"], dataset=point["dataset"], seed=point["seed"],
         backbone_args=args["backbone"], loss_args=args["loss"], dataset_args=args["dataset"], **made,
     )
+
+
+def _without_inert_options(cell: Cell) -> Cell:
+    """Reset options that cannot act in this cell to their defaults, so they neither make duplicate cells
+    (identical training under different ids) nor appear in the row as if they had mattered."""
+    kind = _batch_kind(cell.loss, cell.loss_args)
+    for section, option, acts, _ in INERT:
+        if not acts(cell, kind):
+            default = getattr(SECTIONS[section](), option)
+            cell = dataclasses.replace(cell, **{section: dataclasses.replace(getattr(cell, section), **{option: default})})
+    return cell
+
+
+def _check_inert_axes(axes: dict, cells, where: str) -> None:
+    """An axis over an option that acts in no cell of the grid is an error (it would only relabel cells)."""
+    for section, option, _, why in INERT:
+        key = f"{section}.{option}"
+        if len(axes.get(key, [])) > 1 and len({getattr(getattr(c, section), option) for c in cells}) <= 1:
+            raise UserError(f"{where}: [axes] {key!r} changes nothing in any cell: {why} — remove the axis or add that setting")
+
+
+_BATCH_KINDS: dict[str, str | None] = {}
+
+
+def _batch_kind(loss: str, args: dict) -> str | None:
+    """The batch shape a loss declares (built once with a small embed_dim); None if it cannot be built here
+    (the runner's preflight then reports the build error)."""
+    key = json.dumps([loss, args], sort_keys=True)
+    if key not in _BATCH_KINDS:
+        try:
+            _BATCH_KINDS[key] = LOSSES.get(loss).factory(16, **args).batch
+        except Exception:
+            _BATCH_KINDS[key] = None
+    return _BATCH_KINDS[key]
 
 
 def _check_args_once(factory, args: dict, where: str, skip) -> None:

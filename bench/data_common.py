@@ -31,6 +31,10 @@ def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[byte
         try:
             with Image.open(open_file(name)) as im:
                 mode = channels or (1 if im.mode in GRAY_MODES else 3)
+                if im.mode == "P" and "transparency" in im.info:
+                    # Per-entry alpha (a PNG tRNS chunk) has no meaning in L or RGB; Pillow warns on a direct
+                    # conversion and asks for RGBA first. The alpha is then dropped, keeping palette colours.
+                    im = im.convert("RGBA")
                 im = im.convert("L" if mode == 1 else "RGB")  # also forces the full decode
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise UserError(f"{where}: cannot read image {name!r} ({type(exc).__name__}: {exc}) — fix or remove that file") from exc

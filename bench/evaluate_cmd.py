@@ -47,12 +47,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(arrays["embeddings"], arrays["labels"], args.distance, config, args.seed,
                        gallery=arrays.get("gallery_embeddings"), gallery_labels=arrays.get("gallery_labels"),
                        val_embeddings=arrays.get("val_embeddings"), val_labels=arrays.get("val_labels"))
-    table = Table(title=f"{args.npz}: {len(arrays['labels'])} embeddings, {args.distance}", box=None)
+    gallery = f" + {len(arrays['gallery_labels'])} gallery" if "gallery_labels" in arrays else ""
+    table = Table(title=f"{args.npz}: {len(arrays['labels'])} embeddings{gallery}, {args.distance}", box=None)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    notes = {key: value for key, value in metrics.items() if key.endswith("_note")}
     for key, value in metrics.items():
-        table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
-    Console(width=120).print(table)
+        if key not in notes:
+            table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
+    console = Console(width=120)
+    console.print(table)
+    for key, value in notes.items():  # below the table: a sentence, and the reason a figure above is NaN
+        console.print(f"{key.removesuffix('_note')}: {value}", highlight=False, soft_wrap=True)
     if args.json:
         args.json.write_text(json.dumps({"input": str(args.npz), "config": dataclasses.asdict(config), "seed": args.seed, "metrics": metrics}, indent=1) + "\n")
     return 0

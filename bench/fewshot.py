@@ -1,5 +1,5 @@
 """N-way K-shot classification accuracy over seeded episodes drawn from the test classes (Koch et al.'s
-20-way one-shot task by default)."""
+20-way one-shot task by default); with a separate gallery, support comes from the gallery."""
 from __future__ import annotations
 
 import math
@@ -11,39 +11,80 @@ from bench.knn import check_distance
 
 
 def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, n_way: int = 20,
-                      k_shot: int = 1, episodes: int = 1000, seed: int = 0) -> dict:
+                      k_shot: int = 1, episodes: int = 1000, seed: int = 0, *,
+                      gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None) -> dict:
     """`few_shot_<n>way_<k>shot_accuracy`: each episode draws n_way classes among those with at least
-    k_shot + 1 images, then k_shot support images and one query image per class (all distinct). Each query
-    is assigned the class of its nearest support image (Koch's rule; with k_shot = 1, the one image per
-    class; ties go to the first-drawn class). The value is the mean over episodes of the fraction of the n_way queries assigned correctly;
-    `_stderr` is the standard error of that mean over episodes. NaN (with `few_shot_classes` saying how
-    many were eligible) when fewer than n_way classes qualify."""
+    k_shot + 1 images, then k_shot support images and one query image per class (all distinct). With a
+    gallery, a class qualifies with k_shot gallery images and one query; support is drawn from the gallery,
+    the query from `embeddings` (a retrieval set's queries often hold one image per class, so episodes
+    within them are impossible). Each query is assigned the class of its nearest support image (Koch's
+    rule; with k_shot = 1, the one image per class; ties go to the first-drawn class). The value is the mean
+    over episodes of the fraction of the n_way queries assigned correctly; `_stderr` is the standard error
+    of that mean over episodes. NaN, with `few_shot_note` saying why and `few_shot_classes` how many
+    classes qualified, when fewer than n_way classes qualify."""
     check_distance(distance)
     name = f"few_shot_{n_way}way_{k_shot}shot"
-    codes = torch.unique(labels, return_inverse=True)[1].numpy()
-    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)] if len(codes) else []
-    eligible = [m for m in members if len(m) >= k_shot + 1]
-    out = {f"{name}_episodes": episodes, "few_shot_classes": len(eligible)}
-    if len(eligible) < n_way or n_way < 2:
-        return {f"{name}_accuracy": float("nan"), f"{name}_accuracy_stderr": float("nan"), **out}
-    # Index drawing is a Python loop over episodes × classes (small: 20k draws for 1000 20-way episodes);
-    # the distances are one batched computation.
-    rng = np.random.default_rng(seed)
-    picks = np.empty((episodes, n_way, k_shot + 1), dtype=np.int64)
+    pools = class_pools(labels, k_shot, gallery_labels)
+    out = {f"{name}_episodes": episodes, "few_shot_classes": len(pools)}
+    nan = {f"{name}_accuracy": float("nan"), f"{name}_accuracy_stderr": float("nan")}
+    if n_way < 2:
+        return nan | out | {"few_shot_note": f"a {n_way}-way episode has nothing to tell apart — use n_way ≥ 2"}
+    if len(pools) < n_way:
+        need = f"{k_shot} gallery image(s) and a query" if gallery is not None else f"{k_shot + 1}+ images"
+        return nan | out | {"few_shot_note": f"{len(pools)} classes have {need}, a {n_way}-way episode needs {n_way} "
+                                              "— lower n_way (--n-way) or k_shot"}
+    support, query, _ = draw_episodes(pools, n_way, k_shot, episodes, np.random.default_rng(seed))
+    support_set = embeddings if gallery is None else gallery
+    per_episode = _episode_accuracy(support_set[torch.from_numpy(support).reshape(episodes, -1)].float(),
+                                    embeddings[torch.from_numpy(query)].float(), k_shot, distance)
+    out |= {f"{name}_accuracy": float(per_episode.mean())}
+    if episodes < 2:
+        return out | {f"{name}_accuracy_stderr": float("nan"), "few_shot_note": "one episode has no standard error — use 2+ episodes"}
+    return out | {f"{name}_accuracy_stderr": float(per_episode.std() / math.sqrt(episodes))}
+
+
+def class_pools(labels: torch.Tensor, k_shot: int, gallery_labels: torch.Tensor | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(support candidates, query candidates) of each qualifying class, in class order. Without a gallery
+    both are the class's images (one array, so `draw_episodes` keeps support and query distinct)."""
+    if gallery_labels is None:
+        codes = torch.unique(labels, return_inverse=True)[1].numpy()
+        members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)] if len(codes) else []
+        return [(m, m) for m in members if len(m) >= k_shot + 1]
+    codes = torch.unique(torch.cat([labels, gallery_labels]), return_inverse=True)[1].numpy()
+    q_codes, g_codes = codes[:len(labels)], codes[len(labels):]
+    pools = [(np.flatnonzero(g_codes == c), np.flatnonzero(q_codes == c)) for c in range(codes.max() + 1)] if len(codes) else []
+    return [(s, q) for s, q in pools if len(s) >= k_shot and len(q) >= 1]
+
+
+def draw_episodes(pools: list[tuple[np.ndarray, np.ndarray]], n_way: int, k_shot: int, episodes: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Support (E, n_way, k_shot) and query (E, n_way) indices and the drawn pool numbers (E, n_way): n_way
+    distinct classes per episode, uniformly; k_shot support images and one query uniformly without
+    replacement within each. A Python loop (20k draws for 1000 20-way episodes); the distances are batched."""
+    support = np.empty((episodes, n_way, k_shot), dtype=np.int64)
+    query = np.empty((episodes, n_way), dtype=np.int64)
+    classes = np.empty((episodes, n_way), dtype=np.int64)
     for e in range(episodes):
-        for w, c in enumerate(rng.choice(len(eligible), n_way, replace=False)):
-            picks[e, w] = rng.choice(eligible[c], k_shot + 1, replace=False)
-    picks = torch.from_numpy(picks)
-    support = embeddings[picks[:, :, :k_shot].reshape(episodes, n_way * k_shot)].float()
-    queries = embeddings[picks[:, :, k_shot]].float()
+        classes[e] = rng.choice(len(pools), n_way, replace=False)
+        for w, c in enumerate(classes[e]):
+            s_pool, q_pool = pools[c]
+            if s_pool is q_pool:  # one pool: k_shot + 1 distinct images, the last one the query
+                picks = rng.choice(s_pool, k_shot + 1, replace=False)
+                support[e, w], query[e, w] = picks[:k_shot], picks[k_shot]
+            else:
+                support[e, w], query[e, w] = rng.choice(s_pool, k_shot, replace=False), rng.choice(q_pool)
+    return support, query, classes
+
+
+def _episode_accuracy(support: torch.Tensor, queries: torch.Tensor, k_shot: int, distance: str) -> torch.Tensor:
+    """Fraction of each episode's queries whose nearest support image is of their class; support rows are
+    grouped by class, k_shot each, in the queries' order."""
+    episodes, n_way = queries.shape[:2]
     correct = torch.empty(episodes, n_way, dtype=torch.float64)
     for s in range(0, episodes, 256):  # bounded memory: 256 × n_way × n_way·k_shot distances at a time
-        d = _batched_distances(queries[s:s + 256], support[s:s + 256], distance)
-        predicted = d.argmin(dim=2) // k_shot  # support images are grouped by class, k_shot each
+        predicted = _batched_distances(queries[s:s + 256], support[s:s + 256], distance).argmin(dim=2) // k_shot
         correct[s:s + 256] = (predicted == torch.arange(n_way)).double()
-    per_episode = correct.mean(1)
-    stderr = float(per_episode.std() / math.sqrt(episodes)) if episodes > 1 else float("nan")
-    return {f"{name}_accuracy": float(per_episode.mean()), f"{name}_accuracy_stderr": stderr, **out}
+    return correct.mean(1)
 
 
 def _batched_distances(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:

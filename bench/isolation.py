@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing as mp
+import signal
 
 import torch
+
+EXIT_GRACE_S = 10.0  # how long a child whose pipe closed may take to exit (CUDA teardown can be slow)
 
 
 def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool) -> None:
@@ -30,18 +33,33 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
     proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins, options.feature_cache), daemon=True)
     proc.start()
     send.close()
-    row = None
-    if receive.poll(options.cell_timeout):  # True on a row or on the child's death (EOF)
-        try:
-            row = receive.recv()
-        except EOFError:
-            pass
-    if row is not None:
+    if not receive.poll(options.cell_timeout):  # True on a row or on the child's end of the pipe closing
+        proc.kill()
         proc.join()
-        return row
-    timed_out = proc.is_alive()
-    proc.kill()
-    proc.join()
-    if timed_out:
         return failed_row(cell, grid_name, device, "timeout", f"cell exceeded --cell-timeout {options.cell_timeout:g} s and was killed")
-    return failed_row(cell, grid_name, device, "error", f"the cell's process died (exit code {proc.exitcode}) before reporting")
+    try:
+        row = receive.recv()
+    except EOFError:  # the pipe closed without a row: the child is dying (or closed it and went on)
+        row = None
+    # A dying child's pipe closes before its exit can be reaped, so wait for the exit status rather than
+    # read `is_alive()` at once, which would call a crash a timeout.
+    proc.join(EXIT_GRACE_S)
+    lingering = proc.is_alive()
+    if lingering:
+        proc.kill()
+        proc.join()
+    if row is not None:
+        return row
+    if lingering:
+        return failed_row(cell, grid_name, device, "error", f"the cell's process closed its pipe without reporting and had not exited {EXIT_GRACE_S:g} s later; killed")
+    return failed_row(cell, grid_name, device, "error", f"the cell's process {describe_exit(proc.exitcode)} before reporting")
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """`exited with code 3`, `was killed by SIGSEGV`: a negative exit code is the signal that ended a process."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"

@@ -19,9 +19,10 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
     """All metrics of `embeddings` (held-out classes) as one flat dict for the result row.
 
     `distance` is what the loss was trained for; `config.distance`, when set, overrides it. Retrieval
-    queries are the embeddings; the gallery is the other embeddings, or `gallery` when the dataset has one.
-    A validation split (`val_embeddings`) adds the accuracy at a threshold chosen on it. `seed` draws the
-    verification pair sample and the few-shot episodes."""
+    queries are the embeddings; the gallery is the other embeddings, or `gallery` when the dataset has one,
+    and then verification pairs are query–gallery pairs and few-shot support comes from the gallery.
+    A validation split (`val_embeddings`) adds the balanced accuracy at a threshold chosen on it. `seed`
+    draws the verification pair sample and the few-shot episodes. A NaN figure comes with a `*_note`."""
     distance = config.distance or distance
     if distance not in DISTANCES:
         raise UserError(f"distance {distance!r} is unknown — use one of {', '.join(DISTANCES)}")
@@ -32,9 +33,10 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
         val_embeddings, val_labels = check_embeddings(val_embeddings, val_labels, "validation", embeddings.shape[1])
     return {
         **verification_metrics(embeddings, labels, distance, config.max_pairs, seed, config.tar_far, config.memory_mb,
-                               val_embeddings, val_labels),
+                               val_embeddings, val_labels, gallery, gallery_labels),
         **retrieval_metrics(embeddings, labels, config.recall_k, distance, gallery, gallery_labels, config.memory_mb, backend),
-        **few_shot_accuracy(embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed),
+        **few_shot_accuracy(embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed,
+                            gallery=gallery, gallery_labels=gallery_labels),
         "distance": distance,
     }
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
@@ -10,6 +11,10 @@ from typing import Callable, Generic, Iterator, TypeVar
 from bench.errors import UserError
 
 T = TypeVar("T")
+
+
+class PluginWarning(UserWarning):
+    """A plugin problem the harness works around (a package that fails to import, a type hint it cannot resolve)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class Registry(Generic[T]):
         self.group = group  # entry-point group for third-party plugins
         self._entries: dict[str, Entry[T]] = {}
         self._prefixes: dict[str, Prefix[T]] = {}
+        self._broken: dict[str, str] = {}  # entry-point name -> why it failed to import (raised only if requested)
         self._plugins_loaded = False
 
     def register(self, name: str, *, source: str = "builtin") -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -68,11 +74,14 @@ class Registry(Generic[T]):
             dist = ep.dist.name if ep.dist is not None else "unknown distribution"
             try:
                 factory = ep.load()
-            except Exception as exc:  # a broken plugin must not look like a harness bug
-                raise UserError(
-                    f"{self.family} plugin {ep.name!r} from {dist} ({ep.value}) failed to import: "
-                    f"{type(exc).__name__}: {exc} — fix or uninstall that package"
-                ) from exc
+            except Exception as exc:  # one broken package must not hide the other plugins, nor look like a harness bug
+                why = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                self._broken[ep.name] = (
+                    f"{self.family} {ep.name!r} comes from plugin {dist} (entry point {ep.name} = {ep.value!r}), which "
+                    f"failed to import: {why} — fix that package or uninstall it (pip uninstall {dist})"
+                )
+                warnings.warn(f"skipping {self.family} plugin {ep.name!r} from {dist}, which failed to import: {why}", PluginWarning, stacklevel=2)
+                continue
             self.add(ep.name, factory, source=f"plugin {dist}")
 
     def get(self, name: str) -> Entry[T]:
@@ -83,6 +92,8 @@ class Registry(Generic[T]):
         if rest and prefix in self._prefixes:
             p = self._prefixes[prefix]
             return Entry(name, p.factory(rest), p.source)
+        if name in self._broken:
+            raise UserError(self._broken[name])
         close = difflib.get_close_matches(name, list(self._entries), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UserError(

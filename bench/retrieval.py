@@ -19,7 +19,7 @@ def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tup
     - `r_precision`: mean over queries of (same-class images in the top R) / R.
     - `map_at_r`: mean over queries of (1/R) Σ_{i ≤ R, rank i same-class} precision@i.
     Queries with R = 0 (a class with no other image) cannot hit and are excluded: `retrieval_queries`
-    counts the rest, `retrieval_lone_queries` the excluded ones.
+    counts the rest, `retrieval_lone_queries` the excluded ones (all excluded: NaN and `retrieval_note`).
 
     Written here rather than calling AccuracyCalculator because that holds every query's k = max-class-size
     neighbours at once (and needs faiss or an N×N matrix); these sums stream over query chunks.
@@ -51,6 +51,9 @@ def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tup
     out = {name: total / n if n else float("nan") for name, total in sums.items()}
     out["retrieval_queries"] = n
     out["retrieval_lone_queries"] = len(query_labels) - n
+    if not n:
+        out["retrieval_note"] = (f"none of the {len(query_labels)} queries has a same-class image in the "
+                                 f"{'gallery' if not same_set else 'other queries'}: retrieval metrics are NaN")
     out["retrieval_gallery"] = "other_queries" if same_set else "separate"
     out["knn_backend"] = "faiss" if backend == "faiss" or (backend == "auto" and faiss_available() and gallery.device.type == "cpu") else "torch"
     return out

@@ -45,9 +45,7 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
     console = console or Console(stderr=True)
     dev = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device))
     todo = select_cells(grid, read_rows(results_path), options.rerun)
-    check_buildable(todo)
-    data = load_datasets(todo, console)  # before the results file is touched: bad input leaves nothing behind
-    check_splits(todo, data)
+    data = preflight(todo, console)  # before the results file is touched: bad input leaves nothing behind
     with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
         todo = select_cells(grid, read_rows(results_path), options.rerun)  # rows may have landed since
         console.print(f"grid {grid.name}: {len(todo)} of {len(grid.cells)} cells to run → {results_path}", highlight=False)
@@ -76,6 +74,16 @@ def select_cells(grid: Grid, rows: list[dict], rerun: str) -> list[Cell]:
     if rerun == "all":
         return list(grid.cells)
     return [c for c in grid.cells if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id]["status"] in FAILED)]
+
+
+def preflight(cells: list[Cell], console: Console) -> dict[str, LabelledImages]:
+    """Every check that can fail before the first training step (`bench validate` runs exactly this):
+    each backbone and loss builds with its arguments and freeze mode, batches fit the losses, each dataset
+    loads, each split is possible. Returns the loaded datasets."""
+    check_buildable(cells)
+    data = load_datasets(cells, console)
+    check_splits(cells, data)
+    return data
 
 
 def check_buildable(cells: list[Cell]) -> None:
@@ -146,7 +154,9 @@ def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, dev
     deadline = time.monotonic() + cell_timeout if cell_timeout else None
     try:
         row.update(train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn))
-        row["status"] = "diverged" if row["train"]["stopped_by"] == "diverged" else "ok"
+        if "diverged" in row:  # non-finite embeddings: say why in the row's error
+            row["error"] = row.pop("diverged")
+        row["status"] = "diverged" if row["train"]["stopped_by"] == "diverged" or "error" in row else "ok"
     except CellTimeout as exc:
         row.update(status="timeout", error=str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:

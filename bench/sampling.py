@@ -32,7 +32,26 @@ class BatchSampler:
         return self
 
     def __next__(self) -> np.ndarray:
-        return {"pairs": self._pairs, "triplets": self._triplets, "m_per_class": self._m_per_class}[self.kind]()
+        return self.draw(self.batch_size)
+
+    def draw(self, size: int) -> np.ndarray:
+        """A batch of at most `size` images (the last batch of an exact `max_samples` budget may be smaller)."""
+        return {"pairs": self._pairs, "triplets": self._triplets, "m_per_class": self._m_per_class}[self.kind](size)
+
+    def images_per_batch(self, size: int) -> int:
+        """How many images `draw(size)` returns: whole pairs, whole triplets, or whole groups of m; 0 when
+        `size` is below the smallest batch the loss can learn from."""
+        if size < min_batch_size(self.kind, self.m):
+            return 0
+        if self.kind == "pairs":
+            return size // 2 * 2
+        if self.kind == "triplets":
+            return size // 3 * 3
+        return min(size // self.m, len(self.by_class)) * self.m
+
+    def short_classes(self) -> int:
+        """Training classes with fewer than m images: in m_per_class batches they are drawn with replacement."""
+        return sum(len(idx) < self.m for idx in self.by_class) if self.kind == "m_per_class" else 0
 
     def _two_from(self, c: int) -> tuple[int, int]:
         a, b = self.rng.choice(self.by_class[c], 2, replace=False)
@@ -45,8 +64,8 @@ class BatchSampler:
     def _one_from(self, c: int) -> int:
         return self.rng.choice(self.by_class[c])
 
-    def _pairs(self) -> np.ndarray:
-        b = self.batch_size // 2
+    def _pairs(self, size: int) -> np.ndarray:
+        b = size // 2
         left, right = np.empty(b, np.int64), np.empty(b, np.int64)
         for i in range(b):
             c = self.rng.integers(len(self.by_class))
@@ -57,8 +76,8 @@ class BatchSampler:
         order = self.rng.permutation(b)  # interleave same and different pairs
         return np.concatenate([left[order], right[order]])
 
-    def _triplets(self) -> np.ndarray:
-        b = self.batch_size // 3
+    def _triplets(self, size: int) -> np.ndarray:
+        b = size // 3
         out = np.empty((3, b), np.int64)
         for i in range(b):
             c = self.rng.integers(len(self.by_class))
@@ -66,8 +85,8 @@ class BatchSampler:
             out[2, i] = self._one_from(self._other(c))
         return out.reshape(-1)
 
-    def _m_per_class(self) -> np.ndarray:
-        n_classes = min(self.batch_size // self.m, len(self.by_class))
+    def _m_per_class(self, size: int) -> np.ndarray:
+        n_classes = min(size // self.m, len(self.by_class))
         chosen = self.rng.choice(len(self.by_class), n_classes, replace=False)
         return np.concatenate([
             self.rng.choice(self.by_class[c], self.m, replace=len(self.by_class[c]) < self.m) for c in chosen

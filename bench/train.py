@@ -21,17 +21,24 @@ Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch of stored inputs (on
 class TrainResult:
     steps: int
     samples: int
-    seconds: float
+    seconds: float  # the budget's clock: wall time plus any charged time (see `charge_per_sample`)
     stopped_by: str  # "max_steps" | "max_samples" | "max_seconds" | "diverged"
     final_loss: float  # mean of the last 10 steps' losses
     data_seconds: float  # sampling, gathering, augmenting, normalising: the loader's share
     compute_seconds: float  # forward, loss, backward, optimizer step
+    wall_seconds: float  # training wall-clock time actually spent in this loop
+    charged_seconds: float  # time charged for work done outside the loop (a cached frozen trunk's forward passes)
 
 
-def budget_reached(budget: Budget, steps: int, samples: int, seconds: float) -> str | None:
+def budget_reached(budget: Budget, steps: int, samples: int, seconds: float, next_samples: int = 1) -> str | None:
+    """The limit that stops training before the next step, or None.
+
+    `max_samples` is exact: a step whose batch would pass it does not run (the loop first shrinks the last
+    batch to fit; `next_samples` is what that batch would hold, 0 when no batch fits). `max_seconds` is
+    checked between steps, so training stops at the first step boundary at or past it."""
     if budget.max_steps is not None and steps >= budget.max_steps:
         return "max_steps"
-    if budget.max_samples is not None and samples >= budget.max_samples:
+    if budget.max_samples is not None and (next_samples <= 0 or samples + next_samples > budget.max_samples):
         return "max_samples"
     if budget.max_seconds is not None and seconds >= budget.max_seconds:
         return "max_seconds"
@@ -46,20 +53,29 @@ def train(
     model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, cfg: TrainConfig,
     budget: Budget, seed: int, device: torch.device, bf16: bool,
     on_step: Callable[[int, int, float, float], None] = lambda steps, samples, seconds, loss: None,
+    charge_per_sample: float = 0.0, sampler: BatchSampler | None = None,
 ) -> TrainResult:
-    """Train `model` (a backbone on images, or only its head on cached features) until the budget stops it."""
+    """Train `model` (a backbone on images, or only its head on cached features) until the budget stops it.
+
+    `charge_per_sample` seconds are added to the budget's clock per image: with the frozen-feature cache the
+    trunk's forward pass ran once before training, and charging its measured per-image time keeps a
+    `max_seconds` budget buying the same steps with and without the cache."""
     params = [p for m in (model, loss_fn) for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
-    sampler = BatchSampler(loss_fn.batch, labels.numpy(), cfg.batch_size, seed, cfg.m_per_class)
+    sampler = sampler or BatchSampler(loss_fn.batch, labels.numpy(), cfg.batch_size, seed, cfg.m_per_class)
     model.train()
     loss_fn.train()
     steps = samples = 0
     data_seconds = compute_seconds = 0.0
     recent: list[float] = []
     start = time.perf_counter()
-    while (stopped_by := budget_reached(budget, steps, samples, time.perf_counter() - start)) is None:
+
+    def clock() -> float:
+        return time.perf_counter() - start + samples * charge_per_sample
+
+    while (stopped_by := budget_reached(budget, steps, samples, clock(), sampler.images_per_batch(_fit(cfg.batch_size, budget, samples)))) is None:
         t0 = time.perf_counter()
-        idx = torch.from_numpy(next(sampler))
+        idx = torch.from_numpy(sampler.draw(_fit(cfg.batch_size, budget, samples)))
         x = prepare(inputs[idx].to(device, non_blocking=True))
         y = labels[idx].to(device)
         t1 = time.perf_counter()
@@ -78,10 +94,16 @@ def train(
         compute_seconds += time.perf_counter() - t1
         steps, samples = steps + 1, samples + len(idx)
         recent = (recent + [value])[-10:]
-        on_step(steps, samples, time.perf_counter() - start, value)
-    seconds = time.perf_counter() - start
+        on_step(steps, samples, clock(), value)
+    wall = time.perf_counter() - start
     final = sum(recent) / len(recent) if recent else float("nan")
-    return TrainResult(steps, samples, seconds, stopped_by, final, data_seconds, compute_seconds)
+    charged = samples * charge_per_sample
+    return TrainResult(steps, samples, wall + charged, stopped_by, final, data_seconds, compute_seconds, wall, charged)
+
+
+def _fit(batch_size: int, budget: Budget, samples: int) -> int:
+    """The next batch's size: the configured one, or what is left of an exact `max_samples` budget."""
+    return batch_size if budget.max_samples is None else min(batch_size, budget.max_samples - samples)
 
 
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:

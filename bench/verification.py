@@ -1,5 +1,6 @@
-"""Pair verification metrics from one ROC curve: ROC-AUC, EER, TAR at fixed FARs, accuracy at the best
-threshold and at a threshold chosen on a validation split. Pairs are all pairs or a seeded stratified sample."""
+"""Pair verification metrics from one ROC curve: ROC-AUC, EER, TAR at fixed FARs, balanced accuracy at the
+best threshold and at a threshold chosen on a validation split. Pairs are all pairs or a seeded stratified
+sample, within the test images or, with a separate gallery, between queries and gallery."""
 from __future__ import annotations
 
 import math
@@ -11,25 +12,56 @@ from sklearn.metrics import auc, roc_curve
 from bench.knn import check_distance, distances
 
 
-def select_pairs(labels: torch.Tensor, max_pairs: int, seed: int) -> dict:
+def select_pairs(labels: torch.Tensor, max_pairs: int, seed: int, gallery_labels: torch.Tensor | None = None) -> dict:
     """Every unordered pair i < j (in `torch.triu_indices` order) when there are at most `max_pairs`;
     otherwise exactly `max_pairs` distinct pairs, stratified: same-class and different-class pairs are drawn
     separately (seeded, uniformly without replacement) in their population proportion, so the sample has
-    the population's same-class fraction up to rounding."""
+    the population's same-class fraction up to rounding. With `gallery_labels`, pairs are (query i,
+    gallery j) instead, every one in row-major order or a sample by the same rule."""
+    if gallery_labels is not None:
+        return _select_cross_pairs(labels, gallery_labels, max_pairs, seed)
     n = len(labels)
     total = n * (n - 1) // 2
     if total <= max_pairs:
         i, j = torch.triu_indices(n, n, offset=1)
         return {"i": i, "j": j, "rule": "all"}
     codes = torch.unique(labels, return_inverse=True)[1].numpy()
+    order, counts = np.argsort(codes, kind="stable"), np.bincount(codes)
+    start = np.cumsum(counts) - counts
+
+    def unrank_same(linear, cls):
+        a, b = _unrank_pairs(linear)
+        return order[start[cls] + a], order[start[cls] + b]
+
+    return _stratified(counts * (counts - 1) // 2, unrank_same, total, _unrank_pairs, codes, codes, max_pairs, seed)
+
+
+def _select_cross_pairs(q_labels: torch.Tensor, g_labels: torch.Tensor, max_pairs: int, seed: int) -> dict:
+    nq, ng = len(q_labels), len(g_labels)
+    if nq * ng <= max_pairs:
+        return {"i": torch.arange(nq).repeat_interleave(ng), "j": torch.arange(ng).repeat(nq), "rule": "all"}
+    codes = torch.unique(torch.cat([q_labels, g_labels]), return_inverse=True)[1].numpy()
+    qc, gc = codes[:nq], codes[nq:]
+    q_counts, g_counts = np.bincount(qc, minlength=codes.max() + 1), np.bincount(gc, minlength=codes.max() + 1)
+    q_order, g_order = np.argsort(qc, kind="stable"), np.argsort(gc, kind="stable")
+    q_start, g_start = np.cumsum(q_counts) - q_counts, np.cumsum(g_counts) - g_counts
+
+    def unrank_same(linear, cls):
+        return q_order[q_start[cls] + linear // g_counts[cls]], g_order[g_start[cls] + linear % g_counts[cls]]
+
+    return _stratified(q_counts * g_counts, unrank_same, nq * ng, lambda linear: (linear // ng, linear % ng), qc, gc, max_pairs, seed)
+
+
+def _stratified(per_class: np.ndarray, unrank_same, total: int, unrank, codes_i: np.ndarray, codes_j: np.ndarray,
+                max_pairs: int, seed: int) -> dict:
+    """`max_pairs` of `total` pairs: same-class ones (`per_class` of them in each class, `unrank_same`
+    maps a class's pair number to indices) and different-class ones (`unrank` maps any pair number)."""
     rng = np.random.default_rng(seed)
-    order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes)
-    same_total = int((counts * (counts - 1) // 2).sum())
+    same_total = int(per_class.sum())
     n_same = min(same_total, round(max_pairs * same_total / total))
     n_diff = min(total - same_total, max_pairs - n_same)
-    si, sj = _same_class_pairs(order, counts, n_same, rng)
-    di, dj = _different_class_pairs(codes, total, total - same_total, n_diff, rng)
+    si, sj = _same_class_pairs(per_class, unrank_same, n_same, rng)
+    di, dj = _different_class_pairs(unrank, codes_i, codes_j, total, total - same_total, n_diff, rng)
     return {"i": torch.from_numpy(np.concatenate([si, di])), "j": torch.from_numpy(np.concatenate([sj, dj])), "rule": "sampled"}
 
 
@@ -55,43 +87,50 @@ def _distinct_integers(rng: np.random.Generator, population: int, size: int) -> 
     return out[:size]
 
 
-def _same_class_pairs(order: np.ndarray, counts: np.ndarray, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    per_class = counts * (counts - 1) // 2
+def _same_class_pairs(per_class: np.ndarray, unrank_same, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
     ends = np.cumsum(per_class)
-    linear = _distinct_integers(rng, int(ends[-1]), size)
+    linear = _distinct_integers(rng, int(ends[-1]) if len(ends) else 0, size)
     cls = np.searchsorted(ends, linear, side="right")
-    a, b = _unrank_pairs(linear - (ends[cls] - per_class[cls]))
-    class_start = np.cumsum(counts) - counts
-    return order[class_start[cls] + a], order[class_start[cls] + b]
+    return unrank_same(linear - (ends[cls] - per_class[cls]), cls)
 
 
-def _different_class_pairs(codes: np.ndarray, total: int, population: int, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
+def _different_class_pairs(unrank, codes_i: np.ndarray, codes_j: np.ndarray, total: int, population: int, size: int,
+                           rng) -> tuple[np.ndarray, np.ndarray]:
     """Uniform distinct pairs, rejecting same-class ones: the first `size` survivors of a random draw are a
     uniform sample of different-class pairs. Draws grow until enough survive (most pairs are different)."""
     draw = min(total, math.ceil(size * total / max(population, 1) * 1.05) + 64)
     while True:
-        a, b = _unrank_pairs(_distinct_integers(rng, total, draw))
-        keep = codes[a] != codes[b]
+        a, b = unrank(_distinct_integers(rng, total, draw))
+        keep = codes_i[a] != codes_j[b]
         if keep.sum() >= size or draw == total:
             return a[keep][:size], b[keep][:size]
         draw = min(total, 2 * draw)
 
 
-def pair_distances(embeddings: torch.Tensor, pairs: dict, distance: str, memory_mb: float = 1024) -> torch.Tensor:
+def pair_distances(embeddings: torch.Tensor, pairs: dict, distance: str, memory_mb: float = 1024,
+                   gallery: torch.Tensor | None = None) -> torch.Tensor:
+    """Distance of each pair (embeddings[i], embeddings[j]), or (embeddings[i], gallery[j]) with a gallery."""
+    other = embeddings if gallery is None else gallery
+    chunk = max(1, int(memory_mb * 2**20) // (12 * max(len(other), 1)))
     if pairs["rule"] == "all":
-        return _all_pair_distances(embeddings, distance, chunk=max(1, int(memory_mb * 2**20) // (12 * len(embeddings))))
+        if gallery is None:
+            return _all_pair_distances(embeddings, distance, chunk)
+        blocks = [distances(embeddings[s:s + chunk], gallery, distance).reshape(-1) for s in range(0, len(embeddings), chunk)]
+        return torch.cat(blocks) if blocks else torch.empty(0, dtype=embeddings.dtype)
     i, j = pairs["i"], pairs["j"]
-    n, dim = embeddings.shape
+    dim = embeddings.shape[1]
     # Gathering both vectors of every sampled pair moves 2·P·D floats; computing whole rows of the distance
     # matrix costs n² entries, by GEMM for cosine/euclidean. Rows win when the sample is a large share of
     # all pairs or the embeddings are wide (Koch's 4096-d): 3,120 × 4096-d, 1M pairs: 50 s → 2 s.
-    if n * n <= len(i) * (dim // 16 if distance != "l1" else 10):
-        return _sampled_pairs_by_rows(embeddings, i, j, distance, chunk=max(1, int(memory_mb * 2**20) // (12 * n)))
+    if len(embeddings) * len(other) <= len(i) * (dim // 16 if distance != "l1" else 10):
+        return _sampled_pairs_by_rows(embeddings, i, j, distance, chunk, other)
     step = max(1, int(memory_mb * 2**20) // (12 * dim))
-    return torch.cat([_pair_distance(embeddings[i[s:s + step]], embeddings[j[s:s + step]], distance) for s in range(0, len(i), step)])
+    return torch.cat([_pair_distance(embeddings[i[s:s + step]], other[j[s:s + step]], distance) for s in range(0, len(i), step)])
 
 
-def _sampled_pairs_by_rows(embeddings: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str, chunk: int) -> torch.Tensor:
+def _sampled_pairs_by_rows(embeddings: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str, chunk: int,
+                           other: torch.Tensor | None = None) -> torch.Tensor:
+    other = embeddings if other is None else other
     i, j = torch.as_tensor(i), torch.as_tensor(j)
     out = torch.empty(len(i), dtype=embeddings.dtype)
     order = torch.argsort(i)
@@ -100,7 +139,7 @@ def _sampled_pairs_by_rows(embeddings: torch.Tensor, i: torch.Tensor, j: torch.T
         lo, hi = torch.searchsorted(sorted_i, torch.tensor([start, start + chunk])).tolist()
         if lo == hi:
             continue
-        rows = distances(embeddings[start:start + chunk], embeddings, distance)
+        rows = distances(embeddings[start:start + chunk], other, distance)
         picked = order[lo:hi]
         out[picked] = rows[i[picked] - start, j[picked]].to(out.dtype)
     return out
@@ -131,14 +170,13 @@ def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...]) 
     - `verification_roc_auc`: area under it (what `roc_auc_score` returns).
     - `verification_eer`: where the piecewise-linear ROC crosses FAR = 1 − TAR (FAR = FRR there).
     - `verification_tar_at_far_<f>`: the highest TAR of a threshold whose FAR ≤ f (no interpolation).
-    - `verification_accuracy_best_threshold`: the best pair accuracy over all thresholds, and
-      `verification_best_threshold`, the distance at or below which a pair is called same-class.
+    - `verification_balanced_accuracy_best_threshold`: the best (TAR + 1 − FAR) / 2 over all thresholds, and
+      `verification_best_threshold`, the distance at or below which a pair is called same-class. Balanced,
+      not plain, accuracy: with 764 same-class pairs in 1.17M, calling every pair "different" scores 0.9993.
     All NaN when the pairs hold only one kind (a single class, or every image its own class)."""
     keys = ["verification_roc_auc", "verification_eer", *(f"verification_tar_at_far_{f:g}" for f in tar_far),
-            "verification_accuracy_best_threshold", "verification_best_threshold"]
-    positives = int(same.sum())
-    negatives = len(same) - positives
-    if positives == 0 or negatives == 0:
+            "verification_balanced_accuracy_best_threshold", "verification_best_threshold"]
+    if same.all() or not same.any():
         return dict.fromkeys(keys, float("nan"))
     fpr, tpr, thresholds = roc_curve(same, -dist)
     out = {"verification_roc_auc": float(auc(fpr, tpr))}
@@ -148,33 +186,62 @@ def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...]) 
     out["verification_eer"] = float(f1 if g1 == g0 else f0 + (f1 - f0) * (-g0) / (g1 - g0))
     for f in tar_far:
         out[f"verification_tar_at_far_{f:g}"] = float(tpr[fpr <= f].max())
-    accuracy = (tpr * positives + (1 - fpr) * negatives) / len(same)
-    best = int(np.argmax(accuracy))
-    out["verification_accuracy_best_threshold"] = float(accuracy[best])
+    # Linear in (FAR, TAR), so its maximum lies on a vertex that roc_curve keeps (drop_intermediate drops
+    # only collinear points). Compared in integer counts, TP·N − FP·P, so that equal balanced accuracies tie
+    # exactly and the smallest such distance threshold wins, rather than whichever float rounds up.
+    positives, negatives = int(same.sum()), int(len(same) - same.sum())
+    tp, fp = np.rint(tpr * positives).astype(np.int64), np.rint(fpr * negatives).astype(np.int64)
+    best = int(np.argmax(tp * negatives - fp * positives))
+    out["verification_balanced_accuracy_best_threshold"] = float((tpr[best] + 1 - fpr[best]) / 2)
     out["verification_best_threshold"] = float(-thresholds[best])
     return out
 
 
+def balanced_accuracy(same: np.ndarray, dist: np.ndarray, threshold: float) -> float:
+    """(TAR + TRR) / 2 when pairs at distance ≤ `threshold` are called same-class; NaN without both kinds."""
+    if same.all() or not same.any() or math.isnan(threshold):
+        return float("nan")
+    return float(((dist[same] <= threshold).mean() + (dist[~same] > threshold).mean()) / 2)
+
+
 def verification_metrics(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, max_pairs: int, seed: int,
                          tar_far: tuple[float, ...] = (1e-2, 1e-3), memory_mb: float = 1024,
-                         val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None) -> dict:
-    """Verification over pairs of `embeddings` (see `select_pairs` and `roc_metrics`). With a validation
-    split, `verification_accuracy_val_threshold` is the test pair accuracy at the best-accuracy distance
-    threshold of the validation pairs (drawn by the same rule), as papers that tune on validation report."""
-    pairs = select_pairs(labels, max_pairs, seed)
-    dist = pair_distances(embeddings, pairs, distance, memory_mb).double().numpy()
-    same = (labels[pairs["i"]] == labels[pairs["j"]]).numpy()
+                         val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
+                         gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None) -> dict:
+    """Verification over pairs of `embeddings`, or over (query, gallery) pairs when a gallery is given (see
+    `select_pairs` and `roc_metrics`). With a validation split, `verification_balanced_accuracy_val_threshold`
+    is the test balanced accuracy at the distance threshold that maximises it on the validation pairs (drawn
+    by the same rule among the validation images), as papers that tune on validation report. Whatever is
+    NaN is explained in `verification_note`."""
+    pairs = select_pairs(labels, max_pairs, seed, gallery_labels)
+    dist = pair_distances(embeddings, pairs, distance, memory_mb, gallery).double().numpy()
+    same = (labels[pairs["i"]] == (labels if gallery is None else gallery_labels)[pairs["j"]]).numpy()
     out = roc_metrics(same, dist, tar_far)
     out |= {"verification_pairs": len(same), "verification_same_pairs": int(same.sum()),
             "verification_different_pairs": int(len(same) - same.sum()), "verification_pair_rule": pairs["rule"]}
+    notes = [_why_nan(same, "query–gallery" if gallery is not None else "test")]
     if val_embeddings is not None:
         val_pairs = select_pairs(val_labels, max_pairs, seed)
         val_same = (val_labels[val_pairs["i"]] == val_labels[val_pairs["j"]]).numpy()
         val_dist = pair_distances(val_embeddings, val_pairs, distance, memory_mb).double().numpy()
         threshold = roc_metrics(val_same, val_dist, ())["verification_best_threshold"]
         out["verification_val_threshold"] = threshold
-        out["verification_accuracy_val_threshold"] = float(((dist <= threshold) == same).mean()) if not math.isnan(threshold) else float("nan")
+        out["verification_balanced_accuracy_val_threshold"] = balanced_accuracy(same, dist, threshold)
+        notes.append(_why_nan(val_same, "validation"))
+    if any(notes):
+        out["verification_note"] = "; ".join(n for n in notes if n)
     return out
+
+
+def _why_nan(same: np.ndarray, what: str) -> str:
+    """Why the metrics of these pairs are NaN, in one line, or "" when they are not."""
+    nan = "the validation threshold is NaN" if what == "validation" else "ROC metrics are NaN"
+    if not same.any():
+        hint = "no query class has a gallery image" if what == "query–gallery" else "every class has a single image"
+        return f"no same-class pair among the {len(same)} {what} pairs ({hint}): {nan}"
+    if same.all():
+        return f"all {len(same)} {what} pairs are same-class (one class only): {nan}"
+    return ""
 
 
 def verification_roc_auc(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, max_pairs: int, seed: int) -> dict:

@@ -47,8 +47,18 @@ def snapshot(module):
 
 
 def changed(before, module, prefix):
+    """Whether any state entry under `prefix` changed; a prefix that names nothing is a bug in the test."""
     after = module.state_dict()
-    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix) and k in after)
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys and all(k in after for k in keys), f"no state entry starts with {prefix!r}"
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def test_changed_refuses_a_prefix_that_names_no_state():
+    backbone = resnet()
+    assert not changed(snapshot(backbone), backbone, "trunk.layer4.")
+    with pytest.raises(AssertionError, match="no state entry starts with 'trunk.layer9.'"):
+        changed(snapshot(backbone), backbone, "trunk.layer9.")  # resnet10t has layer1..layer4
 
 
 def test_freeze_backbone_trains_only_the_head_and_keeps_bn_stats():

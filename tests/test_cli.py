@@ -109,10 +109,18 @@ def test_leaderboard_command_and_metric_choice(ran, cli):
     proc = cli("leaderboard", "results/e2e.jsonl", "--metric", "recall_at_1", "--out", "board.md", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     assert "Sorted by **recall_at_1**" in (cwd / "board.md").read_text()
-    means = [float(l.split("|")[5].split("±")[0]) for l in (cwd / "board.md").read_text().splitlines() if l.startswith("| ") and not l.startswith("| #")]
-    assert means == sorted(means, reverse=True)
+    lines = [l for l in (cwd / "board.md").read_text().splitlines() if l.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("| ").split(" | ")]
+    column = header.index("recall_at_1")  # by name: the key columns before it vary with the grid
+    means = [float(l.strip("| ").split(" | ")[column].split("±")[0]) for l in lines[1:] if not l.startswith("| #")]
+    expected = {}
+    for r in rows(cwd):
+        key = json.dumps({k: v for k, v in r["config"].items() if k != "seed"}, sort_keys=True)
+        expected.setdefault(key, []).append(r["metrics"]["recall_at_1"])
+    assert means == pytest.approx(sorted((sum(v) / len(v) for v in expected.values()), reverse=True), abs=5e-5)
     bad = cli("leaderboard", "results/e2e.jsonl", "--metric", "accuracy", cwd=cwd)
-    assert bad.returncode == 2 and "unknown metric 'accuracy' — use one of" in bad.stderr
+    assert bad.returncode == 2 and "'accuracy' is not a metric of these rows — use one of" in bad.stderr
+    assert "recall_at_4" in bad.stderr and "verification_pairs" not in bad.stderr  # scores only
 
 
 def test_bad_grid_exits_2_with_one_line_and_writes_nothing(tmp_path):
@@ -137,9 +145,24 @@ def test_validate_prints_cells_and_ls_lists_plugins(tmp_path, cli):
     (tmp_path / "grid.toml").write_text(GRID)
     proc = cli("validate", "grid.toml", cwd=tmp_path)
     assert proc.returncode == 0 and "7 cells (5 excluded)" in proc.stdout
+    freeze = GRID.replace("seed = [0, 1]", 'seed = [0, 1]\n"model.freeze" = ["none", "bn"]')
+    (tmp_path / "freeze.toml").write_text(freeze)
+    proc = cli("validate", "freeze.toml", cwd=tmp_path)
+    assert proc.returncode == 0 and "model.freeze" in proc.stdout  # every axis that varies is a column
     proc = cli("ls", "backbones", "timm/resnet1*", cwd=tmp_path)
     assert proc.returncode == 0 and "timm/resnet10t" in proc.stdout and "timm/resnet18" in proc.stdout
     proc = cli("ls", "losses", cwd=tmp_path)
     assert all(n in proc.stdout for n in ("bce_l1", "contrastive", "triplet", "pml/<name>"))
     proc = cli("ls", "datasets", "zzz*", cwd=tmp_path)
     assert proc.returncode == 2
+
+
+def test_validate_runs_the_checks_run_makes_before_training(tmp_path, cli):
+    # A missing dataset root and a batch too small for the loss pass the grid parser but not `bench run`.
+    grid = GRID.replace('seed = [0, 1]', 'seed = [0]\ndataset = ["folder"]') + f'\n[dataset.folder]\nroot = "{tmp_path / "nope"}"\n'
+    (tmp_path / "g.toml").write_text(grid)
+    proc = cli("validate", "g.toml", cwd=tmp_path)
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+    (tmp_path / "small.toml").write_text(GRID.replace("batch_size = 12", "batch_size = 2"))
+    proc = cli("validate", "small.toml", cwd=tmp_path)
+    assert proc.returncode == 2 and "too small for" in proc.stderr

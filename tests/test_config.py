@@ -106,3 +106,49 @@ def test_grid_name_defaults_to_file_stem(tmp_path):
     path = tmp_path / "sweep-1.toml"
     path.write_text('[budget]\nmax_steps = 2\n[axes]\nbackbone = ["koch"]\nloss = ["triplet"]\n')
     assert load_grid(path).name == "sweep-1"
+
+
+def test_options_that_cannot_act_do_not_make_cells():
+    # m_per_class acts only for m-per-class losses; unfrozen_stages only with all_but_last_n; fold only with folds.
+    raw = grid(axes={"backbone": ["timm/resnet10t"], "loss": ["triplet", "pml/MultiSimilarityLoss"],
+                     "train.m_per_class": [2, 4], "model.freeze": ["none", "all_but_last_n"], "model.unfrozen_stages": [1, 2]})
+    g = parse_grid(raw, "g.toml")
+    # triplet: m_per_class inert → 1 × (none: 1 + all_but_last_n: 2) = 3; MultiSimilarity: 2 × 3 = 6
+    assert len(g.cells) == 9
+    triplet = [c for c in g.cells if c.loss == "triplet"]
+    assert {c.train.m_per_class for c in triplet} == {4}  # reset to the default, not left at a value that did nothing
+    assert {c.model.unfrozen_stages for c in g.cells if c.model.freeze == "none"} == {1}
+    folds = parse_grid(grid(split={"folds": 3}, axes={"backbone": ["koch"], "loss": ["bce_l1"], "split.fold": [0, 1, 2]}), "g.toml")
+    assert sorted(c.split.fold for c in folds.cells) == [0, 1, 2]
+
+
+def test_split_seed_zero_is_accepted_and_list_elements_are_validated():
+    assert parse_grid(grid(split={"seed": 0}), "g.toml").cells[0].split.seed == 0
+    with pytest.raises(UserError, match=r"recall_k = \[1, 0\] must be positive"):
+        parse_grid(grid(eval={"recall_k": [1, 0]}), "g.toml")
+    with pytest.raises(UserError, match="tar_far"):
+        parse_grid(grid(axes={**grid()["axes"], "eval.tar_far": [[0.01], [-0.5]]}), "g.toml")
+
+
+def test_every_toml_block_in_the_readme_validates():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert blocks, "the README has no ```toml blocks"
+    checked = 0
+    for block in blocks:
+        raw = tomllib.loads(block)
+        if "project" in raw:  # a pyproject.toml fragment (plugin entry points), not a grid
+            continue
+        if "axes" not in raw:  # a fragment: checked inside a minimal grid whose axes name its plugins
+            base = grid()
+            for family in ("backbone", "loss", "dataset"):
+                if family in raw:
+                    base["axes"][family] = [*base["axes"].get(family, []), *raw[family]]
+            raw = {**base, **raw}
+        assert parse_grid(raw, "README.md").cells
+        checked += 1
+    assert checked >= 2

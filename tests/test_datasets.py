@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from datafixtures import OMNIGLOT, make_csv, make_folder, omniglot_zip, png_bytes, write_idx_set, write_png
 
-from bench.data_common import encode_labels
+from bench.data_common import decode_images, encode_labels
 from bench.datasets import csv, digits, folder, mnist, omniglot, split_classes
 from bench.errors import UserError
 from bench.plugins import DATASETS, LabelledImages
@@ -36,6 +38,34 @@ def test_folder_colour_resize_and_forced_channels(tmp_path):
     gray = data.images[data.labels == 0]
     assert (gray[:, 0] == gray[:, 1]).all() and (gray[:, 1] == gray[:, 2]).all()
     assert folder(str(tmp_path), image_size=4, channels=1).images.shape == (5, 1, 4, 4)
+
+
+PALETTE = [(255, 0, 0), (0, 128, 255), (10, 200, 30)]
+
+
+def palette_png_with_trns(path: Path) -> Path:
+    """A 3×2 palette PNG whose tRNS chunk gives each palette entry its own alpha (bytes transparency)."""
+    im = Image.new("P", (3, 2))
+    im.putpalette([v for rgb in PALETTE for v in rgb])
+    im.putdata([0, 1, 2, 2, 1, 0])
+    im.save(path, transparency=bytes([0, 128, 255]))
+    with Image.open(path) as back:
+        assert back.mode == "P" and isinstance(back.info["transparency"], bytes)  # the case Pillow warns about
+    return path
+
+
+@pytest.mark.parametrize("channels", [0, 1, 3])
+def test_palette_png_with_transparency_decodes_without_warning(tmp_path, channels):
+    path = palette_png_with_trns(tmp_path / "p.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = decode_images([str(path)], str, "test", channels=channels)
+    rgb = np.array([PALETTE[i] for i in (0, 1, 2, 2, 1, 0)]).reshape(2, 3, 3).transpose(2, 0, 1)  # (C, H, W)
+    if channels == 1:  # ITU-R 601-2 luma, as Pillow's L; alpha is dropped, not blended
+        luma = (rgb * np.array([299, 587, 114])[:, None, None]).sum(0) / 1000
+        assert images.shape == (1, 1, 2, 3) and np.abs(images[0, 0] - luma).max() <= 0.5
+    else:
+        assert images.shape == (1, 3, 2, 3) and (images[0] == rgb).all()
 
 
 def test_csv_manifest_relative_paths_int_labels_and_own_split(tmp_path):

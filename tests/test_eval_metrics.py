@@ -3,6 +3,8 @@ AccuracyCalculator, scikit-learn and scipy; ties, lone classes, k beyond a class
 from __future__ import annotations
 
 import math
+from fractions import Fraction
+from itertools import combinations, product
 
 import numpy as np
 import pytest
@@ -11,11 +13,11 @@ from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 from scipy.optimize import brentq
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve
 
 from bench.config import EvalConfig
 from bench.errors import UserError
-from bench.fewshot import few_shot_accuracy
+from bench.fewshot import class_pools, draw_episodes, few_shot_accuracy
 from bench.knn import faiss_available, nearest_neighbours
 from bench.metrics import evaluate
 from bench.retrieval import retrieval_metrics
@@ -156,17 +158,18 @@ def test_faiss_and_torch_agree(distance):
 
 
 def threshold_loop_reference(same, dist, fars):
-    """Every distance threshold t ('same' if d ≤ t), plus 'nothing is same', by brute force."""
+    """Every distance threshold t ('same' if d ≤ t), plus 'nothing is same', by brute force; the first
+    (smallest) threshold wins a tie of balanced accuracy."""
     same, dist = list(map(bool, same)), list(map(float, dist))
     pos, neg = sum(same), len(same) - sum(same)
     points = []
     for t in [-math.inf, *sorted(set(dist))]:
         tp = sum(1 for s, d in zip(same, dist) if s and d <= t)
         fp = sum(1 for s, d in zip(same, dist) if not s and d <= t)
-        points.append((fp / neg, tp / pos, (tp + neg - fp) / len(same), t))
-    best = max(points, key=lambda p: p[2])
+        points.append((fp / neg, tp / pos, Fraction(tp, pos) / 2 + Fraction(neg - fp, neg) / 2, t))
+    best = max(points, key=lambda p: p[2])  # exact fractions: ties are ties
     out = {f"verification_tar_at_far_{f:g}": max(p[1] for p in points if p[0] <= f) for f in fars}
-    return out | {"verification_accuracy_best_threshold": best[2], "best_threshold": best[3]}
+    return out | {"verification_balanced_accuracy_best_threshold": best[2], "best_threshold": best[3]}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -187,16 +190,39 @@ def test_roc_metrics_match_loops_sklearn_and_scipy(seed):
     assert got["verification_eer"] == pytest.approx(eer, abs=1e-9)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_balanced_accuracy_on_skewed_pairs_matches_sklearn_loop_not_plain_accuracy(seed):
+    # 1% same-class pairs, as in a many-class test set: plain accuracy is best when nothing is called "same".
+    rng = np.random.default_rng(seed)
+    same = rng.random(3000) < 0.01
+    dist = np.round(rng.normal(1.0, 0.3, 3000) - 0.4 * same, 2)
+    got = roc_metrics(same, dist, ())
+    candidates = [-math.inf, *np.unique(dist)]
+    balanced = [balanced_accuracy_score(same, dist <= t) for t in candidates]
+    plain = [accuracy_score(same, dist <= t) for t in candidates]
+    best = int(np.argmax(balanced))
+    assert got["verification_balanced_accuracy_best_threshold"] == pytest.approx(balanced[best], abs=1e-12)
+    assert got["verification_best_threshold"] == candidates[best]
+    assert 0.7 < balanced[best] < 0.95
+    assert max(plain) > 0.985 and balanced[int(np.argmax(plain))] < 0.55  # the old metric: "all different"
+
+
 def test_roc_metrics_hand_made():
-    # distances 1..6; same-class pairs at 1, 2, 4. Threshold 2: TAR 2/3, FAR 0 → accuracy 5/6.
+    # distances 1..6; same-class pairs at 1, 2, 4. Threshold 2: TAR 2/3, TRR 1; threshold 4: TAR 1, TRR 2/3.
+    # Both have balanced accuracy 5/6; the smaller threshold wins the tie.
     same = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
     got = roc_metrics(same, np.arange(1.0, 7.0), (0.01, 0.34))
-    assert got["verification_accuracy_best_threshold"] == pytest.approx(5 / 6)
+    assert got["verification_balanced_accuracy_best_threshold"] == pytest.approx(5 / 6)
     assert got["verification_best_threshold"] == 2.0
     assert got["verification_tar_at_far_0.01"] == pytest.approx(2 / 3)
     assert got["verification_tar_at_far_0.34"] == 1.0
     assert got["verification_eer"] == pytest.approx(1 / 3)  # at t = 4 (or 3): FAR = FRR = 1/3
     assert got["verification_roc_auc"] == pytest.approx(8 / 9)
+    # One same-class pair in ten, at distance 3: plain accuracy would pick "nothing is same" (0.9);
+    # balanced accuracy picks 3: TAR 1, TRR 7/9.
+    got = roc_metrics(np.arange(10) == 2, np.arange(1.0, 11.0), ())
+    assert got["verification_balanced_accuracy_best_threshold"] == pytest.approx(8 / 9)
+    assert got["verification_best_threshold"] == 3.0
 
 
 def test_validation_threshold_is_chosen_on_validation_pairs():
@@ -207,10 +233,12 @@ def test_validation_threshold_is_chosen_on_validation_pairs():
     val = threshold_loop_reference([vy[a] == vy[b] for a in range(vn) for b in range(a + 1, vn)],
                                    [ref_distance(vx[a], vx[b], "euclidean") for a in range(vn) for b in range(a + 1, vn)], ())
     pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
-    acc = np.mean([(ref_distance(x[a], x[b], "euclidean") <= val["best_threshold"]) == bool(y[a] == y[b]) for a, b in pairs])
+    same = [bool(y[a] == y[b]) for a, b in pairs]
+    called = [ref_distance(x[a], x[b], "euclidean") <= val["best_threshold"] for a, b in pairs]
     assert got["verification_val_threshold"] == pytest.approx(val["best_threshold"], abs=1e-9)
-    assert got["verification_accuracy_val_threshold"] == pytest.approx(acc, abs=1e-12)
-    assert got["verification_accuracy_val_threshold"] <= got["verification_accuracy_best_threshold"]
+    assert got["verification_balanced_accuracy_val_threshold"] == pytest.approx(balanced_accuracy_score(same, called), abs=1e-12)
+    assert got["verification_balanced_accuracy_val_threshold"] <= got["verification_balanced_accuracy_best_threshold"]
+    assert "verification_note" not in got
 
 
 def test_stratified_sample_keeps_the_same_class_fraction_and_distinct_pairs():
@@ -245,39 +273,107 @@ def test_unrank_pairs_is_exact():
 # ------------------------------------------------------------------------------------------ few-shot
 
 
-def few_shot_reference(x, y, distance, n_way, k_shot, episodes, seed):
-    """The documented protocol with Python loops: same draws, nearest support image by ref_distance."""
-    classes = sorted(set(y.tolist()))
-    members = [[i for i in range(len(y)) if y[i] == c] for c in classes]
-    eligible = [np.array(m) for m in members if len(m) >= k_shot + 1]
-    rng = np.random.default_rng(seed)
-    accs = []
-    for _ in range(episodes):
-        chosen = [rng.choice(eligible[c], k_shot + 1, replace=False) for c in rng.choice(len(eligible), n_way, replace=False)]
-        right = 0
-        for w, images in enumerate(chosen):
-            query = images[k_shot]
-            support = [(ref_distance(x[query], x[s], distance), v) for v, imgs in enumerate(chosen) for s in imgs[:k_shot]]
-            right += min(support, key=lambda t: t[0])[1] == w
-        accs.append(right / n_way)
-    return float(np.mean(accs)), float(np.std(accs, ddof=1) / math.sqrt(episodes))
+def exact_few_shot_expectation(dist, pools, n_way, k_shot, one_pool):
+    """Mean and std of episode accuracy over every possible episode: every set of n_way classes equally
+    likely and, within a set, every choice of a (k_shot support subset, query) per class equally likely —
+    query outside the support when the pools are one. `dist[q][s]` is the query-to-support distance.
+    Independent of any random draw order."""
+    options = [[(support, q) for support in combinations(s_pool, k_shot) for q in q_pool if not (one_pool and q in support)]
+               for s_pool, q_pool in pools]
+    moments = []
+    for classes in combinations(range(len(pools)), n_way):
+        accuracies = []
+        for episode in product(*(options[c] for c in classes)):
+            right = 0
+            for w, (_, q) in enumerate(episode):
+                right += min((dist[q][s], v) for v, (support, _) in enumerate(episode) for s in support)[1] == w
+            accuracies.append(right / n_way)
+        moments.append((np.mean(accuracies), np.mean(np.square(accuracies))))
+    mean, square = np.mean(moments, axis=0)
+    return float(mean), float(math.sqrt(square - mean**2))
+
+
+def check_expectation(got, name, mean, std, episodes):
+    """The implementation's Monte-Carlo mean within 4.5 of its standard errors of the exact expectation,
+    and its standard error close to the exact one."""
+    assert got[f"{name}_accuracy_stderr"] == pytest.approx(std / math.sqrt(episodes), rel=0.15)
+    assert abs(got[f"{name}_accuracy"] - mean) < 4.5 * got[f"{name}_accuracy_stderr"]
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-@pytest.mark.parametrize("n_way,k_shot", [(5, 1), (4, 3)])
-def test_few_shot_matches_loop_reference(distance, n_way, k_shot):
-    x, y = clustered([4, 5, 6, 4, 7, 2, 5], dim=4, spread=0.9, seed=80)  # class 5 has 2 images: too few for 3-shot
-    got = few_shot_accuracy(x, y, distance, n_way, k_shot, episodes=30, seed=4)
-    acc, err = few_shot_reference(x, y, distance, n_way, k_shot, 30, 4)
-    name = f"few_shot_{n_way}way_{k_shot}shot"
-    assert got[f"{name}_accuracy"] == pytest.approx(acc, abs=1e-12)
-    assert got[f"{name}_accuracy_stderr"] == pytest.approx(err, abs=1e-12)
-    assert 0.3 < acc < 1 and got["few_shot_classes"] == (7 if k_shot == 1 else 6)
+@pytest.mark.parametrize("n_way,k_shot", [(3, 1), (3, 2)])
+def test_few_shot_agrees_with_the_exact_expectation_over_all_episodes(distance, n_way, k_shot):
+    x, y = clustered([3, 4, 2, 5, 3, 1], dim=3, spread=1.0, seed=80)  # class 5: too few for any; class 2: for 2-shot
+    dist = [[ref_distance(x[a], x[b], distance) for b in range(len(x))] for a in range(len(x))]
+    pools = [(m, m) for m in (np.flatnonzero(y.numpy() == c) for c in range(6)) if len(m) >= k_shot + 1]
+    mean, std = exact_few_shot_expectation(dist, pools, n_way, k_shot, one_pool=True)
+    got = few_shot_accuracy(x, y, distance, n_way, k_shot, episodes=4000, seed=4)
+    assert got["few_shot_classes"] == len(pools) == (5 if k_shot == 1 else 4) and 0.4 < mean < 0.9
+    check_expectation(got, f"few_shot_{n_way}way_{k_shot}shot", mean, std, 4000)
+
+
+@pytest.mark.parametrize("k_shot", [1, 2])
+def test_few_shot_with_a_gallery_agrees_with_the_exact_expectation(k_shot):
+    # Queries hold one or two images per class (episodes within them are impossible for 2-shot); support
+    # comes from the gallery. Class 4 has no gallery image, class 5 no query: neither qualifies.
+    gen = torch.Generator().manual_seed(81)
+    centres = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    ql = torch.tensor([0, 1, 1, 2, 3, 4, 4])
+    gl = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 5, 5, 5])
+    q, g = (centres[lab] + 0.8 * torch.randn(len(lab), 3, generator=gen, dtype=torch.float64) for lab in (ql, gl))
+    dist = [[ref_distance(q[a], g[b], "euclidean") for b in range(len(g))] for a in range(len(q))]
+    pools = [(np.flatnonzero(gl.numpy() == c), np.flatnonzero(ql.numpy() == c)) for c in range(4)]
+    mean, std = exact_few_shot_expectation(dist, pools, 3, k_shot, one_pool=False)
+    got = few_shot_accuracy(q, ql, "euclidean", 3, k_shot, episodes=4000, seed=5, gallery=g, gallery_labels=gl)
+    assert got["few_shot_classes"] == 4 and 0.4 < mean < 0.95 and "few_shot_note" not in got
+    check_expectation(got, f"few_shot_3way_{k_shot}shot", mean, std, 4000)
+
+
+@pytest.mark.parametrize("gallery", [False, True])
+def test_episodes_draw_classes_and_images_uniformly(gallery):
+    sizes = [2, 3, 5, 1, 4, 2, 6, 3]  # class 3 has one image: never drawn without a gallery
+    y = torch.repeat_interleave(torch.arange(8), torch.tensor(sizes))
+    gl = torch.repeat_interleave(torch.arange(8), torch.tensor([1, 1, 1, 1, 1, 1, 1, 0])) if gallery else None
+    pools = class_pools(y, 1, gl)
+    qualifying = [c for c in range(8) if (sizes[c] >= 2 if not gallery else c != 7)]
+    episodes, n_way = 3000, 4
+    support, query, drawn = draw_episodes(pools, n_way, 1, episodes, np.random.default_rng(6))
+    classes = y[torch.from_numpy(query)].numpy()
+    assert (np.sort(classes, 1)[:, 1:] != np.sort(classes, 1)[:, :-1]).all()  # n distinct classes per episode
+    assert (classes == np.array(qualifying)[drawn]).all()
+    assert ((gl if gallery else y)[torch.from_numpy(support[..., 0])].numpy() == classes).all()  # support of the query's class
+    if not gallery:
+        assert (support[..., 0] != query).all()  # distinct images
+    p = n_way / len(qualifying)  # every qualifying class equally often: binomial counts within 5 sd
+    counts = np.bincount(classes.ravel(), minlength=8)
+    assert counts[[c for c in range(8) if c not in qualifying]].sum() == 0
+    assert np.abs(counts[qualifying] - episodes * p).max() < 5 * math.sqrt(episodes * p * (1 - p))
+    for c in (2, 6):  # within a class, each image is the query equally often
+        per_image = np.bincount(query[classes == c], minlength=len(y))[y.numpy() == c]
+        expected = counts[c] / sizes[c]
+        assert np.abs(per_image - expected).max() < 5 * math.sqrt(expected), c
+
+
+def test_few_shot_with_a_gallery_on_a_constructed_set():
+    # l1 on integer points, so every distance is exact. Gallery: 3 copies of each class's corner 10·e_c.
+    # Queries: one per class; classes 0–2 sit on their own corner, classes 3–5 on the corner of class c − 3,
+    # class 7 has no gallery image, class 6 no query. 6-way: every qualifying class is in every episode, so
+    # exactly the queries of classes 0–2 are right: accuracy 1/2 in every episode.
+    corners = 10 * torch.eye(8)
+    g, gl = corners[:7].repeat_interleave(3, 0), torch.arange(7).repeat_interleave(3)
+    ql = torch.tensor([0, 1, 2, 3, 4, 5, 7])
+    q = corners[torch.tensor([0, 1, 2, 0, 1, 2, 7])]
+    got = few_shot_accuracy(q, ql, "l1", 6, 1, episodes=50, seed=0, gallery=g, gallery_labels=gl)
+    assert got["few_shot_classes"] == 6
+    assert got["few_shot_6way_1shot_accuracy"] == 0.5 and got["few_shot_6way_1shot_accuracy_stderr"] == 0.0
+    within = few_shot_accuracy(q, ql, "l1", 6, 1, episodes=50)  # one image per query class: no episode
+    assert math.isnan(within["few_shot_6way_1shot_accuracy"]) and "2+ images" in within["few_shot_note"]
 
 
 def test_few_shot_needs_n_way_classes():
     got = few_shot_accuracy(torch.randn(12, 3), torch.arange(12) % 4, "cosine", n_way=20, k_shot=1, episodes=10)
     assert math.isnan(got["few_shot_20way_1shot_accuracy"]) and got["few_shot_classes"] == 4
+    assert got["few_shot_note"].startswith("4 classes have 2+ images, a 20-way episode needs 20")
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -289,10 +385,17 @@ def test_evaluate_row_is_flat_and_distance_can_be_overridden():
     assert row["distance"] == "euclidean"
     assert all(isinstance(v, (int, float, str)) for v in row.values())
     for key in ("verification_roc_auc", "verification_eer", "verification_tar_at_far_0.01", "verification_tar_at_far_0.001",
-                "verification_accuracy_best_threshold", "recall_at_8", "precision_at_1", "r_precision", "map_at_r",
+                "verification_balanced_accuracy_best_threshold", "recall_at_8", "precision_at_1", "r_precision", "map_at_r",
                 "few_shot_20way_1shot_accuracy", "few_shot_20way_1shot_accuracy_stderr"):
         assert isinstance(row[key], float) and not math.isnan(row[key]), key
-    assert row["r_precision"] == retrieval_metrics(x.float(), y, (1,), "euclidean")["r_precision"]
+    assert not [k for k in row if k.endswith("_note")]
+    # euclidean, not the l1 asked for: checked against PML and sklearn, not against our own functions
+    calc = AccuracyCalculator(include=("r_precision",), k="max_bin_count", device=torch.device("cpu"),
+                              knn_func=CustomKNN(PML_DISTANCE["euclidean"]))
+    assert row["r_precision"] == pytest.approx(calc.get_accuracy(x.float(), y)["r_precision"], abs=1e-6)
+    i, j = np.triu_indices(len(x), 1)
+    auc = roc_auc_score((y[i] == y[j]).numpy(), -(x[i] - x[j]).norm(dim=1).numpy())
+    assert row["verification_roc_auc"] == pytest.approx(auc, abs=1e-6)
 
 
 @pytest.mark.parametrize("embeddings,labels,message", [

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.errors import UserError
 from bench.leaderboard import markdown, table
 
 
@@ -53,10 +54,12 @@ def by_config(frame):
 
 def test_table_mean_std_n_over_seeds():
     frame = table(ROWS)
-    assert len(frame) == 3
+    assert len(frame) == 4
     got = by_config(frame)
     a = got[("resnet", "triplet")]
-    assert a.n == 3  # the error row and the diverged row are not counted
+    assert a.n == 3  # the error row and the diverged row are not in the mean
+    assert (a.seeds, a.ok) == (5, 3)  # ... but they are counted and named
+    assert a.others == "seed 3: error, seed 4: diverged"
     assert a.verification_roc_auc_mean == pytest.approx(np.mean(A_AUC))
     assert a.verification_roc_auc_std == pytest.approx(np.std(A_AUC, ddof=1))
     assert a.verification_roc_auc_std == pytest.approx(pd.Series(A_AUC).std())
@@ -71,20 +74,26 @@ def test_table_mean_std_n_over_seeds():
     c = got[("convnet", "triplet")]
     assert c.n == 1 and math.isnan(c.verification_roc_auc_std)
     assert c.stopped_by == "steps"
+    v = got[("vit", "bce_l1")]  # a configuration that only ever failed keeps its line, ranked last
+    assert (v.seeds, v.ok, v.others) == (1, 0, "seed 0: error") and math.isnan(v.verification_roc_auc_mean)
+    assert frame.iloc[-1]["backbone"] == "vit"
 
 
 def test_table_sorts_higher_is_better():
     frame = table(ROWS)
     assert [(r.backbone, r.loss) for r in frame.itertuples()] == [
-        ("resnet", "contrastive"), ("resnet", "triplet"), ("convnet", "triplet")]
+        ("resnet", "contrastive"), ("resnet", "triplet"), ("convnet", "triplet"), ("vit", "bce_l1")]
     frame = table(ROWS, metric="recall_at_1")
-    assert list(frame["recall_at_1_mean"]) == sorted(frame["recall_at_1_mean"], reverse=True)
+    scored = frame["recall_at_1_mean"].dropna().tolist()
+    assert scored == sorted(scored, reverse=True) and len(scored) == 3 and math.isnan(frame["recall_at_1_mean"].iloc[-1])
     assert list(frame.columns[:5]) == ["backbone", "loss", "dataset", "recall_at_1_mean", "recall_at_1_std"]
 
 
 def test_table_lower_is_better_metric_sorts_ascending():
-    rows = [row("a", "l", 0, 0.9, eer=0.30), row("b", "l", 0, 0.8, eer=0.10), row("c", "l", 0, 0.7, eer=0.20)]
-    assert list(table(rows, metric="eer")["backbone"]) == ["b", "c", "a"]
+    rows = [row("a", "l", 0, 0.9, verification_eer=0.30), row("b", "l", 0, 0.8, verification_eer=0.10),
+            row("c", "l", 0, 0.7, verification_eer=0.20)]
+    assert list(table(rows, metric="verification_eer")["backbone"]) == ["b", "c", "a"]
+    assert "(lower is better)" in markdown(table(rows, metric="verification_eer"), metric="verification_eer")
 
 
 def test_table_nan_metric_sorts_last():
@@ -106,9 +115,40 @@ def test_table_of_only_failed_rows_is_empty():
     assert table([]).empty
 
 
-def test_table_unknown_metric_raises_key_error():
-    with pytest.raises(KeyError):
+def test_table_unknown_or_directionless_metric_is_a_user_error():
+    with pytest.raises(UserError, match="'no_such_metric' is not a metric of these rows.*verification_roc_auc"):
         table(ROWS, metric="no_such_metric")
+    rows = [row("a", "l", 0, 0.9, verification_pairs=10)]
+    with pytest.raises(UserError, match="not a score"):
+        table(rows, metric="verification_pairs")
+
+
+def test_a_broken_row_is_not_reported_as_an_unknown_metric():
+    broken = row("a", "l", 0, 0.9)
+    del broken["train"]  # a KeyError inside the aggregation must surface as itself
+    with pytest.raises(KeyError, match="train"):
+        table([broken])
+
+
+def test_rows_whose_keys_differ_are_separate_configurations():
+    # Koch's CNN takes no `head`; EfficientNet rows have one. Neither may vanish or merge.
+    koch = [row("koch", "triplet", s, 0.7 + 0.01 * s) for s in range(2)]
+    lite = [{**row("lite", "triplet", s, 0.8), "config": {**row("lite", "triplet", s, 0.8)["config"], "backbone_args": {"head": h}},
+             "cell_id": f"lite-{h}-{s}"} for s in range(2) for h in ("linear", "sigmoid4096")]
+    frame = table(koch + lite)
+    assert len(frame) == 3 and sorted(frame["n"]) == [2, 2, 2]
+    heads = dict(zip(frame["backbone"] + "/" + frame["backbone_args.head"], frame["n"]))
+    assert heads == {"koch/—": 2, "lite/linear": 2, "lite/sigmoid4096": 2}
+    text = markdown(frame)
+    assert any(ln.startswith("| ") and "koch" in ln for ln in text.splitlines())
+
+
+def test_a_row_without_an_argument_does_not_merge_with_rows_that_have_it():
+    old = row("r", "triplet", 0, 0.5)  # written before `margin` existed
+    new = [row("r", "triplet", s, 0.9, loss_args={"margin": 0.2}) for s in range(2)]
+    frame = table([old, *new])
+    assert sorted(zip(frame["loss_args.margin"], frame["n"])) == [("0.2", 2), ("—", 1)]
+    assert frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.9), pytest.approx(0.5)]
 
 
 def _cells(line: str) -> list[str]:
@@ -125,14 +165,14 @@ def test_markdown_shows_mean_std_and_escapes_pipes():
     table_lines = [ln for ln in lines if ln.startswith("|")]
     header = _cells(table_lines[0])
     assert header[:4] == ["#", "backbone", "loss", "dataset"]
-    assert header[-3:] == ["n", "steps", "stopped by"]
+    assert header[-4:] == ["ok / seeds", "not ok", "steps", "stopped by"]
     assert all(len(_cells(ln)) == len(header) for ln in table_lines)  # no stray column from an unescaped |
     first = dict(zip(header, _cells(table_lines[2])))
     assert first["#"] == "1"
     assert first["backbone"] == r"res\|net" and first["dataset"] == r"a\|b"
     assert first["verification_roc_auc"] == f"{np.mean(A_AUC):.4f} ± {np.std(A_AUC, ddof=1):.4f}"
     assert first["recall_at_1"] == f"{np.mean(A_R1):.4f} ± {np.std(A_R1, ddof=1):.4f}"
-    assert first["n"] == "3"
+    assert first["ok / seeds"] == "3 / 3" and first["not ok"] == ""
     second = dict(zip(header, _cells(table_lines[3])))
     assert second["#"] == "2" and second["backbone"] == "solo"
     assert second["verification_roc_auc"] == "0.5000"  # a single seed: no ± std

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
 from bench import metrics, verification
 from bench.metrics import nearest_neighbours, recall_at_k, verification_roc_auc
@@ -261,3 +261,67 @@ def test_sampled_pair_distances_by_rows_equal_gathered_pairs(distance):
     expected = _pair_distance(emb[i], emb[j], distance)
     for chunk in (1, 5, 37):
         assert torch.allclose(_sampled_pairs_by_rows(emb, i, j, distance, chunk), expected, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------- query–gallery pairs
+
+
+def query_gallery(n_query, n_gallery, dim=4, seed=0):
+    """Queries and a gallery around shared class centres; query class 9 has no gallery image."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(10, dim, generator=g, dtype=torch.float64)
+    ql = torch.cat([torch.randint(0, 6, (n_query - 2,), generator=g), torch.tensor([9, 9])])
+    gl = torch.randint(0, 6, (n_gallery,), generator=g)
+    return tuple(centres[lab] + torch.randn(len(lab), dim, generator=g, dtype=torch.float64) for lab in (ql, gl)) + (ql, gl)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_query_gallery_pairs_match_a_double_loop(distance):
+    q, g, ql, gl = query_gallery(12, 15, seed=1)
+    same = [bool(ql[a] == gl[b]) for a in range(12) for b in range(15)]
+    dist = [ref_distance(q[a], g[b], distance) for a in range(12) for b in range(15)]
+    got = verification.verification_metrics(q, ql, distance, 10**6, 0, gallery=g, gallery_labels=gl)
+    assert got["verification_pair_rule"] == "all" and got["verification_pairs"] == 12 * 15
+    assert got["verification_same_pairs"] == sum(same) and got["verification_different_pairs"] == 180 - sum(same)
+    assert got["verification_roc_auc"] == pytest.approx(roc_auc_score(same, [-d for d in dist]), abs=1e-12)
+    best = max(balanced_accuracy_score(same, [d <= t for d in dist]) for t in dist)
+    assert got["verification_balanced_accuracy_best_threshold"] == pytest.approx(best, abs=1e-12)
+    assert 0.6 < best < 1 and "verification_note" not in got
+
+
+@pytest.mark.parametrize("dim", [4, 64])  # narrow: vectors gathered per pair; wide: whole distance rows
+def test_query_gallery_sample_is_stratified_distinct_and_measured(dim):
+    q, g, ql, gl = query_gallery(60, 80, dim=dim, seed=2)
+    pairs = verification.select_pairs(ql, 2000, 3, gl)
+    i, j = pairs["i"].numpy(), pairs["j"].numpy()
+    same_population = sum(int(ql[a] == gl[b]) for a in range(60) for b in range(80))
+    assert pairs["rule"] == "sampled" and len(set(zip(i.tolist(), j.tolist()))) == 2000
+    assert i.min() >= 0 and i.max() < 60 and j.min() >= 0 and j.max() < 80
+    assert (ql[i] == gl[j]).sum() == round(2000 * same_population / 4800)
+    got = verification.pair_distances(q, pairs, "euclidean", gallery=g)
+    assert got.tolist() == pytest.approx([ref_distance(q[a], g[b], "euclidean") for a, b in zip(i, j)], abs=1e-9)
+
+
+def test_sampled_query_gallery_auc_is_close_to_exact():
+    q, g, ql, gl = query_gallery(100, 150, seed=4)
+    exact = verification.verification_metrics(q, ql, "cosine", 10**6, 0, gallery=g, gallery_labels=gl)
+    sampled = verification.verification_metrics(q, ql, "cosine", 5000, 1, gallery=g, gallery_labels=gl)
+    assert exact["verification_pairs"] == 15000 and sampled["verification_pair_rule"] == "sampled"
+    assert sampled["verification_roc_auc"] == pytest.approx(exact["verification_roc_auc"], abs=0.02)
+
+
+def test_query_gallery_verification_on_a_constructed_set():
+    # l1 on integer corners 10·e_c, so distances are exactly 0 or 20. Gallery: 3 copies of each of classes
+    # 0–6 on its corner. Queries: classes 0–2 on their own corner, 3–5 on the corner of class c − 3, class 7
+    # on its own (no gallery image). Same-class pairs: 9 at 0, 9 at 20; different-class: 9 at 0, 120 at 20.
+    corners = 10 * torch.eye(8)
+    g, gl = corners[:7].repeat_interleave(3, 0), torch.arange(7).repeat_interleave(3)
+    q, ql = corners[torch.tensor([0, 1, 2, 0, 1, 2, 7])], torch.tensor([0, 1, 2, 3, 4, 5, 7])
+    got = verification.verification_metrics(q, ql, "l1", 10**6, 0, gallery=g, gallery_labels=gl)
+    assert (got["verification_pairs"], got["verification_same_pairs"]) == (147, 18)
+    # AUC: a near same-class pair beats 120 far and ties 9 near; a far one ties 120 far.
+    assert got["verification_roc_auc"] == pytest.approx((9 * (120 + 9 / 2) + 9 * 120 / 2) / (18 * 129))
+    assert got["verification_balanced_accuracy_best_threshold"] == pytest.approx((9 / 18 + 120 / 129) / 2)
+    assert got["verification_best_threshold"] == 0.0
+    none = verification.verification_metrics(q, ql + 10, "l1", 10**6, 0, gallery=g, gallery_labels=gl)
+    assert math.isnan(none["verification_roc_auc"]) and "no query class has a gallery image" in none["verification_note"]

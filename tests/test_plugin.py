@@ -1,9 +1,16 @@
-"""A third-party plugin package, pip-installed, adds a backbone that a grid can name."""
+"""A third-party plugin package, pip-installed, adds a backbone that a grid can name; plugin arguments are type-checked."""
+import functools
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+
+import pytest
+
+from bench.registry import PluginWarning
+from bench.typecheck import check_call_args
 
 PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "metric-bench-tinycnn"
 
@@ -32,3 +39,40 @@ def test_pip_installed_plugin_is_listed_and_runs_in_a_grid(tmp_path):
     # without the package the same grid is a clear error, not a crash
     bare = subprocess.run([sys.executable, "-m", "bench", "validate", "grid.toml"], capture_output=True, text=True, cwd=tmp_path)
     assert bare.returncode == 2 and "unknown backbone 'tinycnn'" in bare.stderr
+
+
+def widget(width: "int" = 8, norm: "NameThePluginNeverImported" = None, mode: "str" = "a"):  # noqa: F821
+    return width, norm, mode
+
+
+WHERE = 'g.toml: [backbone."widget"]'
+
+
+def test_one_unresolvable_hint_leaves_the_other_arguments_checked():
+    with pytest.warns(PluginWarning) as caught:
+        with pytest.raises(ValueError, match=r"argument 'width' = 'wide' should be int"):
+            check_call_args(widget, {"width": "wide"}, WHERE)
+    with pytest.warns(PluginWarning):
+        with pytest.raises(ValueError, match=r"argument 'mode' = 3 should be str"):
+            check_call_args(functools.partial(widget, width=4), {"mode": 3}, WHERE)  # timm/<name> factories are partials
+    with pytest.warns(PluginWarning):
+        check_call_args(widget, {"width": 16, "norm": "anything"}, WHERE)  # the bad hint's argument is not checked
+    (warning,) = caught
+    assert str(warning.message) == (
+        "g.toml: [backbone.\"widget\"]: cannot resolve the type hint 'NameThePluginNeverImported' of argument 'norm' "
+        "(NameError: name 'NameThePluginNeverImported' is not defined); its values are not type-checked"
+    )
+
+
+def test_a_class_is_checked_by_its_init_and_a_skipped_argument_is_not_warned_about():
+    class Widget:
+        batch: str  # a class attribute, not the argument of the same name
+
+        def __init__(self, batch: "int" = 1):
+            self.batch = str(batch)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_call_args(widget, {"width": 16}, WHERE, skip=("norm",))  # a bad hint on a skipped argument is not ours to check
+        with pytest.raises(ValueError, match=r"argument 'batch' = 'x' should be int"):
+            check_call_args(Widget, {"batch": "x"}, WHERE)

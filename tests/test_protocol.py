@@ -49,7 +49,7 @@ loss = ["triplet"]
     for r in got:
         assert r["train"]["augment"]["name"] == "koch" and not r["train"]["feature_cache"]
         assert r["train"]["data_time_per_step"] > 0 and r["train"]["compute_time_per_step"] > 0
-        assert 0 <= r["metrics"]["verification_accuracy_val_threshold"] <= 1
+        assert 0 <= r["metrics"]["verification_balanced_accuracy_val_threshold"] <= 1
         by_fold.setdefault(r["split"]["fold"], r["split"])
         assert r["input"]["preprocess"] == r["config"]["model"]["preprocess"]
     assert by_fold[0]["val_classes_sha256"] != by_fold[1]["val_classes_sha256"]
@@ -107,3 +107,63 @@ image_size = 32
     got = {r["config"]["model"]["preprocess"]: r for r in rows(cwd / "results" / "pre.jsonl")}
     assert got["raw"]["input"]["check"]["mismatch"] and not got["native"]["input"]["check"]["mismatch"]
     assert "warning: input check" in err and "preprocess = 'raw'" in err
+
+
+def test_a_seconds_budget_buys_the_same_steps_with_and_without_the_feature_cache(cwd):
+    # The cached trunk's forward pass runs before training; its measured per-image time is charged to the
+    # budget's clock, so a frozen cell takes about as many steps either way. Stated tolerance: within 2x
+    # (timing on shared CPUs is noisy; without the charge the cached cell took ~10x the steps).
+    grid = 'name = "{name}"\n' + BASE.replace("max_steps = 3", "max_seconds = 2.0").replace("batch_size = 12", "batch_size = 32").replace("image_size = 32", "image_size = 64") + """
+[model]
+freeze = "backbone"
+[axes]
+backbone = ["timm/resnet10t"]
+loss = ["triplet"]
+"""
+    (cwd / "cached.toml").write_text(grid.format(name="cached"))
+    (cwd / "plain.toml").write_text(grid.format(name="plain"))
+    assert main(["run", "--grid", "cached.toml"]) == 0
+    assert main(["run", "--grid", "plain.toml", "--no-feature-cache"]) == 0
+    [cached], [plain] = rows(cwd / "results" / "cached.jsonl"), rows(cwd / "results" / "plain.jsonl")
+    assert cached["train"]["feature_cache"] and cached["train"]["charged_seconds_per_image"] > 0
+    assert cached["train"]["stopped_by"] == plain["train"]["stopped_by"] == "max_seconds"
+    assert cached["train"]["seconds"] == pytest.approx(cached["train"]["wall_seconds"] + cached["train"]["charged_seconds"])
+    assert cached["train"]["charged_seconds"] > cached["train"]["wall_seconds"]  # the trunk dominates a frozen step
+    assert 0.5 <= cached["train"]["steps"] / plain["train"]["steps"] <= 2.0, (cached["train"], plain["train"])
+
+
+def test_non_finite_embeddings_are_a_diverged_row_not_an_error(cwd, monkeypatch):
+    import torch
+
+    import bench.cell
+
+    real = bench.cell.embed
+    monkeypatch.setattr(bench.cell, "embed", lambda *a, **k: real(*a, **k) * float("nan"))
+    (cwd / "g.toml").write_text('name = "nan"\n' + BASE + '[axes]\nbackbone = ["timm/resnet10t"]\nloss = ["triplet"]\n')
+    assert main(["run", "--grid", "g.toml"]) == 0
+    [row] = rows(cwd / "results" / "nan.jsonl")
+    assert row["status"] == "diverged" and "NaN or inf" in row["error"] and row["train"]["steps"] == 3
+    assert main(["run", "--grid", "g.toml", "--rerun", "failed"]) == 0  # a result, not a failure to retry
+    assert len(rows(cwd / "results" / "nan.jsonl")) == 1
+    del torch
+
+
+def test_input_check_samples_across_the_training_set():
+    import numpy as np
+
+    from bench.cell import _spread_sample
+
+    idx = np.arange(50 * 20)  # 50 classes of 20 images, stored class by class as folder/Omniglot data are
+    sample = _spread_sample(idx, 256, seed=0)
+    assert len(set(sample // 20)) >= 45  # the first 256 indices would cover 13 classes
+    assert len(set(sample)) == 256 and (np.diff(sample) > 0).all()
+    assert (sample == _spread_sample(idx, 256, seed=0)).all() and not (sample == _spread_sample(idx, 256, seed=1)).all()
+
+
+def test_m_per_class_above_a_class_size_warns_and_is_recorded(cwd, capsys):
+    (cwd / "g.toml").write_text('name = "m"\n' + BASE.replace("batch_size = 12", "batch_size = 400\nm_per_class = 200") +
+                                '[axes]\nbackbone = ["timm/resnet10t"]\nloss = ["pml/MultiSimilarityLoss"]\n')
+    assert main(["run", "--grid", "g.toml"]) == 0
+    [row] = rows(cwd / "results" / "m.jsonl")
+    assert row["status"] == "ok" and row["train"]["m_per_class_short_classes"] == row["split"]["n_train_classes"]
+    assert "fewer than train.m_per_class = 200 images" in capsys.readouterr().err

@@ -1,11 +1,13 @@
 """Registry behaviour: decorator registration, clashes, did-you-mean, fnmatch listing, lazy entry points."""
+import json
 from importlib.metadata import EntryPoint
+from types import SimpleNamespace
 
 import pytest
 
 import bench.registry as registry_module
 from bench.errors import UserError
-from bench.registry import Prefix, Registry
+from bench.registry import PluginWarning, Prefix, Registry
 
 
 def make() -> Registry:
@@ -89,8 +91,42 @@ def test_entry_point_clashing_with_builtin_is_an_error(monkeypatch):
         make().get("alpha")
 
 
-def test_entry_point_that_fails_to_import_is_a_user_error(monkeypatch):
-    ep = EntryPoint("broken", "no_such_module_xyz:factory", "metric_bench.test_widgets")
-    monkeypatch.setattr(registry_module, "entry_points", lambda group: [ep])
-    with pytest.raises(UserError, match="'broken'.*failed to import.*fix or uninstall"):
-        make().get("alpha")
+class FakeEntryPoint:
+    """An installed entry point as `importlib.metadata` gives it, with a `load()` we choose."""
+
+    def __init__(self, name: str, load, dist: str):
+        self.name, self.value, self.group = name, f"{dist.replace('-', '_')}:{name}", "metric_bench.test_widgets"
+        self.dist = SimpleNamespace(name=dist)
+        self.load = load
+
+
+def missing_dependency():
+    raise ImportError("No module named 'torchvision_nightly'")
+
+
+def test_a_broken_entry_point_warns_and_does_not_stop_the_others(monkeypatch):
+    eps = [FakeEntryPoint("gadget", lambda: json.dumps, "mb-gadget"),
+           FakeEntryPoint("broken", missing_dependency, "mb-broken"),
+           FakeEntryPoint("gizmo", lambda: len, "mb-gizmo")]  # listed after the broken one
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: eps)
+    reg = make()
+    with pytest.warns(PluginWarning) as caught:
+        assert reg.get("alpha").source == "builtin"
+    (warning,) = caught
+    assert str(warning.message) == ("skipping widget plugin 'broken' from mb-broken, which failed to import: "
+                                    "ImportError: No module named 'torchvision_nightly'")
+    assert reg.get("gadget").factory([1]) == "[1]" and reg.get("gizmo").source == "plugin mb-gizmo"
+    assert list(reg) == ["alpha", "alphabet", "gadget", "gizmo"] and "broken" not in reg
+
+
+def test_requesting_a_broken_entry_point_is_a_user_error_naming_package_cause_and_fix(monkeypatch):
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [FakeEntryPoint("broken", missing_dependency, "mb-broken")])
+    reg = make()
+    with pytest.warns(PluginWarning):
+        with pytest.raises(UserError) as err:
+            reg.get("broken")
+    message = str(err.value)
+    for part in ("widget 'broken'", "plugin mb-broken", "'mb_broken:broken'", "ImportError: No module named 'torchvision_nightly'",
+                 "pip uninstall mb-broken"):
+        assert part in message
+    assert "unknown widget" not in message and "\n" not in message

@@ -12,7 +12,7 @@ import pytest
 from bench.cli import main
 
 FAULTY = '''
-import time, torch
+import gc, multiprocessing.connection, os, signal, time, torch
 from torch import nn
 from bench.plugins import BACKBONES, LOSSES, InputSpec
 
@@ -29,6 +29,14 @@ class Faulty(nn.Module):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         if self.mode == "hang":
             time.sleep(600)
+        if self.mode == "exit":  # the pipe to the parent closes first and the process lingers, as in a slow teardown
+            for obj in gc.get_objects():
+                if isinstance(obj, multiprocessing.connection.Connection):
+                    obj.close()
+            time.sleep(2)
+            os._exit(3)
+        if self.mode == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
         return self.fc(x.flatten(1))
 
 @BACKBONES.register("faulty")
@@ -124,6 +132,19 @@ def test_isolated_hanging_cell_is_killed_at_the_hard_timeout(plugin_dir):
     assert got["ok"]["status"] == "ok"
 
 
+def test_isolated_crashed_cell_is_an_error_naming_its_exit_code_or_signal(plugin_dir):
+    (plugin_dir / "c.toml").write_text(GRID.format(modes='["exit", "sigkill"]').replace('"faults"', '"crash"'))
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "c.toml", "--isolate", "--cell-timeout", "120"],
+        cwd=plugin_dir, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = {r["config"]["backbone_args"]["mode"]: r for r in rows(plugin_dir / "results" / "crash.jsonl")}
+    assert got["exit"]["status"] == "error" and "exited with code 3" in got["exit"]["error"]  # not a timeout
+    assert got["sigkill"]["status"] == "error" and "killed by SIGKILL" in got["sigkill"]["error"]
+
+
 def test_same_cell_and_seed_give_the_same_metrics_twice():
     import torch
 
@@ -161,9 +182,10 @@ image_size = 32
 """
 
 
-def _launch(cwd, results):
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", results],
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _launch(cwd: Path, results: str) -> subprocess.Popen:
+    with open(cwd / "launch.stderr", "w") as stderr:  # a file, not a pipe nobody drains while the run goes on
+        return subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", results],
+                                cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def _complete_rows(path: Path) -> int:
@@ -172,13 +194,17 @@ def _complete_rows(path: Path) -> int:
     return sum(1 for l in path.read_text().split("\n") if l.startswith("{") and l.endswith("}"))
 
 
-def _kill_when(proc, path: Path, n_rows: int, delay: float) -> None:
+def _kill_when(proc: subprocess.Popen, path: Path, n_rows: int, delay: float) -> None:
     deadline = time.time() + 240
     while _complete_rows(path) < n_rows and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # a no-op on a run that already ended, which the next line catches
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run ended by itself (exit code {proc.returncode}) instead of being killed: "
+        f"{(path.parent / 'launch.stderr').read_text()[-2000:]}"
+    )
 
 
 def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_path):
@@ -186,20 +212,21 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     reference = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl"],
                                cwd=tmp_path, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
+    ref = rows(tmp_path / "ref.jsonl")
+    cells = sorted(r["cell_id"] for r in ref)
+    assert len(set(cells)) == 4
     path = tmp_path / "killed.jsonl"
     for n_rows, delay in [(0, 5.0), (1, 0.0), (2, 1.0)]:  # in cell 1's training; right after a row; mid-cell
         _kill_when(_launch(tmp_path, "killed.jsonl"), path, n_rows, delay)
-    # a kill while a row is being written leaves a torn last line
-    text = path.read_text()
-    last_row = rows(tmp_path / "ref.jsonl")[-1]
-    if last_row["cell_id"] not in text:
-        path.write_text(text + json.dumps(last_row)[:100])
+        assert _complete_rows(path) < len(cells)  # the kill left cells to resume
+    # a kill while a row is being written leaves a torn last line; make sure there is one (of a cell not done)
+    assert ref[-1]["cell_id"] not in {r["cell_id"] for r in rows_ignoring_torn(path)}
+    path.write_text(path.read_text() + json.dumps(ref[-1])[:100])
     finish = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "killed.jsonl"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert finish.returncode == 0, finish.stderr
     killed = rows_ignoring_torn(path)
-    ref = rows(tmp_path / "ref.jsonl")
-    assert len(killed) == len(ref) == 4  # nothing lost, nothing duplicated
+    assert sorted(r["cell_id"] for r in killed) == cells  # each cell exactly once: nothing lost, nothing duplicated
     assert {r["cell_id"]: json.dumps(r["metrics"]) for r in killed} == {r["cell_id"]: json.dumps(r["metrics"]) for r in ref}
     assert (tmp_path / "killed.md").read_text().replace("killed", "ref") == (tmp_path / "ref.md").read_text()
 
