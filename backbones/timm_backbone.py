@@ -11,7 +11,6 @@ from bench.errors import UserError
 from bench.plugins import BACKBONES, InputSpec
 from bench.registry import Prefix
 
-
 HEADS = ("linear", "sigmoid4096")
 
 

@@ -7,14 +7,16 @@ import hashlib
 import inspect
 import itertools
 import json
-import tomllib
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
+
+from bench.builtins import load_builtins
 from bench.errors import UserError
-from bench.plugins import BACKBONES, DATASETS, LOSSES, load_builtins
+from bench.plugins import BACKBONES, DATASETS, LOSSES
 from bench.registry import Registry
 from bench.typecheck import check_call_args, matches, type_name
 
@@ -56,7 +58,7 @@ class SplitConfig:
 class ModelConfig:
     """How the backbone is fed and what of it trains (the pretrained-vs-scratch factors)."""
 
-    preprocess: Literal["native", "unit", "raw", "caffe"] = "native"  # see bench.adapt.apply_preprocess
+    preprocess: Literal["native", "unit", "raw", "caffe"] = "native"  # see bench.run.adapt.apply_preprocess
     freeze: Literal["none", "bn", "backbone", "backbone_bn_train", "all_but_last_n"] = "none"
     unfrozen_stages: int = 1  # with freeze = "all_but_last_n"
 

@@ -13,7 +13,7 @@ import math
 import pandas as pd
 
 from bench.errors import UserError
-from bench.metric_defs import definition, lower_is_better
+from bench.eval.definitions import definition, lower_is_better
 from bench.results import latest_rows
 
 DEFAULT_METRIC = "verification_roc_auc"

@@ -91,9 +91,3 @@ LOSSES: Registry[Loss] = Registry("loss", group="metric_bench.losses")
 DATASETS: Registry[LabelledImages] = Registry("dataset", group="metric_bench.datasets")
 REGISTRIES = {"backbones": BACKBONES, "losses": LOSSES, "datasets": DATASETS}
 
-
-def load_builtins() -> None:
-    """Import the built-in plugin packages, which register themselves (cheap: no model is built)."""
-    import backbones  # noqa: F401
-    import bench.datasets  # noqa: F401
-    import losses  # noqa: F401

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from bench.augment import make_augment
-from bench.datasets import mnist, omniglot
+from bench.data.augment import make_augment
+from bench.data.datasets import mnist, omniglot
 
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")

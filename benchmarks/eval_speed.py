@@ -41,14 +41,14 @@ def child(method: str, path: str) -> dict:
     base = _rss_mb("VmRSS")
     start = time.perf_counter()
     if method == "ours_retrieval":
-        from bench.retrieval import retrieval_metrics
+        from bench.eval.retrieval import retrieval_metrics
 
         out = retrieval_metrics(x, y, (1,), "euclidean", memory_mb=64)
         values = {k: out[k] for k in RETRIEVAL}
     elif method == "pml_retrieval":
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
-        from bench.knn import faiss_available
+        from bench.eval.knn import faiss_available
 
         knn_func = None
         if not faiss_available():
@@ -60,14 +60,14 @@ def child(method: str, path: str) -> dict:
         out = calc.get_accuracy(x, y)
         values = {k: out[v] for k, v in PML_NAMES.items()}
     elif method == "ours_auc":
-        from bench.verification import verification_metrics
+        from bench.eval.verification import verification_metrics
 
         values = {"roc_auc": verification_metrics(x, y, "euclidean", 2_000_000, 0, memory_mb=256)["verification_roc_auc"]}
     else:  # sklearn_auc: the same stratified pairs, scored by scikit-learn
         from sklearn.metrics import roc_auc_score
         from sklearn.metrics.pairwise import paired_distances
 
-        from bench.verification import select_pairs
+        from bench.eval.verification import select_pairs
 
         pairs = select_pairs(y, 2_000_000, 0)
         i, j = pairs["i"].numpy(), pairs["j"].numpy()
@@ -95,7 +95,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(*args.child)))
         return
-    from bench.knn import faiss_available
+    from bench.eval.knn import faiss_available
 
     print(f"kNN: {'faiss (PML FaissKNN default, ours faiss)' if faiss_available() else 'torch (PML CustomKNN, ours torch)'}; euclidean; 100 images per class\n")
     print("| embeddings | comparison | ours s | theirs s | speed-up | ours peak MB | theirs peak MB | memory ratio | max abs diff |")

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.adapt import CAFFE_BGR_MEAN, FrozenTrunk, apply_preprocess, freeze, input_check
+from bench.builtins import load_builtins
+from bench.data.preprocess import normalize
 from bench.errors import UserError
-from bench.plugins import BACKBONES, InputSpec, load_builtins
-from bench.preprocess import normalize
+from bench.plugins import BACKBONES, InputSpec
+from bench.run.adapt import CAFFE_BGR_MEAN, FrozenTrunk, apply_preprocess, freeze, input_check
 
 load_builtins()
 SPEC = InputSpec((4, 4), 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), pretrained=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.augment import Augment, FlipCrop, KochAffine, make_augment, warp
+from bench.data.augment import Augment, FlipCrop, KochAffine, make_augment, warp
 from bench.errors import UserError
 
 

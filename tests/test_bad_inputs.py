@@ -1,8 +1,6 @@
 """The catalogue of bad inputs: each exits 2 with one line naming the input and the fix, and writes nothing."""
 import json
-import os
 from importlib.metadata import EntryPoint
-from pathlib import Path
 
 import pytest
 

@@ -1,16 +1,14 @@
 """The training loop's budgets: each limit, exact `max_samples`, `max_seconds` at the first step boundary
 past it, time charged for a cached frozen trunk, and divergence found in the embeddings."""
 import itertools
-import json
-import math
 
 import pytest
 import torch
 from torch import nn
 
-import bench.train as train_module
+import bench.run.train as train_module
 from bench.config import Budget, TrainConfig
-from bench.train import budget_reached, train
+from bench.run.train import budget_reached, train
 
 
 class TinyLoss(nn.Module):

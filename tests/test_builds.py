@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.plugins import BACKBONES, DATASETS, LOSSES, Backbone, LabelledImages, Loss, load_builtins
-from bench.preprocess import fit_to_spec, normalize
+from bench.builtins import load_builtins
+from bench.data.preprocess import fit_to_spec, normalize
+from bench.plugins import BACKBONES, DATASETS, LOSSES, Backbone, LabelledImages, Loss
 
 load_builtins()
 

@@ -1,6 +1,5 @@
 """End to end through the `bench` CLI as a user runs it: a real (tiny) grid, resume, leaderboard, errors."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

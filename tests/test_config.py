@@ -132,8 +132,9 @@ def test_split_seed_zero_is_accepted_and_list_elements_are_validated():
 
 def test_every_toml_block_in_the_readme_validates():
     import re
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)

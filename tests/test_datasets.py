@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from datafixtures import OMNIGLOT, make_csv, make_folder, omniglot_zip, png_bytes, write_idx_set, write_png
+from PIL import Image
 
-from bench.data_common import decode_images, encode_labels
-from bench.datasets import csv, digits, folder, mnist, omniglot, split_classes
+from bench.data.common import decode_images, encode_labels
+from bench.data.datasets import csv, digits, folder, mnist, omniglot, split_classes
 from bench.errors import UserError
 from bench.plugins import DATASETS, LabelledImages
 

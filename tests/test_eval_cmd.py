@@ -14,8 +14,8 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from scipy.spatial.distance import cdist, pdist
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from bench.cli.evaluate import add_parser
 from bench.errors import UserError
-from bench.evaluate_cmd import add_parser
 
 
 def run(argv: list[str]) -> int:

@@ -14,15 +14,15 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 from scipy.optimize import brentq
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve
+from test_metrics import DISTANCES, clustered, ref_distance
 
 from bench.config import EvalConfig
 from bench.errors import UserError
-from bench.fewshot import class_pools, draw_episodes, few_shot_accuracy
-from bench.knn import faiss_available, nearest_neighbours
-from bench.metrics import evaluate
-from bench.retrieval import retrieval_metrics
-from bench.verification import _unrank_pairs, roc_metrics, select_pairs, verification_metrics
-from test_metrics import DISTANCES, clustered, ref_distance
+from bench.eval.fewshot import class_pools, draw_episodes, few_shot_accuracy
+from bench.eval.knn import faiss_available, nearest_neighbours
+from bench.eval.metrics import evaluate
+from bench.eval.retrieval import retrieval_metrics
+from bench.eval.verification import _unrank_pairs, roc_metrics, select_pairs, verification_metrics
 
 PML_DISTANCE = {"cosine": CosineSimilarity(), "euclidean": LpDistance(normalize_embeddings=False),
                 "l1": LpDistance(normalize_embeddings=False, p=1)}

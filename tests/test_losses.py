@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from bench.plugins import LOSSES, Loss, load_builtins
+from bench.builtins import load_builtins
+from bench.plugins import LOSSES, Loss
 
 load_builtins()
 

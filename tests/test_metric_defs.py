@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bench.config import EvalConfig
-from bench.metric_defs import METRICS, definition, direction, lower_is_better
-from bench.metrics import evaluate
+from bench.eval.definitions import METRICS, definition, direction, lower_is_better
+from bench.eval.metrics import evaluate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CONFIG = EvalConfig(recall_k=(1, 3, 16), tar_far=(0.05, 1e-4), n_way=5, k_shot=2, episodes=20, max_pairs=500)
@@ -23,7 +23,7 @@ def embeddings(n_classes: int, per_class: int, seed: int) -> tuple[torch.Tensor,
 
 def check_defined(row: dict) -> None:
     undefined = [key for key in row if definition(key) is None]
-    assert not undefined, f"keys missing from bench/metric_defs.py: {undefined}"
+    assert not undefined, f"keys missing from bench/eval/definitions.py: {undefined}"
     assert all(direction(key) in ("higher", "lower", "none") for key in row)
 
 

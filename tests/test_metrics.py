@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
-from bench import metrics, verification
-from bench.metrics import nearest_neighbours, recall_at_k, verification_roc_auc
+from bench.eval import metrics, verification
+from bench.eval.metrics import nearest_neighbours, recall_at_k, verification_roc_auc
 
 DISTANCES = ["cosine", "euclidean", "l1"]
 
@@ -252,7 +252,7 @@ def test_nearest_neighbours_never_returns_query_and_caps_k(chunk):
 
 @pytest.mark.parametrize("distance", ["cosine", "euclidean", "l1"])
 def test_sampled_pair_distances_by_rows_equal_gathered_pairs(distance):
-    from bench.verification import _pair_distance, _sampled_pairs_by_rows
+    from bench.eval.verification import _pair_distance, _sampled_pairs_by_rows
 
     g = torch.Generator().manual_seed(3)
     emb = torch.randn(37, 64, generator=g, dtype=torch.float64)

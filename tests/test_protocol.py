@@ -135,10 +135,10 @@ loss = ["triplet"]
 def test_non_finite_embeddings_are_a_diverged_row_not_an_error(cwd, monkeypatch):
     import torch
 
-    import bench.cell
+    import bench.run.cell
 
-    real = bench.cell.embed
-    monkeypatch.setattr(bench.cell, "embed", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = bench.run.cell.embed
+    monkeypatch.setattr(bench.run.cell, "embed", lambda *a, **k: real(*a, **k) * float("nan"))
     (cwd / "g.toml").write_text('name = "nan"\n' + BASE + '[axes]\nbackbone = ["timm/resnet10t"]\nloss = ["triplet"]\n')
     assert main(["run", "--grid", "g.toml"]) == 0
     [row] = rows(cwd / "results" / "nan.jsonl")
@@ -151,7 +151,7 @@ def test_non_finite_embeddings_are_a_diverged_row_not_an_error(cwd, monkeypatch)
 def test_input_check_samples_across_the_training_set():
     import numpy as np
 
-    from bench.cell import _spread_sample
+    from bench.run.cell import _spread_sample
 
     idx = np.arange(50 * 20)  # 50 classes of 20 images, stored class by class as folder/Omniglot data are
     sample = _spread_sample(idx, 256, seed=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.errors import UserError
-from bench.sampling import BatchSampler
+from bench.run.sampling import BatchSampler
 
 # Classes 0..6 with these image counts; classes 2 and 5 have a single image each. Shuffled so that
 # indices and classes are not aligned.

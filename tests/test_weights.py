@@ -4,8 +4,9 @@ import pickle
 import pytest
 import torch
 
+from bench.builtins import load_builtins
 from bench.errors import UserError
-from bench.plugins import BACKBONES, load_builtins
+from bench.plugins import BACKBONES
 
 load_builtins()
 

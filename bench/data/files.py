@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data_common import IMAGE_SUFFIXES, check_labels, decode_images, encode_labels
+from bench.data.common import IMAGE_SUFFIXES, check_labels, decode_images, encode_labels
 from bench.errors import UserError
 from bench.plugins import SPLIT_NAMES, LabelledImages
 

@@ -35,7 +35,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from bench.config import EvalConfig
-    from bench.metrics import evaluate
+    from bench.eval.metrics import evaluate
 
     config = EvalConfig(recall_k=tuple(args.recall_k), max_pairs=args.max_pairs, tar_far=tuple(args.tar_far), n_way=args.n_way,
                         k_shot=args.k_shot, episodes=args.episodes, memory_mb=args.memory_mb, distance=args.distance)

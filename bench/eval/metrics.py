@@ -6,10 +6,10 @@ import torch
 
 from bench.config import EvalConfig
 from bench.errors import UserError
-from bench.fewshot import few_shot_accuracy
-from bench.knn import DISTANCES, distances, nearest_neighbours  # noqa: F401  re-exported
-from bench.retrieval import recall_at_k, retrieval_metrics  # noqa: F401  re-exported
-from bench.verification import _all_pair_distances, verification_metrics, verification_roc_auc  # noqa: F401
+from bench.eval.fewshot import few_shot_accuracy
+from bench.eval.knn import DISTANCES, distances, nearest_neighbours  # noqa: F401  re-exported
+from bench.eval.retrieval import recall_at_k, retrieval_metrics  # noqa: F401  re-exported
+from bench.eval.verification import _all_pair_distances, verification_metrics, verification_roc_auc  # noqa: F401
 
 
 def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, config: EvalConfig = EvalConfig(),

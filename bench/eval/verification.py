@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.metrics import auc, roc_curve
 
-from bench.knn import check_distance, distances
+from bench.eval.knn import check_distance, distances
 
 
 def select_pairs(labels: torch.Tensor, max_pairs: int, seed: int, gallery_labels: torch.Tensor | None = None) -> dict:

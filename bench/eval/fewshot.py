@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from bench.knn import check_distance
+from bench.eval.knn import check_distance
 
 
 def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, n_way: int = 20,

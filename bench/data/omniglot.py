@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from bench.data_common import check_labels, decode_images
+from bench.data.common import check_labels, decode_images
 from bench.errors import UserError
 from bench.plugins import LabelledImages
 

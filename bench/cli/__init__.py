@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", type=Path, help="markdown file (default: the results file with .md)")
     board.set_defaults(func=cmd_leaderboard)
 
-    from bench.evaluate_cmd import add_parser as add_evaluate_parser
+    from bench.cli.evaluate import add_parser as add_evaluate_parser
 
     add_evaluate_parser(sub, common)
     return parser
@@ -80,11 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from bench.config import load_grid
-    from bench.runner import RunOptions, run_grid
+    from bench.run.runner import RunOptions, run_grid
 
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")
-    from bench.metric_defs import definition
+    from bench.eval.definitions import definition
 
     if (d := definition(args.metric)) is None or d.direction == "none":
         raise UserError(f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)")
@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     from bench.config import load_grid
     from bench.leaderboard import flatten
-    from bench.runner import preflight
+    from bench.run.runner import preflight
 
     grid = load_grid(args.grid)
     preflight(list(grid.cells), console)  # the same checks `bench run` makes before its first step
@@ -119,7 +119,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from bench.plugins import REGISTRIES, load_builtins
+    from bench.builtins import load_builtins
+    from bench.plugins import REGISTRIES
 
     load_builtins()
     found = REGISTRIES[args.family].list(args.pattern)

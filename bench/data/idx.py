@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from bench.data_common import check_labels
+from bench.data.common import check_labels
 from bench.errors import UserError
 from bench.plugins import LabelledImages
 

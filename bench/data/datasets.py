@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.data_files import csv, folder
-from bench.data_idx import mnist
-from bench.data_omniglot import omniglot
+from bench.data.files import csv, folder
+from bench.data.idx import mnist
+from bench.data.omniglot import omniglot
 from bench.errors import UserError
 from bench.plugins import DATASETS, LabelledImages
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from bench.config import Budget, TrainConfig
 from bench.plugins import Loss
-from bench.sampling import BatchSampler
+from bench.run.sampling import BatchSampler
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch of stored inputs (on device) -> what the model takes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.knn import faiss_available, iter_knn
+from bench.eval.knn import faiss_available, iter_knn
 
 
 def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tuple[int, ...], distance: str,

@@ -1,0 +1,1 @@
+"""Datasets: loaders, class splits, decoding, augmentation and fitting images to a backbone's input."""
