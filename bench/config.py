@@ -15,7 +15,7 @@ from typing import Any, Literal
 import tomllib
 
 from bench.builtins import load_builtins
-from bench.errors import UserError
+from bench.errors import UserError, nonfinite_numbers, read_text
 from bench.plugins import BACKBONES, DATASETS, LOSSES
 from bench.registry import Registry
 from bench.typecheck import check_call_args, matches, type_name
@@ -36,7 +36,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 where the hardware has fast bf16
+    precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast + channels_last where the hardware has fast bf16, else fp32
     m_per_class: int = 4  # images per class in m_per_class batches
     augment: Literal["none", "koch", "flip_crop"] = "none"  # training images only; koch: Koch et al.'s affine
 
@@ -124,10 +124,9 @@ CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments
 
 def load_grid(path: str | Path) -> Grid:
     path = Path(path)
+    text = read_text(path, "grid file", "give the path of a grid .toml file (see README 'Writing a grid')")
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such grid file — check the path") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc}) — fix the syntax") from None
     return parse_grid(raw, str(path), default_name=path.stem)
@@ -135,6 +134,9 @@ def load_grid(path: str | Path) -> Grid:
 
 def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
     load_builtins()
+    bad = nonfinite_numbers(raw)
+    if bad:  # checked once for the whole file: a budget, an option, an axis value or a plugin argument
+        raise UserError(f"{where}: {bad[0]} is not a finite number — every number in a grid must be finite (use a large finite value)")
     _no_unknown(raw, TOP_KEYS, where, "top level")
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):

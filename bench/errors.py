@@ -1,5 +1,72 @@
-"""User-facing errors: one line naming the input and the fix; the CLI turns them into exit code 2."""
+"""User-facing errors: one line naming the input and the fix; the CLI turns them into exit code 2.
+
+The checks every command shares live here too, so each class of bad input is caught at one root: text
+files that must be readable UTF-8, paths that must be (or become) regular files, numbers that must be finite.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
 
 
 class UserError(Exception):
     """A problem with what the user gave us (a file, a name, an argument), not a bug in the harness."""
+
+
+def read_text(path: Path, what: str, fix: str) -> str:
+    """The UTF-8 text of `path`, or a UserError saying why it cannot be read (missing, a folder, no
+    permission, not UTF-8 text) and `fix`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        why = f"no such {what}"
+    except IsADirectoryError:
+        why = f"is a folder, not a {what}"
+    except PermissionError:
+        why = f"cannot read the {what} (permission denied)"
+    except UnicodeDecodeError as exc:
+        why = f"not a UTF-8 text {what} (byte {exc.start} is 0x{exc.object[exc.start]:02x}; a binary file?)"
+    except OSError as exc:
+        why = f"cannot read the {what} ({exc.strerror or exc})"
+    raise UserError(f"{path}: {why} — {fix}")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Fail before any work when `path` cannot become a regular file: it is a folder, or a file stands where
+    one of its parent folders must be, or the nearest existing parent is not writable."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder — give a file path to {flag}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: is not a regular file — give a file path to {flag}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{path}: {parent} is a file, not a folder — give a file path to {flag} whose folders can exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{path}: cannot write under {parent} (permission denied) — give a writable path to {flag}")
+
+
+def nonfinite_numbers(value, path: str = "") -> list[str]:
+    """Dotted paths of every NaN or infinite float inside nested dicts and lists (TOML allows nan and inf)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{path} = {value}"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in nonfinite_numbers(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in nonfinite_numbers(v, f"{path}[{i}]")]
+    return []
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (argparse's float accepts nan and inf)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return value

@@ -7,18 +7,23 @@ import os
 import warnings
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, read_text
 
-SCHEMA = 1
+SCHEMA = 2  # 2: precision defaults to "auto" (cell ids changed), balanced verification accuracy, charged cache time
+
+
+ROW_KEYS = {"config": dict, "status": str}  # what every row has; ok rows also have OK_ROW_KEYS
+OK_ROW_KEYS = ("metrics", "train")
 
 
 def read_rows(path: str | Path) -> list[dict]:
     """Rows of a results file. A torn line (a run killed mid-write) is skipped with a warning."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = read_text(path, "results file", "give a results .jsonl written by `bench run`")
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -29,10 +34,24 @@ def read_rows(path: str | Path) -> list[dict]:
         if not isinstance(row, dict) or "cell_id" not in row:
             warnings.warn(f"{path}:{number}: ignoring a line that is not a metric-bench row")
             continue
-        if row.get("schema", 0) > SCHEMA:
+        if isinstance(row.get("schema", 0), int) and row.get("schema", 0) > SCHEMA:  # a newer shape: say so first
             raise UserError(f"{path}: written by a newer metric-bench (row schema {row['schema']} > {SCHEMA}) — upgrade metric-bench or use another results file")
+        missing = [k for k in ROW_KEYS if not isinstance(row.get(k), ROW_KEYS[k])]
+        missing += [k for k in OK_ROW_KEYS if row.get("status") == "ok" and not isinstance(row.get(k), dict)]
+        if missing:
+            raise UserError(f"{path}:{number}: a row with cell_id but no valid {', '.join(missing)} — not a metric-bench results file "
+                            f"(or another tool's schema); give a file written by `bench run`")
         rows.append(row)
     return rows
+
+
+def require_current_schema(rows: list[dict], path: str | Path) -> None:
+    """`bench run` resumes only a file of the current schema: older rows have other cell ids (a changed
+    default), so resuming would silently rerun every cell next to rows it can no longer match."""
+    old = sorted({row.get("schema", 0) for row in rows if row.get("schema", 0) < SCHEMA})
+    if old:
+        raise UserError(f"{path}: rows of results schema {', '.join(map(str, old))} (this metric-bench writes {SCHEMA}; cell ids changed) "
+                        f"— rerun into a new file with --results NEW.jsonl, or move this one aside; `bench leaderboard` still reads it")
 
 
 def latest_rows(rows: list[dict]) -> dict[str, dict]:

@@ -5,6 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from bench.results import SCHEMA
+from bench.run.cell import use_bf16
+
+FAST_BF16 = use_bf16("auto", torch.device("cpu"))
 
 GRID = """
 name = "e2e"
@@ -68,13 +74,17 @@ def test_run_writes_one_ok_row_per_cell(ran):
     got = rows(cwd)
     assert len(got) == 7 and len({r["cell_id"] for r in got}) == 7
     for r in got:
-        assert r["status"] == "ok" and r["schema"] == 1
+        assert r["status"] == "ok" and r["schema"] == SCHEMA
         assert r["train"]["steps"] == 2 and r["train"]["stopped_by"] == "max_steps"
         assert r["train"]["samples"] == 24  # 12 images a step: 6 pairs or 4 triplets
         assert 0.0 <= r["metrics"]["verification_roc_auc"] <= 1.0
         assert 0.0 <= r["metrics"]["recall_at_1"] <= r["metrics"]["recall_at_4"] <= 1.0
         assert r["split"]["n_test_classes"] == 4 and r["split"]["n_train_classes"] == 6
-        assert r["env"]["versions"]["torch"] and r["env"]["precision"] == "fp32"
+        # precision = "auto" by default: bf16 where this CPU has fast bf16, fp32 elsewhere
+        assert r["env"]["versions"]["torch"] and r["env"]["precision"] == r["precision"] == ("bf16" if FAST_BF16 else "fp32")
+        t = r["train"]
+        assert t["gflops_per_image"] > 0 and t["images_per_second"] == pytest.approx(t["samples"] / t["seconds"])
+        assert t["gflop_per_second"] == pytest.approx(t["gflops_per_image"] * t["images_per_second"])
     koch = next(r for r in got if r["config"]["backbone"] == "koch")
     assert koch["input"]["size"] == [65, 65] and koch["input"]["channels"] == 1 and koch["model"]["embed_dim"] == 64
     resnet = next(r for r in got if r["config"]["backbone"] == "timm/resnet10t")

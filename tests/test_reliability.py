@@ -162,7 +162,9 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
     assert first["status"] == second["status"] == "ok"
     assert json.dumps(first["metrics"], sort_keys=True) == json.dumps(second["metrics"], sort_keys=True)  # NaN-safe
     assert first["train"]["final_loss"] == second["train"]["final_loss"]
-    assert first["env"]["torch_threads"] >= 1 and first["schema"] == 1
+    from bench.results import SCHEMA
+
+    assert first["env"]["torch_threads"] >= 1 and first["schema"] == SCHEMA
 
 
 KILL_GRID = """

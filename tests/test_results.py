@@ -11,7 +11,8 @@ from bench.results import SCHEMA, ResultsWriter, read_rows
 
 
 def make_row(cell_id: str, **extra) -> dict:
-    return {"schema": SCHEMA, "cell_id": cell_id, "status": "ok", "metrics": {"verification_roc_auc": 0.75}, **extra}
+    return {"schema": SCHEMA, "cell_id": cell_id, "status": "ok", "config": {"backbone": "b", "loss": "l", "dataset": "d", "seed": 0},
+            "metrics": {"verification_roc_auc": 0.75}, "train": {"steps": 1, "stopped_by": "max_steps"}, **extra}
 
 
 @pytest.mark.filterwarnings("error")
@@ -108,9 +109,16 @@ def test_row_from_newer_schema_is_a_user_error(tmp_path):
 def test_row_without_schema_or_current_schema_is_accepted(tmp_path):
     path = tmp_path / "r.jsonl"
     with ResultsWriter(path) as writer:
-        writer.append({"cell_id": "old"})
+        writer.append({k: v for k, v in make_row("old").items() if k != "schema"})
         writer.append(make_row("now"))
     assert [r["cell_id"] for r in read_rows(path)] == ["old", "now"]
+
+
+def test_a_row_of_another_shape_is_a_user_error_naming_the_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(make_row("a")) + "\n" + json.dumps({"cell_id": "b", "status": "ok", "config": {}}) + "\n")
+    with pytest.raises(UserError, match=r"r.jsonl:2: a row with cell_id but no valid metrics, train"):
+        read_rows(path)
 
 
 def test_path_under_a_regular_file_is_a_user_error(tmp_path):

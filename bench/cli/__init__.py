@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.errors import UserError
+from bench.errors import UserError, check_output_file, finite_float
 
 console = Console(stderr=True)
 
@@ -36,8 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line like every other user error (exit code 2)."""
+
+    def error(self, message: str):
+        console.print(f"[bold red]error:[/] {escape(self.prog)}: {escape(message)} — see `{escape(self.prog)} --help`", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="metric-bench: deep metric learning under one fixed budget")
+    parser = Parser(prog="bench", description="metric-bench: deep metric learning under one fixed budget")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("--plugin", action="append", metavar="MODULE", help="import MODULE first (a plugin under development); repeatable")
@@ -51,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metric", default="verification_roc_auc", help="leaderboard sort metric")
     run.add_argument("--rerun", default="none", choices=["none", "failed", "all"],
                      help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; all: rerun every cell")
-    run.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
+    run.add_argument("--cell-timeout", type=finite_float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
     run.add_argument("--isolate", action="store_true", help="run each cell in its own process (kills hung plugins at --cell-timeout)")
     run.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                      help="recompute frozen backbones' features in every cell (for measuring the cache)")
@@ -90,6 +98,13 @@ def cmd_run(args) -> int:
         raise UserError(f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)")
     grid = load_grid(args.grid)
     results = args.results or Path("results") / f"{grid.name}.jsonl"
+    check_output_file(results, "--results")  # before any training: the rows and the leaderboard must land
+    check_output_file(results.with_suffix(".md"), "--results (its leaderboard .md)")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: this torch sees no CUDA device — use --device cpu (or auto)")
     options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()), args.feature_cache)
     rows = run_grid(grid, results, options, console=console)
     failed = [r for r in rows if r.get("status") != "ok"]
@@ -138,8 +153,9 @@ def cmd_ls(args) -> int:
 def cmd_leaderboard(args) -> int:
     from bench.results import read_rows
 
-    if not args.results.is_file():
+    if not args.results.exists():
         raise UserError(f"{args.results}: no such results file — run `bench run --grid GRID.toml` first")
+    check_output_file(args.out or args.results.with_suffix(".md"), "--out")
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results}: holds no result rows yet — run the grid first")

@@ -7,7 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, check_output_file, finite_float
 
 KEYS = "embeddings, labels; optional gallery_embeddings + gallery_labels, val_embeddings + val_labels"
 
@@ -20,7 +20,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--distance", default="cosine", choices=["cosine", "euclidean", "l1"])
     p.add_argument("--recall-k", type=int, nargs="+", default=[1, 2, 4, 8], metavar="K")
     p.add_argument("--max-pairs", type=int, default=2_000_000, help="verification uses all pairs up to this many, else a stratified sample")
-    p.add_argument("--tar-far", type=float, nargs="+", default=[1e-2, 1e-3], metavar="FAR")
+    p.add_argument("--tar-far", type=finite_float, nargs="+", default=[1e-2, 1e-3], metavar="FAR")
     p.add_argument("--n-way", type=int, default=20)
     p.add_argument("--k-shot", type=int, default=1)
     p.add_argument("--episodes", type=int, default=1000)
@@ -43,6 +43,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         value = getattr(config, field)
         if any(v <= 0 for v in (value if isinstance(value, tuple) else (value,))):
             raise UserError(f"--{field.replace('_', '-')} {value} must be positive")
+    if args.json:
+        check_output_file(args.json, "--json")
     arrays = load_npz(args.npz)
     metrics = evaluate(arrays["embeddings"], arrays["labels"], args.distance, config, args.seed,
                        gallery=arrays.get("gallery_embeddings"), gallery_labels=arrays.get("gallery_labels"),
@@ -72,9 +74,12 @@ def load_npz(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no such file — give an .npz written by numpy.savez(path, embeddings=..., labels=...)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array (or a pickle numpy refused)
+            raise UserError(f"{path}: holds one bare array, not named arrays — save with numpy.savez(path, embeddings=..., labels=...)")
+        with loaded as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a readable .npz ({exc}) — write it with numpy.savez(path, embeddings=..., labels=...)") from None
     missing = [k for k in ("embeddings", "labels") if k not in arrays]
     if missing:

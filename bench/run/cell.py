@@ -83,6 +83,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     if sampler.short_classes():
         warn(f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
              f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)")
+    flops = _flops_per_image(caches, cell, backbone, prepare_images(images[train_idx[:2]].to(device)))
     result = train(model, loss_fn, inputs[train_idx], labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed,
                    device, bf16, on_step, charge_per_sample=charge, sampler=sampler)
     check_deadline(deadline, "training")
@@ -105,7 +106,9 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         **({"diverged": diverged} if diverged else {}),
         "train": {**asdict(result), "data_time_per_step": result.data_seconds / steps,
                   "compute_time_per_step": result.compute_seconds / steps, "augment": augment.record(), "feature_cache": cached,
-                  "charged_seconds_per_image": charge, "m_per_class_short_classes": sampler.short_classes()},
+                  "charged_seconds_per_image": charge, "m_per_class_short_classes": sampler.short_classes(),
+                  "images_per_second": result.samples / max(result.seconds, 1e-9), "gflops_per_image": flops / 1e9,
+                  "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9},
         "eval_seconds": round(time.perf_counter() - start, 3),
         "split": split,
         "input": {**_spec_record(spec), "preprocess": cell.model.preprocess, "native": _spec_record(native), **conversion, "check": check},
@@ -123,6 +126,27 @@ def split_for(cell: Cell, data: LabelledImages):
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _flops_per_image(caches: dict, cell: Cell, backbone: torch.nn.Module, sample: torch.Tensor) -> int:
+    """FLOPs one training image costs the backbone: the forward pass, and the backward pass through what
+    trains (torch.utils.flop_counter). Counted once per backbone configuration, on two images in eval mode so
+    that BatchNorm statistics and the random state are untouched; the head-only step of a cached cell is
+    counted the same way, so its achieved GFLOP/s (over the charged clock) compares with an uncached cell's."""
+    key = ("flops", cell.backbone, json.dumps(cell.backbone_args, sort_keys=True), json.dumps(asdict(cell.model), sort_keys=True))
+    if key not in caches:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        was_training = backbone.training
+        backbone.eval()
+        with FlopCounterMode(display=False) as counter:
+            out = backbone(sample)
+            if out.requires_grad:
+                out.float().sum().backward()
+        backbone.zero_grad(set_to_none=True)
+        backbone.train(was_training)
+        caches[key] = counter.get_total_flops() // max(len(sample), 1)
+    return caches[key]
 
 
 def _spread_sample(idx: np.ndarray, size: int, seed: int) -> np.ndarray:

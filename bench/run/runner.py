@@ -12,12 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench.config import Cell, Grid
 from bench.errors import UserError
-from bench.plugins import BACKBONES, DATASETS, LOSSES, LabelledImages
-from bench.results import ResultsWriter, latest_rows, read_rows
+from bench.eval.knn import DISTANCES
+from bench.plugins import BACKBONES, DATASETS, LOSSES, InputSpec, LabelledImages
+from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
 from bench.run.cell import data_key, run_cell, split_for
 from bench.run.isolation import run_isolated
 from bench.run.sampling import min_batch_size
+
+BATCH_KINDS = ("pairs", "triplets", "m_per_class")
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
     """Run the cells of `grid` that `options.rerun` selects; returns the latest row of every cell of the grid."""
     console = console or Console(stderr=True)
     dev = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device))
-    todo = select_cells(grid, read_rows(results_path), options.rerun)
+    existing = read_rows(results_path)
+    require_current_schema(existing, results_path)
+    todo = select_cells(grid, existing, options.rerun)
     data = preflight(todo, console)  # before the results file is touched: bad input leaves nothing behind
     with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
         todo = select_cells(grid, read_rows(results_path), options.rerun)  # rows may have landed since
@@ -88,12 +93,28 @@ def check_buildable(cells: list[Cell]) -> None:
         key = json.dumps([cell.backbone, cell.backbone_args, asdict(cell.model)], sort_keys=True)
         if key not in built:
             backbone = _build(BACKBONES, "backbone", cell.backbone, cell.backbone_args)
+            _check_plugin(backbone, "backbone", cell.backbone, embed_dim=int, input_spec=InputSpec)
             freeze(backbone, cell.model.freeze, cell.model.unfrozen_stages)
             built[key] = backbone.embed_dim
         loss = _build(LOSSES, "loss", cell.loss, cell.loss_args, built[key])
+        _check_plugin(loss, "loss", cell.loss, batch=str, distance=str)
+        if loss.batch not in BATCH_KINDS or loss.distance not in DISTANCES:
+            raise UserError(f"loss {cell.loss!r} declares batch = {loss.batch!r}, distance = {loss.distance!r} — "
+                            f"batch must be one of {', '.join(BATCH_KINDS)} and distance one of {', '.join(DISTANCES)}; fix the loss plugin")
         need = min_batch_size(loss.batch, cell.train.m_per_class)
         if cell.train.batch_size < need:
             raise UserError(f"train.batch_size = {cell.train.batch_size} is too small for {cell.loss} ({loss.batch} batches) — use at least {need}")
+
+
+def _check_plugin(obj, family: str, name: str, **attributes) -> None:
+    """A plugin factory must return an nn.Module with the Protocol's attributes, not just anything."""
+    if not isinstance(obj, torch.nn.Module):
+        raise UserError(f"{family} {name!r} returned {type(obj).__name__}, not a torch.nn.Module — fix the {family} plugin's factory")
+    for attr, kind in attributes.items():
+        value = getattr(obj, attr, None)
+        if not isinstance(value, kind) or (kind is int and value <= 0):
+            raise UserError(f"{family} {name!r} has {attr} = {value!r}; the {family} Protocol needs {attr} as {'a positive int' if kind is int else kind.__name__} "
+                            f"(see bench.plugins) — fix the {family} plugin")
 
 
 def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
@@ -113,7 +134,8 @@ def _build(registry, family: str, name: str, args: dict, *positional):
         raise
     except Exception as exc:
         shown = ", ".join(f"{k}={v!r}" for k, v in args.items()) or "no arguments"
-        raise UserError(f"{family} {name!r} ({shown}) cannot be built: {type(exc).__name__}: {exc} — fix [{family}.{json.dumps(name)}] in the grid") from None
+        message = " ".join(str(exc).split())  # one line, whatever the plugin raised
+        raise UserError(f"{family} {name!r} ({shown}) cannot be built: {type(exc).__name__}: {message} — fix [{family}.{json.dumps(name)}] in the grid, or the plugin") from None
 
 
 def load_datasets(cells: list[Cell], console: Console) -> dict[str, LabelledImages]:
@@ -123,7 +145,9 @@ def load_datasets(cells: list[Cell], console: Console) -> dict[str, LabelledImag
         key = data_key(cell)
         if key not in data:
             with console.status(f"loading dataset {cell.dataset}"):
-                data[key] = DATASETS.get(cell.dataset).factory(**cell.dataset_args)
+                data[key] = _build(DATASETS, "dataset", cell.dataset, cell.dataset_args)
+            if not isinstance(data[key], LabelledImages):
+                raise UserError(f"dataset {cell.dataset!r} returned {type(data[key]).__name__}, not bench.plugins.LabelledImages — fix the dataset plugin")
     return data
 
 
