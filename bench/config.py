@@ -16,6 +16,7 @@ import tomllib
 
 from bench.builtins import load_builtins
 from bench.errors import UserError, nonfinite_numbers, read_text
+from bench.eval.definitions import definition
 from bench.plugins import BACKBONES, DATASETS, LOSSES
 from bench.registry import Registry
 from bench.typecheck import check_call_args, matches, type_name
@@ -39,6 +40,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast + channels_last where the hardware has fast bf16, else fp32
     m_per_class: int = 4  # images per class in m_per_class batches
     augment: Literal["none", "koch", "flip_crop"] = "none"  # training images only; koch: Koch et al.'s affine
+    schedule: Literal["constant", "cosine"] = "constant"  # lr schedule over the fraction of the binding budget limit
+    warmup: float = 0.0  # fraction of the budget with a linear lr warm-up from 0 (any schedule)
+    select: Literal["last", "best"] = "last"  # best: the curve point best on validation (eval.select_metric) is scored on test
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ class EvalConfig:
     episodes: int = 1000
     memory_mb: int = 1024  # working memory of the chunked kNN and pair distances (chooses the chunk size)
     distance: Literal["cosine", "euclidean", "l1"] | None = None  # None: the distance the loss was trained for
+    curve: tuple[float, ...] = ()  # fractions of the budget at which the cell is scored (validation, else test); 1.0 is implied
+    select_metric: str = "verification_roc_auc"  # what train.select = "best" follows (the leaderboard judges curves by its own metric)
+    episode_group: str = ""  # a per-image attribute (Omniglot: "alphabet"): also score N-way episodes drawn within one value
 
 
 @dataclass(frozen=True)
@@ -108,9 +115,11 @@ class Grid:
     excluded: int  # combinations removed by [[exclude]]
 
 
+UNTRAINED = "none"  # the loss name of the untrained baseline (losses/untrained.py)
 SECTIONS = {"budget": Budget, "train": TrainConfig, "model": ModelConfig, "split": SplitConfig, "eval": EvalConfig}
-MAY_BE_ZERO = {"weight_decay", "val_fraction", "folds", "fold", "seed"}
-FRACTIONS = {"tar_far"}  # list elements that must lie in (0, 1)
+MAY_BE_ZERO = {"weight_decay", "val_fraction", "folds", "fold", "seed", "warmup"}
+FRACTIONS = {"tar_far", "warmup"}  # numbers that must lie below 1
+UP_TO_ONE = {"curve"}  # list elements in (0, 1]
 # options that act only in some cells: (section, option, the condition under which it acts, why)
 INERT = (
     ("split", "fold", lambda cell, kind: cell.split.folds > 0, "it acts only with split.folds > 0"),
@@ -156,6 +165,7 @@ def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
             excluded += 1
             continue
         cell = _without_inert_options(_make_cell(point, static, sections, where))
+        _check_cell(cell, where)
         cells.setdefault(cell.cell_id, cell)  # axis args a plugin doesn't take make duplicates: keep one
     if not cells:
         raise UserError(f"{where}: [[exclude]] removes every cell — loosen the excludes")
@@ -183,6 +193,14 @@ def _section(table: Any, cls, where: str, name: str):
                     raise UserError(f"{where}: [{name}] {key} = {value!r} must be positive{' (every element)' if isinstance(value, list) else ''}")
                 if key in FRACTIONS and item >= 1:
                     raise UserError(f"{where}: [{name}] {key} = {value!r}: every element must be a fraction between 0 and 1")
+                if key in UP_TO_ONE and item > 1:
+                    raise UserError(f"{where}: [{name}] {key} = {value!r}: every element must be a fraction of the budget in (0, 1]")
+        if key in UP_TO_ONE and list(value) != sorted(set(value)):
+            raise UserError(f"{where}: [{name}] {key} = {value!r} must be increasing, without repeats, e.g. [0.125, 0.25, 0.5, 1.0]")
+        if key == "episode_group" and value and not all(c.isalnum() or c == "_" for c in value):
+            raise UserError(f"{where}: [{name}] episode_group = {value!r} must be letters, digits and '_' (it names metrics), e.g. \"alphabet\"")
+        if key == "select_metric" and ((d := definition(value)) is None or d.direction == "none"):
+            raise UserError(f"{where}: [{name}] select_metric = {value!r} is not a score (see README 'What is measured'), e.g. \"verification_roc_auc\"")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     return cls(**values)
 
@@ -289,9 +307,22 @@ def _make_cell(point: dict, static: dict, sections: dict, where: str) -> Cell:
     )
 
 
+def _check_cell(cell: Cell, where: str) -> None:
+    """Checks that involve more than one option of a cell."""
+    if cell.train.select == "best" and not cell.eval.curve:
+        raise UserError(f"{where}: train.select = \"best\" chooses among curve points and eval.curve is empty — set e.g. eval.curve = [0.25, 0.5, 1.0]")
+
+
+HEAD_ARGS = ("head", "embed_dim", "sigmoid")  # backbone arguments that only shape the trained head
+
+
 def _without_inert_options(cell: Cell) -> Cell:
     """Reset options that cannot act in this cell to their defaults, so they neither make duplicate cells
     (identical training under different ids) nor appear in the row as if they had mattered."""
+    if cell.loss == UNTRAINED:  # nothing trains: only the trunk, its input and its precision matter
+        return dataclasses.replace(
+            cell, train=TrainConfig(precision=cell.train.precision), model=ModelConfig(preprocess=cell.model.preprocess),
+            eval=dataclasses.replace(cell.eval, curve=()), backbone_args={k: v for k, v in cell.backbone_args.items() if k not in HEAD_ARGS})
     kind = _batch_kind(cell.loss, cell.loss_args)
     for section, option, acts, _ in INERT:
         if not acts(cell, kind):

@@ -45,6 +45,10 @@ def test_every_loss_builds_and_backpropagates(name):
     assert loss.distance in ("cosine", "euclidean", "l1")
     labels = batch_for(loss.batch)
     embeddings = torch.randn(len(labels), 16, requires_grad=True)
+    if not getattr(loss, "trains", True):  # `none`, the untrained baseline: the runner never calls it
+        with pytest.raises(RuntimeError, match="never trained"):
+            loss(embeddings, labels)
+        return
     value = loss(embeddings, labels)
     assert value.ndim == 0 and torch.isfinite(value)
     value.backward()

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from bench.errors import UserError
 from bench.leaderboard import markdown, table
@@ -191,3 +192,189 @@ def test_a_rerun_row_supersedes_the_earlier_row_of_its_cell():
     rerun = {**row("r", "triplet", 0, 0.9), "cell_id": failed["cell_id"]}
     frame = table([failed, row("r", "triplet", 1, 0.7), rerun])
     assert frame["n"].tolist() == [2] and frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.8)]
+
+
+# --- verdicts: significance vs the best, gain over the untrained baseline, still improving, selected -------
+
+
+def cell(backbone, loss, seed, value, *, metric="verification_roc_auc", curve=None, selected=None, **config):
+    """A row whose sort-metric value is `value`, with `config` sections merged into the default config."""
+    r = row(backbone, loss, seed, 0.5, **{metric: value})
+    for section, v in config.items():
+        r["config"][section] = {**r["config"][section], **v} if isinstance(r["config"].get(section), dict) else v
+    r["cell_id"] = f"{json.dumps(r['config'], sort_keys=True)}"  # unique per cell: rows differ beyond row()'s id
+    if curve is not None:
+        r["curve"] = curve
+    if selected is not None:
+        r["train"]["selected"] = {"fraction": selected, "steps": int(100 * selected), "metric": metric, "value": value}
+    return r
+
+
+def by_backbone(frame):
+    return {r["backbone"]: r for _, r in frame.iterrows()}
+
+
+def welch_by_hand(a, b):
+    # Welch's t with the Welch–Satterthwaite degrees of freedom, two-sided p from the t distribution.
+    n1, n2 = len(a), len(b)
+    m1, m2 = sum(a) / n1, sum(b) / n2
+    v1, v2 = sum((x - m1) ** 2 for x in a) / (n1 - 1), sum((x - m2) ** 2 for x in b) / (n2 - 1)
+    t = (m1 - m2) / math.sqrt(v1 / n1 + v2 / n2)
+    df = (v1 / n1 + v2 / n2) ** 2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
+    return 2 * stats.t.sf(abs(t), df)
+
+
+def grid(samples: dict[str, list[float]], metric="verification_roc_auc"):
+    return [cell(name, "triplet", s, v, metric=metric) for name, values in samples.items() for s, v in enumerate(values)]
+
+
+def test_vs_best_is_welchs_test_against_the_best_mean():
+    samples = {"best": [0.95, 0.97], "near": [0.80, 0.90, 0.86], "far": [0.60, 0.62, 0.61, 0.63]}
+    got = by_backbone(table(grid(samples)))
+    assert got["best"]["vs_best"] == "best" and math.isnan(got["best"]["vs_best_p"])
+    p_near, p_far = welch_by_hand(samples["best"], samples["near"]), welch_by_hand(samples["best"], samples["far"])
+    assert p_near >= 0.05 and p_far < 0.05  # the fixed numbers fall on both sides of the line
+    assert got["near"]["vs_best_p"] == pytest.approx(p_near, rel=1e-9)
+    assert got["far"]["vs_best_p"] == pytest.approx(p_far, rel=1e-9)
+    assert got["near"]["vs_best"] == f"≈ best (p={p_near:.2g})" == "≈ best (p=0.056)"
+    assert got["far"]["vs_best"] == f"below (p={p_far:.2g})"
+    text = markdown(table(grid(samples)))
+    assert "vs best (Welch, 95%)" in text and "Welch's two-sided t-test" in text and "p ≥ 0.05" in text
+
+
+def test_vs_best_follows_a_lower_is_better_metric():
+    samples = {"low": [0.10, 0.12], "high": [0.30, 0.34, 0.32]}
+    got = by_backbone(table(grid(samples, "verification_eer"), metric="verification_eer"))
+    assert got["low"]["vs_best"] == "best"
+    assert got["high"]["vs_best_p"] == pytest.approx(welch_by_hand(samples["low"], samples["high"]), rel=1e-9)
+    assert got["high"]["vs_best"].startswith("below (p=")
+
+
+@pytest.mark.filterwarnings("error")  # scipy's "precision loss" warning on a constant sample is silenced on purpose
+def test_vs_best_without_variance():
+    samples = {"best": [0.9, 0.9], "same": [0.9, 0.9, 0.9], "lower": [0.8, 0.8], "varies": [0.7, 0.85]}
+    got = by_backbone(table(grid(samples)))
+    assert got["best"]["vs_best"] == "best"  # first of the tied means, as the stable sort ranks it
+    assert (got["same"]["vs_best"], got["same"]["vs_best_p"]) == ("≈ best (no variance)", 1.0)
+    assert (got["lower"]["vs_best"], got["lower"]["vs_best_p"]) == ("below (no variance)", 0.0)
+    # one constant sample: Welch's test is defined (only the other variance counts)
+    assert got["varies"]["vs_best_p"] == pytest.approx(welch_by_hand(samples["best"], samples["varies"]), rel=1e-9)
+
+
+def test_one_seed_is_untested_even_when_it_ranks_first():
+    rows = [*grid({"lucky": [0.99], "best": [0.95, 0.97], "near": [0.80, 0.90, 0.86]}),
+            error_row("broken", "triplet", 0)]
+    frame = table(rows)
+    assert list(frame["backbone"]) == ["lucky", "best", "near", "broken"]  # still sorted by the mean
+    assert list(frame["vs_best"]) == ["1 seed: untested", "best", "≈ best (p=0.056)", "—"]
+    assert math.isnan(frame["vs_best_p"][0])
+    lines = [ln for ln in markdown(frame).splitlines() if ln.startswith("|")]
+    header = _cells(lines[0])
+    assert dict(zip(header, _cells(lines[2])))["vs best (Welch, 95%)"] == "1 seed: untested"
+
+
+def test_a_plain_grid_keeps_todays_columns():
+    # one seed each, no curve, no untrained baseline, no selection: every verdict column says nothing
+    text = markdown(table([row("a", "l", 0, 0.9), row("b", "l", 0, 0.8)]))
+    header = _cells(next(ln for ln in text.splitlines() if ln.startswith("|")))
+    assert header == ["#", "backbone", "loss", "dataset", "verification_roc_auc", "recall_at_1", "recall_at_2",
+                      "ok / seeds", "not ok", "steps", "stopped by"]
+    assert "Welch" not in text and "untrained" not in text and "improving" not in text
+
+
+LITE = {"pretrained": True}
+
+
+def lite(loss, seed, value, head="linear", metric="verification_roc_auc", **config):
+    args = {**LITE, "embed_dim": 1280} if loss == "none" else {**LITE, "head": head, "embed_dim": 128}
+    return cell("lite", loss, seed, value, metric=metric, **{"backbone_args": args, "model": {"preprocess": "native", "freeze": "none"},
+                                                            "train": {"precision": "auto"}, **config})
+
+
+def test_gain_over_the_untrained_baseline_with_the_same_backbone_input_and_data():
+    rows = [lite("none", s, v) for s, v in enumerate([0.70, 0.72])]
+    rows += [lite("triplet", s, v, loss_args={"margin": 0.2}) for s, v in enumerate([0.77, 0.75])]
+    # another head, loss, lr, budget and freeze: still measured against the same untrained features
+    rows += [lite("contrastive", s, 0.68, head="sigmoid4096", budget={"max_steps": 50},
+                  model={"preprocess": "native", "freeze": "backbone"}, train={"precision": "auto", "lr": 0.1}) for s in range(2)]
+    rows += [lite("triplet", 0, 0.9, model={"preprocess": "unit", "freeze": "none"})]  # fed differently: no baseline
+    rows += [lite("triplet", 0, 0.9, train={"precision": "fp32"}, loss_args={"margin": 0.3})]  # another precision: none
+    frame = table(rows)
+    got = {(r["loss"], r["backbone_args.head"], r["model.preprocess"], r.get("train.precision")): (r["untrained_verification_roc_auc"], r["gain_vs_untrained"])
+           for _, r in frame.iterrows()}
+    assert got[("triplet", "linear", "native", "auto")] == (pytest.approx(0.71), pytest.approx(0.76 - 0.71))
+    assert got[("contrastive", "sigmoid4096", "native", "auto")] == (pytest.approx(0.71), pytest.approx(0.68 - 0.71))
+    base = got[("none", "—", "native", "auto")]
+    assert math.isnan(base[0]) and math.isnan(base[1])
+    for key in [("triplet", "linear", "unit", "auto"), ("triplet", "linear", "native", "fp32")]:
+        assert all(math.isnan(x) for x in got[key])
+    lines = [ln for ln in markdown(frame).splitlines() if ln.startswith("|")]
+    header = _cells(lines[0])
+    shown = {(c["loss"], c["model.preprocess"], c["train.precision"]): c["gain vs untrained"]
+             for c in (dict(zip(header, _cells(ln))) for ln in lines[2:])}
+    assert shown == {("triplet", "native", "auto"): "+0.050", ("contrastive", "native", "auto"): "−0.030",
+                     ("none", "native", "auto"): "(baseline)", ("triplet", "unit", "auto"): "—", ("triplet", "native", "fp32"): "—"}
+    assert "untrained backbone (loss none)" in markdown(frame)
+
+
+def test_gain_over_untrained_is_positive_when_a_lower_is_better_metric_drops():
+    metric = "verification_eer"
+    rows = [lite("none", s, v, metric=metric) for s, v in enumerate([0.30, 0.32])]
+    rows += [lite("triplet", s, v, metric=metric) for s, v in enumerate([0.20, 0.22])]
+    rows += [lite("contrastive", s, 0.35, metric=metric) for s in range(2)]
+    got = {r["loss"]: r for _, r in table(rows, metric=metric).iterrows()}
+    assert got["triplet"][f"untrained_{metric}"] == pytest.approx(0.31)
+    assert got["triplet"]["gain_vs_untrained"] == pytest.approx(0.10)  # lower EER: a positive gain
+    assert got["contrastive"]["gain_vs_untrained"] == pytest.approx(-0.04)
+
+
+def curve(half, full, *, on="val", metric="verification_roc_auc", extra=()):
+    points = [(0.25, half - 0.1), (0.5, half), (1.0, full), *extra]
+    return [{"fraction": f, "progress": f, "steps": int(100 * f), "samples": int(3200 * f), "seconds": f,
+             "on": on, "metrics": {metric: v}} for f, v in points]
+
+
+def test_still_improving_compares_the_last_doubling_with_the_seed_spread():
+    rows = [cell("rising", "l", s, f, curve=curve(h, f)) for s, (h, f) in enumerate([(0.80, 0.85), (0.82, 0.86), (0.81, 0.84)])]
+    rows += [cell("flat", "l", s, f, curve=curve(h, f)) for s, (h, f) in enumerate([(0.85, 0.85), (0.86, 0.88)])]
+    rows += [cell("solo", "l", 0, 0.70, curve=curve(0.68, 0.70))]
+    rows += [cell("short", "l", 0, 0.70, curve=[{**p, "fraction": 0.3} if p["fraction"] == 0.5 else p for p in curve(0.6, 0.7)])]
+    rows += [cell("nocurve", "l", s, 0.5) for s in range(2)]
+    got = {b: r["still_improving"] for b, r in by_backbone(table(rows)).items()}
+    rise, rise_spread = np.mean([0.85, 0.86, 0.84]) - np.mean([0.80, 0.82, 0.81]), np.std([0.85, 0.86, 0.84], ddof=1)
+    flat, flat_spread = np.mean([0.85, 0.88]) - np.mean([0.85, 0.86]), np.std([0.85, 0.88], ddof=1)
+    assert got["rising"] == f"yes (+{rise:.3f} > {rise_spread:.3f})" == "yes (+0.040 > 0.010)"
+    assert got["flat"] == f"no (+{flat:.3f} ≤ {flat_spread:.3f})" == "no (+0.010 ≤ 0.021)"
+    assert got["solo"] == "yes (+0.020 > 0.000, 1 seed)"
+    assert got["short"] == got["nocurve"] == "—"
+    text = markdown(table(rows))
+    assert "still improving" in text and "from half to all of the budget" in text
+
+
+def test_still_improving_in_a_lower_is_better_metric():
+    metric = "verification_eer"
+    rows = [cell("falling", "l", s, f, metric=metric, curve=curve(h, f, metric=metric)) for s, (h, f) in enumerate([(0.20, 0.15), (0.22, 0.16)])]
+    rows += [cell("worse", "l", s, f, metric=metric, curve=curve(h, f, metric=metric)) for s, (h, f) in enumerate([(0.10, 0.13), (0.11, 0.14)])]
+    got = {b: r["still_improving"] for b, r in by_backbone(table(rows, metric=metric)).items()}
+    assert got["falling"] == f"yes (+0.055 > {np.std([0.15, 0.16], ddof=1):.3f})"
+    assert got["worse"] == f"no (−0.030 ≤ {np.std([0.13, 0.14], ddof=1):.3f})"
+
+
+def test_still_improving_reads_one_split_validation_first():
+    # a curve scored on both splits: the validation points decide, never half of one and all of the other
+    both = curve(0.80, 0.81) + curve(0.50, 0.90, on="test")
+    assert table([cell("a", "l", 0, 0.9, curve=both)])["still_improving"][0] == "yes (+0.010 > 0.000, 1 seed)"  # not +0.400 from the test points
+    mixed = [p for p in curve(0.80, 0.81) if p["fraction"] != 1.0] + [p for p in curve(0.5, 0.9, on="test") if p["fraction"] == 1.0]
+    assert table([cell("a", "l", 0, 0.9, curve=mixed)])["still_improving"][0] == "—"
+
+
+def test_selected_curve_point_per_configuration():
+    rows = [cell("same", "l", s, 0.8, selected=0.5) for s in range(2)]
+    rows += [cell("differ", "l", s, 0.8, selected=f) for s, f in ((1, 1.0), (0, 0.5))]
+    rows += [cell("last", "l", 0, 0.8)]
+    got = {b: r["selected"] for b, r in by_backbone(table(rows)).items()}
+    assert got == {"same": "best@0.5", "differ": "best@0.5, 1.0", "last": "—"}  # seed order
+    lines = [ln for ln in markdown(table(rows)).splitlines() if ln.startswith("|")]
+    header = _cells(lines[0])
+    assert "selected" in header and "still improving" not in header and "gain vs untrained" not in header
+    assert all(len(_cells(ln)) == len(header) for ln in lines)

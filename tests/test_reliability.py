@@ -150,7 +150,7 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
 
     from bench.config import parse_grid
     from bench.plugins import DATASETS
-    from bench.run.cell import run_cell
+    from bench.run.rows import run_cell
 
     raw = {"budget": {"max_steps": 3}, "train": {"batch_size": 16},
            "axes": {"backbone": ["timm/resnet10t"], "loss": ["contrastive"]},

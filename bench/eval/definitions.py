@@ -3,7 +3,8 @@
 The evaluator's output, the leaderboard's sort direction and the README's "What is measured" section all
 follow this table; `tests/test_metric_defs.py` checks that every key a row carries has an entry here and
 is named in the README. Parameterised names (`recall_at_<k>`, `verification_tar_at_far_<f>`,
-`few_shot_<n>way_<k>shot_accuracy`) are patterns: `<…>` stands for the value from `[eval]`.
+`few_shot_<n>way_<k>shot_accuracy`) are patterns: `<…>` stands for the value from `[eval]`, a number,
+except `<group>`, a name (`eval.episode_group`: letters, digits, _).
 """
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ from typing import Literal
 Direction = Literal["higher", "lower", "none"]  # none: a count, a setting or a label, not a score
 
 
+PLACEHOLDER = {"<group>": r"[A-Za-z0-9_]+"}  # non-numeric placeholders; every other <…> is a number
+
+
 @dataclass(frozen=True)
 class MetricDef:
-    pattern: str  # the name, with <k>, <f>, <n> for values from [eval]
+    pattern: str  # the name, with <k>, <f>, <n> for numbers from [eval], <group> for a name
     direction: Direction
     meaning: str
 
     @property
     def regex(self) -> re.Pattern:
-        parts = re.split(r"<\w+>", self.pattern)
-        return re.compile(r"[0-9.e-]+".join(re.escape(p) for p in parts) + r"\Z")
+        parts = re.split(r"(<\w+>)", self.pattern)  # literal text at even positions, placeholders at odd
+        return re.compile("".join(PLACEHOLDER.get(p, r"[0-9.e-]+") if i % 2 else re.escape(p)
+                                  for i, p in enumerate(parts)) + r"\Z")
 
 
 METRICS: tuple[MetricDef, ...] = (
@@ -55,6 +60,12 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("few_shot_<n>way_<k>shot_episodes", "none", "how many episodes were drawn"),
     MetricDef("few_shot_classes", "none", "test classes with k + 1 images (with a gallery: k gallery images and a query)"),
     MetricDef("few_shot_note", "none", "why few-shot figures are missing, when they are"),
+    MetricDef("few_shot_<n>way_<k>shot_within_<group>_accuracy", "higher",
+              "the same over episodes whose n classes share one value of `eval.episode_group` (the group uniform among those that qualify)"),
+    MetricDef("few_shot_<n>way_<k>shot_within_<group>_accuracy_stderr", "lower", "standard error of that mean over episodes"),
+    MetricDef("few_shot_<n>way_<k>shot_within_<group>_episodes", "none", "how many within-group episodes were drawn"),
+    MetricDef("few_shot_within_<group>_groups", "none", "groups with ≥ n classes that qualify as for `few_shot_classes`"),
+    MetricDef("few_shot_within_note", "none", "why within-group few-shot figures are missing, when they are"),
     MetricDef("distance", "none", "the distance every metric was computed with"),
 )
 

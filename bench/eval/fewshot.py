@@ -1,13 +1,18 @@
 """N-way K-shot classification accuracy over seeded episodes drawn from the test classes (Koch et al.'s
-20-way one-shot task by default); with a separate gallery, support comes from the gallery."""
+20-way one-shot task by default), and over episodes drawn within one group of classes (Lake et al.'s
+within-alphabet task); with a separate gallery, support comes from the gallery."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
 
+from bench.errors import UserError
 from bench.eval.knn import check_distance
+
+WITHIN_GROUP_STREAM = 1  # within-group episodes draw from default_rng([1, seed]), the all-classes ones from default_rng(seed)
 
 
 def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, n_way: int = 20,
@@ -43,6 +48,82 @@ def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: 
     return out | {f"{name}_accuracy_stderr": float(per_episode.std() / math.sqrt(episodes))}
 
 
+def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | np.ndarray, group_name: str,
+                                   distance: str, n_way: int = 20, k_shot: int = 1, episodes: int = 1000, seed: int = 0, *,
+                                   gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None) -> dict:
+    """`few_shot_<n>way_<k>shot_within_<group_name>_accuracy`: as `few_shot_accuracy`, but each episode's
+    n_way classes all share one value of `groups` (one hashable value per query embedding, e.g. Omniglot's
+    alphabet; a class is in the group of its queries). Each episode first picks a group **uniformly among the
+    qualifying groups** (those with ≥ n_way qualifying classes), not weighted by their class count, so a small
+    alphabet counts as much as a large one; then n_way of its classes uniformly, then images as
+    `draw_episodes` does. The episodes come from a random stream of their own (`WITHIN_GROUP_STREAM`), so
+    the all-classes figures are the same with or without groups. `few_shot_within_<group_name>_groups`
+    counts the qualifying groups; NaN with `few_shot_within_note` when none qualifies."""
+    check_distance(distance)
+    codes = group_codes(groups, labels, group_name)
+    name = f"few_shot_{n_way}way_{k_shot}shot_within_{group_name}"
+    pools = class_pools(labels, k_shot, gallery_labels)
+    by_group = pools_by_group(pools, codes)
+    pool_groups = [members for members in by_group if len(members) >= n_way]
+    out = {f"{name}_episodes": episodes, f"few_shot_within_{group_name}_groups": len(pool_groups)}
+    nan = {f"{name}_accuracy": float("nan"), f"{name}_accuracy_stderr": float("nan")}
+    if n_way < 2:
+        return nan | out | {"few_shot_within_note": f"a {n_way}-way episode has nothing to tell apart — use n_way ≥ 2"}
+    if not pool_groups:
+        need = f"{k_shot} gallery image(s) and a query" if gallery is not None else f"{k_shot + 1}+ images"
+        largest = max(map(len, by_group), default=0)
+        return nan | out | {"few_shot_within_note": f"no {group_name} has {n_way} classes with {need} (the most is {largest}) "
+                                                     "— lower n_way (--n-way) or k_shot"}
+    rng = np.random.default_rng([WITHIN_GROUP_STREAM, seed])
+    support, query, _ = draw_group_episodes(pools, pool_groups, n_way, k_shot, episodes, rng)
+    support_set = embeddings if gallery is None else gallery
+    per_episode = _episode_accuracy(support_set[torch.from_numpy(support).reshape(episodes, -1)].float(),
+                                    embeddings[torch.from_numpy(query)].float(), k_shot, distance)
+    out |= {f"{name}_accuracy": float(per_episode.mean())}
+    if episodes < 2:
+        return out | {f"{name}_accuracy_stderr": float("nan"), "few_shot_within_note": "one episode has no standard error — use 2+ episodes"}
+    return out | {f"{name}_accuracy_stderr": float(per_episode.std() / math.sqrt(episodes))}
+
+
+def group_codes(groups: torch.Tensor | np.ndarray, labels: torch.Tensor, group_name: str) -> np.ndarray:
+    """An int64 code per query for `groups` (any hashable values, numbered in order of first appearance),
+    or a one-line UserError: a group name that cannot sit in a metric name, a length mismatch, or a class
+    whose images span two groups (the group must be an attribute of the class, as the alphabet is)."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", group_name):
+        raise UserError(f"episode group name {group_name!r} must be letters, digits or _ (it becomes part of a metric name) — e.g. \"alphabet\"")
+    values = groups.cpu().numpy() if isinstance(groups, torch.Tensor) else np.asarray(groups)
+    if values.shape != (len(labels),):
+        raise UserError(f"{group_name}: {len(labels)} embeddings but groups of shape {values.shape} — give one {group_name} per embedding")
+    numbering: dict = {}  # by hand, not np.unique: any hashable values, even ones that do not sort together
+    codes = np.array([numbering.setdefault(v, len(numbering)) for v in values.tolist()], dtype=np.int64)
+    pairs = np.unique(np.stack([labels.numpy(), codes]), axis=1)  # distinct (class, group), sorted by class
+    split = np.flatnonzero(np.diff(pairs[0]) == 0)
+    if len(split):
+        raise UserError(f"class {pairs[0, split[0]]} has images in more than one {group_name} — episode groups must be per class")
+    return codes
+
+
+def pools_by_group(pools: list[tuple[np.ndarray, np.ndarray]], codes: np.ndarray) -> list[np.ndarray]:
+    """The pool numbers of each group that holds any, in group-code order; a pool's group is that of its
+    query candidates (indices into the queries, like `codes`)."""
+    pool_codes = np.array([codes[q[0]] for _, q in pools], dtype=np.int64)
+    return [np.flatnonzero(pool_codes == g) for g in np.unique(pool_codes)]
+
+
+def draw_group_episodes(pools: list[tuple[np.ndarray, np.ndarray]], groups: list[np.ndarray], n_way: int, k_shot: int,
+                        episodes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As `draw_episodes`, within one group per episode: the group uniformly among `groups` (each the pool
+    numbers of one group, ≥ n_way of them), then n_way of its pools uniformly without replacement."""
+    support = np.empty((episodes, n_way, k_shot), dtype=np.int64)
+    query = np.empty((episodes, n_way), dtype=np.int64)
+    classes = np.empty((episodes, n_way), dtype=np.int64)
+    for e in range(episodes):
+        classes[e] = rng.choice(groups[rng.integers(len(groups))], n_way, replace=False)
+        for w, c in enumerate(classes[e]):
+            support[e, w], query[e, w] = _draw_images(pools[c], k_shot, rng)
+    return support, query, classes
+
+
 def class_pools(labels: torch.Tensor, k_shot: int, gallery_labels: torch.Tensor | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(support candidates, query candidates) of each qualifying class, in class order. Without a gallery
     both are the class's images (one array, so `draw_episodes` keeps support and query distinct)."""
@@ -67,13 +148,16 @@ def draw_episodes(pools: list[tuple[np.ndarray, np.ndarray]], n_way: int, k_shot
     for e in range(episodes):
         classes[e] = rng.choice(len(pools), n_way, replace=False)
         for w, c in enumerate(classes[e]):
-            s_pool, q_pool = pools[c]
-            if s_pool is q_pool:  # one pool: k_shot + 1 distinct images, the last one the query
-                picks = rng.choice(s_pool, k_shot + 1, replace=False)
-                support[e, w], query[e, w] = picks[:k_shot], picks[k_shot]
-            else:
-                support[e, w], query[e, w] = rng.choice(s_pool, k_shot, replace=False), rng.choice(q_pool)
+            support[e, w], query[e, w] = _draw_images(pools[c], k_shot, rng)
     return support, query, classes
+
+
+def _draw_images(pool: tuple[np.ndarray, np.ndarray], k_shot: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    s_pool, q_pool = pool
+    if s_pool is q_pool:  # one pool: k_shot + 1 distinct images, the last one the query
+        picks = rng.choice(s_pool, k_shot + 1, replace=False)
+        return picks[:k_shot], picks[k_shot]
+    return rng.choice(s_pool, k_shot, replace=False), rng.choice(q_pool)
 
 
 def _episode_accuracy(support: torch.Tensor, queries: torch.Tensor, k_shot: int, distance: str) -> torch.Tensor:

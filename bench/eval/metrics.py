@@ -2,11 +2,12 @@
 returns a flat row of verification, retrieval and few-shot metrics. The metrics live in their own modules."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from bench.config import EvalConfig
 from bench.errors import UserError
-from bench.eval.fewshot import few_shot_accuracy
+from bench.eval.fewshot import few_shot_accuracy, within_group_few_shot_accuracy
 from bench.eval.knn import DISTANCES, distances, nearest_neighbours  # noqa: F401  re-exported
 from bench.eval.retrieval import recall_at_k, retrieval_metrics  # noqa: F401  re-exported
 from bench.eval.verification import _all_pair_distances, verification_metrics, verification_roc_auc  # noqa: F401
@@ -15,14 +16,17 @@ from bench.eval.verification import _all_pair_distances, verification_metrics, v
 def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, config: EvalConfig = EvalConfig(),
              seed: int = 0, *, gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
              val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-             backend: str = "auto") -> dict:
+             backend: str = "auto", groups: torch.Tensor | np.ndarray | None = None, group_name: str = "") -> dict:
     """All metrics of `embeddings` (held-out classes) as one flat dict for the result row.
 
     `distance` is what the loss was trained for; `config.distance`, when set, overrides it. Retrieval
     queries are the embeddings; the gallery is the other embeddings, or `gallery` when the dataset has one,
     and then verification pairs are query–gallery pairs and few-shot support comes from the gallery.
     A validation split (`val_embeddings`) adds the balanced accuracy at a threshold chosen on it. `seed`
-    draws the verification pair sample and the few-shot episodes. A NaN figure comes with a `*_note`."""
+    draws the verification pair sample and the few-shot episodes. `groups` (one hashable value per query
+    embedding, e.g. Omniglot's alphabet, with `group_name` = "alphabet") adds the few-shot figures over
+    episodes drawn within one group, from a stream of their own: the other figures do not change. A NaN
+    figure comes with a `*_note`."""
     distance = config.distance or distance
     if distance not in DISTANCES:
         raise UserError(f"distance {distance!r} is unknown — use one of {', '.join(DISTANCES)}")
@@ -37,6 +41,9 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
         **retrieval_metrics(embeddings, labels, config.recall_k, distance, gallery, gallery_labels, config.memory_mb, backend),
         **few_shot_accuracy(embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed,
                             gallery=gallery, gallery_labels=gallery_labels),
+        **({} if groups is None else within_group_few_shot_accuracy(
+            embeddings, labels, groups, group_name, distance, config.n_way, config.k_shot, config.episodes, seed,
+            gallery=gallery, gallery_labels=gallery_labels)),
         "distance": distance,
     }
 

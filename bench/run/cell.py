@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import json
-import platform
+import math
 import time
-import traceback
 from dataclasses import asdict
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -18,12 +15,13 @@ from bench.config import Cell
 from bench.data.augment import make_augment
 from bench.data.datasets import split_classes
 from bench.data.preprocess import fit_to_spec, normalize
+from bench.errors import UserError
+from bench.eval.definitions import lower_is_better
 from bench.eval.metrics import evaluate
 from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
-from bench.results import SCHEMA
 from bench.run.adapt import apply_preprocess, freeze, input_check
 from bench.run.sampling import BatchSampler
-from bench.run.train import embed, train
+from bench.run.train import TrainResult, embed, train
 
 
 class CellTimeout(Exception):
@@ -65,57 +63,110 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         x = normalize(batch, spec)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
+    trains = getattr(loss_fn, "trains", True)
+    if not trains and not isinstance(getattr(backbone, "trunk", None), torch.nn.Module):
+        raise UserError(f"loss 'none' scores the backbone's trunk without its head, and {cell.backbone} has no `trunk` — drop it from the baseline")
     augment = make_augment(cell.train.augment, cell.seed)
-    cached = feature_cache and cell.model.freeze == "backbone" and cell.train.augment == "none"
+    cached = trains and feature_cache and cell.model.freeze == "backbone" and cell.train.augment == "none"
     charge = 0.0  # seconds per image charged to the budget for the cached trunk's forward pass
     if cached:  # a frozen trunk sees each image once per grid; only the head trains
         inputs, charge = _features(caches, cell, backbone, images, prepare_images, device, bf16, report)
         model, prepare_train, prepare_eval = backbone.head, _identity, _identity
     else:
-        model, inputs, prepare_eval = backbone, images, prepare_images
+        model, inputs, prepare_eval = (backbone if trains else backbone.trunk), images, prepare_images
         prepare_train = prepare_images if augment.transform is None else (lambda batch: prepare_images(augment(batch)))
+    groups = data.attributes[cell.eval.episode_group] if cell.eval.episode_group else None
+
+    scored_dim = [backbone.embed_dim]  # what evaluation saw: the head's output, or the trunk's for the untrained baseline
+
+    def score(idx: np.ndarray, **extra) -> tuple[dict, int]:
+        """Every metric of the images `idx` as `model` embeds them now; (metrics, how many embeddings are not finite)."""
+        emb = embed(model, inputs[idx], prepare_eval, cell.eval.batch_size, device, bf16)
+        scored_dim[0] = emb.shape[1]
+        bad = sum(int((~torch.isfinite(e).all(1)).sum()) for e in (emb, extra.get("val_embeddings")) if e is not None)
+        if bad:
+            return {}, bad
+        grouped = {"groups": groups[idx], "group_name": cell.eval.episode_group} if groups is not None else {}
+        return evaluate(emb, labels[idx], loss_fn.distance, cell.eval, cell.split.seed, **grouped, **extra), 0
 
     def on_step(steps, samples, seconds, loss):
         report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
         check_deadline(deadline, f"training (step {steps})")
 
-    sampler = BatchSampler(loss_fn.batch, data.labels[train_idx], cell.train.batch_size, cell.seed, cell.train.m_per_class)
-    if sampler.short_classes():
-        warn(f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
-             f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)")
-    flops = _flops_per_image(caches, cell, backbone, prepare_images(images[train_idx[:2]].to(device)))
-    result = train(model, loss_fn, inputs[train_idx], labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed,
-                   device, bf16, on_step, charge_per_sample=charge, sampler=sampler)
+    curve: list[dict] = []
+    select = _Selection(cell, model)
+    curve_on = "val" if len(val_idx) else "test"  # the test split is scored on a curve only when there is no validation
+
+    def on_curve(fraction: float, at) -> None:
+        report(info=f"curve point {fraction:g} on {curve_on}")
+        metrics, bad = score(val_idx if len(val_idx) else test_idx)
+        curve.append({"fraction": fraction, "progress": at.progress, "steps": at.steps, "samples": at.samples,
+                      "seconds": at.seconds, "on": curve_on, "metrics": metrics, **({"nonfinite": bad} if bad else {})})
+        select.offer(fraction, at.steps, metrics)
+
+    if trains:
+        sampler = BatchSampler(loss_fn.batch, data.labels[train_idx], cell.train.batch_size, cell.seed, cell.train.m_per_class)
+        if sampler.short_classes():
+            warn(f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
+                 f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)")
+        flops = _flops_per_image(caches, cell, backbone, prepare_images(images[train_idx[:2]].to(device)))
+        result = train(model, loss_fn, inputs[train_idx], labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed,
+                       device, bf16, on_step, charge_per_sample=charge, sampler=sampler, curve=cell.eval.curve, on_curve=on_curve)
+        short = sampler.short_classes()
+    else:  # the untrained baseline: no optimizer, no budget; the trunk's features as they are
+        result, flops, short = TrainResult(0, 0, 0.0, "untrained", float("nan"), 0.0, 0.0, 0.0, 0.0), 0, 0
     check_deadline(deadline, "training")
+    selected = select.restore()
     report(info="evaluating")
     start = time.perf_counter()
-    embeddings = embed(model, inputs[test_idx], prepare_eval, cell.eval.batch_size, device, bf16)
     val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
-    nonfinite = int((~torch.isfinite(embeddings).all(1)).sum()) + (int((~torch.isfinite(val).all(1)).sum()) if val is not None else 0)
-    if nonfinite:  # the weights went non-finite: a result of the config (`diverged`), not a failure to rerun
-        metrics = {}
-        diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps"
-    else:
-        metrics = evaluate(embeddings, labels[test_idx], loss_fn.distance, cell.eval, cell.split.seed,
-                           val_embeddings=val, val_labels=labels[val_idx] if val is not None else None)
-        diverged = None
+    metrics, nonfinite = score(test_idx, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
+    # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
+    diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None
     check_deadline(deadline, "evaluation")
     steps = max(result.steps, 1)
     return {
         "metrics": metrics,
         **({"diverged": diverged} if diverged else {}),
+        **({"curve": curve} if curve else {}),
         "train": {**asdict(result), "data_time_per_step": result.data_seconds / steps,
                   "compute_time_per_step": result.compute_seconds / steps, "augment": augment.record(), "feature_cache": cached,
-                  "charged_seconds_per_image": charge, "m_per_class_short_classes": sampler.short_classes(),
+                  "charged_seconds_per_image": charge, "m_per_class_short_classes": short,
                   "images_per_second": result.samples / max(result.seconds, 1e-9), "gflops_per_image": flops / 1e9,
-                  "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9},
+                  "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9,
+                  "schedule": {"name": cell.train.schedule, "warmup": cell.train.warmup}, **({"selected": selected} if selected else {})},
         "eval_seconds": round(time.perf_counter() - start, 3),
         "split": split,
         "input": {**_spec_record(spec), "preprocess": cell.model.preprocess, "native": _spec_record(native), **conversion, "check": check},
-        "model": {**frozen, "embed_dim": backbone.embed_dim,
+        "model": {**frozen, "embed_dim": scored_dim[0],
                   "trainable_params": sum(p.numel() for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad)},
         "precision": "bf16" if bf16 else "fp32",
     }
+
+
+class _Selection:
+    """train.select = "best": keep the weights of the curve point best on validation (eval.select_metric),
+    and put them back before the test split is scored ("A Metric Learning Reality Check"'s protocol)."""
+
+    def __init__(self, cell: Cell, model: torch.nn.Module):
+        self.on = cell.train.select == "best"
+        self.metric, self.model = cell.eval.select_metric, model
+        self.lower = lower_is_better(self.metric)
+        self.best: dict | None = None
+        self.state: dict | None = None
+
+    def offer(self, fraction: float, steps: int, metrics: dict) -> None:
+        value = metrics.get(self.metric, float("nan"))
+        if not self.on or not math.isfinite(value):
+            return
+        if self.best is None or (value < self.best["value"] if self.lower else value > self.best["value"]):
+            self.best = {"fraction": fraction, "steps": steps, "metric": self.metric, "value": value}
+            self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self) -> dict | None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
+        return self.best
 
 
 def split_for(cell: Cell, data: LabelledImages):
@@ -195,55 +246,3 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, device: torch.device,
-             cell_timeout: float | None = None, report=lambda steps=None, info="": None, feature_cache: bool = True,
-             warn=print) -> dict:
-    """Train and evaluate one cell; any failure becomes the row's status, never an exception."""
-    row = _row_start(cell, grid_name)
-    deadline = time.monotonic() + cell_timeout if cell_timeout else None
-    try:
-        row.update(train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn))
-        if "diverged" in row:  # non-finite embeddings: say why in the row's error
-            row["error"] = row.pop("diverged")
-        row["status"] = "diverged" if row["train"]["stopped_by"] == "diverged" or "error" in row else "ok"
-    except CellTimeout as exc:
-        row.update(status="timeout", error=str(exc))
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        row.update(status="oom", error=f"{type(exc).__name__}: {exc}"[:2000])
-    except Exception as exc:  # one broken cell must not cost the rest of the grid
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}"[:2000], traceback=traceback.format_exc(limit=8))
-    return _row_end(row, device, row.get("precision", cell.train.precision))
-
-
-def failed_row(cell: Cell, grid_name: str, device: torch.device, status: str, error: str) -> dict:
-    return _row_end({**_row_start(cell, grid_name), "status": status, "error": error}, device, cell.train.precision)
-
-
-def _row_start(cell: Cell, grid_name: str) -> dict:
-    return {"schema": SCHEMA, "grid": grid_name, "cell_id": cell.cell_id, "config": cell.to_dict()}
-
-
-def _row_end(row: dict, device: torch.device, precision: str) -> dict:
-    row["env"] = environment(device, precision)
-    row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return row
-
-
-def environment(device: torch.device, precision: str) -> dict:
-    def v(pkg):
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return None
-
-    packages = ["metric-bench", "torch", "torchvision", "timm", "pytorch-metric-learning", "scikit-learn", "numpy", "pandas"]
-    return {
-        "versions": {p: v(p) for p in packages},
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "torch_threads": torch.get_num_threads(),
-        "precision": precision,
-    }

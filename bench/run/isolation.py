@@ -14,7 +14,7 @@ def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], f
     for module in plugins:  # the same --plugin modules the parent imported
         importlib.import_module(module)
     from bench.builtins import load_builtins
-    from bench.run.cell import run_cell
+    from bench.run.rows import run_cell
 
     load_builtins()
     conn.send(run_cell(cell, grid_name, data, {}, torch.device(device), feature_cache=feature_cache))
@@ -26,7 +26,7 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
 
     Costs an interpreter start (importing torch) per cell, so it is opt-in (`bench run --isolate`).
     """
-    from bench.run.cell import failed_row
+    from bench.run.rows import failed_row
 
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)

@@ -16,8 +16,9 @@ from bench.eval.knn import DISTANCES
 from bench.plugins import BACKBONES, DATASETS, LOSSES, InputSpec, LabelledImages
 from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
-from bench.run.cell import data_key, run_cell, split_for
+from bench.run.cell import data_key, split_for
 from bench.run.isolation import run_isolated
+from bench.run.rows import run_cell
 from bench.run.sampling import min_batch_size
 
 BATCH_KINDS = ("pairs", "triplets", "m_per_class")
@@ -121,10 +122,17 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
     """Compute each distinct split once, so an impossible split (too few classes, unknown names) fails early."""
     seen = set()
     for cell in cells:
-        key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True))
+        key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True), cell.train.select, cell.eval.episode_group)
         if key not in seen:
             seen.add(key)
-            split_for(cell, data[data_key(cell)])
+            _, val_idx, _, _ = split_for(cell, data[data_key(cell)])
+            attributes = data[data_key(cell)].attributes
+            if cell.eval.episode_group and cell.eval.episode_group not in attributes:
+                raise UserError(f"eval.episode_group = {cell.eval.episode_group!r}: dataset {cell.dataset!r} has no such per-image attribute "
+                                f"(it has: {', '.join(attributes) or 'none'}) — use one of those or leave episode_group unset")
+            if cell.train.select == "best" and not len(val_idx):
+                raise UserError("train.select = \"best\" picks the curve point best on validation, and this split has no validation classes "
+                                "— set split.val_fraction (or val_classes, or folds), or use select = \"last\"")
 
 
 def _build(registry, family: str, name: str, args: dict, *positional):

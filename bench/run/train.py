@@ -28,6 +28,7 @@ class TrainResult:
     compute_seconds: float  # forward, loss, backward, optimizer step
     wall_seconds: float  # training wall-clock time actually spent in this loop
     charged_seconds: float  # time charged for work done outside the loop (a cached frozen trunk's forward passes)
+    curve_seconds: float = 0.0  # learning-curve evaluations, with the budget's clock stopped
 
 
 def budget_reached(budget: Budget, steps: int, samples: int, seconds: float, next_samples: int = 1) -> str | None:
@@ -49,31 +50,77 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+CurveHook = Callable[[float, "Progress"], None]  # (curve fraction, where training is) -> None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands at a curve point."""
+
+    steps: int
+    samples: int
+    seconds: float  # the budget's clock
+    progress: float  # fraction of the binding budget limit used (see `budget_fraction`)
+
+
+def budget_fraction(budget: Budget, steps: int, samples: int, seconds: float) -> float:
+    """How much of the budget is used: the largest fraction over its limits (whichever binds), at most 1."""
+    used = [n / limit for n, limit in ((steps, budget.max_steps), (samples, budget.max_samples), (seconds, budget.max_seconds)) if limit]
+    return min(1.0, max(used))
+
+
+def lr_factor(schedule: str, warmup: float, fraction: float) -> float:
+    """The learning rate's multiplier at `fraction` of the budget: a linear warm-up from 0 over the first
+    `warmup`, then constant, or a cosine decay to 0 at the end of the budget."""
+    if warmup > 0 and fraction < warmup:
+        return fraction / warmup
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warmup) / (1 - warmup))))
+    return 1.0
+
+
 def train(
     model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, cfg: TrainConfig,
     budget: Budget, seed: int, device: torch.device, bf16: bool,
     on_step: Callable[[int, int, float, float], None] = lambda steps, samples, seconds, loss: None,
     charge_per_sample: float = 0.0, sampler: BatchSampler | None = None,
+    curve: tuple[float, ...] = (), on_curve: CurveHook = lambda fraction, at: None,
 ) -> TrainResult:
     """Train `model` (a backbone on images, or only its head on cached features) until the budget stops it.
 
     `charge_per_sample` seconds are added to the budget's clock per image: with the frozen-feature cache the
     trunk's forward pass ran once before training, and charging its measured per-image time keeps a
-    `max_seconds` budget buying the same steps with and without the cache."""
+    `max_seconds` budget buying the same steps with and without the cache. At each `curve` fraction of the
+    budget (after the first step that reaches it, and 1.0 when training ends) `on_curve` runs with the clock
+    stopped: curve evaluations cost no training budget (their time is `curve_seconds`)."""
     params = [p for m in (model, loss_fn) for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
+    base_lr = [group["lr"] for group in optimizer.param_groups]
     sampler = sampler or BatchSampler(loss_fn.batch, labels.numpy(), cfg.batch_size, seed, cfg.m_per_class)
+    points = [f for f in curve if f < 1.0] + [1.0] if curve else []
     model.train()
     loss_fn.train()
     steps = samples = 0
-    data_seconds = compute_seconds = 0.0
+    data_seconds = compute_seconds = paused = 0.0
     recent: list[float] = []
     start = time.perf_counter()
 
     def clock() -> float:
-        return time.perf_counter() - start + samples * charge_per_sample
+        return time.perf_counter() - start - paused + samples * charge_per_sample
+
+    def reached(fraction: float) -> None:
+        nonlocal paused
+        t = time.perf_counter()
+        seconds = clock()
+        on_curve(fraction, Progress(steps, samples, seconds, budget_fraction(budget, steps, samples, seconds)))
+        model.train()
+        loss_fn.train()
+        paused += time.perf_counter() - t
 
     while (stopped_by := budget_reached(budget, steps, samples, clock(), sampler.images_per_batch(_fit(cfg.batch_size, budget, samples)))) is None:
+        factor = lr_factor(cfg.schedule, cfg.warmup, budget_fraction(budget, steps, samples, clock()))
+        for group, lr in zip(optimizer.param_groups, base_lr):
+            group["lr"] = lr * factor
         t0 = time.perf_counter()
         idx = torch.from_numpy(sampler.draw(_fit(cfg.batch_size, budget, samples)))
         x = prepare(inputs[idx].to(device, non_blocking=True))
@@ -94,11 +141,17 @@ def train(
         compute_seconds += time.perf_counter() - t1
         steps, samples = steps + 1, samples + len(idx)
         recent = (recent + [value])[-10:]
-        on_step(steps, samples, clock(), value)
-    wall = time.perf_counter() - start
+        now = clock()  # read once a step: the curve check must not change what a seconds budget buys
+        on_step(steps, samples, now, value)
+        while len(points) > 1 and budget_fraction(budget, steps, samples, now) >= points[0]:
+            reached(points.pop(0))
+    if stopped_by != "diverged":
+        for fraction in points:  # 1.0, and any point the budget ended before (an exact max_samples may stop short)
+            reached(fraction)
+    wall = time.perf_counter() - start - paused
     final = sum(recent) / len(recent) if recent else float("nan")
     charged = samples * charge_per_sample
-    return TrainResult(steps, samples, wall + charged, stopped_by, final, data_seconds, compute_seconds, wall, charged)
+    return TrainResult(steps, samples, wall + charged, stopped_by, final, data_seconds, compute_seconds, wall, charged, paused)
 
 
 def _fit(batch_size: int, budget: Budget, samples: int) -> int:
