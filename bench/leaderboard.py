@@ -36,7 +36,8 @@ FIRST_KEYS = ("backbone", "loss", "dataset")
 ALPHA = 0.05  # Welch's test: p ≥ ALPHA is indistinguishable from the best at 95%
 UNTESTED = "1 seed: untested"
 UNTRAINED_LOSS = "none"
-HEAD_ARGS = ("head", "embed_dim")  # backbone_args that only describe the trained head, absent from a baseline's use
+HEAD_ARGS = ("head", "embed_dim", "sigmoid")  # backbone_args that only describe the trained head (bench.config.HEAD_ARGS)
+TRAINING_ONLY_EVAL = ("curve", "select_metric")  # eval options that only act while training (a baseline has neither)
 # the columns after the keys and metrics, in markdown order: frame column → markdown header
 VERDICTS = {"vs_best": "vs best (Welch, 95%)", "gain_vs_untrained": "gain vs untrained",
             "still_improving": "still improving", "selected": "selected"}
@@ -184,11 +185,12 @@ def _p(p: float) -> str:
 def untrained_key(config: dict) -> str:
     """What an untrained baseline shares with the configurations it is the baseline of.
 
-    The backbone and its arguments except the head's, its preprocessing, the data, split, evaluation and the
-    requested precision: what the backbone's own features depend on. The loss, the rest of train, the
+    The backbone and its arguments except the head's, its preprocessing, the data, split, evaluation (but the
+    curve and the selection metric, which act only during training) and the requested precision: what the backbone's own features depend on. The loss, the rest of train, the
     budget and what is frozen only describe training, which the baseline has none of.
     """
-    key = {k: v for k, v in config.items() if k in ("backbone", "dataset", "dataset_args", "split", "eval")}
+    key = {k: v for k, v in config.items() if k in ("backbone", "dataset", "dataset_args", "split")}
+    key["eval"] = {k: v for k, v in config.get("eval", {}).items() if k not in TRAINING_ONLY_EVAL}
     if "backbone_args" in config:
         key["backbone_args"] = {k: v for k, v in config["backbone_args"].items() if k not in HEAD_ARGS}
     key["model"] = {k: v for k, v in config.get("model", {}).items() if k == "preprocess"}
