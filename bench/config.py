@@ -43,6 +43,7 @@ class TrainConfig:
     schedule: Literal["constant", "cosine"] = "constant"  # lr schedule over the fraction of the binding budget limit
     warmup: float = 0.0  # fraction of the budget with a linear lr warm-up from 0 (any schedule)
     select: Literal["last", "best"] = "last"  # best: the curve point best on validation (eval.select_metric) is scored on test
+    save: Literal["none", "last", "best"] = "none"  # a checkpoint: the last weights, or those scored on test (not part of the cell's identity)
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,20 @@ class Cell:
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))  # tuples become lists, as in the JSONL row
 
+    def identity(self) -> dict:
+        """The config minus what cannot change the result (whether a checkpoint is saved)."""
+        config = self.to_dict()
+        for section, option in NOT_IDENTITY:
+            config[section].pop(option, None)
+        return config
+
     @property
     def cell_id(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+NOT_IDENTITY = (("train", "save"),)  # options that change what is kept, never what is measured
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,12 @@ class Grid:
     path: str
     cells: tuple[Cell, ...]
     excluded: int  # combinations removed by [[exclude]]
+    resources: dict = field(default_factory=dict)  # [resources]: what one cell asks of Ray or Slurm (not its identity)
+    slurm: dict = field(default_factory=dict)  # [slurm]: where and how long submitit's Slurm jobs run
+
+
+RESOURCES = {"cpus": int, "gpus": float, "mem_gb": float}
+SLURM = {"partition": str, "time_min": int, "account": str, "qos": str, "constraint": str}
 
 
 UNTRAINED = "none"  # the loss name of the untrained baseline (losses/untrained.py)
@@ -127,7 +144,7 @@ INERT = (
     ("train", "m_per_class", lambda cell, kind: kind in ("m_per_class", None), "it acts only with losses that take m-per-class batches (pml/*)"),
 )
 FAMILIES: dict[str, Registry] = {"backbone": BACKBONES, "loss": LOSSES, "dataset": DATASETS}
-TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES)
+TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES, "resources", "slurm")
 CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments the runner passes itself
 
 
@@ -170,7 +187,21 @@ def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
     if not cells:
         raise UserError(f"{where}: [[exclude]] removes every cell — loosen the excludes")
     _check_inert_axes(axes, cells.values(), where)
-    return Grid(name, where, tuple(cells.values()), excluded)
+    resources, slurm = (_run_table(raw.get(k, {}), spec, where, k) for k, spec in (("resources", RESOURCES), ("slurm", SLURM)))
+    return Grid(name, where, tuple(cells.values()), excluded, resources, slurm)
+
+
+def _run_table(table: Any, spec: dict, where: str, name: str) -> dict:
+    """[resources] and [slurm]: how to run cells, checked as strictly as the rest (numbers positive, gpus ≥ 0)."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: [{name}] must be a table")
+    _no_unknown(table, list(spec), where, f"[{name}]")
+    for key, value in table.items():
+        if not matches(value, spec[key]):
+            raise UserError(f"{where}: [{name}] {key} = {value!r} should be {type_name(spec[key])}")
+        if spec[key] is not str and (value < 0 or (value == 0 and key != "gpus")):
+            raise UserError(f"{where}: [{name}] {key} = {value!r} must be positive")
+    return dict(table)
 
 
 def _no_unknown(table: dict, allowed, where: str, what: str) -> None:

@@ -20,11 +20,14 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import PurePosixPath
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 from scipy.stats import ttest_ind
 
+from bench.config import NOT_IDENTITY
 from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
 from bench.results import latest_rows
@@ -55,7 +58,10 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 def configuration(row: dict) -> str:
     """The identity of a row's configuration: its canonical config without the seed."""
-    return json.dumps({k: v for k, v in row["config"].items() if k != "seed"}, sort_keys=True)
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in row["config"].items() if k != "seed"}
+    for section, option in NOT_IDENTITY:  # whether a checkpoint was kept does not make another configuration
+        config.get(section, {}).pop(option, None)
+    return json.dumps(config, sort_keys=True)
 
 
 def check_metric(rows: list[dict], metric: str) -> None:
@@ -69,9 +75,15 @@ def check_metric(rows: list[dict], metric: str) -> None:
 
 def table(rows: list[dict], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One line per configuration: mean and std over ok seeds per shown metric, seed counts, failures, verdicts."""
+    return ranked(rows, metric)[0]
+
+
+def ranked(rows: list[dict], metric: str = DEFAULT_METRIC) -> tuple[pd.DataFrame, list[list[dict]]]:
+    """`table`'s frame and, line for line in its order (best first), the newest rows of each configuration:
+    what the plots draw, so they rank and group exactly as the leaderboard does."""
     latest = list(latest_rows(rows).values())
     if not any(r.get("status") == "ok" for r in latest):
-        return pd.DataFrame()
+        return pd.DataFrame(), []
     check_metric(latest, metric)
     by_config: dict[str, list[dict]] = {}
     for r in latest:
@@ -86,7 +98,8 @@ def table(rows: list[dict], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     frame = pd.DataFrame([_line(f, g, keys, shown) for f, g in zip(flat, groups)])
     frame = frame.assign(**versus_best(groups, metric), **gain_vs_untrained(groups, metric),
                          still_improving=[still_improving(g, metric) for g in groups], selected=[selected(g) for g in groups])
-    return frame.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), na_position="last", kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), na_position="last", kind="stable")
+    return frame.reset_index(drop=True), [groups[i] for i in frame.index]
 
 
 def _line(flat: dict, group: list[dict], keys: list[str], shown: list[str]) -> dict:
@@ -265,8 +278,7 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
     if frame.empty:
         return f"# {title}\n\nNo finished cells yet.\n"
     metrics = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")]
-    tail = ("seeds", "ok", "n", "others", "steps", "stopped_by", "vs_best_p", *VERDICTS)
-    keys = [c for c in frame.columns if not c.endswith(("_mean", "_std")) and not c.startswith("untrained_") and c not in tail]
+    keys = key_columns(frame)
     verdicts = _verdicts(frame)
     header = ["#", *keys, *metrics, *(VERDICTS[c] for c in verdicts), "ok / seeds", "not ok", "steps", "stopped by"]
     better = "lower" if lower_is_better(metric) else "higher"
@@ -283,6 +295,36 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
         cells += [f"{r['ok']} / {r['seeds']}", _escape(r["others"]) or "", str(r["steps"]), _escape(r["stopped_by"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def key_columns(frame: pd.DataFrame) -> list[str]:
+    """The frame's configuration columns (backbone, loss, dataset and the options that vary), in order."""
+    tail = ("seeds", "ok", "n", "others", "steps", "stopped_by", "vs_best_p", *VERDICTS)
+    return [c for c in frame.columns if not c.endswith(("_mean", "_std")) and not c.startswith("untrained_") and c not in tail]
+
+
+def failures(rows: list[dict]) -> str:
+    """A markdown list of the cells whose newest row is not ok: config, seed, status and the error's first
+    line (a traceback's last lines say more, but one line keeps the list scannable); "" when none failed."""
+    failed = [r for r in latest_rows(rows).values() if r.get("status") != "ok"]
+    if not failed:
+        return ""
+    lines = [f"**Not ok** ({len(failed)} cell{'s' * (len(failed) != 1)}; newest row of each):", ""]
+    for r in failed:
+        c = r.get("config", {})
+        error = (str(r.get("error") or "").strip().splitlines() or [""])[0]
+        error = error if len(error) <= 200 else error[:199] + "…"
+        what = " · ".join(str(c.get(k, ABSENT)) for k in FIRST_KEYS)
+        lines.append(_escape(f"- `{r['cell_id']}` {what}, seed {c.get('seed', ABSENT)}: **{r.get('status')}**"
+                             + (f" — {error}" if error else "")))
+    return "\n".join(lines) + "\n"
+
+
+def plot_links(paths: list[str]) -> str:
+    """One markdown line linking each plot, given as paths relative to the markdown file; "" for none."""
+    if not paths:
+        return ""
+    return "Plots: " + " · ".join(f"[{PurePosixPath(p).stem}]({quote(p)})" for p in paths) + "\n"
 
 
 RULES = {  # one sentence per shown verdict column, for the line above the table

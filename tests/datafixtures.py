@@ -78,3 +78,25 @@ def omniglot_zip(path: Path, top: str, characters: dict[str, int], drawers: int 
                 for d in range(1, drawers + 1):
                     z.writestr(f"{top}/{alphabet}/character{c:02d}/{char_id:04d}_{d:02d}.png", png_bytes(255 * (d % 2), (105, 105), "1"))
     return path
+
+
+def save_image(path: Path, image: Image.Image, **save_args) -> Path:
+    """Writes a Pillow image (any mode the format takes; `save_args` such as transparency= or exif=) to path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **save_args)
+    return path
+
+
+def make_role_folder(root: Path, layout: dict[str, dict[str, int]]) -> list[tuple[str, str, int]]:
+    """root/<class>/<role>/<i>.png for each class's {role: count} ("" = directly in the class folder).
+
+    Every image has its own gray value; returns (class, role, value) per image so tests can check roles by pixel.
+    """
+    written, value = [], 0
+    for name, roles in layout.items():
+        for role, count in roles.items():
+            for i in range(count):
+                write_png(root / name / role / f"{i}.png", value)
+                written.append((name, role, value))
+                value += 1
+    return written

@@ -378,3 +378,101 @@ def test_selected_curve_point_per_configuration():
     header = _cells(lines[0])
     assert "selected" in header and "still improving" not in header and "gain vs untrained" not in header
     assert all(len(_cells(ln)) == len(header) for ln in lines)
+
+
+# --- several files, the cells that are not ok, CSV, plot links, non-numeric metrics -------------------------
+
+
+def board(tmp_path, monkeypatch, capsys, *args) -> tuple[int, str]:
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["leaderboard", *map(str, args)])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err.strip()
+
+
+def write(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_several_files_merge_by_cell_and_a_later_file_supersedes(tmp_path, monkeypatch, capsys):
+    first = [row("resnet", "triplet", s, A_AUC[s]) for s in range(3)] + [error_row("vit", "bce_l1", 0)]
+    rerun = {**row("vit", "bce_l1", 0, 0.99), "cell_id": "err-0"}  # the failed cell, rerun into another file
+    write(tmp_path / "a.jsonl", first)
+    write(tmp_path / "b.jsonl", [rerun, row("koch", "triplet", 0, 0.6)])
+    code, err = board(tmp_path, monkeypatch, capsys, "a.jsonl", "b.jsonl", "--out", "both.md")
+    assert code == 0, err
+    text = (tmp_path / "both.md").read_text()
+    lines = [_cells(ln) for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| #")]
+    assert [ln[1] for ln in lines] == ["vit", "resnet", "koch"] and lines[0][-4] == "1 / 1"  # the error row is gone
+    assert text.startswith("# a + b") and "Not ok" not in text
+    code, err = board(tmp_path, monkeypatch, capsys, "b.jsonl", "a.jsonl", "--out", "back.md")  # the order decides
+    back = (tmp_path / "back.md").read_text()
+    lines = [_cells(ln) for ln in back.splitlines() if ln.startswith("| ") and not ln.startswith("| #")]
+    assert [ln[1] for ln in lines] == ["resnet", "koch", "vit"] and lines[-1][-4] == "0 / 1"
+    assert "- `err-0` vit · bce_l1 · toy, seed 0: **error** — RuntimeError: boom" in back
+
+
+def test_several_files_need_out_and_each_must_exist(tmp_path, monkeypatch, capsys):
+    write(tmp_path / "a.jsonl", ROWS)
+    code, err = board(tmp_path, monkeypatch, capsys, "a.jsonl", "a.jsonl")
+    assert code == 2 and len(err.splitlines()) == 1 and "2 results files need --out FILE.md" in err
+    code, err = board(tmp_path, monkeypatch, capsys, "a.jsonl", "missing.jsonl", "--out", "x.md")
+    assert code == 2 and len(err.splitlines()) == 1 and "missing.jsonl: no such results file" in err
+    assert not list(tmp_path.glob("*.md"))
+
+
+def test_cells_that_are_not_ok_are_listed_under_the_table(tmp_path, monkeypatch, capsys):
+    broken = {**error_row("res|net", "triplet", 7), "error": "ValueError: a|b went wrong\n  File x.py, line 3\nmore"}
+    diverged = {**row("resnet", "triplet", 4, 0.01, status="diverged", stopped_by="diverged"), "error": "loss is NaN at step 12"}
+    write(tmp_path / "r.jsonl", [*ROWS[:3], broken, diverged, {**error_row("x", "y", 1), "status": "timeout", "error": ""}])
+    code, err = board(tmp_path, monkeypatch, capsys, "r.jsonl")
+    assert code == 0, err
+    text = (tmp_path / "r.md").read_text()
+    tail = text.split("**Not ok** (3 cells; newest row of each):\n\n")[1].splitlines()
+    assert tail == [r"- `err-7` res\|net · triplet · toy, seed 7: **error** — ValueError: a\|b went wrong",
+                    "- `resnet-triplet-4-null-diverged` resnet · triplet · toy, seed 4: **diverged** — loss is NaN at step 12",
+                    "- `err-1` x · y · toy, seed 1: **timeout**"]
+    assert text.index("| 1 |") < text.index("**Not ok**")  # under the table
+
+
+def test_csv_holds_the_leaderboard_frame(tmp_path, monkeypatch, capsys):
+    write(tmp_path / "r.jsonl", ROWS)
+    code, err = board(tmp_path, monkeypatch, capsys, "r.jsonl", "--csv", "out/board.csv", "--metric", "recall_at_1")
+    assert code == 0, err
+    got = pd.read_csv(tmp_path / "out" / "board.csv", keep_default_na=False, na_values=[""])
+    expected = table(ROWS, "recall_at_1")
+    assert list(got.columns) == list(expected.columns) and len(got) == len(expected)
+    assert got["backbone"].tolist() == expected["backbone"].tolist()
+    assert np.allclose(got["recall_at_1_mean"], expected["recall_at_1_mean"], equal_nan=True)
+    assert np.allclose(got["verification_roc_auc_std"], expected["verification_roc_auc_std"], equal_nan=True)
+    assert got["others"].fillna("").tolist() == expected["others"].tolist()
+    code, err = board(tmp_path, monkeypatch, capsys, "r.jsonl", "--out", "o.md", "--csv", "out")  # a folder: nothing written
+    assert code == 2 and "out: is a folder — give a file path to --csv" in err and not (tmp_path / "o.md").exists()
+
+
+def test_markdown_links_the_plots_beside_it(tmp_path, monkeypatch, capsys):
+    write(tmp_path / "r.jsonl", ROWS)
+    board(tmp_path, monkeypatch, capsys, "r.jsonl")
+    assert "Plots:" not in (tmp_path / "r.md").read_text()
+    (tmp_path / "r_plots").mkdir()
+    for name in ("roc.png", "leaderboard.png", "notes.txt"):
+        (tmp_path / "r_plots" / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    board(tmp_path, monkeypatch, capsys, "r.jsonl")
+    assert (tmp_path / "r.md").read_text().splitlines()[-1] == "Plots: [leaderboard](r_plots/leaderboard.png) · [roc](r_plots/roc.png)"
+    (tmp_path / "sub").mkdir()
+    board(tmp_path, monkeypatch, capsys, "r.jsonl", "--out", "sub/r.md")  # the folder is looked for beside the output
+    assert "Plots:" not in (tmp_path / "sub" / "r.md").read_text()
+
+
+def test_the_roc_a_row_carries_is_not_a_leaderboard_column():
+    roc = {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.9, 1.0]}
+    rows = [row("a", "l", s, 0.8 + 0.01 * s, verification_roc=roc) for s in range(2)] + [row("b", "l", 0, 0.7)]
+    frame = table(rows)
+    assert [c for c in frame.columns if c.startswith("verification_roc")] == ["verification_roc_auc_mean", "verification_roc_auc_std"]
+    assert frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.805), pytest.approx(0.7)]
+    with pytest.raises(UserError, match="'verification_roc' is not a score"):
+        table(rows, metric="verification_roc")

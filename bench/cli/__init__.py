@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--isolate", action="store_true", help="run each cell in its own process (kills hung plugins at --cell-timeout)")
     run.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                      help="recompute frozen backbones' features in every cell (for measuring the cache)")
+    run.add_argument("--executor", default="local", choices=["local", "ray", "slurm", "submitit-local"],
+                     help="what runs the cells: local (this process, or --workers processes), a Ray cluster, Slurm through submitit, or submitit's local executor")
+    run.add_argument("--workers", type=int, default=0, metavar="N", help="local: N worker processes (default 0: this process); submitit-local: N jobs at once")
+    run.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers; [resources] cpus on Ray and Slurm)")
+    run.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (auto, ray://host:10001); default: start a local one")
+    run.add_argument("--cache-dir", type=Path, metavar="DIR", help="frozen features and fitted images on disk, shared by workers and later runs (default: <results folder>/cache)")
+    run.add_argument("--no-disk-cache", dest="disk_cache", action="store_false", help="keep caches in memory only")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", parents=[common], help="check a grid and print its cells, without training")
@@ -74,15 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'timm/resnet*'")
     ls.set_defaults(func=cmd_ls)
 
-    board = sub.add_parser("leaderboard", parents=[common], help="print and write the markdown leaderboard of a results file")
-    board.add_argument("results", type=Path)
+    board = sub.add_parser("leaderboard", parents=[common], help="print and write the markdown leaderboard of one or more results files")
+    board.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl",
+                       help="results files, merged into one table by cell_id: a later file's row for a cell supersedes an earlier file's")
     board.add_argument("--metric", default="verification_roc_auc")
-    board.add_argument("--out", type=Path, help="markdown file (default: the results file with .md)")
+    board.add_argument("--out", type=Path, help="markdown file (default with one results file: it with .md; required with several)")
+    board.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the leaderboard's full table (every column, unrounded) as CSV")
     board.set_defaults(func=cmd_leaderboard)
 
     from bench.cli.evaluate import add_parser as add_evaluate_parser
 
     add_evaluate_parser(sub, common)
+    from bench.cli.model import add_parser as add_model_parsers
+    from bench.cli.plot import add_parser as add_plot_parser
+
+    add_plot_parser(sub, common)
+
+    add_model_parsers(sub, common)
     return parser
 
 
@@ -105,7 +120,15 @@ def cmd_run(args) -> int:
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda: this torch sees no CUDA device — use --device cpu (or auto)")
-    options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()), args.feature_cache)
+    if args.workers < 0 or (args.threads is not None and args.threads < 1):
+        raise UserError(f"--workers {args.workers} / --threads {args.threads}: workers must be 0 (this process) or more, threads at least 1")
+    if args.isolate and (args.workers or args.executor != "local"):
+        raise UserError("--isolate runs each cell in its own process in this one; workers, Ray and Slurm already isolate cells — drop --isolate")
+    cache_dir = (args.cache_dir or results.parent / "cache") if args.disk_cache else None
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise UserError(f"{cache_dir}: is not a folder — give a folder to --cache-dir (or --no-disk-cache)")
+    options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()), args.feature_cache,
+                         args.executor, args.workers, args.threads, args.ray_address, str(cache_dir) if cache_dir else None)
     rows = run_grid(grid, results, options, console=console)
     failed = [r for r in rows if r.get("status") != "ok"]
     for r in failed:
@@ -151,26 +174,42 @@ def cmd_ls(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.results import read_rows
+    from bench.cli.plot import read_results
 
-    if not args.results.exists():
-        raise UserError(f"{args.results}: no such results file — run `bench run --grid GRID.toml` first")
-    check_output_file(args.out or args.results.with_suffix(".md"), "--out")
-    rows = read_rows(args.results)
+    if len(args.results) > 1 and args.out is None:
+        raise UserError(f"{len(args.results)} results files need --out FILE.md — the merged leaderboard belongs to none of them")
+    out = args.out or args.results[0].with_suffix(".md")
+    for path in args.results:
+        if not path.exists():
+            raise UserError(f"{path}: no such results file — run `bench run --grid GRID.toml` first")
+    check_output_file(out, "--out")
+    if args.csv:
+        check_output_file(args.csv, "--csv")
+    rows = read_results(args.results)
     if not rows:
-        raise UserError(f"{args.results}: holds no result rows yet — run the grid first")
-    _write_leaderboard(rows, args.metric, args.out or args.results.with_suffix(".md"), title=args.results.stem)
+        raise UserError(f"{', '.join(map(str, args.results))}: holds no result rows yet — run the grid first")
+    title = args.results[0].stem if len(args.results) == 1 else " + ".join(p.stem for p in args.results)
+    _write_leaderboard(rows, args.metric, out, title=title, csv=args.csv)
     return 0
 
 
-def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str) -> None:
-    from bench.leaderboard import markdown, table
+def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv: Path | None = None) -> None:
+    """The markdown (the table, the cells that are not ok, links to `bench plot`'s PNGs when they exist
+    in `<out stem>_plots/` beside it) and, with `csv`, the frame as CSV; nothing is written on a bad metric."""
+    from bench.leaderboard import failures, markdown, plot_links, table
+    from bench.plots import FIGURES
 
     frame = table(rows, metric)  # an unknown or direction-less --metric is a UserError from check_metric
-    text = markdown(frame, metric, title)
+    plots = out.parent / f"{out.stem}_plots"
+    pngs = [f"{plots.name}/{name}.png" for name in FIGURES if (plots / f"{name}.png").is_file()]
+    text = "\n".join(part for part in (markdown(frame, metric, title), failures(rows), plot_links(pngs)) if part)
+    for path in (out, csv) if csv else (out,):
+        path.parent.mkdir(parents=True, exist_ok=True)  # check_output_file allowed folders that do not exist yet
     out.write_text(text)
+    if csv:
+        frame.to_csv(csv, index=False)
     print(text)
-    console.print(f"leaderboard written to {out}", highlight=False)
+    console.print(f"leaderboard written to {out}" + (f" and {csv}" if csv else ""), highlight=False)
 
 
 def _import_plugin(module: str) -> None:

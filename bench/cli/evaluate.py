@@ -55,7 +55,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table.add_column("value", justify="right")
     notes = {key: value for key, value in metrics.items() if key.endswith("_note")}
     for key, value in metrics.items():
-        if key not in notes:
+        if key not in notes and not isinstance(value, dict):  # the ROC's points are for plots, not the table
             table.add_row(key, f"{value:.6f}" if isinstance(value, float) else str(value))
     console = Console(width=120)
     console.print(table)
@@ -87,6 +87,8 @@ def load_npz(path: Path) -> dict:
     for prefix in ("gallery", "val"):
         if (f"{prefix}_embeddings" in arrays) != (f"{prefix}_labels" in arrays):
             raise UserError(f"{path}: {prefix}_embeddings and {prefix}_labels come together — add the missing one or drop both")
+    for key in ("paths", "class_names"):  # written by `bench embed`: which image and class each row is, not scored
+        arrays.pop(key, None)
     unknown = sorted(set(arrays) - {"embeddings", "labels", "gallery_embeddings", "gallery_labels", "val_embeddings", "val_labels"})
     if unknown:
         raise UserError(f"{path}: unknown arrays {', '.join(unknown)} — the file holds {KEYS}")

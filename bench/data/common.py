@@ -2,7 +2,11 @@
 that turn bad data into a one-line UserError before any training."""
 from __future__ import annotations
 
-from typing import IO, Callable, Sequence
+import contextlib
+import re
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO
 
 import numpy as np
 
@@ -10,45 +14,116 @@ from bench.errors import UserError
 from bench.plugins import SPLIT_NAMES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # "I" too: Pillow opens 16-bit PGM as "I"
+GRAY_MODES = {"1", "L", "LA", "La", "F"} | SIXTEEN_BIT_MODES
+ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+ROLE_NAMES = ("query", "gallery")
+BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 
 
-def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[bytes]], where: str,
-                  image_size: int = 0, channels: int = 0) -> np.ndarray:
+def parse_background(value: object, where: str) -> tuple[int, int, int]:
+    """The RGB colour transparent pixels are composited onto, from "white", "black" or "#rrggbb"."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in BACKGROUNDS:
+        return BACKGROUNDS[text]
+    if re.fullmatch(r"#[0-9a-f]{6}", text):
+        return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
+    raise UserError(f"{where}: background = {value!r} — use \"white\", \"black\" or a colour \"#rrggbb\" (e.g. \"#808080\")")
+
+
+def check_max_pixels(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{where}: max_pixels = {value!r} — use 0 (Pillow's own limit) or the largest width × height to accept")
+    return value
+
+
+def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[bytes]], where: str, image_size: int = 0,
+                  channels: int = 0, background: tuple[int, int, int] | None = None, max_pixels: int = 0) -> np.ndarray:
     """Decode every image once with Pillow into one uint8 (N, C, H, W) array.
 
     `open_file(name)` gives a path or a binary file object (a zip member). `image_size` resizes to a square
     (0 = keep the size, which must then be the same for all); `channels` is 1, 3 or 0 (3 if any image has
     colour, else 1). A file Pillow cannot read fails with its name.
+    Product-photo conventions: EXIF orientation is applied; images with alpha (RGBA, LA, a tRNS chunk) are
+    alpha-blended onto `background` (an RGB triple; None drops the alpha and keeps the colour under it);
+    16-bit grey is scaled to 8 bits; palette and CMYK convert to the channels. An image over Pillow's
+    decompression-bomb limit (`max_pixels`, 0 = Pillow's own) fails with its name, never a warning.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if channels not in (0, 1, 3):
         raise UserError(f"{where}: channels = {channels} — set it to 1 (gray), 3 (colour) or 0 (as the files are)")
     arrays: list[np.ndarray] = []
     size = (image_size, image_size) if image_size else None
-    for name in names:
-        try:
-            with Image.open(open_file(name)) as im:
-                mode = channels or (1 if im.mode in GRAY_MODES else 3)
-                if im.mode == "P" and "transparency" in im.info:
-                    # Per-entry alpha (a PNG tRNS chunk) has no meaning in L or RGB; Pillow warns on a direct
-                    # conversion and asks for RGBA first. The alpha is then dropped, keeping palette colours.
-                    im = im.convert("RGBA")
-                im = im.convert("L" if mode == 1 else "RGB")  # also forces the full decode
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise UserError(f"{where}: cannot read image {name!r} ({type(exc).__name__}: {exc}) — fix or remove that file") from exc
-        if size is None:
-            size, first = im.size, name
-        if im.size != size:
-            if not image_size:
-                raise UserError(f"{where}: {name!r} is {im.size[0]}x{im.size[1]} but {first!r} is {size[0]}x{size[1]} — set image_size to resize all images to one size")
-            im = im.resize(size, Image.BILINEAR, reducing_gap=3.0)
-        a = np.asarray(im, dtype=np.uint8)
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    with _pixel_limit(max_pixels):
+        for name in names:
+            im = _read(name, open_file, where, channels, background)
+            if size is None:
+                size, first = im.size, name
+            if im.size != size:
+                if not image_size:
+                    raise UserError(f"{where}: {name!r} is {im.size[0]}x{im.size[1]} but {first!r} is {size[0]}x{size[1]} — set image_size to resize all images to one size")
+                im = im.resize(size, Image.BILINEAR, reducing_gap=3.0)
+            a = np.asarray(im, dtype=np.uint8)
+            arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     if not channels and any(a.shape[0] == 3 for a in arrays):  # mixed: gray images join as gray RGB
         arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
     return np.stack(arrays)
+
+
+@contextlib.contextmanager
+def _pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit set to `max_pixels` (0 = leave it), its warning raised as an error.
+
+    Pillow only warns between 1× and 2× its limit and then decodes anyway, which for a real bomb is a hang.
+    """
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _read(name: str, open_file: Callable[[str], str | IO[bytes]], where: str, channels: int, background: tuple[int, int, int] | None):
+    """One file as an upright L (channels 1) or RGB (channels 3) image; channels 0 keeps the file's gray or colour."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(open_file(name)) as im:
+            mode = channels or (1 if im.mode in GRAY_MODES else 3)
+            return _convert(ImageOps.exif_transpose(im), "L" if mode == 1 else "RGB", background)  # also forces the full decode
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found[1]) if found else 0
+        has = f"has {pixels:,} pixels" if pixels else "is too large"
+        raise UserError(f"{where}: image {name!r} {has}, over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} — "
+                        f"resize it, or raise the limit with the dataset argument max_pixels = {pixels or 'N'} if you trust the file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{where}: cannot read image {name!r} ({type(exc).__name__}: {exc}) — fix or remove that file") from exc
+
+
+def _convert(im, target: str, background: tuple[int, int, int] | None):
+    """`im` in mode `target` ("L" or "RGB") by the conventions in `decode_images`."""
+    from PIL import Image
+
+    if im.mode in SIXTEEN_BIT_MODES:
+        # Pillow clips 16-bit grey at 255 when it converts to L; scale 0..65535 to 0..255 instead (65535 = 255 × 257)
+        values = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+        im = Image.fromarray(((values + 128) // 257).astype(np.uint8))
+    elif background is not None and (im.mode in ALPHA_MODES or "transparency" in im.info):
+        # out = a·fg + (1 − a)·bg: Pillow's alpha_composite over an opaque background, rounded to uint8
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (*background, 255)), im.convert("RGBA"))
+    elif im.mode == "P" and "transparency" in im.info:
+        # Per-entry alpha (a PNG tRNS chunk) has no meaning in L or RGB; Pillow warns on a direct
+        # conversion and asks for RGBA first. The alpha is then dropped, keeping palette colours.
+        im = im.convert("RGBA")
+    return im.convert(target)
 
 
 def encode_labels(raw: Sequence, where: str, rows: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -46,6 +46,8 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("verification_different_pairs", "none", "of which different-class"),
     MetricDef("verification_pair_rule", "none", "`all` pairs or a `sampled` stratified subset"),
     MetricDef("verification_note", "none", "why verification figures are missing, when they are"),
+    MetricDef("verification_roc", "none",
+              "the ROC as {\"fpr\": [...], \"tpr\": [...]}, at most 300 of its vertices (the rule in `downsample_roc`); absent when verification is NaN"),
     MetricDef("recall_at_<k>", "higher", "hit rate: fraction of queries with ≥ 1 same-class item in the top k"),
     MetricDef("precision_at_1", "higher", "fraction of queries whose nearest neighbour is same-class (PML's definition)"),
     MetricDef("r_precision", "higher", "precision in the top R, R = the query's same-class items in the gallery (PML)"),

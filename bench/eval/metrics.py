@@ -10,13 +10,14 @@ from bench.errors import UserError
 from bench.eval.fewshot import few_shot_accuracy, within_group_few_shot_accuracy
 from bench.eval.knn import DISTANCES, distances, nearest_neighbours  # noqa: F401  re-exported
 from bench.eval.retrieval import recall_at_k, retrieval_metrics  # noqa: F401  re-exported
-from bench.eval.verification import _all_pair_distances, verification_metrics, verification_roc_auc  # noqa: F401
+from bench.eval.verification import ROC_POINTS, _all_pair_distances, verification_metrics, verification_roc_auc  # noqa: F401
 
 
 def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, config: EvalConfig = EvalConfig(),
              seed: int = 0, *, gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
              val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-             backend: str = "auto", groups: torch.Tensor | np.ndarray | None = None, group_name: str = "") -> dict:
+             backend: str = "auto", groups: torch.Tensor | np.ndarray | None = None, group_name: str = "",
+             roc_points: int = ROC_POINTS) -> dict:
     """All metrics of `embeddings` (held-out classes) as one flat dict for the result row.
 
     `distance` is what the loss was trained for; `config.distance`, when set, overrides it. Retrieval
@@ -26,7 +27,7 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
     draws the verification pair sample and the few-shot episodes. `groups` (one hashable value per query
     embedding, e.g. Omniglot's alphabet, with `group_name` = "alphabet") adds the few-shot figures over
     episodes drawn within one group, from a stream of their own: the other figures do not change. A NaN
-    figure comes with a `*_note`."""
+    figure comes with a `*_note`. `verification_roc` keeps at most `roc_points` ROC vertices; 0 leaves it out."""
     distance = config.distance or distance
     if distance not in DISTANCES:
         raise UserError(f"distance {distance!r} is unknown — use one of {', '.join(DISTANCES)}")
@@ -37,7 +38,7 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
         val_embeddings, val_labels = check_embeddings(val_embeddings, val_labels, "validation", embeddings.shape[1])
     return {
         **verification_metrics(embeddings, labels, distance, config.max_pairs, seed, config.tar_far, config.memory_mb,
-                               val_embeddings, val_labels, gallery, gallery_labels),
+                               val_embeddings, val_labels, gallery, gallery_labels, roc_points),
         **retrieval_metrics(embeddings, labels, config.recall_k, distance, gallery, gallery_labels, config.memory_mb, backend),
         **few_shot_accuracy(embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed,
                             gallery=gallery, gallery_labels=gallery_labels),

@@ -165,7 +165,32 @@ def _pair_distance(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Ten
     return (a - b).abs().sum(1)
 
 
-def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...]) -> dict:
+ROC_POINTS = 300  # the most ROC points a row keeps (about 5 kB of JSON), enough to plot it and to recompute its AUC within 0.005
+
+
+def downsample_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = ROC_POINTS) -> dict[str, list[float]]:
+    """At most `points` vertices of the ROC (`fpr`, `tpr` from `roc_curve`), chosen so its shape survives.
+
+    Rule: the first and last vertex, and around each value g of an FPR grid the last vertex with FPR ≤ g and
+    the one after it. Two thirds of the grid is linear in [0, 1], so the kept polyline misses the full
+    curve's area by at most half a grid step (a monotone path between two kept vertices closer than a step
+    differs from their chord by at most Δfpr·Δtpr/2, and the edge across a grid value is an original one);
+    one third is log-spaced from the smallest positive FPR to 1, so the low-FAR part (TAR@FAR, a log-scale
+    plot) keeps its shape. sklearn's `drop_intermediate` drops only collinear points, not enough for a row:
+    a million pairs can leave ~10⁵ vertices. Values are rounded to 6 significant digits."""
+    if len(fpr) <= points:
+        keep = np.arange(len(fpr))
+    else:
+        grid_points = (points - 2) // 2
+        n_log = grid_points // 3
+        positive = fpr[fpr > 0]
+        grid = np.concatenate([np.linspace(0.0, 1.0, grid_points - n_log), np.geomspace(positive.min(), 1.0, n_log)])
+        at = np.searchsorted(fpr, grid, side="right") - 1
+        keep = np.unique(np.concatenate([[0, len(fpr) - 1], at, np.minimum(at + 1, len(fpr) - 1)]))
+    return {"fpr": [float(f"{x:.6g}") for x in fpr[keep]], "tpr": [float(f"{x:.6g}") for x in tpr[keep]]}
+
+
+def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...], roc_points: int = ROC_POINTS) -> dict:
     """From sklearn's ROC of score = −distance:
     - `verification_roc_auc`: area under it (what `roc_auc_score` returns).
     - `verification_eer`: where the piecewise-linear ROC crosses FAR = 1 − TAR (FAR = FRR there).
@@ -173,7 +198,10 @@ def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...]) 
     - `verification_balanced_accuracy_best_threshold`: the best (TAR + 1 − FAR) / 2 over all thresholds, and
       `verification_best_threshold`, the distance at or below which a pair is called same-class. Balanced,
       not plain, accuracy: with 764 same-class pairs in 1.17M, calling every pair "different" scores 0.9993.
-    All NaN when the pairs hold only one kind (a single class, or every image its own class)."""
+    - `verification_roc`: {"fpr": [...], "tpr": [...]}, the curve cut to at most `roc_points` vertices by
+      `downsample_roc` (left out when `roc_points` is 0).
+    All NaN when the pairs hold only one kind (a single class, or every image its own class), and then
+    `verification_roc` is left out: there is no curve."""
     keys = ["verification_roc_auc", "verification_eer", *(f"verification_tar_at_far_{f:g}" for f in tar_far),
             "verification_balanced_accuracy_best_threshold", "verification_best_threshold"]
     if same.all() or not same.any():
@@ -194,6 +222,8 @@ def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...]) 
     best = int(np.argmax(tp * negatives - fp * positives))
     out["verification_balanced_accuracy_best_threshold"] = float((tpr[best] + 1 - fpr[best]) / 2)
     out["verification_best_threshold"] = float(-thresholds[best])
+    if roc_points:
+        out["verification_roc"] = downsample_roc(fpr, tpr, roc_points)
     return out
 
 
@@ -207,16 +237,18 @@ def balanced_accuracy(same: np.ndarray, dist: np.ndarray, threshold: float) -> f
 def verification_metrics(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, max_pairs: int, seed: int,
                          tar_far: tuple[float, ...] = (1e-2, 1e-3), memory_mb: float = 1024,
                          val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-                         gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None) -> dict:
+                         gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
+                         roc_points: int = ROC_POINTS) -> dict:
     """Verification over pairs of `embeddings`, or over (query, gallery) pairs when a gallery is given (see
     `select_pairs` and `roc_metrics`). With a validation split, `verification_balanced_accuracy_val_threshold`
     is the test balanced accuracy at the distance threshold that maximises it on the validation pairs (drawn
     by the same rule among the validation images), as papers that tune on validation report. Whatever is
-    NaN is explained in `verification_note`."""
+    NaN is explained in `verification_note`. `roc_points` = 0 leaves out `verification_roc` (e.g. for
+    curve points, whose rows need no plot)."""
     pairs = select_pairs(labels, max_pairs, seed, gallery_labels)
     dist = pair_distances(embeddings, pairs, distance, memory_mb, gallery).double().numpy()
     same = (labels[pairs["i"]] == (labels if gallery is None else gallery_labels)[pairs["j"]]).numpy()
-    out = roc_metrics(same, dist, tar_far)
+    out = roc_metrics(same, dist, tar_far, roc_points)
     out |= {"verification_pairs": len(same), "verification_same_pairs": int(same.sum()),
             "verification_different_pairs": int(len(same) - same.sum()), "verification_pair_rule": pairs["rule"]}
     notes = [_why_nan(same, "query–gallery" if gallery is not None else "test")]
@@ -224,7 +256,7 @@ def verification_metrics(embeddings: torch.Tensor, labels: torch.Tensor, distanc
         val_pairs = select_pairs(val_labels, max_pairs, seed)
         val_same = (val_labels[val_pairs["i"]] == val_labels[val_pairs["j"]]).numpy()
         val_dist = pair_distances(val_embeddings, val_pairs, distance, memory_mb).double().numpy()
-        threshold = roc_metrics(val_same, val_dist, ())["verification_best_threshold"]
+        threshold = roc_metrics(val_same, val_dist, (), roc_points=0)["verification_best_threshold"]
         out["verification_val_threshold"] = threshold
         out["verification_balanced_accuracy_val_threshold"] = balanced_accuracy(same, dist, threshold)
         notes.append(_why_nan(val_same, "validation"))
@@ -246,5 +278,5 @@ def _why_nan(same: np.ndarray, what: str) -> str:
 
 def verification_roc_auc(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, max_pairs: int, seed: int) -> dict:
     """`verification_roc_auc` with the pair counts and rule only (see `verification_metrics`)."""
-    full = verification_metrics(embeddings, labels, distance, max_pairs, seed, tar_far=())
+    full = verification_metrics(embeddings, labels, distance, max_pairs, seed, tar_far=(), roc_points=0)
     return {k: full[k] for k in ("verification_roc_auc", "verification_pairs", "verification_pair_rule")}

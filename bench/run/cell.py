@@ -20,6 +20,8 @@ from bench.eval.definitions import lower_is_better
 from bench.eval.metrics import evaluate
 from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
 from bench.run.adapt import apply_preprocess, freeze, input_check
+from bench.run.checkpoint import checkpoint_meta, save_checkpoint
+from bench.run.diskcache import cached_tensor, content_hash
 from bench.run.sampling import BatchSampler
 from bench.run.train import TrainResult, embed, train
 
@@ -33,8 +35,10 @@ def data_key(cell: Cell) -> str:
 
 
 def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable,
-                       deadline: float | None, feature_cache: bool = True, warn: Callable[[str], None] = print) -> dict:
-    """The whole life of a cell, returned as the row's measured part. `caches` is shared by a grid's cells."""
+                       deadline: float | None, feature_cache: bool = True, warn: Callable[[str], None] = print,
+                       checkpoints: str | None = None) -> dict:
+    """The whole life of a cell, returned as the row's measured part. `caches` is shared by a grid's cells;
+    with train.save, the checkpoint goes to `checkpoints`/<cell_id> (a folder beside the results file)."""
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)
     backbone = BACKBONES.get(cell.backbone).factory(**cell.backbone_args)
@@ -49,9 +53,8 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     native = backbone.input_spec
     spec = apply_preprocess(native, cell.model.preprocess)
     key = ("images", data_key(cell), tuple(native.size), native.channels)
-    if key not in caches:  # resize/convert once per dataset and input shape
-        caches[key] = fit_to_spec(data.images, native)
-    images, conversion = caches[key]
+    content = _content_of(data)
+    images, conversion = cached_tensor(caches, key, lambda: fit_to_spec(data.images, native), content)  # once per dataset and input shape
     labels = torch.from_numpy(data.labels)
     train_idx, val_idx, test_idx, split = split_for(cell, data)
     check = input_check(images[_spread_sample(train_idx, 256, cell.split.seed)], spec, native, normalize)
@@ -70,7 +73,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     cached = trains and feature_cache and cell.model.freeze == "backbone" and cell.train.augment == "none"
     charge = 0.0  # seconds per image charged to the budget for the cached trunk's forward pass
     if cached:  # a frozen trunk sees each image once per grid; only the head trains
-        inputs, charge = _features(caches, cell, backbone, images, prepare_images, device, bf16, report)
+        inputs, charge = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content)
         model, prepare_train, prepare_eval = backbone.head, _identity, _identity
     else:
         model, inputs, prepare_eval = (backbone if trains else backbone.trunk), images, prepare_images
@@ -79,15 +82,22 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
 
     scored_dim = [backbone.embed_dim]  # what evaluation saw: the head's output, or the trunk's for the untrained baseline
 
+    roles = data.attributes.get("role")
+
     def score(idx: np.ndarray, **extra) -> tuple[dict, int]:
-        """Every metric of the images `idx` as `model` embeds them now; (metrics, how many embeddings are not finite)."""
-        emb = embed(model, inputs[idx], prepare_eval, cell.eval.batch_size, device, bf16)
+        """Every metric of the images `idx` as `model` embeds them now; (metrics, how many embeddings are not finite).
+        When the images have roles, queries are searched against the gallery only (the In-Shop protocol)."""
+        queries, gallery = (idx[roles[idx] == "query"], idx[roles[idx] == "gallery"]) if roles is not None and (roles[idx] != "").any() else (idx, None)
+        emb = embed(model, inputs[queries], prepare_eval, cell.eval.batch_size, device, bf16)
         scored_dim[0] = emb.shape[1]
-        bad = sum(int((~torch.isfinite(e).all(1)).sum()) for e in (emb, extra.get("val_embeddings")) if e is not None)
+        if gallery is not None:
+            extra["gallery"] = embed(model, inputs[gallery], prepare_eval, cell.eval.batch_size, device, bf16)
+            extra["gallery_labels"] = labels[gallery]
+        bad = sum(int((~torch.isfinite(e).all(1)).sum()) for e in (emb, extra.get("val_embeddings"), extra.get("gallery")) if e is not None)
         if bad:
             return {}, bad
-        grouped = {"groups": groups[idx], "group_name": cell.eval.episode_group} if groups is not None else {}
-        return evaluate(emb, labels[idx], loss_fn.distance, cell.eval, cell.split.seed, **grouped, **extra), 0
+        grouped = {"groups": groups[queries], "group_name": cell.eval.episode_group} if groups is not None else {}
+        return evaluate(emb, labels[queries], loss_fn.distance, cell.eval, cell.split.seed, **grouped, **extra), 0
 
     def on_step(steps, samples, seconds, loss):
         report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
@@ -99,7 +109,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
 
     def on_curve(fraction: float, at) -> None:
         report(info=f"curve point {fraction:g} on {curve_on}")
-        metrics, bad = score(val_idx if len(val_idx) else test_idx)
+        metrics, bad = score(val_idx if len(val_idx) else test_idx, roc_points=0)  # a curve point keeps no ROC
         curve.append({"fraction": fraction, "progress": at.progress, "steps": at.steps, "samples": at.samples,
                       "seconds": at.seconds, "on": curve_on, "metrics": metrics, **({"nonfinite": bad} if bad else {})})
         select.offer(fraction, at.steps, metrics)
@@ -116,16 +126,30 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     else:  # the untrained baseline: no optimizer, no budget; the trunk's features as they are
         result, flops, short = TrainResult(0, 0, 0.0, "untrained", float("nan"), 0.0, 0.0, 0.0, 0.0), 0, 0
     check_deadline(deadline, "training")
+    last = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.train.save == "last" and select.state is not None else None
     selected = select.restore()
     report(info="evaluating")
     start = time.perf_counter()
     val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
     metrics, nonfinite = score(test_idx, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
+    roc = metrics.pop("verification_roc", None)  # a few hundred points for `bench plot`, kept beside the metrics
     # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
     diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None
     check_deadline(deadline, "evaluation")
+    saved = None
+    if cell.train.save != "none" and checkpoints and not nonfinite:
+        if last is not None:  # save = "last" while the test split scored the validation-selected weights
+            model.load_state_dict(last)
+        weights_from = f"best@{selected['fraction']:g}" if selected and last is None else "last"
+        meta = checkpoint_meta(cell, spec, native, {"channels": conversion["from"][0], "size": conversion["from"][1:]}, loss_fn.distance,
+                               metrics, "bf16" if bf16 else "fp32", trains, weights_from)
+        root = Path(checkpoints)
+        saved = {"path": f"{root.name}/{cell.cell_id}", "weights_from": weights_from,
+                 "sha256": save_checkpoint(root / cell.cell_id, meta, backbone, loss_fn)}
     steps = max(result.steps, 1)
     return {
+        **({"checkpoint": saved} if saved else {}),
+        **({"roc": roc} if roc else {}),
         "metrics": metrics,
         **({"diverged": diverged} if diverged else {}),
         **({"curve": curve} if curve else {}),
@@ -205,14 +229,15 @@ def _spread_sample(idx: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, min(size, len(idx)), replace=False))
 
 
-def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report) -> tuple[torch.Tensor, float]:
+def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report, content) -> tuple[torch.Tensor, float]:
     """Trunk features of every image and the trunk's measured forward seconds per image, cached per (backbone
     and its weights, preprocess, data, input, precision). A trunk that is not pretrained depends on the seed's
     initialisation, so the seed joins the key. The time is charged to training's clock per image consumed."""
     args = {k: v for k, v in cell.backbone_args.items() if k not in ("head", "embed_dim")}
     seed = None if backbone.input_spec.pretrained else cell.seed
     key = ("features", cell.backbone, json.dumps(args, sort_keys=True), cell.model.preprocess, data_key(cell), bf16, seed)
-    if key not in caches:
+
+    def make():
         report(info="embedding every image once (frozen-feature cache)")
         # Chunks of the training batch size, timed after the first (warm-up) chunk: the charge should be what
         # the trunk's forward costs per image inside a training step.
@@ -221,8 +246,23 @@ def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16,
         start = time.perf_counter()
         rest = embed(backbone.trunk, images[size:], prepare, size, device, bf16)
         per_image = (time.perf_counter() - start) / len(rest) if len(rest) else 0.0
-        caches[key] = (torch.cat([head, rest]) if len(rest) else head, per_image)
-    return caches[key]
+        return (torch.cat([head, rest]) if len(rest) else head), {"seconds_per_image": per_image}
+
+    features, facts = cached_tensor(caches, key, make, content)
+    return features, facts["seconds_per_image"]
+
+
+_CONTENT: dict[int, tuple[LabelledImages, str]] = {}  # id → (the data, kept alive so the id stays its own, its hash)
+
+
+def _content_of(data: LabelledImages) -> Callable[[], str]:
+    """A lazy content hash of the dataset, computed once per process and only when a disk cache asks."""
+    def content() -> str:
+        if id(data) not in _CONTENT:
+            _CONTENT[id(data)] = (data, content_hash(data.images, data.labels))
+        return _CONTENT[id(data)][1]
+
+    return content
 
 
 def _spec_record(spec: InputSpec) -> dict:

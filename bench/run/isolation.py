@@ -10,14 +10,14 @@ import torch
 EXIT_GRACE_S = 10.0  # how long a child whose pipe closed may take to exit (CUDA teardown can be slow)
 
 
-def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool) -> None:
+def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool, checkpoints: str | None = None) -> None:
     for module in plugins:  # the same --plugin modules the parent imported
         importlib.import_module(module)
     from bench.builtins import load_builtins
     from bench.run.rows import run_cell
 
     load_builtins()
-    conn.send(run_cell(cell, grid_name, data, {}, torch.device(device), feature_cache=feature_cache))
+    conn.send(run_cell(cell, grid_name, data, {}, torch.device(device), feature_cache=feature_cache, checkpoints=checkpoints))
     conn.close()
 
 
@@ -30,7 +30,7 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
 
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins, options.feature_cache), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins, options.feature_cache, getattr(options, "checkpoints", None)), daemon=True)
     proc.start()
     send.close()
     if not receive.poll(options.cell_timeout):  # True on a row or on the child's end of the pipe closing

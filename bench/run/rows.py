@@ -18,12 +18,12 @@ from bench.run.cell import CellTimeout, train_and_evaluate
 
 def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, device: torch.device,
              cell_timeout: float | None = None, report=lambda steps=None, info="": None, feature_cache: bool = True,
-             warn=print) -> dict:
+             warn=print, checkpoints: str | None = None) -> dict:
     """Train and evaluate one cell; any failure becomes the row's status, never an exception."""
     row = _row_start(cell, grid_name)
     deadline = time.monotonic() + cell_timeout if cell_timeout else None
     try:
-        row.update(train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn))
+        row.update(train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints))
         if "diverged" in row:  # non-finite embeddings: say why in the row's error
             row["error"] = row.pop("diverged")
         row["status"] = "diverged" if row["train"]["stopped_by"] == "diverged" or "error" in row else "ok"

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.config import Cell, Grid
 from bench.errors import UserError
@@ -17,8 +16,8 @@ from bench.plugins import BACKBONES, DATASETS, LOSSES, InputSpec, LabelledImages
 from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
 from bench.run.cell import data_key, split_for
-from bench.run.isolation import run_isolated
-from bench.run.rows import run_cell
+from bench.run.executors import Job, LocalWorkers, RayCells, SubmititCells, in_process
+from bench.run.progress import GridProgress
 from bench.run.sampling import min_batch_size
 
 BATCH_KINDS = ("pairs", "triplets", "m_per_class")
@@ -34,38 +33,53 @@ class RunOptions:
     isolate: bool = False  # each cell in a child process, killed when it outlives cell_timeout
     plugins: tuple[str, ...] = ()  # --plugin modules, imported again in child processes
     feature_cache: bool = True  # frozen, unaugmented backbones embed each image once per grid
+    executor: str = "local"  # local | ray | slurm | submitit-local
+    workers: int = 0  # local: worker processes (0: this process); submitit-local: jobs at once
+    threads: int | None = None  # torch threads per worker (default: cores / workers)
+    ray_address: str | None = None  # a running cluster ("auto", "ray://host:10001"), else a local one
+    cache_dir: str | None = None  # frozen features and fitted images on disk; None: in memory only
 
 
 FAILED = ("error", "oom", "timeout")  # `diverged` is a result of the config, not a failure to rerun
+
+
+def make_executor(options: RunOptions, results_path: Path):
+    """The executor, built before anything is loaded or written, so a missing engine is a one-line error."""
+    if options.executor == "ray":
+        return RayCells(options.ray_address)
+    if options.executor in ("slurm", "submitit-local"):
+        return SubmititCells(options.executor == "submitit-local", results_path.parent / "submitit", max(1, options.workers))
+    return LocalWorkers(options.workers) if options.workers > 0 else None
 
 
 def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(), console: Console | None = None) -> list[dict]:
     """Run the cells of `grid` that `options.rerun` selects; returns the latest row of every cell of the grid."""
     console = console or Console(stderr=True)
     dev = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device))
+    executor = make_executor(options, results_path)
+    if options.threads and executor is None:  # in this process; workers set their own
+        torch.set_num_threads(options.threads)
     existing = read_rows(results_path)
     require_current_schema(existing, results_path)
     todo = select_cells(grid, existing, options.rerun)
     data = preflight(todo, console)  # before the results file is touched: bad input leaves nothing behind
+    job = Job(grid.name, str(dev), options.cell_timeout, options.feature_cache, options.plugins, options.cache_dir, options.threads,
+              grid.resources, grid.slurm, str(results_path.parent.resolve() / f"{results_path.stem}_checkpoints"))
     with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
         todo = select_cells(grid, read_rows(results_path), options.rerun)  # rows may have landed since
-        console.print(f"grid {grid.name}: {len(todo)} of {len(grid.cells)} cells to run → {results_path}", highlight=False)
+        where = options.executor if options.executor != "local" else (f"{options.workers} local worker(s)" if executor else "this process")
+        console.print(f"grid {grid.name}: {len(todo)} of {len(grid.cells)} cells to run on {where} → {results_path}", highlight=False)
         if not todo:
             console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
-        caches: dict[tuple, object] = {}  # fitted images and frozen features, shared by the grid's cells
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=console, transient=False) as progress:
-            grid_task = progress.add_task(f"grid {grid.name}", total=len(grid.cells), completed=len(grid.cells) - len(todo), info="")
-            for cell in todo:
-                task = progress.add_task(f"  {cell.backbone} · {cell.loss} · seed {cell.seed}", total=cell.budget.max_steps, info="building")
-                if options.isolate:
-                    row = run_isolated(cell, grid.name, data[data_key(cell)], dev, options)
-                else:
-                    row = run_cell(cell, grid.name, data[data_key(cell)], caches, dev, options.cell_timeout,
-                                   _progress_hook(progress, task), options.feature_cache, _warner(console))
-                progress.remove_task(task)
-                writer.append(row)
-                progress.update(grid_task, advance=1, info=f"last: {cell.backbone} {cell.loss} → {_summary(row)}")
+        with GridProgress(console, grid.name, len(grid.cells), len(todo)) as progress:
+            events = (in_process(todo, data, job, options.isolate, progress, _warner(console)) if executor is None
+                      else executor.run(todo, data, job, progress.tick))
+            for kind, cell, row in events:
+                if kind == "started":
+                    progress.started(cell)
+                else:  # only the coordinator writes rows, whatever ran the cell
+                    writer.append(row)
+                    progress.finished(cell, row)
     ids = {c.cell_id for c in grid.cells}
     return [r for cid, r in latest_rows(read_rows(results_path)).items() if cid in ids]
 
@@ -107,6 +121,16 @@ def check_buildable(cells: list[Cell]) -> None:
             raise UserError(f"train.batch_size = {cell.train.batch_size} is too small for {cell.loss} ({loss.batch} batches) — use at least {need}")
 
 
+def _check_roles(roles, test_idx, cell: Cell) -> None:
+    """With roles, every test image needs one and both roles must be present (queries searched against a gallery)."""
+    if roles is None or not (roles[test_idx] != "").any():
+        return
+    present = set(roles[test_idx].tolist())
+    if "" in present or not {"query", "gallery"} <= present:
+        raise UserError(f"dataset {cell.dataset!r}: test images have roles {sorted(present - {''})}{' and some none' if '' in present else ''} — "
+                        "give every test image a role, with both query and gallery images (or none at all)")
+
+
 def _check_plugin(obj, family: str, name: str, **attributes) -> None:
     """A plugin factory must return an nn.Module with the Protocol's attributes, not just anything."""
     if not isinstance(obj, torch.nn.Module):
@@ -127,6 +151,7 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
             seen.add(key)
             _, val_idx, _, _ = split_for(cell, data[data_key(cell)])
             attributes = data[data_key(cell)].attributes
+            _check_roles(attributes.get("role"), split_for(cell, data[data_key(cell)])[2], cell)
             if cell.eval.episode_group and cell.eval.episode_group not in attributes:
                 raise UserError(f"eval.episode_group = {cell.eval.episode_group!r}: dataset {cell.dataset!r} has no such per-image attribute "
                                 f"(it has: {', '.join(attributes) or 'none'}) — use one of those or leave episode_group unset")
@@ -166,14 +191,3 @@ def _warner(console: Console):
     return warn
 
 
-def _progress_hook(progress: Progress, task):
-    def hook(steps=None, info=""):
-        progress.update(task, completed=steps, info=info)
-
-    return hook
-
-
-def _summary(row: dict) -> str:
-    if row["status"] != "ok":
-        return row["status"]
-    return f"auc {row['metrics']['verification_roc_auc']:.3f}, r@1 {row['metrics']['recall_at_1']:.3f}"

@@ -1,0 +1,99 @@
+"""The cells' caches: fitted images and frozen-trunk features, in memory for one process and, with
+`--cache-dir`, on disk for every worker, node and later run that shares the folder.
+
+A disk entry is one safetensors file named by the hash of its key, which holds the dataset's content hash
+(not only its arguments), the backbone and its weights, the preprocessing and the precision. It carries the
+key and the tensor's sha256 in its metadata; an entry that is partial, corrupt or for another key is
+recomputed and rewritten, never trusted. Writes go to a temporary file renamed into place, so readers see
+a whole file or none.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+Made = tuple[torch.Tensor, dict]  # the tensor and JSON-safe facts about it (a conversion record, a timing)
+
+
+class Caches(dict):
+    """A grid's in-memory caches (a dict, as before), optionally backed by a folder on disk."""
+
+    def __init__(self, directory: str | Path | None = None):
+        super().__init__()
+        self.directory = Path(directory) if directory else None
+        self.hits = self.misses = self.corrupt = 0
+
+
+def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
+    """What the data is, not where it came from: a changed file under the same root is a new key."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(images).view(np.uint8).reshape(-1).data)
+    digest.update(np.ascontiguousarray(labels).astype(np.int64).data)
+    return digest.hexdigest()
+
+
+def cached_tensor(caches: dict, key: tuple, make: Callable[[], Made], content: Callable[[], str] | None = None) -> Made:
+    """`caches[key]`, else the disk entry for (key, content), else `make()` stored in both."""
+    if key in caches:
+        return caches[key]
+    directory = getattr(caches, "directory", None)
+    if directory is None:
+        caches[key] = make()
+        return caches[key]
+    full = json.dumps([list(map(str, key)), content() if content else None])
+    path = directory / (hashlib.sha256(full.encode()).hexdigest()[:32] + ".safetensors")
+    value = _load(path, full, caches)
+    if value is None:
+        value = make()
+        _save(path, full, value)
+        caches.misses += 1
+    else:
+        caches.hits += 1
+    caches[key] = value
+    return value
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _load(path: Path, full: str, caches: Caches) -> Made | None:
+    if not path.exists():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensor = f.get_tensor("value")
+        if meta.get("key") != full or meta.get("sha256") != _digest(tensor):
+            raise ValueError("key or checksum mismatch")
+        return tensor, json.loads(meta["facts"])
+    except Exception as exc:  # partial, corrupt, or another key: recompute, never trust it
+        caches.corrupt += 1
+        warnings.warn(f"{path}: cache entry unreadable or not what its name says ({type(exc).__name__}: {exc}); recomputing it")
+        return None
+
+
+def _save(path: Path, full: str, value: Made) -> None:
+    from safetensors.torch import save_file
+
+    tensor, facts = value
+    tensor = tensor.detach().cpu().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file({"value": tensor}, tmp, metadata={"key": full, "sha256": _digest(tensor), "facts": json.dumps(facts)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,274 @@
+"""Executors: what runs a grid's cells. Each takes cells and yields ("started" | "done", cell, row) events;
+the coordinator (bench.run.runner) alone appends the rows. Every executor calls the same `run_cell`.
+
+- in-process (default): this process, one cell at a time (or `--isolate`: a fresh process per cell).
+- local workers (`--workers N`): N spawned processes, torch threads = cores / N each, one GPU each with CUDA.
+- Ray (`--executor ray`): one task per cell on a running cluster or a local one.
+- submitit (`--executor slurm` / `submitit-local`): one job per cell on Slurm, or submitit's local executor.
+"""
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from bench.config import Cell
+from bench.errors import UserError
+from bench.plugins import LabelledImages
+from bench.run.cell import data_key
+from bench.run.diskcache import Caches
+from bench.run.isolation import EXIT_GRACE_S, describe_exit, run_isolated
+from bench.run.rows import failed_row, run_cell
+
+Event = tuple[str, Cell, "dict | None"]
+HARD_GRACE_S = 30.0  # a worker still busy this long past --cell-timeout is killed (the cell's own check failed)
+POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a cell needs besides itself and its data: identical for every executor."""
+
+    grid_name: str
+    device: str = "cpu"
+    cell_timeout: float | None = None
+    feature_cache: bool = True
+    plugins: tuple[str, ...] = ()
+    cache_dir: str | None = None
+    threads: int | None = None
+    resources: dict = field(default_factory=dict)  # [resources]: cpus, gpus, mem_gb
+    slurm: dict = field(default_factory=dict)  # [slurm]: partition, time_min, account, qos, constraint
+    checkpoints: str | None = None  # where cells with train.save write their checkpoint folders
+
+
+def _prepare_process(job: Job) -> None:
+    """In a fresh process: the same plugins as the coordinator, the built-ins, and the thread count."""
+    for module in job.plugins:
+        importlib.import_module(module)
+    from bench.builtins import load_builtins
+
+    load_builtins()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+
+
+def in_process(cells: list[Cell], data: dict[str, LabelledImages], job: Job, isolate: bool, progress, warn) -> Iterator[Event]:
+    caches = Caches(job.cache_dir)  # fitted images and frozen features, shared by the grid's cells
+    for cell in cells:
+        yield "started", cell, None
+        if isolate:
+            row = run_isolated(cell, job.grid_name, data[data_key(cell)], torch.device(job.device), job)
+        else:
+            hook = progress.step_hook(cell)
+            row = run_cell(cell, job.grid_name, data[data_key(cell)], caches, torch.device(job.device), job.cell_timeout,
+                           hook, job.feature_cache, warn, job.checkpoints)
+            progress.drop(hook)
+        yield "done", cell, row
+
+
+def _serve(conn, data: dict, job: Job) -> None:
+    """A local worker: run cells sent over `conn` until told to stop (None) or the coordinator is gone."""
+    _prepare_process(job)
+    caches = Caches(job.cache_dir)
+    device = torch.device(job.device)
+    while True:
+        try:
+            cell = conn.recv()
+        except (EOFError, OSError):  # the coordinator died: nothing left to report to
+            return
+        if cell is None:
+            return
+        conn.send(run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout, feature_cache=job.feature_cache,
+                           warn=lambda message: None, checkpoints=job.checkpoints))
+
+
+class LocalWorkers:
+    """N spawned worker processes fed one cell at a time; a worker that dies becomes an `error` row naming how
+    it died, is replaced, and the grid goes on."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
+        ctx = mp.get_context("spawn")
+        gpus = torch.cuda.device_count() if job.device == "cuda" else 0
+        threads = job.threads or max(1, (os.cpu_count() or 1) // self.n)
+        job = Job(**{**job.__dict__, "threads": threads})
+
+        def spawn(slot: int):
+            parent, child = ctx.Pipe()
+            saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if gpus:  # one GPU per worker: the child inherits the environment at start
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            try:
+                proc = ctx.Process(target=_serve, args=(child, data, job), daemon=True)
+                proc.start()
+            finally:
+                if gpus:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES") if saved is None else os.environ.__setitem__("CUDA_VISIBLE_DEVICES", saved)
+            child.close()
+            return proc, parent, slot
+
+        queue = list(cells)
+        idle = [spawn(slot) for slot in range(min(self.n, len(queue)))]
+        busy: dict = {}  # conn -> (proc, slot, cell, started)
+        try:
+            while queue or busy:
+                while idle and queue:
+                    proc, conn, slot = idle.pop()
+                    cell = queue.pop(0)
+                    conn.send(cell)
+                    busy[conn] = (proc, slot, cell, time.monotonic())
+                    yield "started", cell, None
+                for conn in wait(list(busy), timeout=POLL_S):
+                    proc, slot, cell, _ = busy.pop(conn)
+                    try:
+                        row = conn.recv()
+                    except (EOFError, OSError):
+                        row = None
+                    if row is None:  # the worker died mid-cell
+                        proc.join(EXIT_GRACE_S)
+                        if proc.is_alive():
+                            proc.kill()
+                            proc.join()
+                        row = failed_row(cell, job.grid_name, torch.device(job.device), "error",
+                                         f"worker process {describe_exit(proc.exitcode)} while running this cell")
+                        if queue:
+                            idle.append(spawn(slot))
+                    else:
+                        idle.append((proc, conn, slot))
+                    yield "done", cell, row
+                yield from self._hard_timeouts(busy, idle, queue, job, spawn)
+                tick()
+        finally:
+            for proc, conn, _ in idle:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+            for proc, conn, *_ in [*idle, *((p, c) for c, (p, *_r) in busy.items())]:
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+
+    @staticmethod
+    def _hard_timeouts(busy: dict, idle: list, queue: list, job: Job, spawn) -> Iterator[Event]:
+        if not job.cell_timeout:
+            return
+        for conn, (proc, slot, cell, started) in list(busy.items()):
+            if time.monotonic() - started > job.cell_timeout + HARD_GRACE_S:
+                proc.kill()
+                proc.join()
+                del busy[conn]
+                if queue:
+                    idle.append(spawn(slot))
+                yield "done", cell, failed_row(cell, job.grid_name, torch.device(job.device), "timeout",
+                                               f"cell exceeded --cell-timeout {job.cell_timeout:g} s and its worker was killed")
+
+
+_WORKER_CACHES: dict[str, Caches] = {}  # per Ray worker process, kept between the tasks it runs
+
+
+def _run_remote(cell: Cell, data: LabelledImages, job: Job) -> dict:
+    """One cell in a Ray worker or a submitit job (`data` None: the job loads the dataset itself)."""
+    _prepare_process(job)
+    if data is None:
+        from bench.plugins import DATASETS
+
+        data = DATASETS.get(cell.dataset).factory(**cell.dataset_args)
+    caches = _WORKER_CACHES.setdefault(job.cache_dir or "", Caches(job.cache_dir))
+    return run_cell(cell, job.grid_name, data, caches, torch.device(job.device), job.cell_timeout, feature_cache=job.feature_cache,
+                    warn=lambda message: None, checkpoints=job.checkpoints)
+
+
+def _require(module: str, extra: str, flag: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{flag} needs {module}, which is not installed — pip install 'metric-bench[{extra}]'") from None
+
+
+class RayCells:
+    """One Ray task per cell, with the CPUs and GPUs of [resources]; the datasets are put in the object store once."""
+
+    def __init__(self, address: str | None):
+        self.address = address
+        self.ray = _require("ray", "ray", "--executor ray")
+
+    def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
+        ray = self.ray
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        cpus, gpus = job.resources.get("cpus", 1), job.resources.get("gpus", 0)
+        job = Job(**{**job.__dict__, "threads": job.threads or int(cpus)})
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run_remote)
+        refs = {key: ray.put(value) for key, value in data.items()}
+        pending = {}
+        for cell in cells:
+            pending[remote.remote(cell, refs[data_key(cell)], job)] = cell
+            yield "started", cell, None
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    cell = pending.pop(ref)
+                    try:
+                        row = ray.get(ref)
+                    except Exception as exc:  # a crashed worker, a lost node: the cell's row says so
+                        row = failed_row(cell, job.grid_name, torch.device(job.device), "error", f"Ray task failed: {type(exc).__name__}: {exc}"[:2000])
+                    yield "done", cell, row
+                tick()
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started_here:
+                ray.shutdown()
+
+
+class SubmititCells:
+    """One submitit job per cell: on Slurm (`slurm`), or through submitit's local executor (`local`), which
+    runs the same pickled job in a local process. Jobs load their dataset themselves (no data in the pickle)."""
+
+    def __init__(self, local: bool, folder: Path, parallel: int):
+        self.local, self.folder, self.parallel = local, folder, parallel
+        self.submitit = _require("submitit", "slurm", "--executor slurm" if not local else "--executor submitit-local")
+
+    def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
+        submitit = self.submitit
+        executor = submitit.LocalExecutor(folder=str(self.folder)) if self.local else submitit.AutoExecutor(folder=str(self.folder), cluster="slurm")
+        timeout_min = int(job.slurm.get("time_min", max(10, 2 * (job.cell_timeout or 3600) / 60)))
+        params = {"timeout_min": timeout_min}
+        if not self.local:
+            params |= {"slurm_partition": job.slurm.get("partition"), "cpus_per_task": int(job.resources.get("cpus", 1)),
+                       "gpus_per_node": int(job.resources.get("gpus", 0)), "mem_gb": job.resources.get("mem_gb"),
+                       "slurm_account": job.slurm.get("account"), "slurm_qos": job.slurm.get("qos"), "slurm_constraint": job.slurm.get("constraint")}
+        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        job = Job(**{**job.__dict__, "threads": job.threads or int(job.resources.get("cpus", 1))})
+        queue, running = list(cells), {}
+        limit = self.parallel if self.local else len(cells)  # Slurm queues the rest; a local machine runs N at once
+        try:
+            while queue or running:
+                while queue and len(running) < limit:
+                    cell = queue.pop(0)
+                    running[executor.submit(_run_remote, cell, None, job)] = cell
+                    yield "started", cell, None
+                for handle in [h for h in running if h.done()]:
+                    cell = running.pop(handle)
+                    try:
+                        row = handle.result()
+                    except Exception as exc:  # a failed or killed job: its row says so
+                        row = failed_row(cell, job.grid_name, torch.device(job.device), "error", f"submitit job {handle.job_id} failed: {type(exc).__name__}: {exc}"[:2000])
+                    yield "done", cell, row
+                tick()
+                time.sleep(0.5 if running else 0)
+        finally:
+            for handle in running:
+                handle.cancel(check=False)

@@ -1,0 +1,190 @@
+"""Scale-out: the same grid through in-process, --workers, a local Ray instance and submitit's local
+executor gives the same rows; a dying worker is one error row; a killed coordinator resumes; the disk cache
+is reused and never trusted when corrupt; plain progress lines when output is not a terminal."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+GRID = """
+name = "{name}"
+[budget]
+max_steps = 3
+[train]
+batch_size = 12
+precision = "fp32"
+[eval]
+episodes = 20
+n_way = 3
+[model]
+freeze = "{freeze}"
+[axes]
+backbone = ["timm/resnet10t"]
+loss = ["contrastive", "triplet"]
+seed = [0, 1]
+[backbone."timm/resnet10t"]
+image_size = 32
+[resources]
+cpus = 1
+"""
+
+METRICS = ("verification_roc_auc", "recall_at_1", "map_at_r", "few_shot_3way_1shot_accuracy")
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def by_cell(path: Path) -> dict:
+    return {r["cell_id"]: r for r in rows(path)}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The in-process run, one torch thread like each worker (thread counts change float sums)."""
+    cwd = tmp_path_factory.mktemp("ref")
+    (cwd / "g.toml").write_text(GRID.format(name="g", freeze="none"))
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return by_cell(cwd / "results" / "g.jsonl")
+
+
+def run_cli(cwd: Path, *args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+def assert_same_rows(got: dict, reference: dict) -> None:
+    assert set(got) == set(reference) and len(got) == 4
+    for cell_id, row in got.items():
+        assert row["status"] == "ok", row.get("error")
+        for key in METRICS:
+            assert row["metrics"][key] == reference[cell_id]["metrics"][key], key
+        assert row["train"]["final_loss"] == reference[cell_id]["train"]["final_loss"]
+
+
+@pytest.mark.parametrize("args,env", [
+    (["--workers", "2"], {}),
+    (["--executor", "submitit-local", "--workers", "2", "--threads", "1"], {}),
+    (["--executor", "ray"], {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}),
+], ids=["workers", "submitit-local", "ray"])
+def test_every_executor_gives_the_in_process_rows(args, env, reference, tmp_path):
+    if "ray" in args:
+        pytest.importorskip("ray")
+    if "submitit-local" in args:
+        pytest.importorskip("submitit")
+    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none"))
+    proc = run_cli(tmp_path, *args, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = rows(tmp_path / "results" / "g.jsonl")
+    assert len(got) == len({r["cell_id"] for r in got})  # one row per cell
+    assert_same_rows(by_cell(tmp_path / "results" / "g.jsonl"), reference)
+    # output is not a terminal here: plain lines, one per finished cell, never a redrawn bar
+    assert "━" not in proc.stderr and proc.stderr.count("[") >= 4 and "[4/4] timm/resnet10t" in proc.stderr
+
+
+FAULTY = '''
+import os, signal
+from torch import nn
+from bench.plugins import BACKBONES, InputSpec
+
+class Dies(nn.Module):
+    def __init__(self, die):
+        super().__init__()
+        self.die, self.embed_dim = die, 8
+        self.input_spec = InputSpec((8, 8), 1, (0.0,), (1.0,))
+        self.fc = nn.Linear(64, 8)
+    def forward(self, x):
+        if self.die:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.fc(x.flatten(1))
+
+@BACKBONES.register("dies")
+def dies(die: bool = False):
+    return Dies(die)
+'''
+
+
+def test_a_worker_that_dies_is_one_error_row_and_the_grid_goes_on(tmp_path):
+    (tmp_path / "dies_plugin.py").write_text(FAULTY)
+    (tmp_path / "g.toml").write_text("""
+name = "g"
+[budget]
+max_steps = 2
+[train]
+batch_size = 12
+[axes]
+backbone = ["dies"]
+loss = ["triplet"]
+seed = [0, 1, 2]
+"backbone.die" = [false, true]
+""")
+    proc = run_cli(tmp_path, "--workers", "2", "--plugin", "dies_plugin", env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = rows(tmp_path / "results" / "g.jsonl")
+    assert len(got) == 6
+    died = [r for r in got if r["config"]["backbone_args"]["die"]]
+    assert all(r["status"] == "error" and "worker process was killed by SIGKILL" in r["error"] for r in died)
+    assert all(r["status"] == "ok" for r in got if not r["config"]["backbone_args"]["die"])
+
+
+def test_a_killed_coordinator_resumes_without_duplicates(tmp_path):
+    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none").replace("max_steps = 3", "max_steps = 40").replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+    results = tmp_path / "results" / "g.jsonl"
+    with open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not (results.exists() and results.read_text().count("\n") >= 1):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "err.log").read_text()[-2000:]
+    assert 1 <= len(rows(results)) < 6  # partial: the kill landed mid-grid
+    done = run_cli(tmp_path, "--workers", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = rows(results)
+    assert len(got) == 6 and len({r["cell_id"] for r in got}) == 6 and all(r["status"] == "ok" for r in got)
+
+
+def test_disk_cache_is_reused_and_a_corrupt_entry_is_recomputed(tmp_path):
+    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="backbone"))
+    first = run_cli(tmp_path, "--threads", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    entries = sorted((tmp_path / "results" / "cache").glob("*.safetensors"))
+    assert len(entries) == 3  # fitted images, and the frozen features of each seed's random-init trunk (not pretrained)...
+    reference = by_cell(tmp_path / "results" / "g.jsonl")
+    stamps = {p: p.stat().st_mtime_ns for p in entries}
+    entries[0].write_bytes(entries[0].read_bytes()[: len(entries[0].read_bytes()) // 2])  # a partial write
+    again = run_cli(tmp_path, "--threads", "1", "--results", "again.jsonl", "--cache-dir", "results/cache")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cache entry unreadable" in again.stderr
+    assert_same_rows(by_cell(tmp_path / "again.jsonl"), reference)
+    assert entries[0].stat().st_mtime_ns != stamps[entries[0]]  # rewritten whole
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in entries[1:])  # the others were read, not recomputed
+
+
+def test_a_missing_engine_is_one_line_naming_the_install(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray here")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none"))
+    assert main(["run", "--grid", "g.toml", "--executor", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'metric-bench[ray]'" in err
+    assert not (tmp_path / "results").exists()
