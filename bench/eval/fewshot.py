@@ -39,13 +39,7 @@ def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: 
         return nan | out | {"few_shot_note": f"{len(pools)} classes have {need}, a {n_way}-way episode needs {n_way} "
                                               "— lower n_way (--n-way) or k_shot"}
     support, query, _ = draw_episodes(pools, n_way, k_shot, episodes, np.random.default_rng(seed))
-    support_set = embeddings if gallery is None else gallery
-    per_episode = _episode_accuracy(support_set[torch.from_numpy(support).reshape(episodes, -1)].float(),
-                                    embeddings[torch.from_numpy(query)].float(), k_shot, distance)
-    out |= {f"{name}_accuracy": float(per_episode.mean())}
-    if episodes < 2:
-        return out | {f"{name}_accuracy_stderr": float("nan"), "few_shot_note": "one episode has no standard error — use 2+ episodes"}
-    return out | {f"{name}_accuracy_stderr": float(per_episode.std() / math.sqrt(episodes))}
+    return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_note")
 
 
 def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | np.ndarray, group_name: str,
@@ -76,12 +70,17 @@ def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tenso
                                                      "— lower n_way (--n-way) or k_shot"}
     rng = np.random.default_rng([WITHIN_GROUP_STREAM, seed])
     support, query, _ = draw_group_episodes(pools, pool_groups, n_way, k_shot, episodes, rng)
+    return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_within_note")
+
+
+def _scored(embeddings, gallery, support, query, episodes: int, k_shot: int, distance: str, name: str, note: str) -> dict:
+    """Mean accuracy over the drawn episodes and its standard error (support from the gallery when there is one)."""
     support_set = embeddings if gallery is None else gallery
     per_episode = _episode_accuracy(support_set[torch.from_numpy(support).reshape(episodes, -1)].float(),
                                     embeddings[torch.from_numpy(query)].float(), k_shot, distance)
-    out |= {f"{name}_accuracy": float(per_episode.mean())}
+    out = {f"{name}_accuracy": float(per_episode.mean())}
     if episodes < 2:
-        return out | {f"{name}_accuracy_stderr": float("nan"), "few_shot_within_note": "one episode has no standard error — use 2+ episodes"}
+        return out | {f"{name}_accuracy_stderr": float("nan"), note: "one episode has no standard error — use 2+ episodes"}
     return out | {f"{name}_accuracy_stderr": float(per_episode.std() / math.sqrt(episodes))}
 
 
