@@ -170,9 +170,10 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
 KILL_GRID = """
 name = "kill"
 [budget]
-max_steps = 4
+max_steps = 150
 [train]
 batch_size = 16
+precision = "fp32"
 [eval]
 episodes = 50
 [axes]
