@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ttest_ind
 
-from bench.config import NOT_IDENTITY
+from bench.config import HEAD_ARGS, NOT_IDENTITY
+from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
 from bench.results import latest_rows
@@ -38,8 +39,6 @@ ABSENT = "—"  # shown for a key a configuration does not have
 FIRST_KEYS = ("backbone", "loss", "dataset")
 ALPHA = 0.05  # Welch's test: p ≥ ALPHA is indistinguishable from the best at 95%
 UNTESTED = "1 seed: untested"
-UNTRAINED_LOSS = "none"
-HEAD_ARGS = ("head", "embed_dim", "sigmoid")  # backbone_args that only describe the trained head (bench.config.HEAD_ARGS)
 TRAINING_ONLY_EVAL = ("curve", "select_metric")  # eval options that only act while training (a baseline has neither)
 # the columns after the keys and metrics, in markdown order: frame column → markdown header
 VERDICTS = {"vs_best": "vs best (Welch, 95%)", "gain_vs_untrained": "gain vs untrained",
@@ -110,7 +109,6 @@ def _line(flat: dict, group: list[dict], keys: list[str], shown: list[str]) -> d
         line[f"{m}_mean"], line[f"{m}_std"] = (values.mean(), values.std()) if len(values) else (math.nan, math.nan)
     line["seeds"] = len(group)
     line["ok"] = len(ok)
-    line["n"] = len(ok)
     line["others"] = ", ".join(f"seed {r['config'].get('seed')}: {r.get('status')}"
                                for r in sorted(group, key=_seed) if r.get("status") != "ok")
     line["steps"] = round(sum(r["train"]["steps"] for r in ok) / len(ok)) if ok else 0
@@ -299,7 +297,7 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
 
 def key_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's configuration columns (backbone, loss, dataset and the options that vary), in order."""
-    tail = ("seeds", "ok", "n", "others", "steps", "stopped_by", "vs_best_p", *VERDICTS)
+    tail = ("seeds", "ok", "others", "steps", "stopped_by", "vs_best_p", *VERDICTS)
     return [c for c in frame.columns if not c.endswith(("_mean", "_std")) and not c.startswith("untrained_") and c not in tail]
 
 

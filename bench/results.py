@@ -45,6 +45,16 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 
+def read_results(paths: list[Path]) -> list[dict]:
+    """The rows of several files, in the order given: `latest_rows` then keeps, per cell, the last file's row."""
+    rows = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path}: no such results file — run `bench run --grid GRID.toml` first")
+        rows += read_rows(path)
+    return rows
+
+
 def require_current_schema(rows: list[dict], path: str | Path) -> None:
     """`bench run` resumes only a file of the current schema: older rows have other cell ids (a changed
     default), so resuming would silently rerun every cell next to rows it can no longer match."""

@@ -100,3 +100,17 @@ def make_role_folder(root: Path, layout: dict[str, dict[str, int]]) -> list[tupl
                 written.append((name, role, value))
                 value += 1
     return written
+
+
+def noise_classes(root: Path, layout: dict[str, dict[str, int]], seed: int = 0, noise: float = 40.0) -> Path:
+    """root/<class>/<role>/<i>.png of class-structured noise: a per-class 16×16 grey pattern plus per-image
+    noise, so a network can learn the classes; {class: {role: count}}, role "" = directly in the class folder."""
+    rng = np.random.default_rng(seed)
+    for name, roles in layout.items():
+        base = rng.integers(0, 256, (16, 16))
+        for role, count in roles.items():
+            folder = root / name / role
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(np.clip(base + rng.normal(0, noise, (16, 16)), 0, 255).astype(np.uint8), "L").save(folder / f"{i}.png")
+    return root

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from datafixtures import noise_classes
 
 from bench.cli import main
 
@@ -38,15 +38,7 @@ root = "{root}"
 
 
 def make_images(root: Path, classes: int = 10, per_class: int = 6) -> Path:
-    """Class-structured noise: a per-class pattern plus per-image noise, 16×16 grey PNGs."""
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        base = rng.integers(0, 256, (16, 16))
-        for i in range(per_class):
-            pixels = np.clip(base + rng.normal(0, 40, (16, 16)), 0, 255).astype(np.uint8)
-            (root / f"class{c:02d}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels, "L").save(root / f"class{c:02d}" / f"{i}.png")
-    return root
+    return noise_classes(root, {f"class{c:02d}": {"": per_class} for c in range(classes)})
 
 
 @pytest.fixture(scope="module")

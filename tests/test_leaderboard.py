@@ -58,7 +58,7 @@ def test_table_mean_std_n_over_seeds():
     assert len(frame) == 4
     got = by_config(frame)
     a = got[("resnet", "triplet")]
-    assert a.n == 3  # the error row and the diverged row are not in the mean
+    assert a.ok == 3  # the error row and the diverged row are not in the mean
     assert (a.seeds, a.ok) == (5, 3)  # ... but they are counted and named
     assert a.others == "seed 3: error, seed 4: diverged"
     assert a.verification_roc_auc_mean == pytest.approx(np.mean(A_AUC))
@@ -69,11 +69,11 @@ def test_table_mean_std_n_over_seeds():
     assert a.steps == 110
     assert a.stopped_by == "budget"
     b = got[("resnet", "contrastive")]
-    assert b.n == 2
+    assert b.ok == 2
     assert b.verification_roc_auc_mean == pytest.approx(0.96)
     assert b.verification_roc_auc_std == pytest.approx(np.std(B_AUC, ddof=1))
     c = got[("convnet", "triplet")]
-    assert c.n == 1 and math.isnan(c.verification_roc_auc_std)
+    assert c.ok == 1 and math.isnan(c.verification_roc_auc_std)
     assert c.stopped_by == "steps"
     v = got[("vit", "bce_l1")]  # a configuration that only ever failed keeps its line, ranked last
     assert (v.seeds, v.ok, v.others) == (1, 0, "seed 0: error") and math.isnan(v.verification_roc_auc_mean)
@@ -107,7 +107,7 @@ def test_table_splits_configurations_by_varying_arguments():
     frame = table(rows)
     assert "loss_args.margin" in frame.columns
     assert sorted(frame["loss_args.margin"]) == ["0.1", "0.2"]
-    assert list(frame["n"]) == [2, 2]
+    assert list(frame["ok"]) == [2, 2]
     assert "seed" not in frame.columns and "train.lr" not in frame.columns  # seed and constants are not keys
 
 
@@ -137,8 +137,8 @@ def test_rows_whose_keys_differ_are_separate_configurations():
     lite = [{**row("lite", "triplet", s, 0.8), "config": {**row("lite", "triplet", s, 0.8)["config"], "backbone_args": {"head": h}},
              "cell_id": f"lite-{h}-{s}"} for s in range(2) for h in ("linear", "sigmoid4096")]
     frame = table(koch + lite)
-    assert len(frame) == 3 and sorted(frame["n"]) == [2, 2, 2]
-    heads = dict(zip(frame["backbone"] + "/" + frame["backbone_args.head"], frame["n"]))
+    assert len(frame) == 3 and sorted(frame["ok"]) == [2, 2, 2]
+    heads = dict(zip(frame["backbone"] + "/" + frame["backbone_args.head"], frame["ok"]))
     assert heads == {"koch/—": 2, "lite/linear": 2, "lite/sigmoid4096": 2}
     text = markdown(frame)
     assert any(ln.startswith("| ") and "koch" in ln for ln in text.splitlines())
@@ -148,7 +148,7 @@ def test_a_row_without_an_argument_does_not_merge_with_rows_that_have_it():
     old = row("r", "triplet", 0, 0.5)  # written before `margin` existed
     new = [row("r", "triplet", s, 0.9, loss_args={"margin": 0.2}) for s in range(2)]
     frame = table([old, *new])
-    assert sorted(zip(frame["loss_args.margin"], frame["n"])) == [("0.2", 2), ("—", 1)]
+    assert sorted(zip(frame["loss_args.margin"], frame["ok"])) == [("0.2", 2), ("—", 1)]
     assert frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.9), pytest.approx(0.5)]
 
 
@@ -191,7 +191,7 @@ def test_a_rerun_row_supersedes_the_earlier_row_of_its_cell():
     failed = row("r", "triplet", 0, float("nan"), status="error")
     rerun = {**row("r", "triplet", 0, 0.9), "cell_id": failed["cell_id"]}
     frame = table([failed, row("r", "triplet", 1, 0.7), rerun])
-    assert frame["n"].tolist() == [2] and frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.8)]
+    assert frame["ok"].tolist() == [2] and frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.8)]
 
 
 # --- verdicts: significance vs the best, gain over the untrained baseline, still improving, selected -------

@@ -174,18 +174,15 @@ def cmd_ls(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.cli.plot import read_results
+    from bench.results import read_results
 
     if len(args.results) > 1 and args.out is None:
         raise UserError(f"{len(args.results)} results files need --out FILE.md — the merged leaderboard belongs to none of them")
     out = args.out or args.results[0].with_suffix(".md")
-    for path in args.results:
-        if not path.exists():
-            raise UserError(f"{path}: no such results file — run `bench run --grid GRID.toml` first")
+    rows = read_results(args.results)  # a missing file is the first error: nothing is written before the checks below
     check_output_file(out, "--out")
     if args.csv:
         check_output_file(args.csv, "--csv")
-    rows = read_results(args.results)
     if not rows:
         raise UserError(f"{', '.join(map(str, args.results))}: holds no result rows yet — run the grid first")
     title = args.results[0].stem if len(args.results) == 1 else " + ".join(p.stem for p in args.results)

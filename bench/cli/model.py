@@ -3,7 +3,6 @@ pipeline (decode → fit to the backbone's size and channels → preprocess → 
 from __future__ import annotations
 
 import argparse
-import csv as csvlib
 import json
 from pathlib import Path
 
@@ -31,31 +30,23 @@ def add_parser(sub, common) -> None:
     v.set_defaults(func=cmd_verify)
 
 
-def list_folder(root: Path) -> tuple[list[Path], list[str]]:
-    """Image files and class names as the `folder` dataset reads them (sorted class folders, files
-    searched recursively, hidden files skipped), so the order matches a cell's."""
-    from bench.data.common import IMAGE_SUFFIXES
+def list_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files, labels and class names exactly as the `folder` dataset reads them (same order)."""
+    from bench.data.files import folder_files
 
-    if not root.is_dir():
-        raise UserError(f"{root}: is not a folder — give --folder a folder with one sub-folder per class")
-    files, labels = [], []
-    for c in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(c.rglob("*")):
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(c).parts) and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(c.name)
-    if not files:
-        raise UserError(f"{root}: no images in class sub-folders — put images in one sub-folder per class")
-    return files, labels
+    _, names, files = folder_files(root, "bench embed --folder")
+    return [f for _, f, _ in files], [names.index(c) for c, _, _ in files], list(names)
 
 
-def list_csv(manifest: Path) -> tuple[list[Path], list[str]]:
-    from bench.errors import read_text
+def list_csv(manifest: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files, labels and class names exactly as the `csv` dataset reads them."""
+    from bench.data.common import encode_labels
+    from bench.data.files import manifest_entries
 
-    rows = list(csvlib.DictReader(read_text(manifest, "manifest", "give a CSV with columns path,label").splitlines()))
-    if not rows or "path" not in rows[0]:
-        raise UserError(f"{manifest}: needs a header with a path column (and label) — e.g. path,label")
-    return [manifest.parent / r["path"].strip() for r in rows], [(r.get("label") or "").strip() for r in rows]
+    where = "bench embed --csv"
+    _, _, paths, raw_labels, origins = manifest_entries(manifest, where)
+    labels, names = encode_labels(raw_labels, where, origins)
+    return [Path(p) for p in paths], labels.tolist(), list(names)
 
 
 def embed_files(loaded, files: list[Path], device, progress=None):
@@ -95,11 +86,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     loaded = load_checkpoint(args.checkpoint)
     if args.folder:
-        files, labels = list_folder(args.folder)
+        files, labels, names = list_folder(args.folder)
     elif args.csv:
-        files, labels = list_csv(args.csv)
+        files, labels, names = list_csv(args.csv)
     else:
-        files, labels = list(args.images), []
+        files, labels, names = list(args.images), [], []
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise UserError(f"{missing[0]}: no such image ({len(missing)} missing) — check the paths")
@@ -108,8 +99,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         emb = embed_files(loaded, files, torch.device(args.device), lambda n: bar.advance(task, n))
     arrays = {"embeddings": emb.numpy(), "paths": np.array([str(f) for f in files])}
     if labels:
-        names = sorted(set(labels))
-        arrays["labels"] = np.array([names.index(x) for x in labels], dtype=np.int64)
+        arrays["labels"] = np.array(labels, dtype=np.int64)
         arrays["class_names"] = np.array(names)
     np.savez(args.out, **arrays)
     print(json.dumps({"out": str(args.out), "images": len(files), "dim": int(emb.shape[1]), "distance": loaded.distance,

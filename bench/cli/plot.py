@@ -1,5 +1,5 @@
 """`bench plot RESULTS.jsonl ...`: draw results as PNGs (leaderboard bars, ROC, recall@k, learning curves);
-and `read_results`, which `bench plot` and `bench leaderboard` share to merge several results files."""
+several files merge as in `bench leaderboard` (bench.results.read_results)."""
 from __future__ import annotations
 
 import argparse
@@ -23,22 +23,11 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=cmd_plot)
 
 
-def read_results(paths: list[Path]) -> list[dict]:
-    """The rows of every file, in the order given: `latest_rows` then keeps, per cell, the last file's row."""
-    from bench.results import read_rows
-
-    rows = []
-    for path in paths:
-        if not path.exists():
-            raise UserError(f"{path}: no such results file — run `bench run --grid GRID.toml` first")
-        rows += read_rows(path)
-    return rows
-
-
 def cmd_plot(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench import plots
+    from bench.results import read_results
 
     plots.require_matplotlib()  # first: without it nothing else is worth checking
     out = args.out or args.results[0].parent / f"{args.results[0].stem}_plots"

@@ -33,6 +33,19 @@ def folder(root: str, image_size: int = 0, channels: int = 0, background: str = 
     """
     where = "dataset folder"
     rgb, max_pixels = parse_background(background, where), check_max_pixels(max_pixels, where)
+    base, names, files = folder_files(root, where)
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[c] for c, _, _ in files], dtype=np.int64)
+    check_labels(labels, names, None, f"{where} {str(base)!r}")
+    images = decode_images([str(f) for _, f, _ in files], str, where, image_size, channels, rgb, max_pixels)
+    roles = [role for _, _, role in files]
+    attributes = {"role": np.array(roles)} if any(roles) else {}
+    return LabelledImages(images, labels, names, meta={"root": str(base)}, attributes=attributes)
+
+
+def folder_files(root: str | Path, where: str) -> tuple[Path, tuple[str, ...], list[tuple[str, Path, str]]]:
+    """(root, class names, [(class, file, role)]) of a folder dataset, in the order it is read; the
+    `folder` dataset and `bench embed --folder` share it so they see the same files."""
     base = Path(root).expanduser()
     if not base.is_dir():
         raise UserError(f"{where}: root {str(base)!r} is not a directory — set dataset.folder.root to a folder with one sub-folder per class")
@@ -44,14 +57,7 @@ def folder(root: str, image_size: int = 0, channels: int = 0, background: str = 
     files = [entry for c in classes for entry in _class_images(c, base, where)]
     if not files:
         raise UserError(f"{where}: no image files under {str(base)!r} — put images in one sub-folder per class")
-    names = tuple(c.name for c in classes)  # from the folders, so an empty class folder is reported
-    index = {n: i for i, n in enumerate(names)}
-    labels = np.array([index[c] for c, _, _ in files], dtype=np.int64)
-    check_labels(labels, names, None, f"{where} {str(base)!r}")
-    images = decode_images([str(f) for _, f, _ in files], str, where, image_size, channels, rgb, max_pixels)
-    roles = [role for _, _, role in files]
-    attributes = {"role": np.array(roles)} if any(roles) else {}
-    return LabelledImages(images, labels, names, meta={"root": str(base)}, attributes=attributes)
+    return base, tuple(c.name for c in classes), files  # names from the folders, so an empty class folder is reported
 
 
 def _class_images(c: Path, base: Path, where: str) -> list[tuple[str, Path, str]]:
@@ -80,6 +86,19 @@ def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str =
     """
     where = "dataset csv"
     rgb, max_pixels = parse_background(background, where), check_max_pixels(max_pixels, where)
+    file, rows, paths, raw_labels, origins = manifest_entries(manifest, where)
+    split = _all_or_none("split", [row.get("split") for _, row in rows], SPLIT_NAMES, origins, where)
+    role = _all_or_none("role", [row.get("role") for _, row in rows], ROLE_NAMES, origins, where)
+    labels, names = encode_labels(raw_labels, where, origins)
+    check_labels(labels, names, split, f"{where} {str(file)!r}")
+    images = decode_images(paths, str, where, image_size, channels, rgb, max_pixels)
+    attributes = {"role": role} if role is not None else {}
+    return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file)}, attributes=attributes)
+
+
+def manifest_entries(manifest: str | Path, where: str) -> tuple[Path, list, list[str], list[str], list[str]]:
+    """(file, [(line, row)], paths, raw labels, origins) of a CSV manifest, checked row by row; the `csv`
+    dataset and `bench embed --csv` share it."""
     file = Path(manifest).expanduser()
     if not file.is_file():
         raise UserError(f"{where}: manifest {str(file)!r} does not exist — set dataset.csv.manifest to a CSV file with columns path,label[,split][,role]")
@@ -108,13 +127,7 @@ def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str =
         paths.append(path)
         raw_labels.append(row.get("label") or "")
         origins.append(f"{str(file)!r} line {line}")
-    split = _all_or_none("split", [row.get("split") for _, row in rows], SPLIT_NAMES, origins, where)
-    role = _all_or_none("role", [row.get("role") for _, row in rows], ROLE_NAMES, origins, where)
-    labels, names = encode_labels(raw_labels, where, origins)
-    check_labels(labels, names, split, f"{where} {str(file)!r}")
-    images = decode_images(paths, str, where, image_size, channels, rgb, max_pixels)
-    attributes = {"role": role} if role is not None else {}
-    return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file)}, attributes=attributes)
+    return file, rows, paths, raw_labels, origins
 
 
 def _all_or_none(column: str, cells: Sequence[str | None], allowed: Sequence[str], origins: Sequence[str], where: str) -> np.ndarray | None:

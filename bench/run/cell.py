@@ -252,15 +252,13 @@ def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16,
     return features, facts["seconds_per_image"]
 
 
-_CONTENT: dict[int, tuple[LabelledImages, str]] = {}  # id → (the data, kept alive so the id stays its own, its hash)
-
-
 def _content_of(data: LabelledImages) -> Callable[[], str]:
-    """A lazy content hash of the dataset, computed once per process and only when a disk cache asks."""
+    """A lazy content hash of the dataset, computed once per dataset object and only when a disk cache asks
+    (memoised in its `meta`, which plugins fill and nothing compares)."""
     def content() -> str:
-        if id(data) not in _CONTENT:
-            _CONTENT[id(data)] = (data, content_hash(data.images, data.labels))
-        return _CONTENT[id(data)][1]
+        if "content_sha256" not in data.meta:
+            data.meta["content_sha256"] = content_hash(data.images, data.labels)
+        return data.meta["content_sha256"]
 
     return content
 

@@ -29,7 +29,6 @@ class Caches(dict):
     def __init__(self, directory: str | Path | None = None):
         super().__init__()
         self.directory = Path(directory) if directory else None
-        self.hits = self.misses = self.corrupt = 0
 
 
 def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
@@ -50,13 +49,10 @@ def cached_tensor(caches: dict, key: tuple, make: Callable[[], Made], content: C
         return caches[key]
     full = json.dumps([list(map(str, key)), content() if content else None])
     path = directory / (hashlib.sha256(full.encode()).hexdigest()[:32] + ".safetensors")
-    value = _load(path, full, caches)
+    value = _load(path, full)
     if value is None:
         value = make()
         _save(path, full, value)
-        caches.misses += 1
-    else:
-        caches.hits += 1
     caches[key] = value
     return value
 
@@ -65,7 +61,7 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
-def _load(path: Path, full: str, caches: Caches) -> Made | None:
+def _load(path: Path, full: str) -> Made | None:
     if not path.exists():
         return None
     from safetensors import safe_open
@@ -78,7 +74,6 @@ def _load(path: Path, full: str, caches: Caches) -> Made | None:
             raise ValueError("key or checksum mismatch")
         return tensor, json.loads(meta["facts"])
     except Exception as exc:  # partial, corrupt, or another key: recompute, never trust it
-        caches.corrupt += 1
         warnings.warn(f"{path}: cache entry unreadable or not what its name says ({type(exc).__name__}: {exc}); recomputing it")
         return None
 

@@ -8,14 +8,16 @@ the coordinator (bench.run.runner) alone appends the rows. Every executor calls 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable, Iterator
+from unittest import mock
 
 import torch
 
@@ -100,19 +102,14 @@ class LocalWorkers:
         ctx = mp.get_context("spawn")
         gpus = torch.cuda.device_count() if job.device == "cuda" else 0
         threads = job.threads or max(1, (os.cpu_count() or 1) // self.n)
-        job = Job(**{**job.__dict__, "threads": threads})
+        job = replace(job, threads=threads)
 
         def spawn(slot: int):
             parent, child = ctx.Pipe()
-            saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if gpus:  # one GPU per worker: the child inherits the environment at start
-                os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-            try:
+            # one GPU per worker: the child inherits the environment as it is when it starts
+            with mock.patch.dict(os.environ, {"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {}):
                 proc = ctx.Process(target=_serve, args=(child, data, job), daemon=True)
                 proc.start()
-            finally:
-                if gpus:
-                    os.environ.pop("CUDA_VISIBLE_DEVICES") if saved is None else os.environ.__setitem__("CUDA_VISIBLE_DEVICES", saved)
             child.close()
             return proc, parent, slot
 
@@ -148,12 +145,10 @@ class LocalWorkers:
                 yield from self._hard_timeouts(busy, idle, queue, job, spawn)
                 tick()
         finally:
-            for proc, conn, _ in idle:
-                try:
-                    conn.send(None)
-                except OSError:
-                    pass
-            for proc, conn, *_ in [*idle, *((p, c) for c, (p, *_r) in busy.items())]:
+            for _, conn, _ in idle:
+                with contextlib.suppress(OSError):
+                    conn.send(None)  # stop
+            for proc in [p for p, _, _ in idle] + [p for p, *_ in busy.values()]:
                 proc.join(5)
                 if proc.is_alive():
                     proc.kill()
@@ -208,7 +203,7 @@ class RayCells:
         if started_here:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         cpus, gpus = job.resources.get("cpus", 1), job.resources.get("gpus", 0)
-        job = Job(**{**job.__dict__, "threads": job.threads or int(cpus)})
+        job = replace(job, threads=job.threads or int(cpus))
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run_remote)
         refs = {key: ray.put(value) for key, value in data.items()}
         pending = {}
@@ -251,7 +246,7 @@ class SubmititCells:
                        "gpus_per_node": int(job.resources.get("gpus", 0)), "mem_gb": job.resources.get("mem_gb"),
                        "slurm_account": job.slurm.get("account"), "slurm_qos": job.slurm.get("qos"), "slurm_constraint": job.slurm.get("constraint")}
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-        job = Job(**{**job.__dict__, "threads": job.threads or int(job.resources.get("cpus", 1))})
+        job = replace(job, threads=job.threads or int(job.resources.get("cpus", 1)))
         queue, running = list(cells), {}
         limit = self.parallel if self.local else len(cells)  # Slurm queues the rest; a local machine runs N at once
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from rich.markup import escape
 from bench.config import Cell, Grid
 from bench.errors import UserError
 from bench.eval.knn import DISTANCES
-from bench.plugins import BACKBONES, DATASETS, LOSSES, InputSpec, LabelledImages
+from bench.plugins import BACKBONES, DATASETS, LOSSES, BatchKind, InputSpec, LabelledImages
 from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
 from bench.run.cell import data_key, split_for
@@ -20,7 +21,7 @@ from bench.run.executors import Job, LocalWorkers, RayCells, SubmititCells, in_p
 from bench.run.progress import GridProgress
 from bench.run.sampling import min_batch_size
 
-BATCH_KINDS = ("pairs", "triplets", "m_per_class")
+BATCH_KINDS = typing.get_args(BatchKind)  # what the Loss Protocol declares
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,9 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
         key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True), cell.train.select, cell.eval.episode_group)
         if key not in seen:
             seen.add(key)
-            _, val_idx, _, _ = split_for(cell, data[data_key(cell)])
+            _, val_idx, test_idx, _ = split_for(cell, data[data_key(cell)])
             attributes = data[data_key(cell)].attributes
-            _check_roles(attributes.get("role"), split_for(cell, data[data_key(cell)])[2], cell)
+            _check_roles(attributes.get("role"), test_idx, cell)
             if cell.eval.episode_group and cell.eval.episode_group not in attributes:
                 raise UserError(f"eval.episode_group = {cell.eval.episode_group!r}: dataset {cell.dataset!r} has no such per-image attribute "
                                 f"(it has: {', '.join(attributes) or 'none'}) — use one of those or leave episode_group unset")

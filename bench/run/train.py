@@ -117,12 +117,18 @@ def train(
         loss_fn.train()
         paused += time.perf_counter() - t
 
-    while (stopped_by := budget_reached(budget, steps, samples, clock(), sampler.images_per_batch(_fit(cfg.batch_size, budget, samples)))) is None:
-        factor = lr_factor(cfg.schedule, cfg.warmup, budget_fraction(budget, steps, samples, clock()))
-        for group, lr in zip(optimizer.param_groups, base_lr):
-            group["lr"] = lr * factor
+    scheduled = cfg.schedule != "constant" or cfg.warmup > 0
+    while True:
+        size = _fit(cfg.batch_size, budget, samples)
+        now = clock()
+        if (stopped_by := budget_reached(budget, steps, samples, now, sampler.images_per_batch(size))) is not None:
+            break
+        if scheduled:
+            factor = lr_factor(cfg.schedule, cfg.warmup, budget_fraction(budget, steps, samples, now))
+            for group, lr in zip(optimizer.param_groups, base_lr):
+                group["lr"] = lr * factor
         t0 = time.perf_counter()
-        idx = torch.from_numpy(sampler.draw(_fit(cfg.batch_size, budget, samples)))
+        idx = torch.from_numpy(sampler.draw(size))
         x = prepare(inputs[idx].to(device, non_blocking=True))
         y = labels[idx].to(device)
         t1 = time.perf_counter()
