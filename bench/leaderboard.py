@@ -14,6 +14,9 @@ Beside the means, each line says (all on the sort metric, in its own direction):
 - `still_improving`: "yes" when the curve's mean at the full budget beats its mean at half the budget (the
   last doubling) by more than the seed spread (std over seeds at the full budget; 0 with one seed).
 - `selected`: the curve point that train.select = "best" scored, per seed.
+- `tuned`: for a configuration a [search] tuned, the options its best trial chose, how many trials it had and
+  the best trial's validation score. Trial rows (scored on validation) are never lines of the table, and a
+  study's final rows are those of its latest choice (rows of an earlier choice, before more trials, are not).
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ UNTESTED = "1 seed: untested"
 TRAINING_ONLY_EVAL = ("curve", "select_metric")  # eval options that only act while training (a baseline has neither)
 # the columns after the keys and metrics, in markdown order: frame column → markdown header
 VERDICTS = {"vs_best": "vs best (Welch, 95%)", "gain_vs_untrained": "gain vs untrained",
-            "still_improving": "still improving", "selected": "selected"}
+            "still_improving": "still improving", "selected": "selected", "tuned": "tuned (search)"}
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -80,7 +83,7 @@ def table(rows: list[dict], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
 def ranked(rows: list[dict], metric: str = DEFAULT_METRIC) -> tuple[pd.DataFrame, list[list[dict]]]:
     """`table`'s frame and, line for line in its order (best first), the newest rows of each configuration:
     what the plots draw, so they rank and group exactly as the leaderboard does."""
-    latest = list(latest_rows(rows).values())
+    latest = current(rows)
     if not any(r.get("status") == "ok" for r in latest):
         return pd.DataFrame(), []
     check_metric(latest, metric)
@@ -96,9 +99,29 @@ def ranked(rows: list[dict], metric: str = DEFAULT_METRIC) -> tuple[pd.DataFrame
     shown = [metric] + [m for m in SHOWN if m != metric and m in carried]
     frame = pd.DataFrame([_line(f, g, keys, shown) for f, g in zip(flat, groups)])
     frame = frame.assign(**versus_best(groups, metric), **gain_vs_untrained(groups, metric),
-                         still_improving=[still_improving(g, metric) for g in groups], selected=[selected(g) for g in groups])
+                         still_improving=[still_improving(g, metric) for g in groups], selected=[selected(g) for g in groups],
+                         tuned=[tuned(g) for g in groups])
     frame = frame.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), na_position="last", kind="stable")
     return frame.reset_index(drop=True), [groups[i] for i in frame.index]
+
+
+def current(rows: list[dict]) -> list[dict]:
+    """The newest row of each cell, less a search's trial rows (scored on validation, not test) and the final rows
+    of a study's earlier choices: a study's current choice is that of its last final row in file order."""
+    latest = [r for r in latest_rows(rows).values() if not r.get("config", {}).get("trial")]
+    chosen = {r["search"]["study"]: r["search"]["trial"] for r in rows if r.get("search", {}).get("role") == "final"}
+    return [r for r in latest if r.get("search", {}).get("role") != "final" or chosen[r["search"]["study"]] == r["search"]["trial"]]
+
+
+def tuned(group: list[dict]) -> str:
+    """"train.lr=0.000687, loss.margin=0.606 (trial 4 of 20, 3 pruned; val verification_roc_auc 0.718)" for a
+    configuration a search chose; "—" for one at the grid's own values."""
+    search = group[0].get("search", {})
+    if search.get("role") != "final":
+        return ABSENT
+    params = ", ".join(f"{k}={_show(v)}" for k, v in search["params"].items())
+    extra = "".join(f", {search[k]} {k}" for k in ("pruned", "failed") if search.get(k))
+    return f"{params} (trial {search['trial']} of {search['trials']}{extra}; val {search['metric']} {search['objective']:.4g})"
 
 
 def _line(flat: dict, group: list[dict], keys: list[str], shown: list[str]) -> dict:
@@ -136,6 +159,8 @@ def _better(metric: str) -> int:
 
 
 def _show(value) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        value = float(f"{value:.4g}")  # a searched value, 0.0006874266729, reads as 0.0006874
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -283,7 +308,7 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
     lines = [f"# {title}" if title else "", "",
              f"Sorted by **{metric}** ({better} is better); mean ± std over the ok seeds. {ABSENT}: the configuration "
              "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*."
-             + "".join(RULES[c].format(metric=metric) for c in verdicts), ""]
+             + "".join(RULES[c].format(metric=metric, absent=ABSENT) for c in verdicts), ""]
     align = ["---:"] + ["---"] * len(keys) + ["---:"] * len(metrics) + ["---"] * len(verdicts) + ["---:", "---", "---:", "---"]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for rank, (_, r) in enumerate(frame.iterrows(), 1):
@@ -304,7 +329,7 @@ def key_columns(frame: pd.DataFrame) -> list[str]:
 def failures(rows: list[dict]) -> str:
     """A markdown list of the cells whose newest row is not ok: config, seed, status and the error's first
     line (a traceback's last lines say more, but one line keeps the list scannable); "" when none failed."""
-    failed = [r for r in latest_rows(rows).values() if r.get("status") != "ok"]
+    failed = [r for r in current(rows) if r.get("status") != "ok"]
     if not failed:
         return ""
     lines = [f"**Not ok** ({len(failed)} cell{'s' * (len(failed) != 1)}; newest row of each):", ""]
@@ -333,12 +358,14 @@ RULES = {  # one sentence per shown verdict column, for the line above the table
     "still_improving": " *still improving*: the gain in {metric} from half to all of the budget beats the std over seeds at "
                        "the full budget.",
     "selected": " *selected*: the fraction of the budget whose checkpoint train.select = \"best\" scored.",
+    "tuned": " *tuned*: the options a [search] chose, its best trial's validation score (trials never saw the test split), "
+             "then run on every seed and scored on test; {absent}: the grid's own values.",
 }
 
 
 def _verdicts(frame: pd.DataFrame) -> dict[str, list[str]]:
     """The verdict columns as markdown cells, leaving out those that say nothing (all "—", or no best to compare to)."""
-    cells = {c: [str(v) for v in frame[c]] for c in ("vs_best", "still_improving", "selected") if c in frame}
+    cells = {c: [str(v) for v in frame[c]] for c in ("vs_best", "still_improving", "selected", "tuned") if c in frame}
     if "gain_vs_untrained" in frame:
         cells["gain_vs_untrained"] = ["(baseline)" if loss == _show(UNTRAINED_LOSS) else ABSENT if math.isnan(g) else _signed(g)
                                       for loss, g in zip(frame["loss"], frame["gain_vs_untrained"])]

@@ -1,7 +1,8 @@
 """Grid expansion and strict validation: every mistake fails before training with file + key + fix."""
 import pytest
 
-from bench.config import Cell, load_grid, parse_grid
+from bench.config import Cell
+from bench.grid import load_grid, parse_grid
 from bench.errors import UserError
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import parse_grid
+from bench.grid import parse_grid
 from bench.run.cell import use_bf16
 
 FAST_BF16 = use_bf16("auto", torch.device("cpu"))

@@ -148,7 +148,7 @@ def test_isolated_crashed_cell_is_an_error_naming_its_exit_code_or_signal(plugin
 def test_same_cell_and_seed_give_the_same_metrics_twice():
     import torch
 
-    from bench.config import parse_grid
+    from bench.grid import parse_grid
     from bench.plugins import DATASETS
     from bench.run.rows import run_cell
 

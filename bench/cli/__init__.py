@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from bench.config import load_grid
+    from bench.grid import load_grid
     from bench.run.runner import RunOptions, run_grid
 
     if args.cell_timeout is not None and args.cell_timeout <= 0:
@@ -138,12 +138,17 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from bench.config import load_grid
+    from bench.grid import load_grid
     from bench.leaderboard import flatten
     from bench.run.runner import preflight
 
     grid = load_grid(args.grid)
-    preflight(list(grid.cells), console)  # the same checks `bench run` makes before its first step
+    search = None
+    if grid.search is not None:
+        from bench.search.study import Search
+
+        search = Search(grid)
+    preflight(list(grid.cells) + (search.preflight_cells() if search else []), console)  # the same checks `bench run` makes before its first step
     flat = [flatten({k: v for k, v in c.to_dict().items()}) for c in grid.cells]
     varying = [k for k in dict.fromkeys(k for f in flat for k in f) if len({json.dumps(f.get(k)) for f in flat}) > 1]
     columns = ["backbone", "loss", "dataset", "seed"] + [k for k in varying if k not in ("backbone", "loss", "dataset", "seed")]
@@ -153,7 +158,22 @@ def cmd_validate(args) -> int:
     for cell, f in zip(grid.cells, flat):
         table.add_row(cell.cell_id, *(escape(str(f.get(k, "—"))) for k in columns))
     Console(width=max(Console().width, 160)).print(table)
+    if search is not None:
+        _print_search(search)
     return 0
+
+
+def _print_search(search) -> None:
+    spec = search.spec
+    table = Table(title=escape(f"[search]: {len(search.studies)} configurations × {spec.trials} trials ({spec.sampler}, seed {spec.seed}), "
+                        f"each scored on validation {spec.metric}; then each best on every seed, scored on test"
+                        + (f"; {len(search.plain)} cells searched in nothing (run as they are)" if search.plain else "")))
+    for col in ("study", "backbone", "loss", "seeds", "searched"):
+        table.add_column(col)
+    for conf in search.studies:
+        table.add_row(conf.study, escape(conf.base.backbone), escape(conf.base.loss), str(len(conf.cells)),
+                      escape("; ".join(f"{d.option} {d.describe()}" for d in conf.dims)))
+    Console(width=max(Console().width, 160)).print(table)
 
 
 def cmd_ls(args) -> int:

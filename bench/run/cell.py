@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,11 +34,64 @@ def data_key(cell: Cell) -> str:
     return json.dumps([cell.dataset, cell.dataset_args], sort_keys=True)
 
 
+def measure(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable, deadline: float | None,
+            feature_cache: bool = True, warn: Callable[[str], None] = print, checkpoints: str | None = None) -> dict:
+    """`train_and_evaluate`; for a search trial with split.folds = K, each fold in turn (the Reality Check's
+    cross-validation), its validation metrics averaged over the folds, stopping at a pruned or diverged fold."""
+    pruner = _Pruner(cell)
+    if cell.trial is None or not cell.split.folds:
+        return train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints, pruner)
+    parts = []
+    for fold in range(cell.split.folds):
+        part = train_and_evaluate(replace(cell, split=replace(cell.split, fold=fold)), data, caches, device, report, deadline,
+                                  feature_cache, warn, checkpoints, pruner)
+        parts.append(part)
+        if part["train"]["stopped_by"] in ("pruned", "diverged") or "diverged" in part:
+            break
+    merged = {**parts[-1], "curve": [{**point, "fold": i} for i, part in enumerate(parts) for point in part.get("curve", [])],
+              "folds": [{"fold": i, "metrics": part["metrics"], "split": part["split"], "steps": part["train"]["steps"],
+                         "stopped_by": part["train"]["stopped_by"]} for i, part in enumerate(parts)]}
+    if len(parts) == cell.split.folds and merged["train"]["stopped_by"] not in ("pruned", "diverged") and "diverged" not in merged:
+        def mean(key):  # a figure's mean over the folds; a note (text) as the first fold has it
+            values = [part["metrics"].get(key) for part in parts]
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            return float(np.mean(values)) if numbers else values[0]
+
+        merged["metrics"] = {k: mean(k) for k in parts[0]["metrics"]}
+    return merged
+
+
+class _Pruner:
+    """A search trial's median rule, applied where the trial runs (a worker, Ray, Slurm cannot ask the study):
+    at each curve point, prune when the trial's best value so far is worse than the coordinator's bar there
+    (bench.search.study.Search.prune_bar), or when it has no finite value at all, as Optuna's MedianPruner."""
+
+    def __init__(self, cell: Cell):
+        self.bar = cell.trial.prune_at if cell.trial else ()
+        self.metric = cell.trial.metric if cell.trial else ""
+        self.lower = lower_is_better(self.metric) if cell.trial else False
+        self.values: list[float] = []  # every curve point so far, across folds
+
+    def report(self, metrics: dict) -> bool:
+        """True: stop this trial now."""
+        self.values.append(float(metrics.get(self.metric, math.nan)))
+        step = len(self.values) - 1
+        if step >= len(self.bar):
+            return False
+        finite = [v for v in self.values if math.isfinite(v)]
+        if not finite:
+            return True
+        best = min(finite) if self.lower else max(finite)
+        return self.bar[step] is not None and (best > self.bar[step] if self.lower else best < self.bar[step])
+
+
 def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable,
                        deadline: float | None, feature_cache: bool = True, warn: Callable[[str], None] = print,
-                       checkpoints: str | None = None) -> dict:
+                       checkpoints: str | None = None, pruner: _Pruner | None = None) -> dict:
     """The whole life of a cell, returned as the row's measured part. `caches` is shared by a grid's cells;
-    with train.save, the checkpoint goes to `checkpoints`/<cell_id> (a folder beside the results file)."""
+    with train.save, the checkpoint goes to `checkpoints`/<cell_id> (a folder beside the results file).
+    A search trial (cell.trial) is scored on validation only: the test split never reaches the evaluator."""
+    pruner = pruner or _Pruner(cell)
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)
     backbone = BACKBONES.get(cell.backbone).factory(**cell.backbone_args)
@@ -107,12 +160,13 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     select = _Selection(cell, model)
     curve_on = "val" if len(val_idx) else "test"  # the test split is scored on a curve only when there is no validation
 
-    def on_curve(fraction: float, at) -> None:
+    def on_curve(fraction: float, at) -> bool:
         report(info=f"curve point {fraction:g} on {curve_on}")
         metrics, bad = score(val_idx if len(val_idx) else test_idx, roc_points=0)  # a curve point keeps no ROC
         curve.append({"fraction": fraction, "progress": at.progress, "steps": at.steps, "samples": at.samples,
                       "seconds": at.seconds, "on": curve_on, "metrics": metrics, **({"nonfinite": bad} if bad else {})})
         select.offer(fraction, at.steps, metrics)
+        return pruner.report(metrics)  # True stops training: a search trial pruned by the median rule
 
     if trains:
         sampler = BatchSampler(loss_fn.batch, data.labels[train_idx], cell.train.batch_size, cell.seed, cell.train.m_per_class)
@@ -130,8 +184,15 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     selected = select.restore()
     report(info="evaluating")
     start = time.perf_counter()
-    val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
-    metrics, nonfinite = score(test_idx, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
+    if cell.trial is not None:  # a search trial: its objective is on validation, and test is never scored
+        if result.stopped_by == "pruned" or (curve and curve[-1]["fraction"] == 1.0 and selected is None):
+            # pruned: the curve point that pruned it is its last score; else the end of training was just scored
+            metrics, nonfinite = curve[-1]["metrics"], curve[-1].get("nonfinite", 0)
+        else:
+            metrics, nonfinite = score(val_idx)
+    else:
+        val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
+        metrics, nonfinite = score(test_idx, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
     roc = metrics.pop("verification_roc", None)  # a few hundred points for `bench plot`, kept beside the metrics
     # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
     diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None

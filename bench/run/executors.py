@@ -93,16 +93,22 @@ def _serve(conn, data: dict, job: Job) -> None:
 
 class LocalWorkers:
     """N spawned worker processes fed one cell at a time; a worker that dies becomes an `error` row naming how
-    it died, is replaced, and the grid goes on."""
+    it died, is replaced, and the grid goes on. Idle workers stay up between `run` calls (a search runs its
+    trials in rounds) until `close`."""
 
     def __init__(self, n: int):
         self.n = n
+        self.idle: list = []  # (process, connection, slot) waiting for a cell
+        self.key = None  # the data and job the idle workers were started with
 
     def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
         ctx = mp.get_context("spawn")
         gpus = torch.cuda.device_count() if job.device == "cuda" else 0
         threads = job.threads or max(1, (os.cpu_count() or 1) // self.n)
         job = replace(job, threads=threads)
+        if self.key != (id(data), job):  # workers hold their data and job from the start
+            self.close()
+            self.key = (id(data), job)
 
         def spawn(slot: int):
             parent, child = ctx.Pipe()
@@ -114,7 +120,9 @@ class LocalWorkers:
             return proc, parent, slot
 
         queue = list(cells)
-        idle = [spawn(slot) for slot in range(min(self.n, len(queue)))]
+        idle = self.idle
+        free = sorted(set(range(self.n)) - {slot for *_, slot in idle})
+        idle += [spawn(slot) for slot in free[: max(0, min(self.n, len(queue)) - len(idle))]]
         busy: dict = {}  # conn -> (proc, slot, cell, started)
         try:
             while queue or busy:
@@ -145,13 +153,20 @@ class LocalWorkers:
                 yield from self._hard_timeouts(busy, idle, queue, job, spawn)
                 tick()
         finally:
-            for _, conn, _ in idle:
-                with contextlib.suppress(OSError):
-                    conn.send(None)  # stop
-            for proc in [p for p, _, _ in idle] + [p for p, *_ in busy.values()]:
+            for proc, *_ in busy.values():  # stopped mid-grid (an interrupt): nothing will read their rows
+                proc.kill()
                 proc.join(5)
-                if proc.is_alive():
-                    proc.kill()
+
+    def close(self) -> None:
+        """Stop the idle workers."""
+        for _, conn, _ in self.idle:
+            with contextlib.suppress(OSError):
+                conn.send(None)  # stop
+        for proc, _, _ in self.idle:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+        self.idle = []
 
     @staticmethod
     def _hard_timeouts(busy: dict, idle: list, queue: list, job: Job, spawn) -> Iterator[Event]:

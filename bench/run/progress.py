@@ -18,10 +18,14 @@ PERIOD_S = 60.0  # how often a plain log says what is still running
 
 
 def label(cell: Cell) -> str:
-    return f"{cell.backbone} · {cell.loss} · seed {cell.seed}"
+    return f"{cell.backbone} · {cell.loss} · " + (f"trial {cell.trial.number}" if cell.trial else f"seed {cell.seed}")
 
 
 def summary(row: dict) -> str:
+    search = row.get("search", {})
+    if row.get("config", {}).get("trial") and row["status"] in ("ok", "pruned"):  # a trial: its validation score
+        value = search["objective"] if row["status"] == "ok" else next((v for v in reversed(search["intermediate"]) if v is not None), float("nan"))
+        return f"{row['status']}, val {search['metric']} {value:.3f}"
     if row["status"] != "ok":
         return row["status"]
     m = row["metrics"]
@@ -62,7 +66,7 @@ class GridProgress:
     def finished(self, cell: Cell, row: dict) -> None:
         _, start = self.running.pop(cell.cell_id, (cell, time.monotonic()))
         self.done += 1
-        self.failed += row["status"] not in ("ok", "diverged")
+        self.failed += row["status"] not in ("ok", "diverged", "pruned")
         if self.bar is not None:
             self.bar.update(self.grid_task, advance=1, info=f"{self._counts()} · last: {escape(label(cell))} → {summary(row)}")
         else:

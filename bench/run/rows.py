@@ -13,7 +13,7 @@ import torch
 from bench.config import Cell
 from bench.plugins import LabelledImages
 from bench.results import SCHEMA
-from bench.run.cell import CellTimeout, train_and_evaluate
+from bench.run.cell import CellTimeout, measure
 
 
 def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, device: torch.device,
@@ -23,21 +23,36 @@ def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, dev
     row = _row_start(cell, grid_name)
     deadline = time.monotonic() + cell_timeout if cell_timeout else None
     try:
-        row.update(train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints))
+        row.update(measure(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints))
         if "diverged" in row:  # non-finite embeddings: say why in the row's error
             row["error"] = row.pop("diverged")
-        row["status"] = "diverged" if row["train"]["stopped_by"] == "diverged" or "error" in row else "ok"
+        stopped = row["train"]["stopped_by"]
+        row["status"] = "diverged" if stopped == "diverged" or "error" in row else ("pruned" if stopped == "pruned" else "ok")
     except CellTimeout as exc:
         row.update(status="timeout", error=str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:
         row.update(status="oom", error=f"{type(exc).__name__}: {exc}"[:2000])
     except Exception as exc:  # one broken cell must not cost the rest of the grid
         row.update(status="error", error=f"{type(exc).__name__}: {exc}"[:2000], traceback=traceback.format_exc(limit=8))
+    if cell.trial is not None:
+        row["search"] = trial_record(cell, row)
     return _row_end(row, device, row.get("precision", cell.train.precision))
 
 
+def trial_record(cell: Cell, row: dict) -> dict:
+    """A search trial's row part: its study, number, options, objective (the validation metric; None unless ok)
+    and the metric at each curve point (what the median rule and a rebuilt study read)."""
+    metric = cell.trial.metric
+    objective = row.get("metrics", {}).get(metric) if row.get("status") == "ok" else None
+    return {"study": cell.trial.study, "trial": cell.trial.number, "params": cell.trial.params, "metric": metric, "objective": objective,
+            "intermediate": [point["metrics"].get(metric) for point in row.get("curve", [])]}
+
+
 def failed_row(cell: Cell, grid_name: str, device: torch.device, status: str, error: str) -> dict:
-    return _row_end({**_row_start(cell, grid_name), "status": status, "error": error}, device, cell.train.precision)
+    row = {**_row_start(cell, grid_name), "status": status, "error": error}
+    if cell.trial is not None:
+        row["search"] = trial_record(cell, row)
+    return _row_end(row, device, cell.train.precision)
 
 
 def _row_start(cell: Cell, grid_name: str) -> dict:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 import typing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from rich.console import Console
@@ -13,6 +15,7 @@ from rich.markup import escape
 from bench.config import Cell, Grid
 from bench.errors import UserError
 from bench.eval.knn import DISTANCES
+from bench.eval.metrics import evaluate
 from bench.plugins import BACKBONES, DATASETS, LOSSES, BatchKind, InputSpec, LabelledImages
 from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
@@ -20,6 +23,7 @@ from bench.run.cell import data_key, split_for
 from bench.run.executors import Job, LocalWorkers, RayCells, SubmititCells, in_process
 from bench.run.progress import GridProgress
 from bench.run.sampling import min_batch_size
+from bench.search.study import Search
 
 BATCH_KINDS = typing.get_args(BatchKind)  # what the Loss Protocol declares
 
@@ -54,42 +58,77 @@ def make_executor(options: RunOptions, results_path: Path):
 
 
 def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(), console: Console | None = None) -> list[dict]:
-    """Run the cells of `grid` that `options.rerun` selects; returns the latest row of every cell of the grid."""
+    """Run the cells of `grid` that `options.rerun` selects; returns the latest row of every cell of the grid.
+    With [search] (bench.search): first each configuration's trials, scored on validation, then its best
+    trial's options on every seed, scored on test; the returned rows are those finals, the untrained baselines
+    and (search.defaults) the configurations at their grid values, never the trials."""
     console = console or Console(stderr=True)
     dev = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device))
     executor = make_executor(options, results_path)
+    search = Search(grid) if grid.search else None  # Optuna missing: a one-line error before anything is loaded
     if options.threads and executor is None:  # in this process; workers set their own
         torch.set_num_threads(options.threads)
     existing = read_rows(results_path)
     require_current_schema(existing, results_path)
-    todo = select_cells(grid, existing, options.rerun)
-    data = preflight(todo, console)  # before the results file is touched: bad input leaves nothing behind
+    plain = list(grid.cells) if search is None else search.plain + ([c for s in search.studies for c in s.cells] if grid.search.defaults else [])
+    todo = select_cells(plain, existing, options.rerun)
+    data = preflight(todo + (search.preflight_cells() if search else []), console)  # before the results file is touched
     job = Job(grid.name, str(dev), options.cell_timeout, options.feature_cache, options.plugins, options.cache_dir, options.threads,
               grid.resources, grid.slurm, str(results_path.parent.resolve() / f"{results_path.stem}_checkpoints"))
-    with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
-        todo = select_cells(grid, read_rows(results_path), options.rerun)  # rows may have landed since
-        where = options.executor if options.executor != "local" else (f"{options.workers} local worker(s)" if executor else "this process")
-        console.print(f"grid {grid.name}: {len(todo)} of {len(grid.cells)} cells to run on {where} → {results_path}", highlight=False)
-        if not todo:
-            console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
-        with GridProgress(console, grid.name, len(grid.cells), len(todo)) as progress:
-            events = (in_process(todo, data, job, options.isolate, progress, _warner(console)) if executor is None
-                      else executor.run(todo, data, job, progress.tick))
-            for kind, cell, row in events:
-                if kind == "started":
-                    progress.started(cell)
-                else:  # only the coordinator writes rows, whatever ran the cell
-                    writer.append(row)
-                    progress.finished(cell, row)
-    ids = {c.cell_id for c in grid.cells}
+    try:
+        with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
+            rows = read_rows(results_path)  # rows may have landed since
+            record = [] if options.rerun == "all" else list(rows)  # what a search resumes from
+            todo = select_cells(plain, rows, options.rerun)
+            where = options.executor if options.executor != "local" else (f"{options.workers} local worker(s)" if executor else "this process")
+            pending = len(todo) + (search.pending(record) if search else 0)
+            total = len(plain) + (search.planned() if search else 0)
+            console.print(f"grid {grid.name}: {pending} of {total} cells{' and trials' if search else ''} to run on {where} → {results_path}", highlight=False)
+            if not pending:
+                console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
+            finals: list[Cell] = []
+            with GridProgress(console, grid.name, total, pending) as progress:
+                def run(cells: list[Cell], records: dict | None = None) -> None:
+                    events = (in_process(cells, data, job, options.isolate, progress, _warner(console)) if executor is None
+                              else executor.run(cells, data, job, progress.tick))
+                    for kind, cell, row in events:
+                        if kind == "started":
+                            progress.started(cell)
+                            continue
+                        if records and cell.cell_id in records:  # a final cell: which search chose its options
+                            row = {**row, "search": records[cell.cell_id]}
+                        writer.append(row)  # only the coordinator writes rows, whatever ran the cell
+                        rows.append(row)
+                        record.append(row)
+                        progress.finished(cell, row)
+
+                if search is not None:
+                    finals = run_search(search, run, record, options.rerun, console)
+                run(todo)
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()  # local workers outlive each round of trials
+    ids = {c.cell_id for c in plain + finals}
     return [r for cid, r in latest_rows(read_rows(results_path)).items() if cid in ids]
 
 
-def select_cells(grid: Grid, rows: list[dict], rerun: str) -> list[Cell]:
+def run_search(search: Search, run: Callable, record: list[dict], rerun: str, console: Console) -> list[Cell]:
+    """Each study's trials in rounds (`record` grows as their rows land, and the next round is asked from it),
+    then each study's best options on every seed; returns those final cells."""
+    while trials := search.next_trials(record):
+        run(trials)
+    finals, records, empty = search.final_cells(record)
+    for study in empty:
+        console.print(f"[yellow]warning:[/] study {study}: no trial finished ok, so its configuration has no final cells — see its trial rows' errors", highlight=False)
+    run(select_cells(finals, record, rerun), records)
+    return finals
+
+
+def select_cells(cells: list[Cell], rows: list[dict], rerun: str) -> list[Cell]:
     latest = latest_rows(rows)
     if rerun == "all":
-        return list(grid.cells)
-    return [c for c in grid.cells if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id]["status"] in FAILED)]
+        return list(cells)
+    return [c for c in cells if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id]["status"] in FAILED)]
 
 
 def preflight(cells: list[Cell], console: Console) -> dict[str, LabelledImages]:
@@ -147,7 +186,8 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
     """Compute each distinct split once, so an impossible split (too few classes, unknown names) fails early."""
     seen = set()
     for cell in cells:
-        key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True), cell.train.select, cell.eval.episode_group)
+        key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True), cell.train.select, cell.eval.episode_group,
+               json.dumps(asdict(cell.eval), sort_keys=True) if cell.trial else None)
         if key not in seen:
             seen.add(key)
             _, val_idx, test_idx, _ = split_for(cell, data[data_key(cell)])
@@ -159,6 +199,25 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
             if cell.train.select == "best" and not len(val_idx):
                 raise UserError("train.select = \"best\" picks the curve point best on validation, and this split has no validation classes "
                                 "— set split.val_fraction (or val_classes, or folds), or use select = \"last\"")
+            if cell.trial is not None:
+                _check_search_metric(cell, data[data_key(cell)], val_idx)
+
+
+def _check_search_metric(cell: Cell, data: LabelledImages, val_idx) -> None:
+    """A search scores its trials on validation: the split must have validation classes, and the search metric
+    must come out of them (scored once on random embeddings: e.g. 20-way episodes need 20 validation classes)."""
+    metric = cell.trial.metric
+    if not len(val_idx):
+        raise UserError("[search] scores every trial on validation, and this split has no validation classes "
+                        "— set split.val_fraction (or val_classes, or split.folds for the Reality Check's cross-validation)")
+    labels = data.labels[val_idx]
+    groups = {"groups": data.attributes[cell.eval.episode_group][val_idx], "group_name": cell.eval.episode_group} if cell.eval.episode_group else {}
+    embeddings = torch.randn(len(val_idx), 8, generator=torch.Generator().manual_seed(0))
+    probe = evaluate(embeddings, torch.from_numpy(labels), "cosine", replace(cell.eval, episodes=min(cell.eval.episodes, 20)), 0, roc_points=0, **groups)
+    if metric not in probe or not math.isfinite(probe[metric]):
+        notes = "; ".join(str(v) for k, v in probe.items() if k.endswith("_note"))
+        why = f"validation has {len(set(labels.tolist()))} classes, {len(val_idx)} images" + (f": {notes}" if notes else "")
+        raise UserError(f"[search] metric = {metric!r} cannot be scored on this validation split ({why}) — choose another metric or a larger split.val_fraction")
 
 
 def _build(registry, family: str, name: str, args: dict, *positional):

@@ -22,7 +22,7 @@ class TrainResult:
     steps: int
     samples: int
     seconds: float  # the budget's clock: wall time plus any charged time (see `charge_per_sample`)
-    stopped_by: str  # "max_steps" | "max_samples" | "max_seconds" | "diverged"
+    stopped_by: str  # "max_steps" | "max_samples" | "max_seconds" | "diverged" | "pruned" (a search trial, at a curve point)
     final_loss: float  # mean of the last 10 steps' losses
     data_seconds: float  # sampling, gathering, augmenting, normalising: the loader's share
     compute_seconds: float  # forward, loss, backward, optimizer step
@@ -50,7 +50,7 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-CurveHook = Callable[[float, "Progress"], None]  # (curve fraction, where training is) -> None
+CurveHook = Callable[[float, "Progress"], "bool | None"]  # (curve fraction, where training is) -> True to stop (a pruned trial)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ def train(
     trunk's forward pass ran once before training, and charging its measured per-image time keeps a
     `max_seconds` budget buying the same steps with and without the cache. At each `curve` fraction of the
     budget (after the first step that reaches it, and 1.0 when training ends) `on_curve` runs with the clock
-    stopped: curve evaluations cost no training budget (their time is `curve_seconds`)."""
+    stopped: curve evaluations cost no training budget (their time is `curve_seconds`). An `on_curve` that returns
+    True stops training there (`stopped_by` "pruned": a search trial below the median rule's bar)."""
     params = [p for m in (model, loss_fn) for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
     base_lr = [group["lr"] for group in optimizer.param_groups]
@@ -108,14 +109,15 @@ def train(
     def clock() -> float:
         return time.perf_counter() - start - paused + samples * charge_per_sample
 
-    def reached(fraction: float) -> None:
+    def reached(fraction: float) -> bool:
         nonlocal paused
         t = time.perf_counter()
         seconds = clock()
-        on_curve(fraction, Progress(steps, samples, seconds, budget_fraction(budget, steps, samples, seconds)))
+        stop = on_curve(fraction, Progress(steps, samples, seconds, budget_fraction(budget, steps, samples, seconds)))
         model.train()
         loss_fn.train()
         paused += time.perf_counter() - t
+        return bool(stop)
 
     scheduled = cfg.schedule != "constant" or cfg.warmup > 0
     while True:
@@ -150,8 +152,12 @@ def train(
         now = clock()  # read once a step: the curve check must not change what a seconds budget buys
         on_step(steps, samples, now, value)
         while len(points) > 1 and budget_fraction(budget, steps, samples, now) >= points[0]:
-            reached(points.pop(0))
-    if stopped_by != "diverged":
+            if reached(points.pop(0)):
+                stopped_by = "pruned"
+                break
+        if stopped_by == "pruned":
+            break
+    if stopped_by not in ("diverged", "pruned"):
         for fraction in points:  # 1.0, and any point the budget ended before (an exact max_samples may stop short)
             reached(fraction)
     wall = time.perf_counter() - start - paused

@@ -1,0 +1,357 @@
+"""[search]: equal-budget tuning per configuration. Trials never reach the test split; a seeded search asks the
+same trials again, also after a kill; bad ranges fail at validation; the pruning bar is Optuna's median rule;
+the leaderboard's lines are the best trial's options run on every seed."""
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import bench.run.cell as cell_module
+import bench.run.rows as rows_module
+from bench.cli import main
+from bench.config import Trial
+from bench.grid import parse_grid
+from bench.leaderboard import table
+from bench.run.cell import split_for
+from bench.run.rows import run_cell, trial_record
+from bench.search.study import Search
+
+GRID = """
+name = "s"
+[budget]
+max_steps = {steps}
+[train]
+batch_size = 16
+precision = "fp32"
+[model]
+freeze = "backbone"
+[split]
+test_fraction = 0.3
+val_fraction = 0.3
+folds = {folds}
+[eval]
+episodes = 20
+n_way = 3
+curve = [0.5, 1.0]
+[axes]
+backbone = ["timm/resnet10t"]
+loss = ["contrastive", "triplet", "none"]
+seed = [0, 1]
+[backbone."timm/resnet10t"]
+image_size = 32
+[search]
+trials = {trials}
+metric = "verification_roc_auc"
+sampler = "{sampler}"
+seed = {seed}
+defaults = {defaults}
+"train.lr" = {{ log = [1e-4, 1e-1] }}
+"loss.margin" = {{ range = [0.01, 0.5] }}
+"""
+
+
+def grid_text(steps=6, trials=3, sampler="tpe", seed=0, folds=0, defaults="false") -> str:
+    text = GRID.format(steps=steps, trials=trials, sampler=sampler, seed=seed, folds=folds, defaults=defaults)
+    return text.replace("val_fraction = 0.3", "val_fraction = 0.0") if folds else text  # folds choose the validation classes
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def trials_of(rows: list[dict]) -> dict[tuple, dict]:
+    """(study, trial number) -> params, from trial rows."""
+    return {(r["search"]["study"], r["search"]["trial"]): r["config"]["trial"]["params"] for r in rows if r["config"].get("trial")}
+
+
+@pytest.mark.parametrize("folds", [0, 2])
+def test_trials_never_give_the_test_split_to_the_evaluator(folds, tmp_path, monkeypatch):
+    """Every evaluator call made while a trial runs (curve points and the objective) holds validation classes
+    only; the final cells do score the test classes, so the spy is not vacuous."""
+    calls = []  # (is a trial, labels given to the evaluator, that cell's val classes, that cell's test classes)
+    current = {}
+    real_measure, real_evaluate = rows_module.measure, cell_module.evaluate
+
+    def spy_measure(cell, data, *args, **kwargs):
+        folds_of = [replace(cell, split=replace(cell.split, fold=f)) for f in range(max(cell.split.folds, 1))]
+        splits = [split_for(c, data) for c in folds_of]
+        current.update(trial=cell.trial is not None, val={int(x) for s in splits for x in data.labels[s[1]]},
+                       test={int(x) for x in data.labels[splits[0][2]]})
+        return real_measure(cell, data, *args, **kwargs)
+
+    def spy_evaluate(embeddings, labels, *args, **kwargs):
+        calls.append((current["trial"], {int(x) for x in labels}, current["val"], current["test"]))
+        return real_evaluate(embeddings, labels, *args, **kwargs)
+
+    monkeypatch.setattr(rows_module, "measure", spy_measure)
+    monkeypatch.setattr(cell_module, "evaluate", spy_evaluate)
+    (tmp_path / "g.toml").write_text(grid_text(folds=folds))
+    assert main(["run", "--grid", str(tmp_path / "g.toml"), "--results", str(tmp_path / "r.jsonl"), "--no-disk-cache"]) == 0
+    trial_calls = [c for c in calls if c[0]]
+    assert len(trial_calls) == 2 * 3 * 2 * max(folds, 1)  # 2 studies × 3 trials × (curve point 0.5 + objective) per fold
+    for _, labels, val, test in trial_calls:
+        assert labels <= val and not labels & test
+    assert any(labels & test for trial, labels, _, test in calls if not trial)  # the final cells are scored on test
+    rows = read(tmp_path / "r.jsonl")
+    trials = [r for r in rows if r["config"].get("trial")]
+    assert len(trials) == 6 and all(r["status"] == "ok" and r["search"]["objective"] == r["metrics"]["verification_roc_auc"] for r in trials)
+    if folds:
+        for r in trials:
+            assert [f["fold"] for f in r["folds"]] == [0, 1]
+            assert r["metrics"]["verification_roc_auc"] == pytest.approx(np.mean([f["metrics"]["verification_roc_auc"] for f in r["folds"]]))
+            assert r["folds"][0]["split"]["val_classes_sha256"] != r["folds"][1]["split"]["val_classes_sha256"]
+
+
+def fake_rows(search: Search, rows: list[dict], objective) -> list[dict]:
+    """Finish one round of trials without training: each gets objective(params) and a two-point curve."""
+    cells = search.next_trials(rows)
+    for cell in cells:
+        value = objective(cell.trial.params)
+        row = {"cell_id": cell.cell_id, "config": cell.to_dict(), "status": "ok", "metrics": {"verification_roc_auc": value},
+               "curve": [{"metrics": {"verification_roc_auc": value - 0.1}}, {"metrics": {"verification_roc_auc": value}}]}
+        rows.append({**row, "search": trial_record(cell, row)})
+    return cells
+
+
+def objective(params: dict) -> float:  # best near lr = 1e-2, margin = 0.2
+    return 1 - (math.log10(params["train.lr"]) + 2) ** 2 / 10 - (params.get("loss.margin", 0.2) - 0.2) ** 2
+
+
+def search_of(text: str) -> Search:
+    import tomllib
+
+    return Search(parse_grid(tomllib.loads(text), "g"))
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_seeded_search_asks_the_same_trials_and_a_resumed_one_continues_them(sampler):
+    """14 trials per study (past TPE's 10 random start-up trials): two runs ask identical params; a run that
+    loses its rows after trial 11 (a kill) and resumes from the rest asks what the uninterrupted run asked;
+    another seed asks other params; a finished search asks nothing."""
+    text = grid_text(trials=14, sampler=sampler)
+
+    def run(seed=0, stop_after=None, rows=None):
+        search, rows = search_of(text.replace("seed = 0", f"seed = {seed}")), rows if rows is not None else []
+        while fake_rows(search, rows, objective):
+            if stop_after is not None and len(rows) >= stop_after:
+                break
+        return search, rows
+
+    search, first = run()
+    _, second = run()
+    assert len(first) == 28 and trials_of(first) == trials_of(second)
+    assert not search.next_trials(first)  # finished: nothing to ask
+    _, killed = run(stop_after=23)
+    _, resumed = run(rows=killed[:22])  # the in-flight trials' rows never landed
+    assert trials_of(resumed) == trials_of(first)
+    _, other = run(seed=1)
+    assert trials_of(other) != trials_of(first)
+    if sampler == "tpe":  # past the random start-up, TPE proposes near the best trials so far
+        late = [objective(p) for (_, n), p in trials_of(first).items() if n >= 10]
+        early = [objective(p) for (_, n), p in trials_of(first).items() if n < 10]
+        assert np.mean(late) > np.mean(early)
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")  # Optuna's own nanmax over a trial of NaNs
+def test_median_bar_prunes_exactly_when_optunas_median_pruner_does():
+    """The bar the coordinator computes, applied by the cell's rule, against optuna.pruners.MedianPruner on the
+    same completed trials, for trials reporting random values (NaN included) at each step."""
+    rng = np.random.default_rng(0)
+    search = search_of(grid_text().replace("curve = [0.5, 1.0]", "curve = [0.25, 0.5, 0.75, 1.0]"))
+    conf = search.studies[0]
+    steps = 4
+    outcomes = []
+    for case in range(60):
+        n_done = int(rng.integers(0, 9))
+        done, study = {}, optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner())
+        for n in range(n_done):
+            values = [float(v) if rng.random() > 0.1 else math.nan for v in rng.random(steps)]
+            if rng.random() < 0.2:
+                values = values[: int(rng.integers(1, steps))]  # a trial that was itself pruned
+                done[n] = {"status": "pruned", "search": {"objective": None, "intermediate": values}}
+                study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values=dict(enumerate(values))))
+            else:
+                done[n] = {"status": "ok", "search": {"objective": values[-1], "intermediate": values}}
+                study.add_trial(optuna.trial.create_trial(value=values[-1] if math.isfinite(values[-1]) else 0.0,
+                                                          intermediate_values=dict(enumerate(values))))
+                done[n]["search"]["objective"] = values[-1] if math.isfinite(values[-1]) else 0.0
+        bar = search.prune_bar(done, conf.base)
+        cell = replace(conf.base, trial=Trial("s", 99, {}, "verification_roc_auc", bar))
+        pruner = cell_module._Pruner(cell)
+        trial = study.ask()
+        for step in range(steps - 1):  # the last point never prunes: training has ended
+            value = float(rng.random()) if rng.random() > 0.15 else math.nan
+            trial.report(value, step)
+            expected = study.pruner.prune(study, study._storage.get_trial(trial._trial_id))
+            assert pruner.report({"verification_roc_auc": value}) == expected, (case, step, bar)
+            outcomes.append((len(bar) > 0, expected))
+            if expected:
+                break
+    assert {(True, True), (True, False), (False, False)} <= set(outcomes)  # pruned, kept, and no bar before the start-up trials
+
+
+def test_a_trial_below_the_bar_is_pruned_at_its_curve_point_and_recorded(tmp_path):
+    """An impossible bar (ROC-AUC above 1) prunes the trial at its first curve point: it stops at half the
+    budget, its status is pruned, and a rebuilt study holds it as PRUNED with its intermediate value."""
+    import tomllib
+
+    from bench.builtins import load_builtins
+    from bench.plugins import DATASETS
+
+    load_builtins()
+    grid = parse_grid(tomllib.loads(grid_text(steps=8)), "g")
+    search = Search(grid)
+    cell = search.next_trials([])[0]
+    cell = replace(cell, trial=replace(cell.trial, prune_at=(1.5,)))
+    row = run_cell(cell, "s", DATASETS.get("digits").factory(), {}, torch.device("cpu"))
+    assert row["status"] == "pruned" and row["train"]["stopped_by"] == "pruned" and row["train"]["steps"] == 4
+    assert row["search"]["objective"] is None and len(row["search"]["intermediate"]) == 1 and len(row["curve"]) == 1
+    study = optuna.create_study(direction="maximize")
+    conf = search.studies[0]
+    study.add_trial(search._frozen(optuna, row, {d.option: search_dist(d) for d in conf.dims}))
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED and study.trials[0].intermediate_values == {0: row["search"]["intermediate"][0]}
+
+
+def search_dist(dim):
+    from bench.search.study import _distribution
+
+    return _distribution(optuna, dim)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One search through the CLI, in a subprocess as a user runs it: 2 studies × 4 trials, then 2 seeds."""
+    cwd = tmp_path_factory.mktemp("search")
+    (cwd / "g.toml").write_text(grid_text(trials=4, defaults="true", steps=60))
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd
+
+
+def test_the_leaderboard_lines_are_the_best_trials_run_on_every_seed(searched):
+    rows = read(searched / "results" / "s.jsonl")
+    trials = [r for r in rows if r["config"].get("trial")]
+    finals = [r for r in rows if r.get("search", {}).get("role") == "final"]
+    assert len(trials) == 8 and len(finals) == 4
+    for study in {r["search"]["study"] for r in trials}:
+        mine = [r for r in trials if r["search"]["study"] == study]
+        best = max(mine, key=lambda r: r["search"]["objective"])
+        chosen = [r for r in finals if r["search"]["study"] == study]
+        assert sorted(r["config"]["seed"] for r in chosen) == [0, 1]
+        for r in chosen:
+            assert r["search"]["trial"] == best["search"]["trial"] and r["search"]["params"] == best["config"]["trial"]["params"]
+            assert r["config"]["train"]["lr"] == best["config"]["train"]["lr"] and "trial" not in r["config"]
+            assert r["config"]["loss_args"] == best["config"]["loss_args"]
+    frame = table(rows, "verification_roc_auc")
+    tuned = frame[frame["tuned"] != "—"]
+    assert len(frame) == 5 and len(tuned) == 2  # 2 tuned, 2 at the grid's values, 1 untrained baseline
+    for _, line in tuned.iterrows():
+        mine = [r for r in finals if r["config"]["loss"] == line["loss"]]
+        assert line["verification_roc_auc_mean"] == pytest.approx(np.mean([r["metrics"]["verification_roc_auc"] for r in mine]))
+        shown = float(format(mine[0]["config"]["train"]["lr"], ".4g"))
+        assert line["ok"] == 2 and f"train.lr={json.dumps(shown)}" in line["tuned"]
+    markdown = (searched / "results" / "s.md").read_text()
+    assert "tuned (search)" in markdown and "trial " in markdown
+    again = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml"], cwd=searched, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing to run" in again.stderr and len(read(searched / "results" / "s.jsonl")) == len(rows)
+
+
+def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
+    (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
+    results = tmp_path / "results" / "s.jsonl"
+    with open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not (results.exists() and results.read_text().count("\n") >= 3):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "err.log").read_text()[-2000:]
+    partial = read(results)
+    assert 3 <= len(partial) < 8 and all(r["config"].get("trial") for r in partial)  # killed among the trials
+    done = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read(results)
+    assert len({r["cell_id"] for r in rows}) == len(rows) == 8 + 4 + 4 + 2  # trials, finals, defaults, baselines: none twice
+    assert trials_of(rows) == trials_of(read(searched / "results" / "s.jsonl"))  # the same studies asked the same params
+
+
+def test_trials_run_through_local_workers_as_in_process(searched, tmp_path):
+    (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--workers", "2", "--threads", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got, want = read(tmp_path / "results" / "s.jsonl"), read(searched / "results" / "s.jsonl")
+    assert trials_of(got) == trials_of(want)
+    objective = {r["cell_id"]: r["search"]["objective"] for r in want if r["config"].get("trial")}
+    assert {r["cell_id"]: r["search"]["objective"] for r in got if r["config"].get("trial")} == pytest.approx(objective, abs=1e-6)
+    assert {r["cell_id"] for r in got} == {r["cell_id"] for r in want}  # the same finals chosen
+
+
+BAD = [
+    ('"train.lr" = { log = [0, 1e-2] }', "log range needs low > 0"),
+    ('"train.lr" = { range = [1e-2, 1e-3] }', "low < high"),
+    ('"train.lr" = { range = ["a", 1] }', "two finite numbers"),
+    ('"train.lr" = { log = [1e-5, 1e-2], step = 2 }', "one of log, range, choices"),
+    ('"train.batch_size" = { range = [8.5, 32] }', "batch_size = 8.5 should be int"),
+    ('"train.optimizer" = { choices = ["adam", "lamb"] }', "'adam' | 'adamw' | 'sgd'"),
+    ('"train.weight_decay" = { range = [-1, 0] }', "must be positive"),
+    ('"train.optimizer" = { choices = [] }', "non-empty list"),
+    ('"loss.nope" = { range = [0, 1] }', "acts in no trained cell"),
+    ('"loss.margin" = { choices = ["wide"] }', "should be float"),
+    ('"train.m_per_class" = { range = [2, 8] }', "acts in no trained cell"),
+    ('"split.val_fraction" = { range = [0.1, 0.3] }', "cannot be searched"),
+    ('"budget.max_steps" = { range = [10, 30] }', "cannot be searched"),
+    ('"train.save" = { choices = ["none", "last"] }', "cannot be searched"),
+    ('trials = 0', "at least 1"),
+    ('sampler = "grid"', "must be one of 'tpe', 'random'"),
+    ('metric = "verification_balanced_accuracy_val_threshold"', "threshold from a validation split"),
+    ('metric = "recall_at_one"', "is not a score"),
+    ('colour = "red"', "unknown key 'colour' in [search]"),
+]
+
+
+@pytest.mark.parametrize("line, message", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_search_fails_at_validation_in_one_line(line, message, tmp_path, capsys):
+    text = grid_text()
+    key = line.split(" =")[0]
+    lines = [ln for ln in text.splitlines() if not ln.startswith(key + " =")] + [line]  # replaces a setting the grid has
+    (tmp_path / "g.toml").write_text("\n".join(lines) + "\n")
+    for command in (["validate", str(tmp_path / "g.toml")], ["run", "--grid", str(tmp_path / "g.toml"), "--results", str(tmp_path / "r.jsonl")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert message in " ".join(err.split()) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ([("val_fraction = 0.3", "val_fraction = 0.0")], "no validation classes"),
+    ([("n_way = 3", "n_way = 5"), ('metric = "verification_roc_auc"', 'metric = "few_shot_5way_1shot_accuracy"')],
+     "cannot be scored on this validation split"),
+    ([("[axes]", "[axes]\n\"train.lr\" = [1e-3, 1e-2]")], "is also an axis"),
+])
+def test_a_search_the_data_cannot_support_fails_before_training(changes, message, tmp_path, capsys):
+    text = grid_text()
+    for old, new in changes:
+        text = text.replace(old, new)
+    (tmp_path / "g.toml").write_text(text)
+    assert main(["run", "--grid", str(tmp_path / "g.toml"), "--results", str(tmp_path / "r.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_without_optuna_a_search_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
+    (tmp_path / "g.toml").write_text(grid_text())
+    assert main(["run", "--grid", str(tmp_path / "g.toml"), "--results", str(tmp_path / "r.jsonl")]) == 2
+    assert "pip install 'metric-bench[search]'" in capsys.readouterr().err and not (tmp_path / "r.jsonl").exists()
