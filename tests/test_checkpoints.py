@@ -71,8 +71,8 @@ def test_a_checkpoint_round_trip_scores_what_the_cell_scored(trained, monkeypatc
     npz = np.load(cwd / "e.npz")
     assert npz["embeddings"].shape == (60, 128) and list(npz["class_names"]) == [f"class{c:02d}" for c in range(10)]
     # the same images and split as the cell, scored by the same evaluation: the cell's metrics again
-    from bench.grid import load_grid
     from bench.eval.metrics import evaluate
+    from bench.grid import load_grid
     from bench.plugins import DATASETS
     from bench.run.cell import split_for
 

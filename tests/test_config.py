@@ -2,8 +2,8 @@
 import pytest
 
 from bench.config import Cell
-from bench.grid import load_grid, parse_grid
 from bench.errors import UserError
+from bench.grid import load_grid, parse_grid
 
 
 def grid(**overrides) -> dict:

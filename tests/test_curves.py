@@ -9,8 +9,8 @@ from torch import nn
 import bench.run.train as train_module
 from bench.cli import main
 from bench.config import Budget, TrainConfig
-from bench.grid import parse_grid
 from bench.errors import UserError
+from bench.grid import parse_grid
 from bench.run.cell import _Selection
 from bench.run.train import budget_fraction, lr_factor, train
 

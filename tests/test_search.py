@@ -217,7 +217,7 @@ def test_a_trial_below_the_bar_is_pruned_at_its_curve_point_and_recorded(tmp_pat
     assert row["search"]["objective"] is None and len(row["search"]["intermediate"]) == 1 and len(row["curve"]) == 1
     study = optuna.create_study(direction="maximize")
     conf = search.studies[0]
-    study.add_trial(search._frozen(optuna, row, {d.option: search_dist(d) for d in conf.dims}))
+    study.add_trial(search.frozen_trial(optuna, row, {d.option: search_dist(d) for d in conf.dims}))
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED and study.trials[0].intermediate_values == {0: row["search"]["intermediate"][0]}
 
 
@@ -355,3 +355,16 @@ def test_without_optuna_a_search_is_one_line_naming_the_extra(tmp_path, monkeypa
     (tmp_path / "g.toml").write_text(grid_text())
     assert main(["run", "--grid", str(tmp_path / "g.toml"), "--results", str(tmp_path / "r.jsonl")]) == 2
     assert "pip install 'metric-bench[search]'" in capsys.readouterr().err and not (tmp_path / "r.jsonl").exists()
+
+
+def test_raising_trials_continues_the_same_study_and_a_new_space_starts_another():
+    small, rows = search_of(grid_text(trials=3)), []
+    while fake_rows(small, rows, objective):
+        pass
+    more = search_of(grid_text(trials=5))
+    assert [c.study for c in more.studies] == [c.study for c in small.studies]
+    asked = more.next_trials(rows)
+    assert sorted({c.trial.number for c in asked}) == [3] and len(asked) == 2  # the next trial of each study, not a restart
+    wider = search_of(grid_text(trials=5).replace("log = [1e-4, 1e-1]", "log = [1e-5, 1e-1]"))
+    assert not {c.study for c in wider.studies} & {c.study for c in small.studies}
+    assert {c.trial.number for c in wider.next_trials(rows)} == {0}

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grid", required=True, type=Path, help="grid TOML file")
     run.add_argument("--results", type=Path, help="results JSONL (default results/<grid name>.jsonl)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--metric", default="verification_roc_auc", help="leaderboard sort metric")
+    run.add_argument("--metric", help="leaderboard sort metric (default: the [search] metric, else verification_roc_auc)")
     run.add_argument("--rerun", default="none", choices=["none", "failed", "all"],
                      help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; all: rerun every cell")
     run.add_argument("--cell-timeout", type=finite_float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
@@ -109,9 +109,10 @@ def cmd_run(args) -> int:
         raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")
     from bench.eval.definitions import definition
 
-    if (d := definition(args.metric)) is None or d.direction == "none":
+    if args.metric is not None and ((d := definition(args.metric)) is None or d.direction == "none"):
         raise UserError(f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)")
     grid = load_grid(args.grid)
+    metric = args.metric or (grid.search.metric if grid.search else "verification_roc_auc")
     results = args.results or Path("results") / f"{grid.name}.jsonl"
     check_output_file(results, "--results")  # before any training: the rows and the leaderboard must land
     check_output_file(results.with_suffix(".md"), "--results (its leaderboard .md)")
@@ -133,7 +134,7 @@ def cmd_run(args) -> int:
     failed = [r for r in rows if r.get("status") != "ok"]
     for r in failed:
         console.print(f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}", highlight=False)
-    _write_leaderboard(rows, args.metric, results.with_suffix(".md"), title=grid.name)
+    _write_leaderboard(rows, metric, results.with_suffix(".md"), title=grid.name)
     return 0
 
 

@@ -211,16 +211,20 @@ class RayCells:
     def __init__(self, address: str | None):
         self.address = address
         self.ray = _require("ray", "ray", "--executor ray")
+        self.started_here = False  # a local instance this executor started, stopped by `close`
+        self.refs: tuple = (None, {})  # (the datasets, their object refs)
 
     def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
         ray = self.ray
-        started_here = not ray.is_initialized()
-        if started_here:
+        if not ray.is_initialized():  # once, also when a search calls run for each round of trials
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            self.started_here = True
         cpus, gpus = job.resources.get("cpus", 1), job.resources.get("gpus", 0)
         job = replace(job, threads=job.threads or int(cpus))
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run_remote)
-        refs = {key: ray.put(value) for key, value in data.items()}
+        if self.refs[0] is not data:  # the datasets go to the object store once, not once per round of trials
+            self.refs = (data, {key: ray.put(value) for key, value in data.items()})
+        refs = self.refs[1]
         pending = {}
         for cell in cells:
             pending[remote.remote(cell, refs[data_key(cell)], job)] = cell
@@ -239,8 +243,12 @@ class RayCells:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            if started_here:
-                ray.shutdown()
+
+    def close(self) -> None:
+        self.refs = (None, {})
+        if self.started_here:
+            self.ray.shutdown()
+            self.started_here = False
 
 
 class SubmititCells:

@@ -135,7 +135,7 @@ class Search:
         distributions = {d.option: _distribution(optuna, d) for d in conf.dims}
         study = optuna.create_study(direction="minimize" if self.lower else "maximize")
         for row in done.values():
-            study.add_trial(self._frozen(optuna, row, distributions))
+            study.add_trial(self.frozen_trial(optuna, row, distributions))
         bar = self.prune_bar(done, conf.base) if self.spec.prune else ()
         cells = []
         for number in numbers:
@@ -150,7 +150,8 @@ class Search:
         seed = int.from_bytes(digest[:4], "little")
         return optuna.samplers.TPESampler(seed=seed) if self.spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
 
-    def _frozen(self, optuna, row: dict, distributions: dict):
+    def frozen_trial(self, optuna, row: dict, distributions: dict):
+        """A finished trial row as an Optuna trial: COMPLETE with its objective, PRUNED, or FAIL."""
         search = row.get("search", {})
         params = {k: v for k, v in row["config"]["trial"]["params"].items() if k in distributions}
         intermediate = {i: v for i, v in enumerate(search.get("intermediate", [])) if v is not None and math.isfinite(v)}
