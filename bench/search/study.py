@@ -114,9 +114,12 @@ class Search:
         latest = latest_rows(rows)
         count = 0
         for conf in self.studies:
-            missing = sum(n not in trial_rows(rows, conf.study) for n in range(self.spec.trials))
-            best = None if missing else self.best(rows, conf)
-            count += missing + (len(conf.cells) if missing else sum(with_params(c, best["params"]).cell_id not in latest for c in conf.cells) if best else 0)
+            done = trial_rows(rows, conf.study)
+            missing = sum(n not in done for n in range(self.spec.trials))
+            if missing:
+                count += missing + len(conf.cells)
+            elif (best := self.best(rows, conf)) is not None:
+                count += sum(with_params(c, best["params"]).cell_id not in latest for c in conf.cells)
         return count
 
     def preflight_cells(self) -> list[Cell]:
