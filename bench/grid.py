@@ -6,7 +6,6 @@ import fnmatch
 import inspect
 import itertools
 import json
-import math
 import typing
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +20,7 @@ from bench.eval.definitions import definition
 from bench.plugins import BACKBONES, DATASETS, LOSSES
 from bench.registry import Registry
 from bench.search.space import Dimension, SearchSpec, parse_search
-from bench.typecheck import check_call_args, matches, type_name
+from bench.typecheck import check_call_args, matches, resolved_hints, type_name
 
 RESOURCES = {"cpus": int, "gpus": float, "mem_gb": float}
 SLURM = {"partition": str, "time_min": int, "account": str, "qos": str, "constraint": str}
@@ -301,8 +300,8 @@ def with_params(cell: Cell, params: dict, **changes) -> Cell:
 
 def _check_search(spec: SearchSpec, axes: dict, cells: list[Cell], where: str) -> SearchSpec:
     """Each searched option against what it sets, as an axis value would be checked: both ends of a range and
-    every choice must be valid values; a float range over an integer option is an error. Returns the spec with
-    each range's integer-ness taken from the option's type."""
+    every choice must be valid values (so a float range over an integer option is an error). Returns the spec
+    with each range's integer-ness taken from the option's type."""
     if len(axes.get("split.fold", [])) > 1:
         raise UserError(f"{where}: [search] with a split.fold axis — a trial scores every fold of split.folds in turn; remove the axis")
     dims = []
@@ -322,18 +321,15 @@ def _check_search(spec: SearchSpec, axes: dict, cells: list[Cell], where: str) -
             for value in dim.edge_values():
                 _section({dim.name: value}, SECTIONS[dim.section], where, f"search {dim.option!r}")
         else:
-            hint = inspect.signature(FAMILIES[dim.section].get(getattr(takers[0], dim.section)).factory).parameters.get(dim.name)
-            hint = hint.annotation if hint is not None else inspect.Parameter.empty
             for cell in takers:
                 factory = FAMILIES[dim.section].get(getattr(cell, dim.section)).factory
                 for value in dim.edge_values():
                     _check_args_once(factory, {**getattr(cell, f"{dim.section}_args"), dim.name: value},
                                      f"{at} ({getattr(cell, dim.section)})", CALL_SKIP[dim.section])
-        if dim.kind != "choices":
-            floats = matches(0.5, hint) if not isinstance(hint, str) else not dim.integer
-            if not floats and not dim.integer:
-                raise UserError(f"{at} = {dim.describe()}: the option takes integers — give integer bounds, e.g. {{ range = [{math.floor(dim.low)}, {math.ceil(dim.high)}] }}")
-            dim = dataclasses.replace(dim, integer=dim.integer and not (floats and hint is not inspect.Parameter.empty))
+            hint = resolved_hints(factory, inspect.signature(factory).parameters, at).get(dim.name, inspect.Parameter.empty)
+        if dim.kind != "choices" and hint is not inspect.Parameter.empty:
+            # the option's type decides (its bounds passed the type check above); an unannotated one follows its bounds
+            dim = dataclasses.replace(dim, integer=not matches(0.5, hint))
         dims.append(dim)
     return dataclasses.replace(spec, dims=tuple(dims))
 

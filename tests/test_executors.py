@@ -3,13 +3,12 @@ executor gives the same rows; a dying worker is one error row; a killed coordina
 is reused and never trusted when corrupt; plain progress lines when output is not a terminal."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from processes import kill_when, launch
 
 from bench.cli import main
 
@@ -138,14 +137,7 @@ seed = [0, 1, 2]
 def test_a_killed_coordinator_resumes_without_duplicates(tmp_path):
     (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none").replace("max_steps = 3", "max_steps = 40").replace("seed = [0, 1]", "seed = [0, 1, 2]"))
     results = tmp_path / "results" / "g.jsonl"
-    with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None and not (results.exists() and results.read_text().count("\n") >= 1):
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "err.log").read_text()[-2000:]
+    kill_when(launch(tmp_path, "--grid", "g.toml", "--workers", "2"), results, 1)
     assert 1 <= len(rows(results)) < 6  # partial: the kill landed mid-grid
     done = run_cli(tmp_path, "--workers", "2")
     assert done.returncode == 0, done.stderr[-3000:]

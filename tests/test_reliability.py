@@ -1,13 +1,12 @@
 """Failures are recorded not fatal, --rerun, hard timeouts, isolation, reproducibility, and kill -9 resume."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from processes import complete_rows, kill_when, launch
 
 from bench.cli import main
 
@@ -185,31 +184,6 @@ image_size = 32
 """
 
 
-def _launch(cwd: Path, results: str) -> subprocess.Popen:
-    with open(cwd / "launch.stderr", "w") as stderr:  # a file, not a pipe nobody drains while the run goes on
-        return subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", results],
-                                cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
-
-
-def _complete_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    return sum(1 for l in path.read_text().split("\n") if l.startswith("{") and l.endswith("}"))
-
-
-def _kill_when(proc: subprocess.Popen, path: Path, n_rows: int, delay: float) -> None:
-    deadline = time.time() + 240
-    while _complete_rows(path) < n_rows and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)  # a no-op on a run that already ended, which the next line catches
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, (
-        f"the run ended by itself (exit code {proc.returncode}) instead of being killed: "
-        f"{(path.parent / 'launch.stderr').read_text()[-2000:]}"
-    )
-
-
 def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     (tmp_path / "grid.toml").write_text(KILL_GRID)
     reference = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl"],
@@ -220,8 +194,8 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     assert len(set(cells)) == 4
     path = tmp_path / "killed.jsonl"
     for n_rows, delay in [(0, 5.0), (1, 0.0), (2, 1.0)]:  # in cell 1's training; right after a row; mid-cell
-        _kill_when(_launch(tmp_path, "killed.jsonl"), path, n_rows, delay)
-        assert _complete_rows(path) < len(cells)  # the kill left cells to resume
+        kill_when(launch(tmp_path, "--grid", "grid.toml", "--results", "killed.jsonl"), path, n_rows, delay)
+        assert complete_rows(path) < len(cells)  # the kill left cells to resume
     # a kill while a row is being written leaves a torn last line; make sure there is one (of a cell not done)
     assert ref[-1]["cell_id"] not in {r["cell_id"] for r in rows_ignoring_torn(path)}
     path.write_text(path.read_text() + json.dumps(ref[-1])[:100])

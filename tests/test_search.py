@@ -3,17 +3,15 @@ same trials again, also after a kill; bad ranges fail at validation; the pruning
 the leaderboard's lines are the best trial's options run on every seed."""
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 import torch
+from processes import kill_when, launch
 
 import bench.run.cell as cell_module
 import bench.run.rows as rows_module
@@ -21,8 +19,10 @@ from bench.cli import main
 from bench.config import Trial
 from bench.grid import parse_grid
 from bench.leaderboard import table
+from bench.results import read_rows
 from bench.run.cell import split_for
 from bench.run.rows import run_cell, trial_record
+from bench.search.pruning import Pruner
 from bench.search.study import Search
 
 GRID = """
@@ -64,10 +64,6 @@ def grid_text(steps=6, trials=3, sampler="tpe", seed=0, folds=0, defaults="false
     return text.replace("val_fraction = 0.3", "val_fraction = 0.0") if folds else text  # folds choose the validation classes
 
 
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def trials_of(rows: list[dict]) -> dict[tuple, dict]:
     """(study, trial number) -> params, from trial rows."""
     return {(r["search"]["study"], r["search"]["trial"]): r["config"]["trial"]["params"] for r in rows if r["config"].get("trial")}
@@ -101,7 +97,7 @@ def test_trials_never_give_the_test_split_to_the_evaluator(folds, tmp_path, monk
     for _, labels, val, test in trial_calls:
         assert labels <= val and not labels & test
     assert any(labels & test for trial, labels, _, test in calls if not trial)  # the final cells are scored on test
-    rows = read(tmp_path / "r.jsonl")
+    rows = read_rows(tmp_path / "r.jsonl")
     trials = [r for r in rows if r["config"].get("trial")]
     assert len(trials) == 6 and all(r["status"] == "ok" and r["search"]["objective"] == r["metrics"]["verification_roc_auc"] for r in trials)
     if folds:
@@ -186,7 +182,7 @@ def test_median_bar_prunes_exactly_when_optunas_median_pruner_does():
                 done[n]["search"]["objective"] = values[-1] if math.isfinite(values[-1]) else 0.0
         bar = search.prune_bar(done, conf.base)
         cell = replace(conf.base, trial=Trial("s", 99, {}, "verification_roc_auc", bar))
-        pruner = cell_module._Pruner(cell)
+        pruner = Pruner(cell)
         trial = study.ask()
         for step in range(steps - 1):  # the last point never prunes: training has ended
             value = float(rng.random()) if rng.random() > 0.15 else math.nan
@@ -238,7 +234,7 @@ def searched(tmp_path_factory):
 
 
 def test_the_leaderboard_lines_are_the_best_trials_run_on_every_seed(searched):
-    rows = read(searched / "results" / "s.jsonl")
+    rows = read_rows(searched / "results" / "s.jsonl")
     trials = [r for r in rows if r["config"].get("trial")]
     finals = [r for r in rows if r.get("search", {}).get("role") == "final"]
     assert len(trials) == 8 and len(finals) == 4
@@ -262,27 +258,20 @@ def test_the_leaderboard_lines_are_the_best_trials_run_on_every_seed(searched):
     markdown = (searched / "results" / "s.md").read_text()
     assert "tuned (search)" in markdown and "trial " in markdown
     again = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml"], cwd=searched, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "nothing to run" in again.stderr and len(read(searched / "results" / "s.jsonl")) == len(rows)
+    assert again.returncode == 0 and "nothing to run" in again.stderr and len(read_rows(searched / "results" / "s.jsonl")) == len(rows)
 
 
 def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
     (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
     results = tmp_path / "results" / "s.jsonl"
-    with open(tmp_path / "err.log", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None and not (results.exists() and results.read_text().count("\n") >= 3):
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "err.log").read_text()[-2000:]
-    partial = read(results)
+    kill_when(launch(tmp_path, "--grid", "g.toml", "--threads", "1"), results, 3)
+    partial = read_rows(results)
     assert 3 <= len(partial) < 8 and all(r["config"].get("trial") for r in partial)  # killed among the trials
     done = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = read(results)
+    rows = read_rows(results)
     assert len({r["cell_id"] for r in rows}) == len(rows) == 8 + 4 + 4 + 2  # trials, finals, defaults, baselines: none twice
-    assert trials_of(rows) == trials_of(read(searched / "results" / "s.jsonl"))  # the same studies asked the same params
+    assert trials_of(rows) == trials_of(read_rows(searched / "results" / "s.jsonl"))  # the same studies asked the same params
 
 
 def test_trials_run_through_local_workers_as_in_process(searched, tmp_path):
@@ -290,7 +279,7 @@ def test_trials_run_through_local_workers_as_in_process(searched, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--workers", "2", "--threads", "1"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got, want = read(tmp_path / "results" / "s.jsonl"), read(searched / "results" / "s.jsonl")
+    got, want = read_rows(tmp_path / "results" / "s.jsonl"), read_rows(searched / "results" / "s.jsonl")
     assert trials_of(got) == trials_of(want)
     objective = {r["cell_id"]: r["search"]["objective"] for r in want if r["config"].get("trial")}
     assert {r["cell_id"]: r["search"]["objective"] for r in got if r["config"].get("trial")} == pytest.approx(objective, abs=1e-6)
@@ -313,7 +302,7 @@ BAD = [
     ('"budget.max_steps" = { range = [10, 30] }', "cannot be searched"),
     ('"train.save" = { choices = ["none", "last"] }', "cannot be searched"),
     ('trials = 0', "at least 1"),
-    ('sampler = "grid"', "must be one of 'tpe', 'random'"),
+    ('sampler = "grid"', "should be 'tpe' | 'random'"),
     ('metric = "verification_balanced_accuracy_val_threshold"', "threshold from a validation split"),
     ('metric = "recall_at_one"', "is not a score"),
     ('colour = "red"', "unknown key 'colour' in [search]"),
@@ -368,3 +357,14 @@ def test_raising_trials_continues_the_same_study_and_a_new_space_starts_another(
     wider = search_of(grid_text(trials=5).replace("log = [1e-4, 1e-1]", "log = [1e-5, 1e-1]"))
     assert not {c.study for c in wider.studies} & {c.study for c in small.studies}
     assert {c.trial.number for c in wider.next_trials(rows)} == {0}
+
+
+def test_a_range_is_integer_exactly_when_its_option_takes_integers():
+    """Bounds written as integers over a float argument (triplet's margin, annotated in a module with postponed
+    annotations) still give a float range; an int option (train.batch_size) gives an integer one."""
+    text = grid_text().replace('"loss.margin" = { range = [0.01, 0.5] }', '"loss.margin" = { range = [0, 1] }\n"train.batch_size" = { range = [16, 32] }')
+    search = search_of(text)
+    dims = {d.option: d for d in search.spec.dims}
+    assert not dims["loss.margin"].integer and dims["train.batch_size"].integer
+    asked = [c for c in search.next_trials([]) if c.loss == "triplet"][0].trial.params
+    assert isinstance(asked["loss.margin"], float) and 0 < asked["loss.margin"] < 1 and isinstance(asked["train.batch_size"], int)

@@ -24,6 +24,7 @@ from bench.run.checkpoint import checkpoint_meta, save_checkpoint
 from bench.run.diskcache import cached_tensor, content_hash
 from bench.run.sampling import BatchSampler
 from bench.run.train import TrainResult, embed, train
+from bench.search.pruning import Pruner
 
 
 class CellTimeout(Exception):
@@ -38,7 +39,7 @@ def measure(cell: Cell, data: LabelledImages, caches: dict, device: torch.device
             feature_cache: bool = True, warn: Callable[[str], None] = print, checkpoints: str | None = None) -> dict:
     """`train_and_evaluate`; for a search trial with split.folds = K, each fold in turn (the Reality Check's
     cross-validation), its validation metrics averaged over the folds, stopping at a pruned or diverged fold."""
-    pruner = _Pruner(cell)
+    pruner = Pruner(cell)
     if cell.trial is None or not cell.split.folds:
         return train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints, pruner)
     parts = []
@@ -61,37 +62,13 @@ def measure(cell: Cell, data: LabelledImages, caches: dict, device: torch.device
     return merged
 
 
-class _Pruner:
-    """A search trial's median rule, applied where the trial runs (a worker, Ray, Slurm cannot ask the study):
-    at each curve point, prune when the trial's best value so far is worse than the coordinator's bar there
-    (bench.search.study.Search.prune_bar), or when it has no finite value at all, as Optuna's MedianPruner."""
-
-    def __init__(self, cell: Cell):
-        self.bar = cell.trial.prune_at if cell.trial else ()
-        self.metric = cell.trial.metric if cell.trial else ""
-        self.lower = lower_is_better(self.metric) if cell.trial else False
-        self.values: list[float] = []  # every curve point so far, across folds
-
-    def report(self, metrics: dict) -> bool:
-        """True: stop this trial now."""
-        self.values.append(float(metrics.get(self.metric, math.nan)))
-        step = len(self.values) - 1
-        if step >= len(self.bar):
-            return False
-        finite = [v for v in self.values if math.isfinite(v)]
-        if not finite:
-            return True
-        best = min(finite) if self.lower else max(finite)
-        return self.bar[step] is not None and (best > self.bar[step] if self.lower else best < self.bar[step])
-
-
 def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable,
                        deadline: float | None, feature_cache: bool = True, warn: Callable[[str], None] = print,
-                       checkpoints: str | None = None, pruner: _Pruner | None = None) -> dict:
+                       checkpoints: str | None = None, pruner: Pruner | None = None) -> dict:
     """The whole life of a cell, returned as the row's measured part. `caches` is shared by a grid's cells;
     with train.save, the checkpoint goes to `checkpoints`/<cell_id> (a folder beside the results file).
     A search trial (cell.trial) is scored on validation only: the test split never reaches the evaluator."""
-    pruner = pruner or _Pruner(cell)
+    pruner = pruner or Pruner(cell)
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)
     backbone = BACKBONES.get(cell.backbone).factory(**cell.backbone_args)

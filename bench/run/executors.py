@@ -98,17 +98,13 @@ class LocalWorkers:
 
     def __init__(self, n: int):
         self.n = n
-        self.idle: list = []  # (process, connection, slot) waiting for a cell
-        self.key = None  # the data and job the idle workers were started with
+        self.idle: list = []  # (process, connection, slot) waiting for a cell; a run_grid's data and job throughout
 
     def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
         ctx = mp.get_context("spawn")
         gpus = torch.cuda.device_count() if job.device == "cuda" else 0
         threads = job.threads or max(1, (os.cpu_count() or 1) // self.n)
         job = replace(job, threads=threads)
-        if self.key != (id(data), job):  # workers hold their data and job from the start
-            self.close()
-            self.key = (id(data), job)
 
         def spawn(slot: int):
             parent, child = ctx.Pipe()
@@ -212,7 +208,7 @@ class RayCells:
         self.address = address
         self.ray = _require("ray", "ray", "--executor ray")
         self.started_here = False  # a local instance this executor started, stopped by `close`
-        self.refs: tuple = (None, {})  # (the datasets, their object refs)
+        self.refs: dict = {}  # data key -> the dataset in the object store, put once (a search runs in rounds)
 
     def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
         ray = self.ray
@@ -222,9 +218,8 @@ class RayCells:
         cpus, gpus = job.resources.get("cpus", 1), job.resources.get("gpus", 0)
         job = replace(job, threads=job.threads or int(cpus))
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run_remote)
-        if self.refs[0] is not data:  # the datasets go to the object store once, not once per round of trials
-            self.refs = (data, {key: ray.put(value) for key, value in data.items()})
-        refs = self.refs[1]
+        refs = self.refs
+        refs.update({key: ray.put(value) for key, value in data.items() if key not in refs})
         pending = {}
         for cell in cells:
             pending[remote.remote(cell, refs[data_key(cell)], job)] = cell
@@ -245,7 +240,7 @@ class RayCells:
                 ray.cancel(ref, force=True)
 
     def close(self) -> None:
-        self.refs = (None, {})
+        self.refs = {}
         if self.started_here:
             self.ray.shutdown()
             self.started_here = False

@@ -22,10 +22,9 @@ def label(cell: Cell) -> str:
 
 
 def summary(row: dict) -> str:
-    search = row.get("search", {})
-    if row.get("config", {}).get("trial") and row["status"] in ("ok", "pruned"):  # a trial: its validation score
-        value = search["objective"] if row["status"] == "ok" else next((v for v in reversed(search["intermediate"]) if v is not None), float("nan"))
-        return f"{row['status']}, val {search['metric']} {value:.3f}"
+    trial = row.get("config", {}).get("trial")
+    if trial and row["status"] in ("ok", "pruned"):  # its validation score (pruned: at the point that pruned it)
+        return f"{row['status']}, val {trial['metric']} {row['metrics'].get(trial['metric'], float('nan')):.3f}"
     if row["status"] != "ok":
         return row["status"]
     m = row["metrics"]

@@ -77,9 +77,8 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
               grid.resources, grid.slurm, str(results_path.parent.resolve() / f"{results_path.stem}_checkpoints"))
     try:
         with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
-            rows = read_rows(results_path)  # rows may have landed since
-            record = [] if options.rerun == "all" else list(rows)  # what a search resumes from
-            todo = select_cells(plain, rows, options.rerun)
+            record = [] if options.rerun == "all" else read_rows(results_path)  # rows may have landed since; a search resumes from them
+            todo = select_cells(plain, record, options.rerun)
             where = options.executor if options.executor != "local" else (f"{options.workers} local worker(s)" if executor else "this process")
             pending = len(todo) + (search.pending(record) if search else 0)
             total = len(plain) + (search.planned() if search else 0)
@@ -98,7 +97,6 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
                         if records and cell.cell_id in records:  # a final cell: which search chose its options
                             row = {**row, "search": records[cell.cell_id]}
                         writer.append(row)  # only the coordinator writes rows, whatever ran the cell
-                        rows.append(row)
                         record.append(row)
                         progress.finished(cell, row)
 

@@ -98,7 +98,7 @@ def train(
     optimizer = make_optimizer(cfg, params)
     base_lr = [group["lr"] for group in optimizer.param_groups]
     sampler = sampler or BatchSampler(loss_fn.batch, labels.numpy(), cfg.batch_size, seed, cfg.m_per_class)
-    points = [f for f in curve if f < 1.0] + [1.0] if curve else []
+    points = curve_points(curve)
     model.train()
     loss_fn.train()
     steps = samples = 0
@@ -164,6 +164,11 @@ def train(
     final = sum(recent) / len(recent) if recent else float("nan")
     charged = samples * charge_per_sample
     return TrainResult(steps, samples, wall + charged, stopped_by, final, data_seconds, compute_seconds, wall, charged, paused)
+
+
+def curve_points(curve: tuple[float, ...]) -> list[float]:
+    """The fractions of the budget a curve is scored at: those asked for, and always 1.0 (none without a curve)."""
+    return [f for f in curve if f < 1.0] + [1.0] if curve else []
 
 
 def _fit(batch_size: int, budget: Budget, samples: int) -> int:

@@ -2,16 +2,17 @@
 options as ranges. Structure only; config.py checks each range against the options and plugins it sets."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from bench.errors import UserError
 from bench.eval.definitions import definition
+from bench.typecheck import matches, type_name
 
-SETTINGS = {"trials": int, "metric": str, "sampler": str, "seed": int, "prune": bool, "parallel": int, "defaults": bool}
 KINDS = ("log", "range", "choices")
-SAMPLERS = ("tpe", "random")
 SEARCHABLE = ("train", "model", "loss", "backbone")  # what is trained and how; never the data, the split, the budget or the evaluation
 NOT_SEARCHABLE_WHY = {
     "budget": "the budget is what every configuration shares",
@@ -53,8 +54,8 @@ class Dimension:
 @dataclass(frozen=True)
 class SearchSpec:
     trials: int  # per configuration (every combination of the non-searched axes, seeds aside)
-    metric: str  # scored on validation (averaged over split.folds when set)
-    sampler: str = "tpe"
+    metric: str = "verification_roc_auc"  # scored on validation (averaged over split.folds when set)
+    sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0  # trial n's sampler is seeded from (seed, n): a resumed search asks what an uninterrupted one would
     prune: bool = True  # Optuna's median rule on learning-curve points (acts only with eval.curve)
     parallel: int = 1  # trials of one configuration in flight at once (raise with --workers / Ray / Slurm)
@@ -74,12 +75,13 @@ def parse_search(table: Any, where: str) -> SearchSpec | None:
     if not isinstance(table, dict):
         raise UserError(f"{where}: [search] must be a table, e.g. [search] trials = 20")
     settings = {k: v for k, v in table.items() if "." not in k}
+    hints = typing.get_type_hints(SearchSpec)
+    allowed = [f.name for f in dataclasses.fields(SearchSpec) if f.name != "dims"]
     for key, value in settings.items():
-        if key not in SETTINGS:
-            raise UserError(f"{where}: unknown key {key!r} in [search]; allowed: {', '.join(SETTINGS)}, or a searched option such as \"train.lr\" = {{ log = [1e-5, 1e-2] }}")
-        kind = SETTINGS[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise UserError(f"{where}: [search] {key} = {value!r} should be {kind.__name__}")
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key {key!r} in [search]; allowed: {', '.join(allowed)}, or a searched option such as \"train.lr\" = {{ log = [1e-5, 1e-2] }}")
+        if not matches(value, hints[key]):
+            raise UserError(f"{where}: [search] {key} = {value!r} should be {type_name(hints[key])}")
     if "trials" not in settings:
         raise UserError(f"{where}: [search] has no trials — set how many trials each configuration gets, e.g. trials = 20")
     for key in ("trials", "parallel"):
@@ -87,17 +89,15 @@ def parse_search(table: Any, where: str) -> SearchSpec | None:
             raise UserError(f"{where}: [search] {key} = {settings[key]} must be at least 1")
     if settings.get("seed", 0) < 0:
         raise UserError(f"{where}: [search] seed = {settings['seed']} must be 0 or more")
-    if settings.get("sampler", "tpe") not in SAMPLERS:
-        raise UserError(f"{where}: [search] sampler = {settings['sampler']!r} must be one of {', '.join(map(repr, SAMPLERS))}")
-    metric = settings.get("metric", "verification_roc_auc")
-    d = definition(metric)
-    if d is None or d.direction == "none" or metric.endswith("_val_threshold"):
-        why = "needs a threshold from a validation split of its own" if d is not None and metric.endswith("_val_threshold") else "is not a score"
-        raise UserError(f"{where}: [search] metric = {metric!r} {why} — use a validation score such as \"verification_roc_auc\", \"recall_at_1\" or \"few_shot_20way_1shot_accuracy\"")
+    spec = SearchSpec(**settings)
+    d = definition(spec.metric)
+    if d is None or d.direction == "none" or spec.metric.endswith("_val_threshold"):
+        why = "needs a threshold from a validation split of its own" if d is not None and spec.metric.endswith("_val_threshold") else "is not a score"
+        raise UserError(f"{where}: [search] metric = {spec.metric!r} {why} — use a validation score such as \"verification_roc_auc\", \"recall_at_1\" or \"few_shot_20way_1shot_accuracy\"")
     dims = tuple(_dimension(key, value, where) for key, value in table.items() if "." in key)
     if not dims:
         raise UserError(f"{where}: [search] searches no option — add one, e.g. \"train.lr\" = {{ log = [1e-5, 1e-2] }}")
-    return SearchSpec(**{**settings, "metric": metric}, dims=dims)
+    return dataclasses.replace(spec, dims=dims)
 
 
 def _dimension(key: str, spec: Any, where: str) -> Dimension:

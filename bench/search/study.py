@@ -13,19 +13,14 @@ import json
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from bench.config import Cell, Grid, Trial
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
 from bench.grid import searched_in, with_params
 from bench.results import latest_rows
+from bench.run.train import curve_points
+from bench.search.pruning import median_bar
 from bench.search.space import Dimension, SearchSpec
-
-# Optuna's MedianPruner defaults, applied inside the cell (bench.run.cell) from a bar the coordinator computes:
-# the cell may run in another process, on Ray or on Slurm, where the study cannot be asked.
-PRUNE_STARTUP_TRIALS = 5  # completed trials before any pruning
-PRUNE_PERCENTILE = 50.0  # the median
 
 
 @dataclass(frozen=True)
@@ -82,8 +77,7 @@ def trial_rows(rows: list[dict], study: str) -> dict[int, dict]:
 
 def curve_steps(cell: Cell) -> int:
     """Intermediate values a trial reports: each curve point (1.0 included) of each fold in turn."""
-    points = len([f for f in cell.eval.curve if f < 1.0]) + 1 if cell.eval.curve else 0
-    return points * max(cell.split.folds, 1)
+    return len(curve_points(cell.eval.curve)) * max(cell.split.folds, 1)
 
 
 class Search:
@@ -167,20 +161,9 @@ class Search:
         return optuna.trial.create_trial(state=kind, params=params, distributions=distributions, intermediate_values=intermediate)
 
     def prune_bar(self, done: dict[int, dict], cell: Cell) -> tuple:
-        """The median rule's bar at each curve point but the last (a finished trial is not discarded): the median
-        of the completed trials' values there (np.nanpercentile, as Optuna's MedianPruner), None where no completed
-        trial has a value; () until PRUNE_STARTUP_TRIALS trials have completed. The cell prunes itself when its best
-        value so far is worse than the bar at its latest point."""
-        steps = curve_steps(cell)
+        """The median rule's bar for the study's next trials, from its completed trials' curve values."""
         complete = [r["search"]["intermediate"] for r in done.values() if r.get("status") == "ok" and _finite(r["search"].get("objective"))]
-        if steps < 2 or len(complete) < PRUNE_STARTUP_TRIALS:
-            return ()
-        bar = []
-        for step in range(steps - 1):
-            values = [v[step] for v in complete if len(v) > step and v[step] is not None]
-            p = float(np.nanpercentile(np.array(values, dtype=float), 100 - PRUNE_PERCENTILE if not self.lower else PRUNE_PERCENTILE)) if values else math.nan
-            bar.append(p if math.isfinite(p) else None)
-        return tuple(bar)
+        return median_bar(complete, curve_steps(cell))
 
     def best(self, rows: list[dict], conf: Configuration) -> dict | None:
         """The study's best completed trial: {trial, params, objective, trials, pruned, failed}; None if none completed."""
