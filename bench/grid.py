@@ -13,13 +13,14 @@ from typing import Any
 
 import tomllib
 
+from bench.baselines import with_baseline_per_distance
 from bench.builtins import load_builtins
 from bench.config import HEAD_ARGS, NOT_IDENTITY, SECTIONS, UNTRAINED, Budget, Cell, Grid, ModelConfig, TrainConfig
 from bench.errors import UserError, nonfinite_numbers, read_text
 from bench.eval.definitions import definition
 from bench.plugins import BACKBONES, DATASETS, LOSSES
 from bench.registry import Registry
-from bench.search.space import Dimension, SearchSpec, parse_search
+from bench.search.space import TRIAL_SEED, Dimension, SearchSpec, parse_search
 from bench.typecheck import check_call_args, matches, resolved_hints, type_name
 
 RESOURCES = {"cpus": int, "gpus": float, "mem_gb": float}
@@ -83,7 +84,8 @@ def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
     search = parse_search(raw.get("search"), where)
     if search is not None:
         search = _check_search(search, axes, list(cells.values()), where)
-    return Grid(name, where, tuple(cells.values()), excluded, resources, slurm, search)
+    cells = with_baseline_per_distance(cells.values(), _scored_distance, _loss_facts(UNTRAINED, {})[1])  # after [search]: it tunes no baseline
+    return Grid(name, where, tuple(cells), excluded, resources, slurm, search)
 
 
 def _run_table(table: Any, spec: dict, where: str, name: str) -> dict:
@@ -245,7 +247,8 @@ def _without_inert_options(cell: Cell) -> Cell:
     if cell.loss == UNTRAINED:  # nothing trains: only the trunk, its input and its precision matter
         return dataclasses.replace(
             cell, train=TrainConfig(precision=cell.train.precision), model=ModelConfig(preprocess=cell.model.preprocess),
-            eval=dataclasses.replace(cell.eval, curve=()), backbone_args={k: v for k, v in cell.backbone_args.items() if k not in HEAD_ARGS})
+            eval=dataclasses.replace(cell.eval, curve=()), backbone_args={k: v for k, v in cell.backbone_args.items() if k not in HEAD_ARGS},
+            split=cell.split if cell.split.folds > 0 else dataclasses.replace(cell.split, fold=0))  # split.fold as in trained cells
     kind = _batch_kind(cell.loss, cell.loss_args)
     for section, option, acts, _ in INERT:
         if not acts(cell, kind):
@@ -262,19 +265,29 @@ def _check_inert_axes(axes: dict, cells, where: str) -> None:
             raise UserError(f"{where}: [axes] {key!r} changes nothing in any cell: {why} — remove the axis or add that setting")
 
 
-_BATCH_KINDS: dict[str, str | None] = {}
+_LOSS_FACTS: dict[str, tuple] = {}
+
+
+def _loss_facts(loss: str, args: dict) -> tuple:
+    """(batch, distance) a loss declares, built once with a small embed_dim (a plugin may set them per instance);
+    (None, None) if it cannot be built here (the runner's preflight then reports the build error)."""
+    key = json.dumps([loss, args], sort_keys=True)
+    if key not in _LOSS_FACTS:
+        try:
+            built = LOSSES.get(loss).factory(16, **args)
+            _LOSS_FACTS[key] = (getattr(built, "batch", None), getattr(built, "distance", None))
+        except Exception:
+            _LOSS_FACTS[key] = (None, None)
+    return _LOSS_FACTS[key]
 
 
 def _batch_kind(loss: str, args: dict) -> str | None:
-    """The batch shape a loss declares (built once with a small embed_dim); None if it cannot be built here
-    (the runner's preflight then reports the build error)."""
-    key = json.dumps([loss, args], sort_keys=True)
-    if key not in _BATCH_KINDS:
-        try:
-            _BATCH_KINDS[key] = LOSSES.get(loss).factory(16, **args).batch
-        except Exception:
-            _BATCH_KINDS[key] = None
-    return _BATCH_KINDS[key]
+    return _loss_facts(loss, args)[0]
+
+
+def _scored_distance(cell: Cell) -> str | None:
+    """The distance a cell's metrics are computed with: eval.distance, else its loss's own."""
+    return cell.eval.distance or _loss_facts(cell.loss, cell.loss_args)[1]
 
 
 def searched_in(cell: Cell, dims: tuple[Dimension, ...]) -> tuple[Dimension, ...]:
@@ -304,6 +317,9 @@ def _check_search(spec: SearchSpec, axes: dict, cells: list[Cell], where: str) -
     with each range's integer-ness taken from the option's type."""
     if len(axes.get("split.fold", [])) > 1:
         raise UserError(f"{where}: [search] with a split.fold axis — a trial scores every fold of split.folds in turn; remove the axis")
+    if TRIAL_SEED in axes["seed"]:
+        raise UserError(f"{where}: [axes] seed lists {TRIAL_SEED}, the seed [search] trials train on — "
+                        "a final replicate must be a run the search never saw; use another seed")
     dims = []
     for dim in spec.dims:
         at = f"{where}: [search] {dim.option!r}"
@@ -327,6 +343,11 @@ def _check_search(spec: SearchSpec, axes: dict, cells: list[Cell], where: str) -
                     _check_args_once(factory, {**getattr(cell, f"{dim.section}_args"), dim.name: value},
                                      f"{at} ({getattr(cell, dim.section)})", CALL_SKIP[dim.section])
             hint = resolved_hints(factory, inspect.signature(factory).parameters, at).get(dim.name, inspect.Parameter.empty)
+        if dim.option == "train.precision":
+            raise UserError(f"{at} cannot be searched: precision is a property of the machine a run is on, not of the method — set train.precision in [train]")
+        if dim.option == "train.batch_size" and any(c.budget.max_steps is not None for c in takers):
+            raise UserError(f"{at} cannot be searched under budget.max_steps: a larger batch buys more images with the same steps — "
+                            "budget by max_samples (or max_seconds) alone, or list batch sizes as an axis")
         if dim.kind != "choices" and hint is not inspect.Parameter.empty:
             # the option's type decides (its bounds passed the type check above); an unannotated one follows its bounds
             dim = dataclasses.replace(dim, integer=not matches(0.5, hint))

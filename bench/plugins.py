@@ -64,6 +64,8 @@ class LabelledImages:
     them to what a backbone needs. `split` is optional: a dataset that brings its own class-disjoint split
     sets "train", "val" or "test" per image; otherwise the harness splits classes by the grid's seeded
     rule. `attributes` holds per-image metadata arrays of length N (Omniglot: `alphabet`, `drawer`).
+    A dataset that decodes image files says how in `meta["decoding"]` ({"background": [r, g, b] | None,
+    "max_pixels": n}); a checkpoint keeps it so that `bench embed` decodes new files the same way.
     """
 
     images: np.ndarray

@@ -76,7 +76,7 @@ class ResultsWriter:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab+")
+            self._file = open(self.path, "ab+", buffering=0)  # unbuffered: a failed write raises in append, not later in close
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write results ({exc.strerror}) — pass a writable --results path") from None
         try:
@@ -88,12 +88,22 @@ class ResultsWriter:
         if self._file.tell() > 0:  # after a torn last line, start the next row on a fresh line
             self._file.seek(self._file.tell() - 1)
             if self._file.read(1) != b"\n":
-                self._file.write(b"\n")
+                self._write(b"\n")
 
     def append(self, row: dict) -> None:
-        self._file.write((json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode())
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._write((json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode())
+
+    def _write(self, data: bytes) -> None:
+        """All of `data` on disk (written and fsynced), else a UserError naming the file and the cause: a full
+        disk must stop the run with one line, and the line it tore is skipped when the run is resumed."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._file.write(view):]
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write a result row ({exc.strerror or exc}) — the rows before it are kept; "
+                            "free space (or pass another --results path) and rerun the same command to continue") from None
 
     def close(self) -> None:
         self._file.close()

@@ -1,5 +1,6 @@
 """Using what a grid found: checkpoints (train.save), `bench embed` with the cell's exact input pipeline,
-`bench verify` at the checkpoint's validation threshold, and the weights' hash check."""
+`bench verify` at the checkpoint's validation threshold, and the weights' hash check. A checkpoint's
+metadata (threshold, distance, metrics) is checked against its own weights for every save × select."""
 import json
 from pathlib import Path
 
@@ -7,83 +8,173 @@ import numpy as np
 import pytest
 import torch
 from datafixtures import noise_classes
+from sklearn.metrics import roc_auc_score
 
 from bench.cli import main
 
+# lr 0.1 makes validation ROC-AUC fall after the first curve point, so select = "best" scores other weights than the last
 GRID = """
-name = "ck"
+name = "{name}"
 [budget]
-max_steps = 6
+max_steps = 8
 [train]
 batch_size = 12
 precision = "fp32"
-select = "best"
+lr = 0.1
 save = "{save}"
 [split]
 test_fraction = 0.4
 val_fraction = 0.3
 [eval]
-curve = [0.5, 1.0]
+curve = [0.25, 0.5, 1.0]
 episodes = 20
 n_way = 2
+distance = "l1"
 [axes]
-backbone = ["timm/resnet10t"]
+backbone = ["conv4"]
 loss = ["triplet"]
 dataset = ["folder"]
-[backbone."timm/resnet10t"]
-image_size = 32
+"train.select" = ["last", "best"]
+[backbone.conv4]
+image_size = 16
 [dataset.folder]
 root = "{root}"
 """
+COMBOS = [(save, select) for save in ("last", "best") for select in ("last", "best")]
 
 
 def make_images(root: Path, classes: int = 10, per_class: int = 6) -> Path:
     return noise_classes(root, {f"class{c:02d}": {"": per_class} for c in range(classes)})
 
 
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("ck")
-    images = make_images(cwd / "images")
-    (cwd / "g.toml").write_text(GRID.format(save="best", root=images))
+def runs(tmp_path_factory):
+    """Grids saving the last weights, the scored weights, and nothing; each with select = last and best."""
     import os
 
+    cwd = tmp_path_factory.mktemp("ck")
+    images = make_images(cwd / "images")
     old = os.getcwd()
     os.chdir(cwd)
     try:
-        assert main(["run", "--grid", "g.toml"]) == 0
+        for save in ("last", "best", "none"):
+            (cwd / f"{save}.toml").write_text(GRID.format(name=f"ck_{save}", save=save, root=images))
+            assert main(["run", "--grid", f"{save}.toml"]) == 0
     finally:
         os.chdir(old)
-    [row] = [json.loads(line) for line in (cwd / "results" / "ck.jsonl").read_text().splitlines()]
-    return cwd, row
+    rows = {(save, row["config"]["train"]["select"]): row for save in ("last", "best", "none")
+            for row in read_rows(cwd / "results" / f"ck_{save}.jsonl")}
+    return cwd, rows
 
 
-def test_a_checkpoint_round_trip_scores_what_the_cell_scored(trained, monkeypatch):
-    cwd, row = trained
-    assert row["status"] == "ok" and row["checkpoint"]["path"] == f"ck_checkpoints/{row['cell_id']}"
-    folder = cwd / "results" / row["checkpoint"]["path"]
-    meta = json.loads((folder / "checkpoint.json").read_text())
-    assert meta["sha256"] == row["checkpoint"]["sha256"] and meta["cell_id"] == row["cell_id"]
-    assert row["checkpoint"]["weights_from"] == f"best@{row['train']['selected']['fraction']:g}"
-    assert meta["val_threshold"] == pytest.approx(row["metrics"]["verification_val_threshold"])
-    monkeypatch.chdir(cwd)
-    assert main(["embed", str(folder), "--folder", "images", "--out", "e.npz"]) == 0
-    npz = np.load(cwd / "e.npz")
-    assert npz["embeddings"].shape == (60, 128) and list(npz["class_names"]) == [f"class{c:02d}" for c in range(10)]
-    # the same images and split as the cell, scored by the same evaluation: the cell's metrics again
-    from bench.eval.metrics import evaluate
+@pytest.fixture(scope="module")
+def trained(runs):
+    cwd, rows = runs
+    return cwd, rows["best", "best"]
+
+
+def embed_all(cwd: Path, folder: Path, out: str):
+    """Every image embedded with the checkpoint by `bench embed`, and the cell's split of them."""
     from bench.grid import load_grid
     from bench.plugins import DATASETS
     from bench.run.cell import split_for
 
-    (cell,) = load_grid(cwd / "g.toml").cells
+    assert main(["embed", str(folder), "--folder", str(cwd / "images"), "--out", str(cwd / out)]) == 0
+    npz = np.load(cwd / out)
+    cell = next(c for c in load_grid(cwd / "best.toml").cells if c.cell_id == json.loads((folder / "checkpoint.json").read_text())["cell_id"])
     data = DATASETS.get("folder").factory(root=str(cwd / "images"))
     assert (npz["labels"] == data.labels).all()
     _, val_idx, test_idx, _ = split_for(cell, data)
-    emb, labels = torch.from_numpy(npz["embeddings"]), torch.from_numpy(npz["labels"])
-    again = evaluate(emb[test_idx], labels[test_idx], "cosine", cell.eval, cell.split.seed, val_embeddings=emb[val_idx], val_labels=labels[val_idx])
+    return torch.from_numpy(npz["embeddings"]), torch.from_numpy(npz["labels"]), val_idx, test_idx, cell
+
+
+def pair_distances_of(emb: torch.Tensor, labels: torch.Tensor, distance: str):
+    """Every pair i < j: (i, j, same class, distance), by a loop over rows."""
+    from bench.eval.knn import distances
+
+    i, j = np.triu_indices(len(labels), 1)
+    d = distances(emb, emb, distance).double().numpy()
+    return i, j, (labels[i] == labels[j]).numpy(), d[i, j]
+
+
+def test_a_checkpoint_round_trip_scores_what_the_cell_scored(trained, monkeypatch):
+    cwd, row = trained
+    assert row["status"] == "ok" and row["checkpoint"]["path"] == f"ck_best_checkpoints/{row['cell_id']}"
+    folder = cwd / "results" / row["checkpoint"]["path"]
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    assert meta["sha256"] == row["checkpoint"]["sha256"] and meta["cell_id"] == row["cell_id"]
+    assert meta["val_threshold"] == pytest.approx(row["metrics"]["verification_val_threshold"])
+    assert meta["decoding"] == {"background": [255, 255, 255], "max_pixels": 0}  # the folder dataset's defaults
+    emb, labels, val_idx, test_idx, cell = embed_all(cwd, folder, "e.npz")
+    npz = np.load(cwd / "e.npz")
+    assert emb.shape == (60, 64) and list(npz["class_names"]) == [f"class{c:02d}" for c in range(10)]
+    # the same images and split as the cell, scored by the same evaluation: the cell's metrics again
+    from bench.eval.metrics import evaluate
+
+    again = evaluate(emb[test_idx], labels[test_idx], meta["distance"], cell.eval, cell.split.seed,
+                     val_embeddings=emb[val_idx], val_labels=labels[val_idx])
+    assert again["distance"] == meta["distance"] == row["metrics"]["distance"] == "l1"
     for key in ("verification_roc_auc", "recall_at_1", "map_at_r", "verification_val_threshold"):
         assert again[key] == pytest.approx(row["metrics"][key], abs=1e-4), key
+
+
+@pytest.mark.parametrize("save, select", COMBOS)
+def test_a_checkpoints_threshold_distance_and_metrics_are_those_of_its_own_weights(runs, save, select, capsys):
+    """Whatever the row was scored with, checkpoint.json describes model.safetensors: its weights' validation
+    pairs, thresholded by the evaluator's own rule, give the recorded threshold's decisions (and `bench verify`'s),
+    and their test pairs give the recorded ROC-AUC."""
+    from bench.eval.verification import roc_metrics
+
+    cwd, rows = runs
+    row = rows[save, select]
+    if (save, select) == ("last", "best"):  # the case that matters: the row scored other weights than those saved
+        assert row["train"]["selected"]["fraction"] < 1.0
+    folder = cwd / "results" / row["checkpoint"]["path"]
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    emb, labels, val_idx, test_idx, _ = embed_all(cwd, folder, f"{save}_{select}.npz")
+    *_, val_same, val_dist = pair_distances_of(emb[val_idx], labels[val_idx], meta["distance"])
+    threshold = roc_metrics(val_same, val_dist, (), roc_points=0)["verification_best_threshold"]  # optimal on validation, for these weights
+    ti, tj, test_same, test_dist = pair_distances_of(emb[test_idx], labels[test_idx], meta["distance"])
+    recorded, tol = meta["val_threshold"], 1e-5 * abs(threshold)  # embedding again moves a float32 distance by rounding, never by more
+    assert recorded == pytest.approx(threshold, abs=tol)
+    for dist in (val_dist, test_dist):
+        clear = np.abs(dist - threshold) > tol
+        assert np.array_equal((dist <= recorded)[clear], (dist <= threshold)[clear])
+    assert meta["metrics"]["verification_roc_auc"] == pytest.approx(roc_auc_score(test_same, -test_dist), abs=1e-4)
+    # `bench verify` on the test pairs nearest the threshold, one on either side of it
+    for side in (test_dist <= threshold - tol, test_dist > threshold + tol):
+        k = np.flatnonzero(side)[np.argmin(np.abs(test_dist[side] - threshold))]
+        files = sorted((cwd / "images").rglob("*.png"))  # the folder dataset's order
+        a, b = files[test_idx[ti[k]]], files[test_idx[tj[k]]]
+        capsys.readouterr()
+        assert main(["verify", str(folder), str(a), str(b)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("l1 distance ") and float(out.split()[2]) == pytest.approx(test_dist[k], abs=max(tol, 1e-6))  # printed to 6 decimals
+        assert out.rstrip().endswith("same" if test_dist[k] <= threshold else "different"), out
+
+
+def test_save_last_keeps_the_weights_training_ended_with_and_none_saves_nothing(runs):
+    from safetensors.torch import load_file
+
+    cwd, rows = runs
+
+    def tensors(save, select):
+        return load_file(str(cwd / "results" / rows[save, select]["checkpoint"]["path"] / "model.safetensors"))
+
+    last = tensors("last", "last")  # no selection: the weights training ended with
+    for other in (tensors("last", "best"), tensors("best", "last")):
+        assert other.keys() == last.keys() and all(torch.equal(other[k], last[k]) for k in last)
+    selected = tensors("best", "best")  # the weights of the first curve point, which the row scored
+    assert rows["best", "best"]["train"]["selected"]["fraction"] < 1.0
+    assert not all(torch.equal(selected[k], last[k]) for k in last)
+    for select in ("last", "best"):
+        plain = rows["none", select]
+        assert "checkpoint" not in plain and plain["cell_id"] == rows["last", select]["cell_id"]  # save is not part of the identity
+    assert not (cwd / "results" / "ck_none_checkpoints").exists()
 
 
 def test_verify_decides_at_the_validation_threshold(trained, monkeypatch, capsys):
@@ -113,17 +204,3 @@ def test_a_changed_weight_file_fails_its_hash_check(trained, tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "sha256 does not match checkpoint.json" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e.npz").exists()
-
-
-def test_save_last_keeps_the_last_weights_and_none_saves_nothing(tmp_path, monkeypatch):
-    images = make_images(tmp_path / "images")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "g.toml").write_text(GRID.format(save="last", root=images))
-    assert main(["run", "--grid", "g.toml"]) == 0
-    [row] = [json.loads(line) for line in (tmp_path / "results" / "ck.jsonl").read_text().splitlines()]
-    assert row["checkpoint"]["weights_from"] == "last"
-    (tmp_path / "n.toml").write_text(GRID.format(save="none", root=images).replace('name = "ck"', 'name = "n"'))
-    assert main(["run", "--grid", "n.toml"]) == 0
-    [plain] = [json.loads(line) for line in (tmp_path / "results" / "n.jsonl").read_text().splitlines()]
-    assert "checkpoint" not in plain and not (tmp_path / "results" / "n_checkpoints").exists()
-    assert plain["cell_id"] == row["cell_id"]  # whether a checkpoint is kept is not part of the cell's identity

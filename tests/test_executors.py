@@ -126,7 +126,7 @@ seed = [0, 1, 2]
 "backbone.die" = [false, true]
 """)
     proc = run_cli(tmp_path, "--workers", "2", "--plugin", "dies_plugin", env={"PYTHONPATH": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # every cell ran; the dead workers' error rows make the exit code 1
     got = rows(tmp_path / "results" / "g.jsonl")
     assert len(got) == 6
     died = [r for r in got if r["config"]["backbone_args"]["die"]]
@@ -180,3 +180,96 @@ def test_a_missing_engine_is_one_line_naming_the_install(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'metric-bench[ray]'" in err
     assert not (tmp_path / "results").exists()
+
+
+def fake_run_cell(seen: list):
+    """A run_cell that records the device it was given and returns a row without training."""
+    from bench.run.rows import _row_start
+
+    def run_cell(cell, grid_name, data, caches, device, *args, **kwargs):
+        seen.append(device)
+        return {**_row_start(cell, grid_name), "status": "ok", "metrics": {}, "train": {}, "env": {"device": str(device)}}
+
+    return run_cell
+
+
+def test_the_device_is_resolved_where_the_cell_runs(tmp_path, monkeypatch):
+    """A coordinator without CUDA (a login node) hands `--device auto` on as asked; a node that sees CUDA
+    trains the cell there on CUDA: through a mocked remote executor (Ray's and Slurm's `_run_remote`), a local
+    worker's loop (`_serve`) and the in-process loop."""
+    import multiprocessing as mp
+    from unittest import mock
+
+    import torch
+
+    import bench.run.executors as executors
+    import bench.run.runner as runner
+    from bench.grid import load_grid
+    from bench.run.cell import data_key
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the coordinator
+    seen, jobs = [], []
+    monkeypatch.setattr(executors, "run_cell", fake_run_cell(seen))
+
+    class NodeWithGPU:  # what a Ray task or a Slurm job does, on a node that sees CUDA
+        def run(self, cells, data, job, tick):
+            jobs.append(job)
+            for cell in cells:
+                yield "started", cell, None
+                with mock.patch.object(torch.cuda, "is_available", return_value=True):
+                    yield "done", cell, executors._run_remote(cell, data[data_key(cell)], job)
+
+    monkeypatch.setattr(runner, "make_executor", lambda options, path: NodeWithGPU())
+    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none"))
+    got = runner.run_grid(load_grid(tmp_path / "g.toml"), tmp_path / "r.jsonl", runner.RunOptions(device="auto", executor="ray"))
+    assert [j.device for j in jobs] == ["auto"] and seen == [torch.device("cuda")] * 4
+    assert [r["env"]["device"] for r in got] == ["cuda"] * 4
+
+    cell = load_grid(tmp_path / "g.toml").cells[0]
+    data = {data_key(cell): None}
+    parent, child = mp.Pipe()
+    parent.send(cell)
+    parent.send(None)
+    seen.clear()
+    with mock.patch.object(torch.cuda, "is_available", return_value=True):
+        executors._serve(child, data, executors.Job("g", device="auto"))
+        events = list(executors.in_process([cell], data, executors.Job("g", device="auto"), False, mock.MagicMock(), print))
+    assert parent.recv()["env"]["device"] == "cuda" and events[-1][2]["env"]["device"] == "cuda"
+    assert seen == [torch.device("cuda")] * 2
+    seen.clear()
+    list(executors.in_process([cell], data, executors.Job("g", device="auto"), False, mock.MagicMock(), print))
+    assert seen == [torch.device("cpu")]  # auto without CUDA: the CPU, as before
+
+
+def test_cuda_on_a_node_without_it_is_an_error_row_naming_the_node(tmp_path, monkeypatch):
+    import platform
+
+    import torch
+
+    import bench.run.executors as executors
+    from bench.grid import load_grid
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen = []
+    monkeypatch.setattr(executors, "run_cell", fake_run_cell(seen))
+    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none"))
+    cell = load_grid(tmp_path / "g.toml").cells[0]
+    row = executors._run_remote(cell, None, executors.Job("g", device="cuda"))
+    assert row["status"] == "error" and f"node {platform.node()} sees no CUDA device" in row["error"] and not seen
+
+
+def test_the_cli_leaves_cuda_to_the_ray_or_slurm_node(tmp_path, monkeypatch, capsys):
+    """`--device cuda` on a coordinator without CUDA: refused for cells that run here, handed on to Ray/Slurm."""
+    import torch
+
+    import bench.run.runner as runner
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    asked = []
+    monkeypatch.setattr(runner, "run_grid", lambda grid, results, options, console=None: asked.append(options.device) or [])
+    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none"))
+    base = ["run", "--grid", str(tmp_path / "g.toml"), "--results", str(tmp_path / "r.jsonl"), "--device", "cuda"]
+    for executor in ("ray", "slurm"):
+        assert main(base + ["--executor", executor]) == 0
+    assert asked == ["cuda", "cuda"]
+    assert main(base) == 2 and "sees no CUDA device" in capsys.readouterr().err

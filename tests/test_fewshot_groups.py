@@ -131,7 +131,7 @@ def test_groups_leave_every_other_figure_unchanged_and_every_key_is_defined():
                                          "few_shot_5way_1shot_within_alphabet_episodes", "few_shot_within_alphabet_groups"}
     assert [k for k in grouped if definition(k) is None] == []
     assert definition("few_shot_5way_1shot_within_alphabet_accuracy").direction == "higher"
-    assert definition("few_shot_5way_1shot_within_alphabet_accuracy_stderr").direction == "lower"
+    assert definition("few_shot_5way_1shot_within_alphabet_accuracy_stderr").direction == "none"  # a standard error, not a score
     assert evaluate(x, y, "cosine", config, seed=2, groups=alphabets, group_name="alphabet") == grouped  # seeded
     as_ints = evaluate(x, y, "cosine", config, seed=2, groups=y // 6, group_name="alphabet")  # a tensor: same groups
     assert as_ints == grouped

@@ -159,7 +159,7 @@ def _cells(line: str) -> list[str]:
 
 def test_markdown_shows_mean_std_and_escapes_pipes():
     rows = [row("res|net", "triplet", s, A_AUC[s], A_R1[s], dataset="a|b") for s in range(3)]
-    rows.append(row("solo", "contrastive", 0, 0.5, 0.25))
+    rows.append(row("solo", "contrastive", 0, 0.5, 0.25, dataset="a|b"))  # the same data: one table
     text = markdown(table(rows), title="toy grid")
     lines = text.splitlines()
     assert lines[0] == "# toy grid"
@@ -334,38 +334,66 @@ def curve(half, full, *, on="val", metric="verification_roc_auc", extra=()):
              "on": on, "metrics": {metric: v}} for f, v in points]
 
 
-def test_still_improving_compares_the_last_doubling_with_the_seed_spread():
-    rows = [cell("rising", "l", s, f, curve=curve(h, f)) for s, (h, f) in enumerate([(0.80, 0.85), (0.82, 0.86), (0.81, 0.84)])]
-    rows += [cell("flat", "l", s, f, curve=curve(h, f)) for s, (h, f) in enumerate([(0.85, 0.85), (0.86, 0.88)])]
-    rows += [cell("solo", "l", 0, 0.70, curve=curve(0.68, 0.70))]
-    rows += [cell("short", "l", 0, 0.70, curve=[{**p, "fraction": 0.3} if p["fraction"] == 0.5 else p for p in curve(0.6, 0.7)])]
-    rows += [cell("nocurve", "l", s, 0.5) for s in range(2)]
-    got = {b: r["still_improving"] for b, r in by_backbone(table(rows)).items()}
-    rise, rise_spread = np.mean([0.85, 0.86, 0.84]) - np.mean([0.80, 0.82, 0.81]), np.std([0.85, 0.86, 0.84], ddof=1)
-    flat, flat_spread = np.mean([0.85, 0.88]) - np.mean([0.85, 0.86]), np.std([0.85, 0.88], ddof=1)
-    assert got["rising"] == f"yes (+{rise:.3f} > {rise_spread:.3f})" == "yes (+0.040 > 0.010)"
-    assert got["flat"] == f"no (+{flat:.3f} ≤ {flat_spread:.3f})" == "no (+0.010 ≤ 0.021)"
-    assert got["solo"] == "yes (+0.020 > 0.000, 1 seed)"
-    assert got["short"] == got["nocurve"] == "—"
-    text = markdown(table(rows))
-    assert "still improving" in text and "from half to all of the budget" in text
+def improving(curves: dict[str, list[tuple[float, float]]], metric="verification_roc_auc") -> dict[str, str]:
+    """still_improving per backbone, from (value at half, value at the full budget) per seed."""
+    rows = [cell(name, "l", s, f, metric=metric, curve=curve(h, f, metric=metric)) for name, pairs in curves.items() for s, (h, f) in enumerate(pairs)]
+    return {b: r["still_improving"] for b, r in by_backbone(table(rows, metric=metric)).items()}
+
+
+def one_sided_p_by_hand(gains):
+    # the one-sample t statistic of the gains against 0, its upper tail of the t distribution (n − 1 df)
+    n = len(gains)
+    mean = sum(gains) / n
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gains) / (n - 1))
+    return stats.t.sf(mean / (sd / math.sqrt(n)), n - 1)
+
+
+def test_still_improving_the_three_cases_of_the_issue():
+    got = improving({
+        "steady": [(0.50, 0.55), (0.60, 0.65), (0.70, 0.75)],  # 3 seeds each gaining +0.05, levels spread by 0.1
+        "tiny": [(0.70, 0.7001)],  # 1 seed gaining +0.0001
+        "noisy": [(0.80, 0.83), (0.82, 0.80), (0.81, 0.82), (0.79, 0.795)],  # gains +0.03 −0.02 +0.01 +0.005
+    })
+    assert got["steady"] == "yes (+0.050, no variance)"  # equal gains (to the bit); the spread of levels does not hide a gain every seed made
+    assert got["tiny"] == "untested (+0.000, 1 seed)"
+    gains = [0.83 - 0.80, 0.80 - 0.82, 0.82 - 0.81, 0.795 - 0.79]
+    p = one_sided_p_by_hand(gains)
+    assert p == pytest.approx(stats.ttest_1samp(gains, 0, alternative="greater").pvalue, rel=1e-9) and p > 0.05
+    assert got["noisy"] == f"no (+0.006, p={p:.2g})" == "no (+0.006, p=0.29)"
+
+
+def test_still_improving_paired_rules_for_two_seeds_equal_gains_and_a_clear_rise():
+    got = improving({
+        "both": [(0.80, 0.82), (0.60, 0.61)],
+        "one": [(0.80, 0.85), (0.60, 0.59)],  # mean +0.02, but one seed lost
+        "exact": [(0.5, 0.625), (0.25, 0.375), (0.75, 0.875)],  # gains exactly +0.125 each: no variance, decided
+        "zero": [(0.5, 0.5), (0.25, 0.25), (0.75, 0.75)],
+        "rising": [(0.80, 0.85), (0.82, 0.86), (0.81, 0.84)],
+    })
+    assert got["both"] == "yes (+0.015, 2 of 2 seeds gain)"
+    assert got["one"] == "no (+0.020, 1 of 2 seeds gain)"
+    assert got["exact"] == "yes (+0.125, no variance)" and got["zero"] == "no (+0.000, no variance)"
+    p = one_sided_p_by_hand([0.05, 0.04, 0.03])
+    assert p < 0.05 and got["rising"] == f"yes (+0.040, p={p:.2g})"
+    text = markdown(table([cell("a", "l", s, f, curve=curve(h, f)) for s, (h, f) in enumerate([(0.8, 0.85), (0.82, 0.86), (0.81, 0.84)])]))
+    assert "still improving" in text and "paired by seed" in text and "one-sided" in text
 
 
 def test_still_improving_in_a_lower_is_better_metric():
     metric = "verification_eer"
-    rows = [cell("falling", "l", s, f, metric=metric, curve=curve(h, f, metric=metric)) for s, (h, f) in enumerate([(0.20, 0.15), (0.22, 0.16)])]
-    rows += [cell("worse", "l", s, f, metric=metric, curve=curve(h, f, metric=metric)) for s, (h, f) in enumerate([(0.10, 0.13), (0.11, 0.14)])]
-    got = {b: r["still_improving"] for b, r in by_backbone(table(rows, metric=metric)).items()}
-    assert got["falling"] == f"yes (+0.055 > {np.std([0.15, 0.16], ddof=1):.3f})"
-    assert got["worse"] == f"no (−0.030 ≤ {np.std([0.13, 0.14], ddof=1):.3f})"
+    got = improving({"falling": [(0.20, 0.15), (0.22, 0.16)], "worse": [(0.10, 0.13), (0.11, 0.14)]}, metric)
+    assert got["falling"] == "yes (+0.055, 2 of 2 seeds gain)"
+    assert got["worse"] == "no (−0.030, 0 of 2 seeds gain)"
 
 
 def test_still_improving_reads_one_split_validation_first():
     # a curve scored on both splits: the validation points decide, never half of one and all of the other
     both = curve(0.80, 0.81) + curve(0.50, 0.90, on="test")
-    assert table([cell("a", "l", 0, 0.9, curve=both)])["still_improving"][0] == "yes (+0.010 > 0.000, 1 seed)"  # not +0.400 from the test points
+    assert table([cell("a", "l", 0, 0.9, curve=both)])["still_improving"][0] == "untested (+0.010, 1 seed)"  # not +0.400 from the test points
     mixed = [p for p in curve(0.80, 0.81) if p["fraction"] != 1.0] + [p for p in curve(0.5, 0.9, on="test") if p["fraction"] == 1.0]
     assert table([cell("a", "l", 0, 0.9, curve=mixed)])["still_improving"][0] == "—"
+    short = [{**p, "fraction": 0.3} if p["fraction"] == 0.5 else p for p in curve(0.6, 0.7)]
+    assert table([cell("a", "l", 0, 0.7, curve=short), cell("b", "l", 0, 0.5)])["still_improving"].tolist() == ["—", "—"]
 
 
 def test_selected_curve_point_per_configuration():

@@ -72,6 +72,27 @@ def test_every_pattern_is_named_in_the_readme():
 
 def test_directions():
     assert lower_is_better("verification_eer") and not lower_is_better("verification_roc_auc")
-    assert direction("verification_tar_at_far_0.001") == "higher" and direction("few_shot_20way_1shot_accuracy_stderr") == "lower"
+    assert direction("verification_tar_at_far_0.001") == "higher"
     assert direction("verification_balanced_accuracy_best_threshold") == "higher" and direction("verification_pairs") == "none"
     assert definition("verification_accuracy_best_threshold") is None  # plain accuracy is gone: it misleads on rare pairs
+
+
+STDERRS = ("few_shot_20way_1shot_accuracy_stderr", "few_shot_5way_2shot_within_alphabet_accuracy_stderr")
+
+
+@pytest.mark.parametrize("name", STDERRS)
+def test_a_standard_error_is_not_a_score_anywhere_a_score_is_asked_for(name, tmp_path, capsys):
+    from bench.cli import main
+    from bench.errors import UserError
+    from bench.grid import parse_grid
+    from bench.search.space import parse_search
+
+    assert direction(name) == "none"  # how precise a score is, not how good: never sorted, selected or searched by
+    grid = {"budget": {"max_steps": 1}, "axes": {"backbone": ["koch"], "loss": ["bce_l1"]}}
+    with pytest.raises(UserError, match="select_metric = .* is not a score"):
+        parse_grid({**grid, "eval": {"select_metric": name}}, "g")
+    with pytest.raises(UserError, match=r"\[search\] metric = .* is not a score"):
+        parse_search({"trials": 2, "metric": name, "train.lr": {"log": [1e-5, 1e-2]}}, "g")
+    assert main(["run", "--grid", str(tmp_path / "g.toml"), "--metric", name]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a score" in err and len(err.splitlines()) == 1

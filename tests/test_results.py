@@ -133,3 +133,56 @@ def test_path_under_a_regular_file_is_a_user_error(tmp_path):
 def test_directory_as_results_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot write results"):
         ResultsWriter(tmp_path)
+
+
+@pytest.fixture
+def full_device(tmp_path) -> str:
+    """/dev/full (every write fails with ENOSPC), or the same device node made here when /dev has none."""
+    import os
+    import stat
+
+    if os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode):
+        return "/dev/full"
+    try:
+        os.mknod(tmp_path / "full", stat.S_IFCHR | 0o600, os.makedev(1, 7))
+    except OSError:
+        pytest.skip("no /dev/full here, and no permission to make the device node")
+    return str(tmp_path / "full")
+
+
+def test_a_results_file_on_a_full_disk_is_one_user_error_naming_it_and_the_cause(full_device):
+    with ResultsWriter(full_device) as writer:  # the real device: every write fails with ENOSPC
+        with pytest.raises(UserError, match=rf"^{full_device}: cannot write a result row \(No space left on device\)"):
+            writer.append(make_row("a"))
+
+
+def test_a_write_that_fails_part_way_is_a_user_error_and_the_torn_line_is_skipped_on_reopening(tmp_path, monkeypatch):
+    import bench.results as results_module
+
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("a"))
+
+    class Full:  # the disk fills up: a write lands 10 bytes, the next raises ENOSPC
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError(28, "No space left on device")
+            return self.f.write(bytes(data[:10]))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    with monkeypatch.context() as m:
+        m.setattr(results_module, "open", lambda *a, **k: Full(open(*a, **k)), raising=False)
+        with ResultsWriter(path) as writer:
+            with pytest.raises(UserError, match=rf"^{path}: cannot write a result row \(No space left on device\) — .*rerun"):
+                writer.append(make_row("b"))
+    assert len(path.read_bytes().split(b"\n")[1]) == 10  # the torn line
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("c"))
+    with pytest.warns(UserWarning, match=r":2: .*torn"):
+        assert [r["cell_id"] for r in read_rows(path)] == ["a", "c"]

@@ -23,7 +23,8 @@ from bench.results import read_rows
 from bench.run.cell import split_for
 from bench.run.rows import run_cell, trial_record
 from bench.search.pruning import Pruner
-from bench.search.study import Search
+from bench.search.space import TRIAL_SEED
+from bench.search.study import Search, curve_steps
 
 GRID = """
 name = "s"
@@ -157,6 +158,37 @@ def test_a_seeded_search_asks_the_same_trials_and_a_resumed_one_continues_them(s
         assert np.mean(late) > np.mean(early)
 
 
+def small_backbone(text: str) -> str:
+    return text.replace("timm/resnet10t", "conv4").replace("image_size = 32", "image_size = 16")
+
+
+def few_digits():
+    """Every fifth digits image (360, all 10 classes): the frozen trunk embeds them in a fraction of the time."""
+    from bench.builtins import load_builtins
+    from bench.plugins import DATASETS
+
+    load_builtins()
+    data = DATASETS.get("digits").factory()
+    return replace(data, images=data.images[::5], labels=data.labels[::5])
+
+
+def random_study(rng, steps: int, least: int = 0) -> tuple[dict, "optuna.Study"]:
+    """`least`–8 finished trials with random values (NaN included) at each of `steps` steps, some pruned early: as
+    trial rows (by number) and as an Optuna study with optuna.pruners.MedianPruner."""
+    done, study = {}, optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner())
+    for n in range(int(rng.integers(least, 9))):
+        values = [float(v) if rng.random() > 0.1 else math.nan for v in rng.random(steps)]
+        if rng.random() < 0.2:
+            values = values[: int(rng.integers(1, steps))]  # a trial that was itself pruned
+            done[n] = {"status": "pruned", "search": {"objective": None, "intermediate": values}}
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values=dict(enumerate(values))))
+        else:
+            objective = values[-1] if math.isfinite(values[-1]) else 0.0
+            done[n] = {"status": "ok", "search": {"objective": objective, "intermediate": values}}
+            study.add_trial(optuna.trial.create_trial(value=objective, intermediate_values=dict(enumerate(values))))
+    return done, study
+
+
 @pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")  # Optuna's own nanmax over a trial of NaNs
 def test_median_bar_prunes_exactly_when_optunas_median_pruner_does():
     """The bar the coordinator computes, applied by the cell's rule, against optuna.pruners.MedianPruner on the
@@ -167,19 +199,7 @@ def test_median_bar_prunes_exactly_when_optunas_median_pruner_does():
     steps = 4
     outcomes = []
     for case in range(60):
-        n_done = int(rng.integers(0, 9))
-        done, study = {}, optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner())
-        for n in range(n_done):
-            values = [float(v) if rng.random() > 0.1 else math.nan for v in rng.random(steps)]
-            if rng.random() < 0.2:
-                values = values[: int(rng.integers(1, steps))]  # a trial that was itself pruned
-                done[n] = {"status": "pruned", "search": {"objective": None, "intermediate": values}}
-                study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values=dict(enumerate(values))))
-            else:
-                done[n] = {"status": "ok", "search": {"objective": values[-1], "intermediate": values}}
-                study.add_trial(optuna.trial.create_trial(value=values[-1] if math.isfinite(values[-1]) else 0.0,
-                                                          intermediate_values=dict(enumerate(values))))
-                done[n]["search"]["objective"] = values[-1] if math.isfinite(values[-1]) else 0.0
+        done, study = random_study(rng, steps)
         bar = search.prune_bar(done, conf.base)
         cell = replace(conf.base, trial=Trial("s", 99, {}, "verification_roc_auc", bar))
         pruner = Pruner(cell)
@@ -193,6 +213,61 @@ def test_median_bar_prunes_exactly_when_optunas_median_pruner_does():
             if expected:
                 break
     assert {(True, True), (True, False), (False, False)} <= set(outcomes)  # pruned, kept, and no bar before the start-up trials
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
+def test_a_trial_with_folds_prunes_exactly_when_optunas_median_pruner_does(monkeypatch):
+    """Trials of 3 folds × 2 curve points run through the real fold loop and training loop, the evaluator
+    replaced by scripted random values: a trial stops at the step (numbered across folds, as Optuna numbers
+    them) where optuna.pruners.MedianPruner, given the same completed trials and values, first says prune; that
+    includes a fold's last point, after which the next fold never starts; never at the trial's very last point."""
+    from bench.builtins import load_builtins
+    from bench.plugins import DATASETS
+
+    load_builtins()
+    data, caches, script = few_digits(), {}, []
+    monkeypatch.setattr(cell_module, "evaluate", lambda *args, **kwargs: {"verification_roc_auc": script.pop(0)})
+    rng = np.random.default_rng(17)  # 8 cases: kept, pruned at a first point, pruned at fold 1's last point
+    search = search_of(small_backbone(grid_text(steps=2, folds=3)))
+    conf = search.studies[0]
+    steps = curve_steps(conf.base)
+    assert steps == 6
+    outcomes = []
+    for case in range(8):
+        done, study = random_study(rng, steps, least=3)
+        values = [float(rng.random()) if rng.random() > 0.15 else math.nan for _ in range(steps)]
+        trial, stop = study.ask(), None
+        for step in range(steps - 1):  # the trial's last point never prunes: it has trained every fold
+            trial.report(values[step], step)
+            if study.pruner.prune(study, study._storage.get_trial(trial._trial_id)):
+                stop = step
+                break
+        script[:] = values
+        cell = replace(conf.base, trial=Trial("s", 99, {}, "verification_roc_auc", search.prune_bar(done, conf.base)))
+        row = run_cell(cell, "s", data, caches, torch.device("cpu"))
+        reported = steps if stop is None else stop + 1
+        assert row["status"] == ("ok" if stop is None else "pruned"), (case, stop, row.get("error"))
+        assert row["search"]["intermediate"] == pytest.approx(values[:reported], nan_ok=True), case
+        assert [f["fold"] for f in row["folds"]] == list(range((reported - 1) // 2 + 1)), case
+        outcomes.append(stop)
+    assert None in outcomes and {1, 3} & set(outcomes) and {0, 2, 4} & set(outcomes)  # kept; pruned at a fold's end and within one
+
+
+def test_a_bar_impossible_at_a_folds_last_point_prunes_the_trial_there(tmp_path):
+    """The bar is impossible (above 1) only at fold 0's last point: the trial trains fold 0 to its budget, is
+    pruned there and never starts fold 1."""
+    import tomllib
+
+    from bench.builtins import load_builtins
+    from bench.plugins import DATASETS
+
+    load_builtins()
+    search = Search(parse_grid(tomllib.loads(small_backbone(grid_text(steps=4, folds=2))), "g"))
+    cell = search.next_trials([])[0]
+    cell = replace(cell, trial=replace(cell.trial, prune_at=(None, 1.5, None)))
+    row = run_cell(cell, "s", few_digits(), {}, torch.device("cpu"))
+    assert row["status"] == "pruned" and row["train"]["stopped_by"] == "pruned" and row["search"]["objective"] is None
+    assert [f["fold"] for f in row["folds"]] == [0] and row["folds"][0]["steps"] == 4 and len(row["search"]["intermediate"]) == 2
 
 
 def test_a_trial_below_the_bar_is_pruned_at_its_curve_point_and_recorded(tmp_path):
@@ -261,6 +336,56 @@ def test_the_leaderboard_lines_are_the_best_trials_run_on_every_seed(searched):
     assert again.returncode == 0 and "nothing to run" in again.stderr and len(read_rows(searched / "results" / "s.jsonl")) == len(rows)
 
 
+def test_no_final_replicate_is_a_run_the_selection_saw(searched):
+    """Trials train on TRIAL_SEED, which no final has: no final's (seed, split, options) is a trial's, and the
+    winning trial's validation curve is no final's (under the old rule the seed-0 final was the winner's run)."""
+    rows = read_rows(searched / "results" / "s.jsonl")
+    trials = [r for r in rows if r["config"].get("trial")]
+    finals = [r for r in rows if r.get("search", {}).get("role") == "final"]
+    assert {r["config"]["seed"] for r in trials} == {TRIAL_SEED} and {r["config"]["seed"] for r in finals} == {0, 1}
+
+    def run_of(row, params):
+        return row["config"]["seed"], json.dumps(row["config"]["split"], sort_keys=True), json.dumps(params, sort_keys=True)
+
+    seen = {run_of(r, r["config"]["trial"]["params"]) for r in trials}
+    assert not seen & {run_of(r, r["search"]["params"]) for r in finals}
+    for final in finals:
+        winner = next(r for r in trials if r["search"]["study"] == final["search"]["study"] and r["search"]["trial"] == final["search"]["trial"])
+        assert len(final["curve"]) == len(winner["curve"]) == 2 and final["curve"][0]["on"] == winner["curve"][0]["on"] == "val"
+        assert [p["metrics"] for p in final["curve"]] != [p["metrics"] for p in winner["curve"]]
+
+
+def test_a_study_of_the_old_rule_is_not_continued_and_its_finals_run_again():
+    """A results file from the rule before TRIAL_SEED (trials on the grid's first seed, studies keyed without
+    the trial seed): its trials are not the new study's (trial 0 is asked again), and a final cell whose row
+    an old study chose runs again under the new study even when the new one chooses the same options."""
+    import hashlib
+
+    from bench.run.runner import run_search
+
+    search = search_of(grid_text(trials=3))
+    old_ids = set()
+    for conf in search.studies:  # the old rule's study id: the configuration without its seed, the search without trial_seed
+        config = conf.cells[0].identity()
+        config.pop("seed")
+        for dim in conf.dims:
+            config[dim.section if dim.section in ("train", "model") else f"{dim.section}_args"].pop(dim.name, None)
+        identity = {k: v for k, v in search.spec.identity().items() if k != "trial_seed"}
+        old_ids.add(hashlib.sha256(json.dumps({"config": config, "search": identity}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16])
+    assert not old_ids & {conf.study for conf in search.studies}
+    rows = []
+    while fake_rows(search, rows, objective):
+        pass
+    finals, records, _ = search.final_cells(rows)
+    old_study = sorted(old_ids)[0]
+    rows += [{"cell_id": c.cell_id, "config": c.to_dict(), "status": "ok", "metrics": {"verification_roc_auc": 0.9},
+              "search": {**records[c.cell_id], "study": old_study}} for c in finals]  # the same options, chosen by an old study
+    assert search.pending(rows) == len(finals) == 2 * 2
+    ran = []
+    run_search(search, lambda cells, records=None: ran.extend(cells), rows, "none", None)
+    assert sorted(c.cell_id for c in ran) == sorted(c.cell_id for c in finals)
+
+
 def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
     (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
     results = tmp_path / "results" / "s.jsonl"
@@ -287,6 +412,8 @@ def test_trials_run_through_local_workers_as_in_process(searched, tmp_path):
 
 
 BAD = [
+    ('"train.precision" = { choices = ["fp32", "bf16"] }', "precision is a property of the machine a run is on"),
+    ('"train.batch_size" = { range = [8, 64] }', "cannot be searched under budget.max_steps: a larger batch buys more images"),
     ('"train.lr" = { log = [0, 1e-2] }', "log range needs low > 0"),
     ('"train.lr" = { range = [1e-2, 1e-3] }', "low < high"),
     ('"train.lr" = { range = ["a", 1] }', "two finite numbers"),
@@ -327,6 +454,7 @@ def test_a_bad_search_fails_at_validation_in_one_line(line, message, tmp_path, c
     ([("n_way = 3", "n_way = 5"), ('metric = "verification_roc_auc"', 'metric = "few_shot_5way_1shot_accuracy"')],
      "cannot be scored on this validation split"),
     ([("[axes]", "[axes]\n\"train.lr\" = [1e-3, 1e-2]")], "is also an axis"),
+    ([("seed = [0, 1]", f"seed = [0, {TRIAL_SEED}]")], "the seed [search] trials train on"),
 ])
 def test_a_search_the_data_cannot_support_fails_before_training(changes, message, tmp_path, capsys):
     text = grid_text()
@@ -361,8 +489,9 @@ def test_raising_trials_continues_the_same_study_and_a_new_space_starts_another(
 
 def test_a_range_is_integer_exactly_when_its_option_takes_integers():
     """Bounds written as integers over a float argument (triplet's margin, annotated in a module with postponed
-    annotations) still give a float range; an int option (train.batch_size) gives an integer one."""
-    text = grid_text().replace('"loss.margin" = { range = [0.01, 0.5] }', '"loss.margin" = { range = [0, 1] }\n"train.batch_size" = { range = [16, 32] }')
+    annotations) still give a float range; an int option (train.batch_size, searchable under max_samples) gives
+    an integer one."""
+    text = grid_text().replace("max_steps = 6", "max_samples = 96").replace('"loss.margin" = { range = [0.01, 0.5] }', '"loss.margin" = { range = [0, 1] }\n"train.batch_size" = { range = [16, 32] }')
     search = search_of(text)
     dims = {d.option: d for d in search.spec.dims}
     assert not dims["loss.margin"].integer and dims["train.batch_size"].integer

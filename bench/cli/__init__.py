@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", parents=[common], help="print and write the markdown leaderboard of one or more results files")
     board.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl",
                        help="results files, merged into one table by cell_id: a later file's row for a cell supersedes an earlier file's")
-    board.add_argument("--metric", default="verification_roc_auc")
+    board.add_argument("--metric", help="sort metric (default: the metric of a [search] whose rows these are, else verification_roc_auc)")
     board.add_argument("--out", type=Path, help="markdown file (default with one results file: it with .md; required with several)")
     board.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the leaderboard's full table (every column, unrounded) as CSV")
     board.set_defaults(func=cmd_leaderboard)
@@ -116,7 +116,7 @@ def cmd_run(args) -> int:
     results = args.results or Path("results") / f"{grid.name}.jsonl"
     check_output_file(results, "--results")  # before any training: the rows and the leaderboard must land
     check_output_file(results.with_suffix(".md"), "--results (its leaderboard .md)")
-    if args.device == "cuda":
+    if args.device == "cuda" and args.executor not in ("ray", "slurm"):  # Ray and Slurm check it on the node that runs the cell
         import torch
 
         if not torch.cuda.is_available():
@@ -135,7 +135,28 @@ def cmd_run(args) -> int:
     for r in failed:
         console.print(f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}", highlight=False)
     _write_leaderboard(rows, metric, results.with_suffix(".md"), title=grid.name)
-    return 0
+    return _run_exit_code(grid, rows, results)
+
+
+def _run_exit_code(grid, rows: list[dict], results: Path) -> int:
+    """1 when a cell of the grid (its latest row, run now or before) ended error, oom or timeout, or a searched
+    configuration has no result because none of its trials completed; else 0. `diverged` and `pruned` are results
+    of a configuration, and a search's failed trials are part of its search (counted in its finals' rows)."""
+    from bench.run.runner import FAILED
+
+    failed = sum(r.get("status") in FAILED for r in rows)
+    empty = []
+    if grid.search is not None:
+        from bench.results import read_rows
+        from bench.search.study import Search
+
+        empty = Search(grid).final_cells(read_rows(results))[2]
+    if not failed and not empty:
+        return 0
+    console.print(f"[bold red]{failed} of {len(rows)} cells failed (error, oom or timeout)"
+                  + (f"; {len(empty)} searched configuration(s) have no completed trial" if empty else "")
+                  + "[/] — exit code 1; `bench run --rerun failed` runs the failed cells again", highlight=False, soft_wrap=True)
+    return 1
 
 
 def cmd_validate(args) -> int:
@@ -165,8 +186,11 @@ def cmd_validate(args) -> int:
 
 
 def _print_search(search) -> None:
+    from bench.search.space import TRIAL_SEED
+
     spec = search.spec
-    table = Table(title=escape(f"[search]: {len(search.studies)} configurations × {spec.trials} trials ({spec.sampler}, seed {spec.seed}), "
+    table = Table(title=escape(f"[search]: {len(search.studies)} configurations × {spec.trials} trials ({spec.sampler}, seed {spec.seed}; "
+                               f"trained on seed {TRIAL_SEED}, which no final cell has), "
                         f"each scored on validation {spec.metric}; then each best on every seed, scored on test"
                         + (f"; {len(search.plain)} cells searched in nothing (run as they are)" if search.plain else "")))
     for col in ("study", "backbone", "loss", "seeds", "searched"):
@@ -207,7 +231,9 @@ def cmd_leaderboard(args) -> int:
     if not rows:
         raise UserError(f"{', '.join(map(str, args.results))}: holds no result rows yet — run the grid first")
     title = args.results[0].stem if len(args.results) == 1 else " + ".join(p.stem for p in args.results)
-    _write_leaderboard(rows, args.metric, out, title=title, csv=args.csv)
+    from bench.leaderboard import default_metric
+
+    _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv)  # a search file: its metric, as `bench run`
     return 0
 
 

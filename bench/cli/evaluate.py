@@ -87,7 +87,7 @@ def load_npz(path: Path) -> dict:
     for prefix in ("gallery", "val"):
         if (f"{prefix}_embeddings" in arrays) != (f"{prefix}_labels" in arrays):
             raise UserError(f"{path}: {prefix}_embeddings and {prefix}_labels come together — add the missing one or drop both")
-    for key in ("paths", "class_names"):  # written by `bench embed`: which image and class each row is, not scored
+    for key in ("paths", "gallery_paths", "class_names"):  # written by `bench embed`: which image and class each row is, not scored
         arrays.pop(key, None)
     unknown = sorted(set(arrays) - {"embeddings", "labels", "gallery_embeddings", "gallery_labels", "val_embeddings", "val_labels"})
     if unknown:

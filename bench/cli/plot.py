@@ -18,7 +18,8 @@ def add_parser(sub, common) -> None:
                                    "Needs matplotlib: pip install 'metric-bench[plot]'.")
     p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNGs (default: <first results file's stem>_plots/ beside it)")
-    p.add_argument("--metric", default="verification_roc_auc", help="ranks the configurations and is the bar chart's and the curves' metric")
+    p.add_argument("--metric", help="ranks the configurations and is the bar chart's and the curves' metric "
+                   "(default: a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
     p.add_argument("--log-fpr", action="store_true", help="draw the ROC's false-accept axis on a log scale (the low-FAR region)")
     p.set_defaults(func=cmd_plot)
 
@@ -36,7 +37,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     rows = read_results(args.results)
     if not any(r.get("status") == "ok" for r in rows):
         raise UserError(f"{', '.join(map(str, args.results))}: no ok rows, nothing to plot — run the grid (or --rerun failed) first")
-    drawn, skipped = plots.figures(rows, args.metric, args.log_fpr)  # an unknown --metric fails here, before any file
+    from bench.leaderboard import default_metric
+
+    drawn, skipped = plots.figures(rows, args.metric or default_metric(rows), args.log_fpr)  # an unknown --metric fails here, before any file
     try:
         out.mkdir(parents=True, exist_ok=True)
         for stem, figure in drawn.items():

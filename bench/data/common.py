@@ -38,7 +38,8 @@ def check_max_pixels(value: object, where: str) -> int:
 
 
 def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[bytes]], where: str, image_size: int = 0,
-                  channels: int = 0, background: tuple[int, int, int] | None = None, max_pixels: int = 0) -> np.ndarray:
+                  channels: int = 0, background: tuple[int, int, int] | None = None, max_pixels: int = 0,
+                  raise_limit: str = "the dataset argument max_pixels = {n}") -> np.ndarray:
     """Decode every image once with Pillow into one uint8 (N, C, H, W) array.
 
     `open_file(name)` gives a path or a binary file object (a zip member). `image_size` resizes to a square
@@ -47,7 +48,8 @@ def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[byte
     Product-photo conventions: EXIF orientation is applied; images with alpha (RGBA, LA, a tRNS chunk) are
     alpha-blended onto `background` (an RGB triple; None drops the alpha and keeps the colour under it);
     16-bit grey is scaled to 8 bits; palette and CMYK convert to the channels. An image over Pillow's
-    decompression-bomb limit (`max_pixels`, 0 = Pillow's own) fails with its name, never a warning.
+    decompression-bomb limit (`max_pixels`, 0 = Pillow's own) fails with its name, never a warning, and says
+    how to raise it (`raise_limit`, formatted with the image's pixel count `n`).
     """
     from PIL import Image
 
@@ -57,7 +59,7 @@ def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[byte
     size = (image_size, image_size) if image_size else None
     with _pixel_limit(max_pixels):
         for name in names:
-            im = _read(name, open_file, where, channels, background)
+            im = _read(name, open_file, where, channels, background, raise_limit)
             if size is None:
                 size, first = im.size, name
             if im.size != size:
@@ -90,7 +92,8 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = limit
 
 
-def _read(name: str, open_file: Callable[[str], str | IO[bytes]], where: str, channels: int, background: tuple[int, int, int] | None):
+def _read(name: str, open_file: Callable[[str], str | IO[bytes]], where: str, channels: int, background: tuple[int, int, int] | None,
+          raise_limit: str = "the dataset argument max_pixels = {n}"):
     """One file as an upright L (channels 1) or RGB (channels 3) image; channels 0 keeps the file's gray or colour."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -103,7 +106,7 @@ def _read(name: str, open_file: Callable[[str], str | IO[bytes]], where: str, ch
         pixels = int(found[1]) if found else 0
         has = f"has {pixels:,} pixels" if pixels else "is too large"
         raise UserError(f"{where}: image {name!r} {has}, over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} — "
-                        f"resize it, or raise the limit with the dataset argument max_pixels = {pixels or 'N'} if you trust the file") from None
+                        f"resize it, or raise the limit with {raise_limit.format(n=pixels or 'N')} if you trust the file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{where}: cannot read image {name!r} ({type(exc).__name__}: {exc}) — fix or remove that file") from exc
 

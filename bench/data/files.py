@@ -40,7 +40,7 @@ def folder(root: str, image_size: int = 0, channels: int = 0, background: str = 
     images = decode_images([str(f) for _, f, _ in files], str, where, image_size, channels, rgb, max_pixels)
     roles = [role for _, _, role in files]
     attributes = {"role": np.array(roles)} if any(roles) else {}
-    return LabelledImages(images, labels, names, meta={"root": str(base)}, attributes=attributes)
+    return LabelledImages(images, labels, names, meta={"root": str(base), "decoding": _decoding(rgb, max_pixels)}, attributes=attributes)
 
 
 def folder_files(root: str | Path, where: str) -> tuple[Path, tuple[str, ...], list[tuple[str, Path, str]]]:
@@ -93,7 +93,13 @@ def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str =
     check_labels(labels, names, split, f"{where} {str(file)!r}")
     images = decode_images(paths, str, where, image_size, channels, rgb, max_pixels)
     attributes = {"role": role} if role is not None else {}
-    return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file)}, attributes=attributes)
+    return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file), "decoding": _decoding(rgb, max_pixels)},
+                          attributes=attributes)
+
+
+def _decoding(background: tuple[int, int, int], max_pixels: int) -> dict:
+    """How the files were decoded, as a checkpoint records it so that `bench embed` decodes new files the same way."""
+    return {"background": list(background), "max_pixels": max_pixels}
 
 
 def manifest_entries(manifest: str | Path, where: str) -> tuple[Path, list, list[str], list[str], list[str]]:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Direction = Literal["higher", "lower", "none"]  # none: a count, a setting or a label, not a score
+Direction = Literal["higher", "lower", "none"]  # none: a count, a setting, a label or a standard error, not a score
 
 
 PLACEHOLDER = {"<group>": r"[A-Za-z0-9_]+"}  # non-numeric placeholders; every other <…> is a number
@@ -58,13 +58,13 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("retrieval_gallery", "none", "`other_queries` (leave-one-out) or `separate` gallery"),
     MetricDef("knn_backend", "none", "`torch` or `faiss`: which exact kNN ran"),
     MetricDef("few_shot_<n>way_<k>shot_accuracy", "higher", "mean over episodes of the fraction of queries whose nearest support image is of their class"),
-    MetricDef("few_shot_<n>way_<k>shot_accuracy_stderr", "lower", "standard error of that mean over episodes"),
+    MetricDef("few_shot_<n>way_<k>shot_accuracy_stderr", "none", "standard error of that mean over episodes (how precise the score is, not a score: the leaderboard shows it beside the accuracy)"),
     MetricDef("few_shot_<n>way_<k>shot_episodes", "none", "how many episodes were drawn"),
     MetricDef("few_shot_classes", "none", "test classes with k + 1 images (with a gallery: k gallery images and a query)"),
     MetricDef("few_shot_note", "none", "why few-shot figures are missing, when they are"),
     MetricDef("few_shot_<n>way_<k>shot_within_<group>_accuracy", "higher",
               "the same over episodes whose n classes share one value of `eval.episode_group` (the group uniform among those that qualify)"),
-    MetricDef("few_shot_<n>way_<k>shot_within_<group>_accuracy_stderr", "lower", "standard error of that mean over episodes"),
+    MetricDef("few_shot_<n>way_<k>shot_within_<group>_accuracy_stderr", "none", "standard error of that mean over episodes (not a score)"),
     MetricDef("few_shot_<n>way_<k>shot_within_<group>_episodes", "none", "how many within-group episodes were drawn"),
     MetricDef("few_shot_within_<group>_groups", "none", "groups with ≥ n classes that qualify as for `few_shot_classes`"),
     MetricDef("few_shot_within_note", "none", "why within-group few-shot figures are missing, when they are"),

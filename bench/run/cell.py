@@ -46,6 +46,8 @@ def measure(cell: Cell, data: LabelledImages, caches: dict, device: torch.device
     for fold in range(cell.split.folds):
         part = train_and_evaluate(replace(cell, split=replace(cell.split, fold=fold)), data, caches, device, report, deadline,
                                   feature_cache, warn, checkpoints, pruner)
+        if pruner.pruned:  # also at the fold's last point, which training reports after its budget is spent
+            part["train"]["stopped_by"] = "pruned"
         parts.append(part)
         if part["train"]["stopped_by"] in ("pruned", "diverged") or "diverged" in part:
             break
@@ -100,14 +102,24 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     if not trains and not isinstance(getattr(backbone, "trunk", None), torch.nn.Module):
         raise UserError(f"loss 'none' scores the backbone's trunk without its head, and {cell.backbone} has no `trunk` — drop it from the baseline")
     augment = make_augment(cell.train.augment, cell.seed)
-    cached = trains and feature_cache and cell.model.freeze == "backbone" and cell.train.augment == "none"
-    charge = 0.0  # seconds per image charged to the budget for the cached trunk's forward pass
+    cost_model = protocol_cost(cell, trains)
+    cached = cost_model == "features_once" and feature_cache
+    per_image = 0.0  # a frozen trunk's measured forward seconds per image, in this run
     if cached:  # a frozen trunk sees each image once per grid; only the head trains
-        inputs, charge = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content)
+        inputs, per_image = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content)
         model, prepare_train, prepare_eval = backbone.head, _identity, _identity
     else:
         model, inputs, prepare_eval = (backbone if trains else backbone.trunk), images, prepare_images
         prepare_train = prepare_images if augment.transform is None else (lambda batch: prepare_images(augment(batch)))
+    train_model, train_inputs, warmup_prepare = model, inputs[train_idx], None
+    if cost_model == "features_once" and not cached:  # the same protocol without the cache: this cell extracts its training images' features
+        report(info="embedding the training images once (frozen trunk)")
+        train_inputs, per_image = _extract(backbone.trunk, images[train_idx], prepare_images, cell.train.batch_size, device, bf16)
+        train_model, prepare_train = backbone.head, _identity
+    if augment.transform is not None:  # the warm-up step must not advance the training augmentation's generator
+        warm_augment = make_augment(cell.train.augment, cell.seed)
+        warmup_prepare = lambda batch: prepare_images(warm_augment(batch))  # noqa: E731
+    charge = len(train_idx) * per_image if cost_model == "features_once" else 0.0  # the one-time extraction the head trains on
     groups = data.attributes[cell.eval.episode_group] if cell.eval.episode_group else None
 
     scored_dim = [backbone.embed_dim]  # what evaluation saw: the head's output, or the trunk's for the untrained baseline
@@ -133,6 +145,11 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
         check_deadline(deadline, f"training (step {steps})")
 
+    def score_test() -> tuple[dict, int]:
+        """The test split as `model` embeds it now, with a threshold chosen on the validation split when there is one."""
+        val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
+        return score(test_idx, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
+
     curve: list[dict] = []
     select = _Selection(cell, model)
     curve_on = "val" if len(val_idx) else "test"  # the test split is scored on a curve only when there is no validation
@@ -151,8 +168,9 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
             warn(f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
                  f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)")
         flops = _flops_per_image(caches, cell, backbone, prepare_images(images[train_idx[:2]].to(device)))
-        result = train(model, loss_fn, inputs[train_idx], labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed,
-                       device, bf16, on_step, charge_per_sample=charge, sampler=sampler, curve=cell.eval.curve, on_curve=on_curve)
+        result = train(train_model, loss_fn, train_inputs, labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed,
+                       device, bf16, on_step, charge_at_start=charge, sampler=sampler, curve=cell.eval.curve, on_curve=on_curve,
+                       warmup_prepare=warmup_prepare)
         short = sampler.short_classes()
     else:  # the untrained baseline: no optimizer, no budget; the trunk's features as they are
         result, flops, short = TrainResult(0, 0, 0.0, "untrained", float("nan"), 0.0, 0.0, 0.0, 0.0), 0, 0
@@ -168,19 +186,23 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         else:
             metrics, nonfinite = score(val_idx)
     else:
-        val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
-        metrics, nonfinite = score(test_idx, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
+        metrics, nonfinite = score_test()
     roc = metrics.pop("verification_roc", None)  # a few hundred points for `bench plot`, kept beside the metrics
     # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
     diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None
     check_deadline(deadline, "evaluation")
-    saved = None
-    if cell.train.save != "none" and checkpoints and not nonfinite:
-        if last is not None:  # save = "last" while the test split scored the validation-selected weights
-            model.load_state_dict(last)
+    saved, kept, bad = None, metrics, nonfinite
+    if cell.train.save != "none" and checkpoints and not nonfinite and last is not None:
+        # save = "last" while the test split scored the validation-selected weights: a checkpoint's metadata
+        # describes the weights in it, so the last weights get their own validation threshold and test metrics
+        model.load_state_dict(last)
+        kept, bad = score_test()
+        if bad:
+            warn(f"train.save = \"last\": the last weights give {bad} NaN or inf embeddings (the selected ones were scored), so no checkpoint is kept")
+    if cell.train.save != "none" and checkpoints and not bad:
         weights_from = f"best@{selected['fraction']:g}" if selected and last is None else "last"
-        meta = checkpoint_meta(cell, spec, native, {"channels": conversion["from"][0], "size": conversion["from"][1:]}, loss_fn.distance,
-                               metrics, "bf16" if bf16 else "fp32", trains, weights_from)
+        meta = checkpoint_meta(cell, spec, native, {"channels": conversion["from"][0], "size": conversion["from"][1:]},
+                               cell.eval.distance or loss_fn.distance, kept, "bf16" if bf16 else "fp32", trains, weights_from, data.meta.get("decoding"))
         root = Path(checkpoints)
         saved = {"path": f"{root.name}/{cell.cell_id}", "weights_from": weights_from,
                  "sha256": save_checkpoint(root / cell.cell_id, meta, backbone, loss_fn)}
@@ -193,7 +215,8 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         **({"curve": curve} if curve else {}),
         "train": {**asdict(result), "data_time_per_step": result.data_seconds / steps,
                   "compute_time_per_step": result.compute_seconds / steps, "augment": augment.record(), "feature_cache": cached,
-                  "charged_seconds_per_image": charge, "m_per_class_short_classes": short,
+                  "cost_model": cost_model, "charged_images": len(train_idx) if charge else 0, "charged_seconds_per_image": per_image,
+                  "m_per_class_short_classes": short,
                   "images_per_second": result.samples / max(result.seconds, 1e-9), "gflops_per_image": flops / 1e9,
                   "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9,
                   "schedule": {"name": cell.train.schedule, "warmup": cell.train.warmup}, **({"selected": selected} if selected else {})},
@@ -267,27 +290,56 @@ def _spread_sample(idx: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, min(size, len(idx)), replace=False))
 
 
+def protocol_cost(cell: Cell, trains: bool) -> str:
+    """What a cell's budget clock pays for (README, *Budgets*): "end_to_end", every step's forward and backward
+    pass through what trains; "features_once", a frozen trunk without augmentation: one extraction of the
+    training images' features (charged at the start), then the head's steps; "trunk_per_step", a frozen trunk
+    with augmentation: its forward pass on each step's augmented images; "untrained", no training at all."""
+    if not trains:
+        return "untrained"
+    if cell.model.freeze != "backbone":
+        return "end_to_end"
+    return "features_once" if cell.train.augment == "none" else "trunk_per_step"
+
+
+def _extract(trunk, images, prepare, size, device, bf16) -> tuple[torch.Tensor, float]:
+    """The trunk's features of `images` in chunks of the training batch size, and its forward seconds per image,
+    timed after the first (warm-up) chunk (on that chunk again when there is no other): what the trunk's forward
+    costs per image inside a training step on this run's device, threads and precision."""
+    head = embed(trunk, images[:size], prepare, size, device, bf16)
+    timed = images[size:] if len(images) > size else images[:size]
+    start = time.perf_counter()
+    rest = embed(trunk, timed, prepare, size, device, bf16)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    per_image = (time.perf_counter() - start) / max(len(timed), 1)
+    return (torch.cat([head, rest]) if len(images) > size else head), per_image
+
+
 def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report, content) -> tuple[torch.Tensor, float]:
-    """Trunk features of every image and the trunk's measured forward seconds per image, cached per (backbone
-    and its weights, preprocess, data, input, precision). A trunk that is not pretrained depends on the seed's
-    initialisation, so the seed joins the key. The time is charged to training's clock per image consumed."""
+    """Trunk features of every image, cached per (backbone and its weights, preprocess, data, input, precision),
+    and the trunk's forward seconds per image measured in this run. A trunk that is not pretrained depends on the
+    seed's initialisation, so the seed joins the key. The timing depends on the device, the threads, the
+    precision and the batch size, so it is never taken from the disk cache: it is the extraction's own when the
+    features are made here, else measured on a sample of the images (once per process and batch size)."""
     args = {k: v for k, v in cell.backbone_args.items() if k not in ("head", "embed_dim")}
     seed = None if backbone.input_spec.pretrained else cell.seed
     key = ("features", cell.backbone, json.dumps(args, sort_keys=True), cell.model.preprocess, data_key(cell), bf16, seed)
+    size, made = cell.train.batch_size, {}
 
     def make():
         report(info="embedding every image once (frozen-feature cache)")
-        # Chunks of the training batch size, timed after the first (warm-up) chunk: the charge should be what
-        # the trunk's forward costs per image inside a training step.
-        size = cell.train.batch_size
-        head = embed(backbone.trunk, images[:size], prepare, size, device, bf16)
-        start = time.perf_counter()
-        rest = embed(backbone.trunk, images[size:], prepare, size, device, bf16)
-        per_image = (time.perf_counter() - start) / len(rest) if len(rest) else 0.0
-        return (torch.cat([head, rest]) if len(rest) else head), {"seconds_per_image": per_image}
+        features, made["per_image"] = _extract(backbone.trunk, images, prepare, size, device, bf16)
+        return features, {}
 
-    features, facts = cached_tensor(caches, key, make, content)
-    return features, facts["seconds_per_image"]
+    features, _ = cached_tensor(caches, key, make, content)
+    timing = ("trunk seconds per image", key, size, str(device), torch.get_num_threads())
+    if "per_image" in made:
+        caches[timing] = made["per_image"]
+    elif timing not in caches:
+        report(info="timing the frozen trunk")
+        caches[timing] = _extract(backbone.trunk, images[: size + max(size, 256)], prepare, size, device, bf16)[1]
+    return features, caches[timing]
 
 
 def _content_of(data: LabelledImages) -> Callable[[], str]:

@@ -2,9 +2,11 @@
 
 A checkpoint is a folder: `model.safetensors` (the backbone with its head, and the loss's own parameters such
 as Koch's L1 weights) and `checkpoint.json` (the cell's config, the input pipeline — decoded size and
-channels, the backbone's input spec and the preprocessing —, the distance, the validation threshold, and
-the weights' sha256). Loading never unpickles code: the backbone is rebuilt from the registry with the
-cell's arguments and freeze mode, and the tensors are loaded strictly after their hash is checked.
+channels, the backbone's input spec and the preprocessing —, how the dataset decoded image files (its
+`meta["decoding"]`: background, max_pixels), the distance, and the weights' sha256) with the validation
+threshold and test metrics *of the weights in the folder*, whichever weights the cell's row was scored with.
+Loading never unpickles code: the backbone is rebuilt from the registry with the cell's arguments and freeze
+mode, and the tensors are loaded strictly after their hash is checked.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class Loaded:
     spec: InputSpec  # what is fed (after preprocessing)
     native: InputSpec  # the backbone's own input: size and channels images are fitted to
     decoded: dict  # {"channels", "size"}: how the training data was decoded, before fitting
+    decoding: dict  # {"background": [r, g, b] | None, "max_pixels": int}: how the dataset decoded image files
     distance: str
     threshold: float | None  # the validation split's verification threshold, if the cell had one
     bf16: bool
@@ -97,15 +100,31 @@ def load_checkpoint(path: str | Path) -> Loaded:
     model = backbone if meta["embed_with"] == "backbone" else backbone.trunk
     model.eval()
     spec, native = (InputSpec(**{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])}) for d in (meta["spec"], meta["native"]))
-    return Loaded(model, spec, native, meta["decoded"], meta["distance"], meta.get("val_threshold"), meta["precision"] == "bf16",
-                  cell["eval"]["batch_size"], meta)
+    return Loaded(model, spec, native, meta["decoded"], meta.get("decoding") or _legacy_decoding(cell), meta["distance"],
+                  meta.get("val_threshold"), meta["precision"] == "bf16", cell["eval"]["batch_size"], meta)
+
+
+def _legacy_decoding(cell: dict) -> dict:
+    """A checkpoint written before `decoding` was recorded: the folder/csv datasets' arguments as they were then read."""
+    from bench.data.common import parse_background
+
+    if cell["dataset"] not in ("folder", "csv"):
+        return {"background": None, "max_pixels": 0}
+    args = cell["dataset_args"]
+    return {"background": list(parse_background(args.get("background", "white"), "checkpoint")), "max_pixels": int(args.get("max_pixels", 0))}
+
+
+KEPT_METRICS = ("verification_roc_auc", "verification_balanced_accuracy_val_threshold", "recall_at_1", "map_at_r")
 
 
 def checkpoint_meta(cell, spec: InputSpec, native: InputSpec, decoded: dict, distance: str, metrics: dict, precision: str,
-                    trains: bool, weights_from: str) -> dict:
+                    trains: bool, weights_from: str, decoding: dict | None = None) -> dict:
+    """checkpoint.json's content; `metrics` must be the test metrics of the weights saved beside it, and
+    `decoding` how the dataset decoded its files (None: a dataset of arrays, decoded with no background)."""
     threshold = metrics.get("verification_val_threshold")
     return {"cell": cell.to_dict(), "cell_id": cell.cell_id, "spec": dataclasses.asdict(spec), "native": dataclasses.asdict(native),
-            "decoded": decoded, "preprocess": cell.model.preprocess, "distance": distance, "precision": precision,
+            "decoded": decoded, "decoding": decoding or {"background": None, "max_pixels": 0}, "preprocess": cell.model.preprocess,
+            "distance": distance, "precision": precision,
             "val_threshold": threshold if threshold is not None and threshold == threshold else None,
             "embed_with": "backbone" if trains else "trunk", "weights_from": weights_from,
-            "metrics": {k: v for k, v in metrics.items() if k in ("verification_roc_auc", "recall_at_1", "map_at_r")}}
+            "metrics": {k: v for k, v in metrics.items() if k in KEPT_METRICS}}

@@ -5,7 +5,7 @@ A disk entry is one safetensors file named by the hash of its key, which holds t
 (not only its arguments), the backbone and its weights, the preprocessing and the precision. It carries the
 key and the tensor's sha256 in its metadata; an entry that is partial, corrupt or for another key is
 recomputed and rewritten, never trusted. Writes go to a temporary file renamed into place, so readers see
-a whole file or none.
+a whole file or none; a write that fails (a full disk) keeps the entry in memory, with one warning.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class Caches(dict):
     def __init__(self, directory: str | Path | None = None):
         super().__init__()
         self.directory = Path(directory) if directory else None
+        self.writable = True  # False after a failed write (a full disk): memory only from then on, warned once
 
 
 def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
@@ -52,9 +53,24 @@ def cached_tensor(caches: dict, key: tuple, make: Callable[[], Made], content: C
     value = _load(path, full)
     if value is None:
         value = make()
-        _save(path, full, value)
+        if getattr(caches, "writable", True):
+            _save_or_fall_back(caches, path, full, value)
     caches[key] = value
     return value
+
+
+def _save_or_fall_back(caches: dict, path: Path, full: str, value: Made) -> None:
+    """The disk cache is an optimisation: a write that fails (a full disk, a read-only folder) leaves the entry in
+    memory, warns once, and stops this process writing to the folder; the cell goes on."""
+    from safetensors import SafetensorError
+
+    try:
+        _save(path, full, value)
+    except (OSError, SafetensorError) as exc:
+        caches.writable = False
+        message = " ".join(str(exc).split())
+        warnings.warn(f"{path.parent}: cannot write the feature cache ({type(exc).__name__}: {message}); "
+                      "keeping it in memory for the rest of this run (free space, or pass --cache-dir DIR or --no-disk-cache)")
 
 
 def _digest(tensor: torch.Tensor) -> str:

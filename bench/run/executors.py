@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import multiprocessing as mp
 import os
+import platform
 import time
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
@@ -39,7 +40,7 @@ class Job:
     """Everything a cell needs besides itself and its data: identical for every executor."""
 
     grid_name: str
-    device: str = "cpu"
+    device: str = "cpu"  # as asked (auto | cpu | cuda), resolved by the process that runs the cell (`resolve_device`)
     cell_timeout: float | None = None
     feature_cache: bool = True
     plugins: tuple[str, ...] = ()
@@ -48,6 +49,23 @@ class Job:
     resources: dict = field(default_factory=dict)  # [resources]: cpus, gpus, mem_gb
     slurm: dict = field(default_factory=dict)  # [slurm]: partition, time_min, account, qos, constraint
     checkpoints: str | None = None  # where cells with train.save write their checkpoint folders
+
+
+def resolve_device(requested: str) -> torch.device:
+    """The device a cell trains on, decided where it runs: a Ray or Slurm node may have the GPU that the login
+    node submitting it lacks. "auto" is CUDA when this process sees a CUDA device, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def _no_device(cell: Cell, job: Job) -> dict | None:
+    """The cell's `error` row when this process cannot give it the device asked for (--device cuda on a node
+    without CUDA: the coordinator cannot check a node it does not run on)."""
+    if job.device == "cuda" and not torch.cuda.is_available():
+        return failed_row(cell, job.grid_name, torch.device("cpu"), "error", f"--device cuda: node {platform.node()} sees no CUDA device — "
+                          "ask for one ([resources] gpus = 1, [slurm] partition) or run with --device auto")
+    return None
 
 
 def _prepare_process(job: Job) -> None:
@@ -63,13 +81,14 @@ def _prepare_process(job: Job) -> None:
 
 def in_process(cells: list[Cell], data: dict[str, LabelledImages], job: Job, isolate: bool, progress, warn) -> Iterator[Event]:
     caches = Caches(job.cache_dir)  # fitted images and frozen features, shared by the grid's cells
+    device = resolve_device(job.device)
     for cell in cells:
         yield "started", cell, None
         if isolate:
-            row = run_isolated(cell, job.grid_name, data[data_key(cell)], torch.device(job.device), job)
+            row = run_isolated(cell, job.grid_name, data[data_key(cell)], device, job)
         else:
             hook = progress.step_hook(cell)
-            row = run_cell(cell, job.grid_name, data[data_key(cell)], caches, torch.device(job.device), job.cell_timeout,
+            row = run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout,
                            hook, job.feature_cache, warn, job.checkpoints)
             progress.drop(hook)
         yield "done", cell, row
@@ -79,7 +98,7 @@ def _serve(conn, data: dict, job: Job) -> None:
     """A local worker: run cells sent over `conn` until told to stop (None) or the coordinator is gone."""
     _prepare_process(job)
     caches = Caches(job.cache_dir)
-    device = torch.device(job.device)
+    device = resolve_device(job.device)
     while True:
         try:
             cell = conn.recv()
@@ -87,8 +106,8 @@ def _serve(conn, data: dict, job: Job) -> None:
             return
         if cell is None:
             return
-        conn.send(run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout, feature_cache=job.feature_cache,
-                           warn=lambda message: None, checkpoints=job.checkpoints))
+        conn.send(_no_device(cell, job) or run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout,
+                                                    feature_cache=job.feature_cache, warn=lambda message: None, checkpoints=job.checkpoints))
 
 
 class LocalWorkers:
@@ -102,7 +121,7 @@ class LocalWorkers:
 
     def run(self, cells: list[Cell], data: dict[str, LabelledImages], job: Job, tick: Callable[[], None]) -> Iterator[Event]:
         ctx = mp.get_context("spawn")
-        gpus = torch.cuda.device_count() if job.device == "cuda" else 0
+        gpus = torch.cuda.device_count() if job.device in ("cuda", "auto") else 0  # workers run here: this machine's GPUs
         threads = job.threads or max(1, (os.cpu_count() or 1) // self.n)
         job = replace(job, threads=threads)
 
@@ -139,7 +158,7 @@ class LocalWorkers:
                         if proc.is_alive():
                             proc.kill()
                             proc.join()
-                        row = failed_row(cell, job.grid_name, torch.device(job.device), "error",
+                        row = failed_row(cell, job.grid_name, resolve_device(job.device), "error",
                                          f"worker process {describe_exit(proc.exitcode)} while running this cell")
                         if queue:
                             idle.append(spawn(slot))
@@ -175,7 +194,7 @@ class LocalWorkers:
                 del busy[conn]
                 if queue:
                     idle.append(spawn(slot))
-                yield "done", cell, failed_row(cell, job.grid_name, torch.device(job.device), "timeout",
+                yield "done", cell, failed_row(cell, job.grid_name, resolve_device(job.device), "timeout",
                                                f"cell exceeded --cell-timeout {job.cell_timeout:g} s and its worker was killed")
 
 
@@ -183,14 +202,17 @@ _WORKER_CACHES: dict[str, Caches] = {}  # per Ray worker process, kept between t
 
 
 def _run_remote(cell: Cell, data: LabelledImages, job: Job) -> dict:
-    """One cell in a Ray worker or a submitit job (`data` None: the job loads the dataset itself)."""
+    """One cell in a Ray worker or a submitit job (`data` None: the job loads the dataset itself), on the device
+    this node resolves."""
     _prepare_process(job)
+    if (missing := _no_device(cell, job)) is not None:
+        return missing
     if data is None:
         from bench.plugins import DATASETS
 
         data = DATASETS.get(cell.dataset).factory(**cell.dataset_args)
     caches = _WORKER_CACHES.setdefault(job.cache_dir or "", Caches(job.cache_dir))
-    return run_cell(cell, job.grid_name, data, caches, torch.device(job.device), job.cell_timeout, feature_cache=job.feature_cache,
+    return run_cell(cell, job.grid_name, data, caches, resolve_device(job.device), job.cell_timeout, feature_cache=job.feature_cache,
                     warn=lambda message: None, checkpoints=job.checkpoints)
 
 
@@ -232,7 +254,7 @@ class RayCells:
                     try:
                         row = ray.get(ref)
                     except Exception as exc:  # a crashed worker, a lost node: the cell's row says so
-                        row = failed_row(cell, job.grid_name, torch.device(job.device), "error", f"Ray task failed: {type(exc).__name__}: {exc}"[:2000])
+                        row = failed_row(cell, job.grid_name, job.device, "error", f"Ray task failed: {type(exc).__name__}: {exc}"[:2000])
                     yield "done", cell, row
                 tick()
         finally:
@@ -278,7 +300,7 @@ class SubmititCells:
                     try:
                         row = handle.result()
                     except Exception as exc:  # a failed or killed job: its row says so
-                        row = failed_row(cell, job.grid_name, torch.device(job.device), "error", f"submitit job {handle.job_id} failed: {type(exc).__name__}: {exc}"[:2000])
+                        row = failed_row(cell, job.grid_name, job.device, "error", f"submitit job {handle.job_id} failed: {type(exc).__name__}: {exc}"[:2000])
                     yield "done", cell, row
                 tick()
                 time.sleep(0.5 if running else 0)

@@ -2,18 +2,21 @@
 one row with the config, the status and the environment. Any executor calls `run_cell`."""
 from __future__ import annotations
 
+import os
 import platform
 import time
 import traceback
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
 
 import torch
 
 from bench.config import Cell
 from bench.plugins import LabelledImages
 from bench.results import SCHEMA
-from bench.run.cell import CellTimeout, measure
+from bench.run.cell import CellTimeout, measure, use_bf16
 
 
 def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, device: torch.device,
@@ -48,10 +51,16 @@ def trial_record(cell: Cell, row: dict) -> dict:
             "intermediate": [point["metrics"].get(metric) for point in row.get("curve", [])]}
 
 
-def failed_row(cell: Cell, grid_name: str, device: torch.device, status: str, error: str) -> dict:
+def failed_row(cell: Cell, grid_name: str, device: torch.device | str, status: str, error: str) -> dict:
+    """A row for a cell that did not report. `device` is where it ran, or the device asked for ("auto", "cuda")
+    when it was to be resolved on a Ray or Slurm node that never reported (this process may have no GPU)."""
     row = {**_row_start(cell, grid_name), "status": status, "error": error}
     if cell.trial is not None:
         row["search"] = trial_record(cell, row)
+    if isinstance(device, str):
+        row = _row_end(row, torch.device("cpu"), cell.train.precision)
+        row["env"]["device"] = f"{device} (asked; the node never reported)"
+        return row
     return _row_end(row, device, cell.train.precision)
 
 
@@ -77,7 +86,70 @@ def environment(device: torch.device, precision: str) -> dict:
         "versions": {p: v(p) for p in packages},
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": device_name(device),
+        "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "precision": precision,
     }
+
+
+def device_name(device: torch.device) -> str:
+    return str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+
+
+def cpu_model() -> str:
+    """"model name" from /proc/cpuinfo, else platform.processor(), else platform.machine()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+SPEED = ("device", "cpu_model", "torch_threads", "precision")  # what a seconds-bound cell's speed depends on
+
+
+def speed_environment(row: dict) -> dict:
+    """A row's speed environment: env.device, env.cpu_model, env.torch_threads and the precision that ran
+    (None for a field the row lacks)."""
+    env = row.get("env") or {}
+    return {"device": env.get("device"), "cpu_model": env.get("cpu_model"), "torch_threads": env.get("torch_threads"),
+            "precision": row.get("precision")}
+
+
+def this_run_speed(executor: str, workers: int, threads: int | None, resources: dict, device: torch.device | None) -> Callable[[dict], dict]:
+    """This run's speed environment for a row's cell, as a row this run writes would record it; None where the
+    node that runs the cell decides (the device, CPU and an "auto" precision on Ray or Slurm: `device` None)."""
+    local = executor == "local" and device is not None
+    if local:
+        threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers else torch.get_num_threads())
+    else:
+        threads = threads or int(resources.get("cpus", 1))
+    here = {"device": device_name(device) if local else None, "cpu_model": cpu_model() if local else None, "torch_threads": threads}
+
+    def speed(row: dict) -> dict:
+        asked = (row.get("config") or {}).get("train", {}).get("precision", "auto")
+        ran = ("bf16" if use_bf16(asked, device) else "fp32") if local or asked != "auto" else None
+        return {**here, "precision": ran}
+
+    return speed
+
+
+def speed_difference(rows: list[dict], grid_name: str, speed: Callable[[dict], dict]) -> str | None:
+    """How the grid's existing max_seconds rows ran on another speed environment than this run's `speed`,
+    in one line (field: theirs → this run's; a field unknown on either side is not compared), or None."""
+    seconds = [r for r in rows if r.get("grid") == grid_name and "train" in r  # a row that trained
+               and ((r.get("config") or {}).get("budget") or {}).get("max_seconds") is not None]
+    changes: dict[str, set] = {}
+    for row in seconds:
+        theirs, ours = speed_environment(row), speed(row)
+        for field in SPEED:
+            if theirs[field] is not None and ours[field] is not None and theirs[field] != ours[field]:
+                changes.setdefault(field, set()).add(f"{theirs[field]} → {ours[field]}")
+    if not changes:
+        return None
+    named = "; ".join(f"{field} {', '.join(sorted(pairs))}" for field, pairs in changes.items())
+    return (f"resuming grid {grid_name}: its existing max_seconds rows ran on another speed environment ({named}), so a seconds "
+            "budget buys different steps in this run's rows; compare them as separate setups, or rerun with --rerun all on one setup")

@@ -20,10 +20,11 @@ from bench.plugins import BACKBONES, DATASETS, LOSSES, BatchKind, InputSpec, Lab
 from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
 from bench.run.cell import data_key, split_for
-from bench.run.executors import Job, LocalWorkers, RayCells, SubmititCells, in_process
+from bench.run.executors import Job, LocalWorkers, RayCells, SubmititCells, in_process, resolve_device
 from bench.run.progress import GridProgress
+from bench.run.rows import speed_difference, this_run_speed
 from bench.run.sampling import min_batch_size
-from bench.search.study import Search
+from bench.search.study import Search, chosen_by_another
 
 BATCH_KINDS = typing.get_args(BatchKind)  # what the Loss Protocol declares
 
@@ -63,7 +64,6 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
     trial's options on every seed, scored on test; the returned rows are those finals, the untrained baselines
     and (search.defaults) the configurations at their grid values, never the trials."""
     console = console or Console(stderr=True)
-    dev = torch.device("cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device))
     executor = make_executor(options, results_path)
     search = Search(grid) if grid.search else None  # Optuna missing: a one-line error before anything is loaded
     if options.threads and executor is None:  # in this process; workers set their own
@@ -73,7 +73,8 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
     plain = list(grid.cells) if search is None else search.plain + ([c for s in search.studies for c in s.cells] if grid.search.defaults else [])
     todo = select_cells(plain, existing, options.rerun)
     data = preflight(todo + (search.preflight_cells() if search else []), console)  # before the results file is touched
-    job = Job(grid.name, str(dev), options.cell_timeout, options.feature_cache, options.plugins, options.cache_dir, options.threads,
+    # the device as asked: each cell's process resolves it (a Ray or Slurm node may have a GPU this one lacks)
+    job = Job(grid.name, options.device, options.cell_timeout, options.feature_cache, options.plugins, options.cache_dir, options.threads,
               grid.resources, grid.slurm, str(results_path.parent.resolve() / f"{results_path.stem}_checkpoints"))
     try:
         with ResultsWriter(results_path) as writer:  # exclusive: a second `bench run` on this file fails here
@@ -85,6 +86,10 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
             console.print(f"grid {grid.name}: {pending} of {total} cells{' and trials' if search else ''} to run on {where} → {results_path}", highlight=False)
             if not pending:
                 console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
+            elif difference := speed_difference(list(latest_rows(record).values()), grid.name,
+                                                this_run_speed(options.executor, options.workers, options.threads, grid.resources,
+                                                               resolve_device(options.device) if options.executor == "local" else None)):
+                console.print(f"[yellow]warning:[/] {escape(difference)}", highlight=False, soft_wrap=True)
             finals: list[Cell] = []
             with GridProgress(console, grid.name, total, pending) as progress:
                 def run(cells: list[Cell], records: dict | None = None) -> None:
@@ -118,7 +123,9 @@ def run_search(search: Search, run: Callable, record: list[dict], rerun: str, co
     finals, records, empty = search.final_cells(record)
     for study in empty:
         console.print(f"[yellow]warning:[/] study {study}: no trial finished ok, so its configuration has no final cells — see its trial rows' errors", highlight=False)
-    run(select_cells(finals, record, rerun), records)
+    todo, latest = select_cells(finals, record, rerun), latest_rows(record)
+    ids = {c.cell_id for c in todo}  # and a final whose row another study chose (the same options) runs again under this one
+    run(todo + [c for c in finals if c.cell_id not in ids and chosen_by_another(latest.get(c.cell_id), records[c.cell_id]["study"])], records)
     return finals
 
 
@@ -185,7 +192,7 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
     seen = set()
     for cell in cells:
         key = (data_key(cell), json.dumps(asdict(cell.split), sort_keys=True), cell.train.select, cell.eval.episode_group,
-               json.dumps(asdict(cell.eval), sort_keys=True) if cell.trial else None)
+               json.dumps(asdict(cell.eval), sort_keys=True) if cell.trial or cell.train.select == "best" else None)
         if key not in seen:
             seen.add(key)
             _, val_idx, test_idx, _ = split_for(cell, data[data_key(cell)])
@@ -197,25 +204,43 @@ def check_splits(cells: list[Cell], data: dict[str, LabelledImages]) -> None:
             if cell.train.select == "best" and not len(val_idx):
                 raise UserError("train.select = \"best\" picks the curve point best on validation, and this split has no validation classes "
                                 "— set split.val_fraction (or val_classes, or folds), or use select = \"last\"")
+            if cell.train.select == "best":  # else the curve points never offer a value, and "best" scores the last weights in silence
+                _check_val_metric(cell, data[data_key(cell)], val_idx, cell.eval.select_metric, "eval.select_metric (with train.select = \"best\")",
+                                  "choose a metric the validation split alone gives (e.g. \"verification_roc_auc\"), a larger split.val_fraction, "
+                                  "or train.select = \"last\"")
             if cell.trial is not None:
                 _check_search_metric(cell, data[data_key(cell)], val_idx)
 
 
 def _check_search_metric(cell: Cell, data: LabelledImages, val_idx) -> None:
     """A search scores its trials on validation: the split must have validation classes, and the search metric
-    must come out of them (scored once on random embeddings: e.g. 20-way episodes need 20 validation classes)."""
-    metric = cell.trial.metric
+    must come out of them."""
     if not len(val_idx):
         raise UserError("[search] scores every trial on validation, and this split has no validation classes "
                         "— set split.val_fraction (or val_classes, or split.folds for the Reality Check's cross-validation)")
-    labels = data.labels[val_idx]
-    groups = {"groups": data.attributes[cell.eval.episode_group][val_idx], "group_name": cell.eval.episode_group} if cell.eval.episode_group else {}
-    embeddings = torch.randn(len(val_idx), 8, generator=torch.Generator().manual_seed(0))
-    probe = evaluate(embeddings, torch.from_numpy(labels), "cosine", replace(cell.eval, episodes=min(cell.eval.episodes, 20)), 0, roc_points=0, **groups)
-    if metric not in probe or not math.isfinite(probe[metric]):
+    _check_val_metric(cell, data, val_idx, cell.trial.metric, "[search] metric", "choose another metric or a larger split.val_fraction")
+
+
+def _check_val_metric(cell: Cell, data: LabelledImages, val_idx, metric: str, option: str, fix: str) -> None:
+    """`metric` must come out of the validation split as a curve point or a trial scores it (the validation
+    images alone, queries against the gallery when they have roles): probed once on random embeddings, so
+    that e.g. 20-way episodes with fewer validation classes, or a metric that needs a threshold chosen on
+    validation, fail here rather than being skipped in silence."""
+    labels = torch.from_numpy(data.labels)
+    roles = data.attributes.get("role")
+    with_roles = roles is not None and (roles[val_idx] != "").any()
+    queries, gallery = (val_idx[roles[val_idx] == "query"], val_idx[roles[val_idx] == "gallery"]) if with_roles else (val_idx, None)
+    groups = {"groups": data.attributes[cell.eval.episode_group][queries], "group_name": cell.eval.episode_group} if cell.eval.episode_group else {}
+    noise = torch.randn(len(data.labels), 8, generator=torch.Generator().manual_seed(0))
+    extra = {"gallery": noise[gallery], "gallery_labels": labels[gallery]} if gallery is not None else {}
+    probe = evaluate(noise[queries], labels[queries], "cosine", replace(cell.eval, episodes=min(cell.eval.episodes, 20)), 0, roc_points=0,
+                     **groups, **extra)
+    if not isinstance(probe.get(metric), (int, float)) or not math.isfinite(probe[metric]):
         notes = "; ".join(str(v) for k, v in probe.items() if k.endswith("_note"))
-        why = f"validation has {len(set(labels.tolist()))} classes, {len(val_idx)} images" + (f": {notes}" if notes else "")
-        raise UserError(f"[search] metric = {metric!r} cannot be scored on this validation split ({why}) — choose another metric or a larger split.val_fraction")
+        why = f"validation has {len(set(data.labels[val_idx].tolist()))} classes, {len(val_idx)} images" + (f": {notes}" if notes else "")
+        if metric not in probe:
+            why += "; it is not among the metrics a validation split alone gives"
+        raise UserError(f"{option} = {metric!r} cannot be scored on this validation split ({why}) — {fix}")
 
 
 def _build(registry, family: str, name: str, args: dict, *positional):

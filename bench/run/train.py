@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,14 +24,15 @@ Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch of stored inputs (on
 class TrainResult:
     steps: int
     samples: int
-    seconds: float  # the budget's clock: wall time plus any charged time (see `charge_per_sample`)
+    seconds: float  # the budget's clock: wall time plus any charged time (see `charge_at_start`)
     stopped_by: str  # "max_steps" | "max_samples" | "max_seconds" | "diverged" | "pruned" (a search trial, at a curve point)
     final_loss: float  # mean of the last 10 steps' losses
     data_seconds: float  # sampling, gathering, augmenting, normalising: the loader's share
     compute_seconds: float  # forward, loss, backward, optimizer step
     wall_seconds: float  # training wall-clock time actually spent in this loop
-    charged_seconds: float  # time charged for work done outside the loop (a cached frozen trunk's forward passes)
+    charged_seconds: float  # time charged for work done outside the loop (a frozen trunk's one-time feature extraction)
     curve_seconds: float = 0.0  # learning-curve evaluations, with the budget's clock stopped
+    warmup_seconds: float = 0.0  # the untimed warm-up step before the clock started (see `warm_up`)
 
 
 def budget_reached(budget: Budget, steps: int, samples: int, seconds: float, next_samples: int = 1) -> str | None:
@@ -83,14 +87,16 @@ def train(
     model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, cfg: TrainConfig,
     budget: Budget, seed: int, device: torch.device, bf16: bool,
     on_step: Callable[[int, int, float, float], None] = lambda steps, samples, seconds, loss: None,
-    charge_per_sample: float = 0.0, sampler: BatchSampler | None = None,
-    curve: tuple[float, ...] = (), on_curve: CurveHook = lambda fraction, at: None,
+    charge_at_start: float = 0.0, sampler: BatchSampler | None = None,
+    curve: tuple[float, ...] = (), on_curve: CurveHook = lambda fraction, at: None, warmup_prepare: Prepare | None = None,
 ) -> TrainResult:
-    """Train `model` (a backbone on images, or only its head on cached features) until the budget stops it.
+    """Train `model` (a backbone on images, or only its head on a frozen trunk's features) until the budget stops it.
 
-    `charge_per_sample` seconds are added to the budget's clock per image: with the frozen-feature cache the
-    trunk's forward pass ran once before training, and charging its measured per-image time keeps a
-    `max_seconds` budget buying the same steps with and without the cache. At each `curve` fraction of the
+    The budget's clock starts after one untimed warm-up step (`warm_up`, on `warmup_prepare`, default
+    `prepare`: give one without random state of its own, such as a second copy of a seeded augmentation), so
+    the first cell in a process does not pay one-time costs out of `max_seconds`. `charge_at_start` seconds
+    are on the clock from the start: work the protocol does before its first step that ran outside this loop
+    (a frozen trunk's one-time extraction of the training images' features). At each `curve` fraction of the
     budget (after the first step that reaches it, and 1.0 when training ends) `on_curve` runs with the clock
     stopped: curve evaluations cost no training budget (their time is `curve_seconds`). An `on_curve` that returns
     True stops training there (`stopped_by` "pruned": a search trial below the median rule's bar)."""
@@ -104,10 +110,12 @@ def train(
     steps = samples = 0
     data_seconds = compute_seconds = paused = 0.0
     recent: list[float] = []
+    warmup_seconds = warm_up(model, loss_fn, inputs, labels, warmup_prepare or prepare, sampler, cfg,
+                             _fit(cfg.batch_size, budget, 0), device, bf16)
     start = time.perf_counter()
 
     def clock() -> float:
-        return time.perf_counter() - start - paused + samples * charge_per_sample
+        return time.perf_counter() - start - paused + charge_at_start
 
     def reached(fraction: float) -> bool:
         nonlocal paused
@@ -162,8 +170,55 @@ def train(
             reached(fraction)
     wall = time.perf_counter() - start - paused
     final = sum(recent) / len(recent) if recent else float("nan")
-    charged = samples * charge_per_sample
-    return TrainResult(steps, samples, wall + charged, stopped_by, final, data_seconds, compute_seconds, wall, charged, paused)
+    return TrainResult(steps, samples, wall + charge_at_start, stopped_by, final, data_seconds, compute_seconds, wall, charge_at_start, paused,
+                       warmup_seconds)
+
+
+def warm_up(model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, sampler: BatchSampler,
+            cfg: TrainConfig, size: int, device: torch.device, bf16: bool) -> float:
+    """One forward and backward pass on a batch like the first step's, and a step of a throwaway optimizer,
+    before the budget's clock starts: the first step in a process pays one-time costs (the allocator, oneDNN's
+    and cuDNN's kernel choices, lazy initialisation) that would otherwise come out of a `max_seconds` budget
+    and buy the first cell fewer steps than a later identical one. Nothing training reads changes: the
+    batch comes from a copy of the sampler, the random streams are forked, the loss is a copy, the model's
+    buffers (BatchNorm's running statistics) are put back, its gradients are dropped and its weights are
+    never stepped. Returns the seconds it took (outside the budget)."""
+    if sampler.images_per_batch(size) <= 0:
+        return 0.0
+    start = time.perf_counter()
+    # glibc's malloc hands a freed block above its mmap threshold back to the system, so a step's activations
+    # are page-faulted in anew every step, until a large block freed once raises the threshold (in a later
+    # cell, an evaluation's): a process's first cell ran ~25 % slower throughout. Freeing one block of 32 MiB
+    # (glibc's largest dynamic threshold; allocated, never touched) raises it now.
+    torch.empty(2**25 - 2**16, dtype=torch.uint8)
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [(p, p.grad) for p in model.parameters()]
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for p, _ in grads:
+                p.grad = None
+            idx = torch.from_numpy(copy.deepcopy(sampler).draw(size))
+            x = prepare(inputs[idx].to(device, non_blocking=True))
+            with autocast(device, bf16):
+                embeddings = model(x)
+            loss = copy.deepcopy(loss_fn)(embeddings.float(), labels[idx].to(device))
+            if loss.requires_grad:
+                loss.backward()
+            dummy = torch.zeros(1, device=device, requires_grad=True)  # the optimizer's own first-step set-up
+            dummy.grad = torch.zeros_like(dummy)
+            make_optimizer(cfg, [dummy]).step()
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for p, grad in grads:
+            p.grad = grad
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def curve_points(curve: tuple[float, ...]) -> list[float]:

@@ -28,18 +28,23 @@ def median_bar(completed: list[list], steps: int) -> tuple:
 
 class Pruner:
     """Applies a trial's bar (cell.trial.prune_at) to the values it reports, across folds in turn: prune when its
-    best value so far is worse than the bar at its latest point, or when it has no finite value at all."""
+    best value so far is worse than the bar at its latest point, or when it has no finite value at all. A fold
+    whose last point prunes has trained its budget; the trial then stops before the next fold (bench.run.cell)."""
 
     def __init__(self, cell: Cell):
         self.bar = cell.trial.prune_at if cell.trial else ()
         self.metric = cell.trial.metric if cell.trial else ""
         self.lower = bool(cell.trial) and lower_is_better(self.metric)
         self.values: list[float] = []
+        self.pruned = False  # the rule said stop: also at a fold's last point, where that fold's training had ended
 
     def report(self, metrics: dict) -> bool:
-        """True: stop this trial now."""
+        """True: stop this trial now (steps are numbered across folds, as Optuna's are)."""
         self.values.append(float(metrics.get(self.metric, math.nan)))
-        step = len(self.values) - 1
+        self.pruned = self.pruned or self._prune(len(self.values) - 1)
+        return self.pruned
+
+    def _prune(self, step: int) -> bool:
         if step >= len(self.bar):
             return False
         finite = [v for v in self.values if math.isfinite(v)]

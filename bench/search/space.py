@@ -13,6 +13,10 @@ from bench.eval.definitions import definition
 from bench.typecheck import matches, type_name
 
 KINDS = ("log", "range", "choices")
+# Every trial trains on this seed, which no final replicate may use, so the seeds scored on test are runs the
+# selection never saw (a grid whose axes.seed lists it is refused). Part of a study's identity: a study of an
+# earlier rule (trials on the grid's first seed) is not continued.
+TRIAL_SEED = 1_000_000
 SEARCHABLE = ("train", "model", "loss", "backbone")  # what is trained and how; never the data, the split, the budget or the evaluation
 NOT_SEARCHABLE_WHY = {
     "budget": "the budget is what every configuration shares",
@@ -63,8 +67,9 @@ class SearchSpec:
     dims: tuple[Dimension, ...] = ()
 
     def identity(self) -> dict:
-        """What makes a study: everything but the trial count (raising `trials` continues a study) and `parallel`."""
-        return {"metric": self.metric, "sampler": self.sampler, "seed": self.seed, "prune": self.prune,
+        """What makes a study: everything but the trial count (raising `trials` continues a study) and `parallel`;
+        with the seed its trials train on."""
+        return {"trial_seed": TRIAL_SEED, "metric": self.metric, "sampler": self.sampler, "seed": self.seed, "prune": self.prune,
                 "space": {d.option: [d.kind, d.low, d.high, list(d.choices), d.integer] for d in self.dims}}
 
 

@@ -3,8 +3,9 @@ rows, and trial n's sampler is seeded from (search seed, n), so a killed search 
 uninterrupted one would have, and a finished one asks nothing. Optuna is imported only here (`[search]` extra).
 
 A configuration is one combination of the grid's non-searched axes, seeds aside; its study has `trials` trials,
-each trained on the grid's first seed and scored on validation (bench.run.cell). Then its best trial's options
-run on every seed of the grid, scored on test: those rows are the leaderboard's.
+each trained on TRIAL_SEED (never a grid seed) and scored on validation (bench.run.cell). Then its best trial's
+options run on every seed of the grid, scored on test: those rows are the leaderboard's, and none of them is a
+run the selection saw.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bench.grid import searched_in, with_params
 from bench.results import latest_rows
 from bench.run.train import curve_points
 from bench.search.pruning import median_bar
-from bench.search.space import Dimension, SearchSpec
+from bench.search.space import TRIAL_SEED, Dimension, SearchSpec
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class Configuration:
 
     @property
     def base(self) -> Cell:
-        return self.cells[0]  # the grid's first seed: the seed every trial trains with
+        """The cell every trial starts from: the configuration on TRIAL_SEED, a seed none of its final cells has."""
+        return replace(self.cells[0], seed=TRIAL_SEED)
 
 
 def configurations(grid: Grid) -> tuple[list[Configuration], list[Cell]]:
@@ -113,7 +115,8 @@ class Search:
             if missing:
                 count += missing + len(conf.cells)
             elif (best := self.best(rows, conf)) is not None:
-                count += sum(with_params(c, best["params"]).cell_id not in latest for c in conf.cells)
+                ids = [with_params(c, best["params"]).cell_id for c in conf.cells]
+                count += sum(i not in latest or chosen_by_another(latest[i], conf.study) for i in ids)
         return count
 
     def preflight_cells(self) -> list[Cell]:
@@ -191,6 +194,12 @@ class Search:
                 cells.append(final)
                 records[final.cell_id] = {**best, "role": "final"}
         return cells, records, empty
+
+
+def chosen_by_another(row: dict | None, study: str) -> bool:
+    """Whether a final cell's row was left by another study (of another space or rule, which chose the same
+    options from other trials): it runs again, so that its `search` record names the trials that chose it."""
+    return row is not None and "search" in row and row["search"].get("study") != study
 
 
 def _finite(value) -> bool:

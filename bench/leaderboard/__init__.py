@@ -1,0 +1,271 @@
+"""Result rows → a leaderboard: one line per configuration, mean ± std over its ok seeds, ranked and tested only
+within its comparison group. Pure functions of rows; which rows make a line and which lines compare is
+`bench.leaderboard.lines`, the judgements of a line are `bench.leaderboard.verdicts`.
+
+Failed and diverged seeds stay visible: each line counts the seeds that ran and the ok ones, and names the
+others. Beside the means, each line says (all on the sort metric, in its own direction): `vs_best` (a test
+against the best line of its group), `gain_vs_untrained` (against the untrained backbone scored with the same
+distance), `still_improving` (from each seed's gain over the last doubling of the budget), `selected` (the
+curve point train.select = "best" scored) and `tuned` (what a [search] chose). Trial rows (scored on
+validation) are never lines, and a study's final rows are those of its latest choice.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import PurePosixPath
+from urllib.parse import quote
+
+import pandas as pd
+
+from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.errors import UserError
+from bench.eval.definitions import definition, lower_is_better
+from bench.leaderboard.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of
+from bench.leaderboard.verdicts import ALPHA, gain_vs_untrained, identical_seeds, selected, signed, still_improving, tuned, versus_best
+
+DEFAULT_METRIC = "verification_roc_auc"
+SHOWN = ("verification_roc_auc", "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8")
+FIRST_KEYS = ("backbone", "loss", "dataset")
+HEADERS = {"distance": "distance", "speed_env": "speed env"}  # key columns that are not config options → header
+# the columns after the keys and metrics, in markdown order: frame column → markdown header
+VERDICTS = {"vs_best": "vs best (Welch, 95%)", "gain_vs_untrained": "gain vs untrained",
+            "still_improving": "still improving", "selected": "selected", "tuned": "tuned (search)"}
+
+
+def check_metric(rows: list[dict], metric: str) -> None:
+    """A one-line UserError unless `metric` is a score (it has a direction) that some ok row carries."""
+    carried = sorted({k for r in rows if r.get("status") == "ok" for k in r.get("metrics", {})})
+    scores = [k for k in carried if (d := definition(k)) is not None and d.direction != "none"]
+    if metric not in scores:
+        why = "is not a score (it has no better direction)" if definition(metric) else "is not a metric of these rows"
+        raise UserError(f"--metric {metric!r} {why} — use one of: {', '.join(scores) or '(no finished cells)'}")
+
+
+def default_metric(rows: list[dict]) -> str:
+    """The metric a search in these rows optimised (its trial and final rows record it), else DEFAULT_METRIC."""
+    found = {r["search"]["metric"] for r in rows if r.get("search", {}).get("metric")}
+    found |= {r["config"]["trial"]["metric"] for r in rows if isinstance(r.get("config", {}).get("trial"), dict) and "metric" in r["config"]["trial"]}
+    if len(found) > 1:
+        raise UserError(f"these rows come from searches with different metrics ({', '.join(sorted(found))}) — choose the sort metric with --metric")
+    return found.pop() if found else DEFAULT_METRIC
+
+
+def table(rows: list[dict], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """One line per configuration: mean and std over ok seeds per shown metric, seed counts, failures, verdicts."""
+    return ranked(rows, metric)[0]
+
+
+def ranked(rows: list[dict], metric: str = DEFAULT_METRIC) -> tuple[pd.DataFrame, list[list[dict]]]:
+    """`table`'s frame and, line for line in its order (by comparison group, then best first), the newest rows of
+    each line: what the plots draw, so they rank and group exactly as the leaderboard does."""
+    latest = current(rows)
+    if not any(r.get("status") == "ok" for r in latest):
+        return pd.DataFrame(), []
+    check_metric(latest, metric)
+    found = lines_of(latest)
+    carried = {k for r in latest if r.get("status") == "ok" for k in r.get("metrics", {})}
+    shown = [metric] + [m for m in SHOWN if m != metric and m in carried]
+    group, order, vs_best = _versus_best_by_group(found, metric)
+    frame = _keys_and_means(found, shown, carried).assign(
+        identical_seeds=[identical_seeds(line) for line in found], group=group, **vs_best, **gain_vs_untrained(found, metric),
+        still_improving=[still_improving(line, metric) for line in found], selected=[selected(line) for line in found],
+        tuned=[tuned(line, _show) for line in found], _group=order)
+    frame = frame.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), na_position="last", kind="stable")
+    frame = frame.sort_values("_group", kind="stable")  # groups in order of first appearance, each best first
+    return frame.drop(columns="_group").reset_index(drop=True), [list(found[i].rows) for i in frame.index]
+
+
+def _keys_and_means(found: list, shown: list[str], carried: set[str]) -> pd.DataFrame:
+    """A frame of the lines' keys (the first keys, the options that vary, then the scored distance when lines differ
+    in it and the speed environment when it split some configuration's seeds) and metrics, in `found`'s order."""
+    flat = [flatten({k: v for k, v in line.config.items() if k != "seed"}) for line in found]
+    columns = list(dict.fromkeys(c for f in flat for c in f))
+    keys = list(FIRST_KEYS) + [c for c in columns if len({json.dumps(f.get(c, ABSENT)) for f in flat}) > 1 and c not in FIRST_KEYS]
+    frame = pd.DataFrame([_line(f, line, keys, shown, carried) for f, line in zip(flat, found)])
+    extra = {"distance": [line.distance or ABSENT for line in found], "speed_env": [line_env(line) for line in found]}
+    extra = {k: v for k, v in extra.items() if (len(set(v) - {ABSENT}) > 1 if k == "distance" else any(line.speed_env for line in found))}
+    for i, (name, cells) in enumerate(extra.items()):
+        frame.insert(len(keys) + i, name, cells)
+    return frame
+
+
+def _versus_best_by_group(found: list, metric: str) -> tuple[list[str], list[int], dict[str, list]]:
+    """Each line's comparison group (its label and its order of first appearance) and its `vs_best` and `vs_best_p`,
+    tested against the best of its own group only."""
+    group, order = [""] * len(found), [0] * len(found)
+    verdicts: dict[str, list] = {"vs_best": [ABSENT] * len(found), "vs_best_p": [math.nan] * len(found)}
+    for g, (label, members) in enumerate(comparison_groups(found)):
+        for column, cells in versus_best([found[i] for i in members], metric).items():
+            for i, value in zip(members, cells):
+                verdicts[column][i] = value
+        for i in members:
+            group[i], order[i] = label, g
+    return group, order, verdicts
+
+
+def _line(flat: dict, line, keys: list[str], shown: list[str], carried: set[str]) -> dict:
+    ok = line.ok
+    out = {k: _show(flat.get(k, ABSENT)) for k in keys}
+    for m in shown:
+        values = pd.Series([float(r["metrics"].get(m, math.nan)) for r in ok], dtype=float)
+        out[f"{m}_mean"], out[f"{m}_std"] = (values.mean(), values.std()) if len(values) else (math.nan, math.nan)
+        if f"{m}_stderr" in carried:  # a standard error is shown beside its score, never as one
+            out[f"{m}_se"] = pd.Series([float(r["metrics"].get(f"{m}_stderr", math.nan)) for r in ok], dtype=float).mean()
+    out["seeds"] = len(line.rows)
+    out["ok"] = len(ok)
+    out["others"] = ", ".join(f"seed {r['config'].get('seed')}: {r.get('status')}"
+                              for r in sorted(line.rows, key=_seed) if r.get("status") != "ok")
+    out["steps"] = round(sum(r["train"]["steps"] for r in ok) / len(ok)) if ok else 0
+    out["stopped_by"] = ",".join(sorted({r["train"]["stopped_by"] for r in ok}))
+    return out
+
+
+def _seed(row: dict):
+    return row["config"].get("seed", 0)
+
+
+def _show(value) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        value = float(f"{value:.4g}")  # a searched value, 0.0006874266729, reads as 0.0006874
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# --- markdown ----------------------------------------------------------------------------------------------
+
+def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "") -> str:
+    """The RULES above one table per comparison group (one table, unheaded, when there is one group)."""
+    # Written by hand rather than DataFrame.to_markdown: that needs `tabulate`, and does not escape `|`.
+    if frame.empty:
+        return f"# {title}\n\nNo finished cells yet.\n"
+    verdicts = _verdicts(frame)
+    groups = list(dict.fromkeys(frame["group"])) if "group" in frame else ["all"]
+    better = "lower" if lower_is_better(metric) else "higher"
+    shown_rules = [c for c in ("groups", "distance", "speed_env", "identical", *verdicts, "se") if _applies(c, frame, verdicts, groups)]
+    lines = [f"# {title}" if title else "", "",
+             f"Sorted by **{metric}** ({better} is better); mean ± std over the ok seeds. {ABSENT}: the configuration "
+             "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*."
+             + "".join(RULES[c].format(metric=metric, absent=ABSENT, alpha=ALPHA) for c in shown_rules), ""]
+    for group in groups:
+        at = [i for i, g in enumerate(frame["group"]) if g == group] if "group" in frame else list(range(len(frame)))
+        if len(groups) > 1:
+            lines += [f"### {_escape(group)}", ""]
+        lines += _table(frame.iloc[at], {c: [v[i] for i in at] for c, v in verdicts.items()}) + [""]
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
+    """The markdown lines of one group's table; its key columns are those that vary within it."""
+    metrics = metric_columns(frame)
+    keys = [k for k in key_columns(frame) if k in FIRST_KEYS or frame[k].nunique() > 1]
+    header = ["#", *(HEADERS.get(k, k) for k in keys), *metrics, *(VERDICTS[c] for c in verdicts), "ok / seeds", "not ok", "steps", "stopped by"]
+    align = ["---:"] + ["---"] * len(keys) + ["---:"] * len(metrics) + ["---"] * len(verdicts) + ["---:", "---", "---:", "---"]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for rank, (_, r) in enumerate(frame.iterrows(), 1):
+        one = bool(r.get("identical_seeds", False))
+        cells = [str(rank), *(_escape(r[k]) for k in keys)]
+        cells += [_mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)) for m in metrics]
+        cells += [_escape(verdicts[c][rank - 1]) for c in verdicts]
+        cells += [f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), _escape(r["others"]) or "",
+                  str(r["steps"]), _escape(r["stopped_by"])]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    """The metrics the frame shows (the sort metric first): those with a `<metric>_mean` column."""
+    return [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean") and definition(c[: -len("_mean")]) is not None]
+
+
+def key_columns(frame: pd.DataFrame) -> list[str]:
+    """The frame's line columns (backbone, loss, dataset, the options that vary, the scored distance and the speed
+    environment when they vary), in order."""
+    tail = {"seeds", "ok", "others", "steps", "stopped_by", "vs_best_p", "identical_seeds", "group", *VERDICTS}
+    tail |= {f"{m}_{s}" for m in metric_columns(frame) for s in ("mean", "std", "se")}
+    return [c for c in frame.columns if c not in tail and not c.startswith("untrained_")]
+
+
+def failures(rows: list[dict]) -> str:
+    """A markdown list of the cells whose newest row is not ok: config, seed, status and the error's first
+    line (a traceback's last lines say more, but one line keeps the list scannable); "" when none failed."""
+    failed = [r for r in current(rows) if r.get("status") != "ok"]
+    if not failed:
+        return ""
+    lines = [f"**Not ok** ({len(failed)} cell{'s' * (len(failed) != 1)}; newest row of each):", ""]
+    for r in failed:
+        c = r.get("config", {})
+        error = (str(r.get("error") or "").strip().splitlines() or [""])[0]
+        error = error if len(error) <= 200 else error[:199] + "…"
+        what = " · ".join(str(c.get(k, ABSENT)) for k in FIRST_KEYS)
+        lines.append(_escape(f"- `{r['cell_id']}` {what}, seed {c.get('seed', ABSENT)}: **{r.get('status')}**"
+                             + (f" — {error}" if error else "")))
+    return "\n".join(lines) + "\n"
+
+
+def plot_links(paths: list[str]) -> str:
+    """One markdown line linking each plot, given as paths relative to the markdown file; "" for none."""
+    if not paths:
+        return ""
+    return "Plots: " + " · ".join(f"[{PurePosixPath(p).stem}]({quote(p)})" for p in paths) + "\n"
+
+
+RULES = {  # one sentence per rule that acts in the tables, for the paragraph above them
+    "groups": " Lines are ranked and tested only within a *comparison group*: the lines that score the same test material "
+              "the same way (dataset and its arguments, split, evaluation options but the distance, which is part of the "
+              "method); one table per group, headed by the options that differ between groups.",
+    "distance": " *distance*: what the line was scored with (metrics.distance).",
+    "speed_env": " *speed env*: device, torch threads, CPU model and precision. Seeds stopped by max_seconds on different "
+                 "ones are separate lines (a second buys different training on each); seeds bound by steps or samples pool.",
+    "identical": " *(1 distinct value)*: every metric of every ok seed is bit-identical (nothing depended on the seed): "
+                 "one observation, not n.",
+    "vs_best": " *vs best*: the best is the best mean of the group among lines with ≥ 2 ok seeds; Welch's two-sided "
+               "t-test of the per-seed {metric} against it, or, where one of the two is a single distinct value (a fixed "
+               "number), the one-sample t-test of the other's seeds against that number (1-sample); ≈ best is p ≥ {alpha} "
+               "(indistinguishable at 95%), and one seed is untested wherever it ranks.",
+    "gain_vs_untrained": " *gain vs untrained*: {metric} minus that of the untrained backbone (loss none) with the same "
+                         "backbone, input, data, split, evaluation and precision, scored with the same distance ({absent} where "
+                         "there is none); positive is better.",
+    "still_improving": " *still improving*: each seed's {metric} at the full budget minus at half of it, paired by seed: with "
+                       "≥ 3 seeds yes when the mean gain is > 0 by a one-sided one-sample t-test (p < {alpha}), with 2 only "
+                       "when both gain, untested with 1 (or with identical seeds: one run).",
+    "selected": " *selected*: the fraction of the budget whose checkpoint train.select = \"best\" scored.",
+    "tuned": " *tuned*: the options a [search] chose, its best trial's validation score (trials never saw the test split), "
+             "then run on every seed and scored on test; {absent}: the grid's own values.",
+    "se": " (se …): the standard error over episodes of one seed's score, averaged over the seeds (not a score itself).",
+}
+
+
+def _applies(rule: str, frame: pd.DataFrame, verdicts: dict, groups: list) -> bool:
+    if rule == "groups":
+        return len(groups) > 1
+    if rule in ("distance", "speed_env"):
+        return rule in frame
+    if rule == "identical":
+        return bool(frame.get("identical_seeds", pd.Series(dtype=bool)).any())
+    if rule == "se":
+        return any(c.endswith("_se") for c in frame.columns)
+    return rule in verdicts
+
+
+def _verdicts(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The verdict columns as markdown cells, leaving out those that say nothing (all "—", or no best to compare to)."""
+    cells = {c: [str(v) for v in frame[c]] for c in ("vs_best", "still_improving", "selected", "tuned") if c in frame}
+    if "gain_vs_untrained" in frame:
+        cells["gain_vs_untrained"] = ["(baseline)" if loss == _show(UNTRAINED_LOSS) else ABSENT if math.isnan(g) else signed(g)
+                                      for loss, g in zip(frame["loss"], frame["gain_vs_untrained"])]
+    shown = {c: v for c, v in cells.items() if any(x != ABSENT for x in v)}
+    if "best" not in shown.get("vs_best", []):  # nothing had 2 seeds: a column of "untested" alone is noise
+        shown.pop("vs_best", None)
+    if "gain_vs_untrained" in shown and not any(x not in (ABSENT, "(baseline)") for x in shown["gain_vs_untrained"]):
+        shown.pop("gain_vs_untrained")  # baselines with nothing trained beside them
+    return {c: shown[c] for c in VERDICTS if c in shown}
+
+
+def _mean_std(mean: float, std: float, se: float = math.nan) -> str:
+    if math.isnan(mean):
+        return ABSENT
+    return (f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}") + ("" if math.isnan(se) else f" (se {se:.4f})")
+
+
+def _escape(value) -> str:
+    return str(value).replace("|", "\\|")

@@ -1,0 +1,220 @@
+"""The leaderboard's judgements of a line, on the sort metric in its own direction: significance against the best
+of its comparison group, the gain over the untrained baseline, whether it was still improving, the selected
+curve point and what a search chose. Pure functions of `bench.leaderboard.lines.Line`s; the rules are stated in
+`bench.leaderboard.RULES` and the README."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+from scipy.stats import ttest_1samp, ttest_ind
+
+from bench.config import HEAD_ARGS
+from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.eval.definitions import lower_is_better
+from bench.leaderboard.lines import ABSENT, NOT_TEST_MATERIAL, Line
+
+ALPHA = 0.05  # p ≥ ALPHA is indistinguishable from the best at 95%; still improving needs p < ALPHA
+UNTESTED = "1 seed: untested"
+
+
+def values(line: Line, metric: str) -> np.ndarray:
+    """The metric per ok seed, those without a finite value left out (they cannot be averaged or tested)."""
+    out = np.array([float(r["metrics"].get(metric, math.nan)) for r in line.ok], dtype=float)
+    return out[np.isfinite(out)]
+
+
+def identical_seeds(line: Line) -> bool:
+    """≥ 2 ok seeds whose metrics are all bit-identical: nothing in the cell depended on the seed (a pretrained
+    trunk scored untrained), so the seeds are one observation, not several."""
+    ok = line.ok
+    return len(ok) >= 2 and len({json.dumps(r["metrics"], sort_keys=True) for r in ok}) == 1
+
+
+def better(metric: str) -> int:
+    """+1 or −1: multiplies a difference so that positive is better in the metric's direction."""
+    return -1 if lower_is_better(metric) else 1
+
+
+def signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-", "−")
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+# --- significance vs the best of the group -----------------------------------------------------------------
+
+def welch_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p of Welch's t-test (unequal variances) of samples `a` and `b`, each of ≥ 2 values.
+
+    When neither sample varies, t is 0/0 or ±∞ and scipy gives nan; decided here instead: equal means are
+    indistinguishable (p = 1), different means are distinguishable (p = 0).
+    """
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return 1.0 if a[0] == b[0] else 0.0
+    with warnings.catch_warnings():
+        # scipy warns of "precision loss" for a sample of identical values; its variance is exactly 0, which
+        # Welch's test handles.
+        if np.ptp(a) == 0 or np.ptp(b) == 0:
+            warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def fixed_p(sample: np.ndarray, value: float) -> float:
+    """Two-sided p of the one-sample t-test of `sample` (≥ 2 values) against a fixed `value`; decided as in
+    `welch_p` when the sample does not vary."""
+    if np.ptp(sample) == 0:
+        return 1.0 if sample[0] == value else 0.0
+    return float(ttest_1samp(sample, value).pvalue)
+
+
+def versus_best(group: list[Line], metric: str) -> dict[str, list]:
+    """Columns `vs_best` (a verdict) and `vs_best_p` for the lines of one comparison group.
+
+    Kinds of line: a sample (≥ 2 ok seeds), a fixed value (identical seeds: one distinct value, with no seed
+    variance), a single seed (1 ok value: a draw of unknown spread, untested wherever it ranks) and none.
+    The best is the best mean among samples and fixed values (first of ties, as the stable sort). Two samples:
+    Welch's test; a sample and a fixed value: the one-sample t-test of the sample against it ("1-sample");
+    two fixed values: decided, equal or not ("no variance").
+    """
+    vals = [values(line, metric) for line in group]
+    fixed = [identical_seeds(line) and len(v) >= 1 for line, v in zip(group, vals)]
+    tested = [i for i, v in enumerate(vals) if fixed[i] or len(v) >= 2]
+    best = max(tested, key=lambda i: better(metric) * vals[i].mean(), default=None)
+    verdicts, ps = [], []
+    for i, v in enumerate(vals):
+        p, how = math.nan, ""
+        if i in tested and i != best:
+            a, b = vals[best], v
+            if fixed[best] and fixed[i]:
+                p, how = (1.0 if a[0] == b[0] else 0.0), "no variance"
+            elif fixed[best] or fixed[i]:
+                sample, value = (b, a[0]) if fixed[best] else (a, b[0])
+                p = fixed_p(sample, value)
+                how = "no variance" if np.ptp(sample) == 0 else f"1-sample {_p(p)}"
+            else:
+                p = welch_p(a, b)
+                how = "no variance" if np.ptp(a) == 0 and np.ptp(b) == 0 else _p(p)
+        if len(v) == 0:
+            verdict = ABSENT
+        elif i not in tested:
+            verdict = UNTESTED
+        elif i == best:
+            verdict = "best"
+        else:
+            verdict = f"{'≈ best' if p >= ALPHA else 'below'} ({how})"
+        verdicts.append(verdict)
+        ps.append(p)
+    return {"vs_best": verdicts, "vs_best_p": ps}
+
+
+# --- gain over the untrained baseline --------------------------------------------------------------------
+
+def untrained_key(config: dict, distance: str | None) -> str:
+    """What an untrained baseline shares with the lines it is the baseline of.
+
+    The backbone and its arguments except the head's, its preprocessing, the data, split, evaluation (but the
+    distance option, and the curve and selection metric, which act only during training), the distance the
+    line was actually scored with and the requested precision: what the backbone's own features and their
+    score depend on. The loss, the rest of train, the budget and what is frozen only describe training, which
+    the baseline has none of.
+    """
+    key = {k: v for k, v in config.items() if k in ("backbone", "dataset", "dataset_args", "split")}
+    key["eval"] = {k: v for k, v in config.get("eval", {}).items() if k not in NOT_TEST_MATERIAL}
+    key["distance"] = distance
+    if "backbone_args" in config:
+        key["backbone_args"] = {k: v for k, v in config["backbone_args"].items() if k not in HEAD_ARGS}
+    key["model"] = {k: v for k, v in config.get("model", {}).items() if k == "preprocess"}
+    key["train"] = {k: v for k, v in config.get("train", {}).items() if k == "precision"}
+    return json.dumps(key, sort_keys=True)
+
+
+def gain_vs_untrained(all_lines: list[Line], metric: str) -> dict[str, list]:
+    """Columns `untrained_<metric>` (the matching baseline's mean over seeds) and `gain_vs_untrained`.
+
+    The gain is this mean minus the baseline's, signed so that positive is better; NaN where no baseline
+    matches (none scored with this line's distance counts: a gain against another distance is not a gain)
+    and on the baselines themselves (loss "none"; the markdown shows "(baseline)"). When several untrained
+    configurations match (they differ only in what the baseline ignores), their seeds are pooled.
+    """
+    pools: dict[str, list[float]] = {}
+    for line in all_lines:
+        if line.config.get("loss") == UNTRAINED_LOSS:
+            pools.setdefault(untrained_key(line.config, line.distance), []).extend(values(line, metric))
+    base, gain = [], []
+    for line in all_lines:
+        pool = pools.get(untrained_key(line.config, line.distance), [])
+        b = float(np.mean(pool)) if pool and line.config.get("loss") != UNTRAINED_LOSS else math.nan
+        v = values(line, metric)
+        base.append(b)
+        gain.append(better(metric) * (v.mean() - b) if len(v) and not math.isnan(b) else math.nan)
+    return {f"untrained_{metric}": base, "gain_vs_untrained": gain}
+
+
+# --- still improving, and the selected curve point --------------------------------------------------------
+
+def curve_pair(row: dict, metric: str) -> tuple[float, float] | None:
+    """The metric at fractions 0.5 and 1.0 of the budget, both from one split (validation first), or None."""
+    points = row.get("curve") or []
+    for on in sorted({p.get("on") for p in points}, key=lambda on: on != "val"):
+        at = {f: p["metrics"][metric] for p in points if p.get("on") == on and metric in p.get("metrics", {})
+              for f in (0.5, 1.0) if math.isclose(p["fraction"], f)}
+        if len(at) == 2 and all(math.isfinite(x) for x in at.values()):
+            return float(at[0.5]), float(at[1.0])
+    return None
+
+
+def still_improving(line: Line, metric: str) -> str:
+    """Whether the last doubling of the budget still paid, from each seed's own gain (its metric at fraction 1.0
+    minus at 0.5, positive = better; paired by seed, so the spread of levels across seeds does not hide it).
+
+    ≥ 3 seeds: "yes" when the mean gain is > 0 by a one-sided one-sample t-test (p < 0.05; equal gains are
+    decided by their sign, "no variance"); 2 seeds: "yes" only when both gain; 1 seed, or seeds that are copies
+    of one run (identical seeds): "untested". "—" without both points.
+    """
+    pairs = [p for r in line.ok if (p := curve_pair(r, metric)) is not None]
+    if not pairs:
+        return ABSENT
+    half, full = np.array(pairs).T
+    gains = better(metric) * (full - half)
+    mean = signed(float(gains.mean()))
+    if len(gains) == 1:
+        return f"untested ({mean}, 1 seed)"
+    if identical_seeds(line):  # copies of one run are one gain, however many seeds repeat it
+        return f"untested ({mean}, 1 distinct value)"
+    if len(gains) == 2:
+        gaining = int((gains > 0).sum())
+        return f"{'yes' if gaining == 2 else 'no'} ({mean}, {gaining} of 2 seeds gain)"
+    if np.ptp(gains) == 0:
+        return f"{'yes' if gains[0] > 0 else 'no'} ({mean}, no variance)"
+    with warnings.catch_warnings():  # gains equal but for rounding: scipy warns, the test is still right
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        p = float(ttest_1samp(gains, 0.0, alternative="greater").pvalue)
+    return f"{'yes' if p < ALPHA else 'no'} ({mean}, {_p(p)})"
+
+
+def selected(line: Line) -> str:
+    """"best@<fraction>" when train.select = "best" chose a curve point; one fraction per seed when they differ."""
+    chosen = [str(float(r["train"]["selected"]["fraction"])) for r in sorted(line.ok, key=_seed) if r["train"].get("selected")]
+    if not chosen:
+        return ABSENT
+    return "best@" + (chosen[0] if len(set(chosen)) == 1 else ", ".join(chosen))
+
+
+def tuned(line: Line, show) -> str:
+    """"train.lr=0.000687, loss.margin=0.606 (trial 4 of 20, 3 pruned; val verification_roc_auc 0.718)" for a
+    configuration a search chose; "—" for one at the grid's own values. `show` formats a value."""
+    search = line.rows[0].get("search", {})
+    if search.get("role") != "final":
+        return ABSENT
+    params = ", ".join(f"{k}={show(v)}" for k, v in search["params"].items())
+    extra = "".join(f", {search[k]} {k}" for k in ("pruned", "failed") if search.get(k))
+    return f"{params} (trial {search['trial']} of {search['trials']}{extra}; val {search['metric']} {search['objective']:.4g})"
+
+
+def _seed(row: dict):
+    return row["config"].get("seed", 0)

@@ -1,0 +1,198 @@
+"""The README's benchmark tables, made from the raw figures in results/benchmarks/*.json:
+
+    .venv/bin/python benchmarks/tables.py results/benchmarks/precision.json [more.json ...]
+
+Each benchmark has a `summarise_<name>(raw)` (the figures the README quotes: means, medians over repeats,
+ratios, all computed from the raw measurements; the benchmark stores its output as the file's "summary")
+and a `render_<name>(record)` that prints its markdown table(s) from the raw figures."""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def markdown(header: list[str], rows: list[list[str]], align: str) -> str:
+    """`align` is one letter per column: l (left) or r (right)."""
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
+
+
+def provenance(record: dict) -> str:
+    m, v = record["machine"], record["versions"]
+    commit = (v.get("metric-bench") or "unknown")[:7] + ("+changes" if v.get("metric-bench dirty") else "")
+    bf16 = f"fast bf16 ({', '.join(m['bf16_flags'])})" if m.get("bf16_flags") else ("fast bf16" if m["fast_bf16"] else "no fast bf16")
+    where = f"{m['cpu_model']}, {m['cores']} cores, {m['torch_threads']} torch threads, {bf16}"
+    where += f", {m['cuda']}" if m.get("cuda") else ""
+    return f"(Measured {record['date'][:10]} on {where}; torch {v.get('torch')}, metric-bench {commit}: `{record['command']}`.)"
+
+
+# precision -------------------------------------------------------------------------------------------------
+
+def summarise_precision(raw: dict) -> dict:
+    from bench.eval.definitions import definition
+
+    cells = pd.DataFrame(raw["cells"])
+    cells["images_per_second"] = cells["samples"] / cells["wall_seconds"]
+    speed = cells.groupby(["backbone", "precision"])[["images_per_second", "gflop_per_second"]].mean()
+    backbones = list(dict.fromkeys(cells["backbone"]))
+    precisions = [p for p in PRECISIONS if (cells["precision"] == p).any()]
+    rows = [{"backbone": b, "precision": p, **speed.loc[(b, p)].to_dict(),
+             "speed_up": speed.loc[(b, p), "images_per_second"] / speed.loc[(b, "fp32"), "images_per_second"]}
+            for b in backbones for p in precisions]
+    metrics = pd.DataFrame([{"backbone": c["backbone"], "precision": c["precision"], "metric": k, "value": v}
+                            for c in raw["cells"] for k, v in c["metrics"].items() if (d := definition(k)) and d.direction != "none"])
+    metrics = metrics[metrics.groupby("metric")["value"].transform("count") > 0]  # a metric NaN everywhere says nothing
+    stats = metrics.groupby(["metric", "backbone", "precision"])["value"].agg(["mean", "std", "count"]).reset_index()
+    return {"speed": rows, "backbones": backbones, "precisions": precisions,
+            "metrics": json.loads(stats.to_json(orient="records"))}  # std is NaN (null) with one seed
+
+
+def render_precision(record: dict) -> str:
+    s = summarise_precision(record["raw"])
+    speed = markdown(["backbone", "precision", "img/s", "GFLOP/s", "speed-up"],
+                     [[r["backbone"], r["precision"], f"{r['images_per_second']:.0f}", f"{r['gflop_per_second']:.1f}", f"{r['speed_up']:.2f}×"]
+                      for r in s["speed"]], "llrrr")
+    if "bf16" not in s["precisions"]:
+        speed += "\n\nauto ran fp32 here: this machine has no fast bf16 (AMX / AVX512-BF16), so there is nothing to compare."
+    stat = {(r["metric"], r["backbone"], r["precision"]): r for r in s["metrics"]}
+    backbones, precisions = s["backbones"], s["precisions"]
+    header = ["metric (mean over seeds)"] + [f"{b} {p}" for b in backbones for p in precisions]
+    if "bf16" in precisions:
+        header += [f"{b} bf16 − fp32 (fp32 seed std)" for b in backbones]
+    rows = []
+    for k in sorted({r["metric"] for r in s["metrics"]}):
+        row = [k] + [f"{_num(stat[(k, b, p)]['mean']):.4f}" for b in backbones for p in precisions]
+        if "bf16" in precisions:
+            fp32 = [stat[(k, b, "fp32")] for b in backbones]
+            row += [f"{_num(stat[(k, b, 'bf16')]['mean']) - _num(f['mean']):+.4f} ({_num(f['std']):.4f})" for b, f in zip(backbones, fp32)]
+        rows.append(row)
+    return f"{provenance(record)}\n\n{speed}\n\n{markdown(header, rows, 'l' + 'r' * (len(header) - 1))}"
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else value
+
+
+# frozen-feature cache --------------------------------------------------------------------------------------
+
+def summarise_frozen_cache(raw: dict) -> dict:
+    train_eval = lambda cells: sum(c["train_wall_seconds"] + c["eval_seconds"] for c in cells)  # noqa: E731
+    out = {sweep: {"wall_seconds": statistics.median(r[sweep]["wall_seconds"] for r in raw["repeats"]),
+                   "train_eval_seconds": statistics.median(train_eval(r[sweep]["cells"]) for r in raw["repeats"])}
+           for sweep in ("plain", "cached")}
+    key = lambda c: (c["loss"], c["seed"])  # noqa: E731
+    diffs = [abs(a["metrics"][m] - b["metrics"][m]) for r in raw["repeats"]
+             for a, b in zip(sorted(r["cached"]["cells"], key=key), sorted(r["plain"]["cells"], key=key)) for m in a["metrics"]]
+    return {**out, "wall_ratio": out["plain"]["wall_seconds"] / out["cached"]["wall_seconds"],
+            "train_eval_ratio": out["plain"]["train_eval_seconds"] / max(out["cached"]["train_eval_seconds"], 1e-9),
+            "max_metric_diff": max(diffs), "cells": len(raw["repeats"][0]["cached"]["cells"])}
+
+
+def render_frozen_cache(record: dict) -> str:
+    s = summarise_frozen_cache(record["raw"])
+    rows = [["recompute the frozen trunk every step", f"{s['plain']['wall_seconds']:.1f}", f"{s['plain']['train_eval_seconds']:.1f}", ""],
+            ["frozen-feature cache", f"{s['cached']['wall_seconds']:.1f}", f"{s['cached']['train_eval_seconds']:.1f}", f"{s['max_metric_diff']:.2g}"],
+            ["ratio", f"{s['wall_ratio']:.1f}×", f"{s['train_eval_ratio']:.1f}×", ""]]
+    return f"{provenance(record)}\n\n" + markdown(["sweep", "wall s (incl. start-up)", "train + eval s", "max metric diff"], rows, "lrrr")
+
+
+# executors and the disk cache ------------------------------------------------------------------------------
+
+def summarise_parallel(raw: dict) -> dict:
+    base = statistics.median(r["seconds"] for r in raw["variants"][0]["runs"])
+    executors = [{"name": v["name"], "wall_seconds": (s := statistics.median(r["seconds"] for r in v["runs"])), "vs_in_process": s / base,
+                  "ok": sum(r["ok"] for r in v["runs"]), "total": sum(r["total"] for r in v["runs"])} for v in raw["variants"]]
+    cold = statistics.median(r["cold_seconds"] for r in raw["disk_cache"]["runs"])
+    warm = statistics.median(r["warm_seconds"] for r in raw["disk_cache"]["runs"])
+    return {"executors": executors, "disk_cache": {"cold_seconds": cold, "warm_seconds": warm, "ratio": cold / warm}}
+
+
+def render_parallel(record: dict) -> str:
+    s, raw = summarise_parallel(record["raw"]), record["raw"]
+    executors = markdown(["executor", "wall s", "vs in-process", "ok cells"],
+                         [[e["name"], f"{e['wall_seconds']:.1f}", f"{e['vs_in_process']:.2f}×", f"{e['ok']} / {e['total']}"]
+                          for e in s["executors"]], "lrrr")
+    c = s["disk_cache"]
+    cache = markdown([raw["disk_cache"]["grid"], "wall s"],
+                     [["first run (features computed, written to --cache-dir)", f"{c['cold_seconds']:.1f}"],
+                      ["second run (features read from disk)", f"{c['warm_seconds']:.1f}"], ["ratio", f"{c['ratio']:.2f}×"]], "lr")
+    return f"{provenance(record)}\n\n{executors}\n\n{cache}"
+
+
+# evaluation speed ------------------------------------------------------------------------------------------
+
+def summarise_eval_speed(raw: dict) -> dict:
+    rows = []
+    for case in raw["cases"]:
+        med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
+        ours_s, theirs_s = med(case["ours"], "seconds"), med(case["theirs"], "seconds")
+        ours_mb, theirs_mb = med(case["ours"], "peak_mb"), med(case["theirs"], "peak_mb")
+        diff = max(abs(a["values"][k] - b["values"][k]) for a, b in zip(case["ours"], case["theirs"]) for k in a["values"])
+        rows.append({"embeddings": f"{case['kind']} {case['n'] // 1000}k×{case['dim']}", "comparison": case["comparison"],
+                     "ours_seconds": ours_s, "theirs_seconds": theirs_s, "speed_up": theirs_s / ours_s,
+                     "ours_peak_mb": ours_mb, "theirs_peak_mb": theirs_mb, "memory_ratio": ours_mb / max(theirs_mb, 1), "max_abs_diff": diff})
+    return {"rows": rows}
+
+
+def render_eval_speed(record: dict) -> str:
+    rows = [[r["embeddings"], r["comparison"], f"{r['ours_seconds']:.2f}", f"{r['theirs_seconds']:.2f}", f"{r['speed_up']:.2f}×",
+             f"{r['ours_peak_mb']:.0f}", f"{r['theirs_peak_mb']:.0f}", f"{r['memory_ratio']:.2f}", f"{r['max_abs_diff']:.1e}"]
+            for r in summarise_eval_speed(record["raw"])["rows"]]
+    knn = record["raw"]["knn"]
+    return (f"{provenance(record)} kNN: {knn}.\n\n" + markdown(["embeddings", "comparison", "ours s", "theirs s", "speed-up", "ours peak MB",
+                                                                "theirs peak MB", "memory ratio", "max abs diff"], rows, "llrrrrrrr"))
+
+
+# data side -------------------------------------------------------------------------------------------------
+
+def summarise_data_speed(raw: dict) -> dict:
+    step = statistics.mean(raw["step_seconds"])
+    return {"step_ms": step * 1e3, "augment": [{"name": a["name"], "ms": statistics.mean(a["seconds"]) * 1e3,
+                                                "fraction_of_step": statistics.mean(a["seconds"]) / step} for a in raw["augment"]]}
+
+
+def render_data_speed(record: dict) -> str:
+    s, raw = summarise_data_speed(record["raw"]), record["raw"]
+    decode = markdown(["dataset", "images", "decode s"], [[d["dataset"], d["images"], f"{d['seconds']:.2f}"] for d in raw["decode"]], "lrr")
+    steps = markdown(["on one batch (32×1×105×105)", "ms", "fraction of a training step"],
+                     [["Koch CNN training step", f"{s['step_ms']:.1f}", "1"]] +
+                     [[f"augment `{a['name']}`", f"{a['ms']:.2f}", f"{a['fraction_of_step']:.3f}"] for a in s["augment"]], "lrr")
+    return f"{provenance(record)} Device {raw['device']}.\n\n" + (f"{decode}\n\n" if raw["decode"] else "") + steps
+
+
+SUMMARISE = {"precision": summarise_precision, "frozen_cache": summarise_frozen_cache, "parallel": summarise_parallel,
+             "eval_speed": summarise_eval_speed, "data_speed": summarise_data_speed}
+RENDER = {"precision": render_precision, "frozen_cache": render_frozen_cache, "parallel": render_parallel,
+          "eval_speed": render_eval_speed, "data_speed": render_data_speed}
+
+
+def render(record: dict) -> str:
+    return RENDER[record["benchmark"]](record)
+
+
+def main(paths: list[str]) -> int:
+    if not paths:
+        print("usage: benchmarks/tables.py results/benchmarks/<name>.json [...]", file=sys.stderr)
+        return 2
+    for path in paths:
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"{path}: cannot read a benchmark record ({e}); run the benchmark that writes it", file=sys.stderr)
+            return 2
+        if record.get("benchmark") not in RENDER:
+            print(f"{path}: unknown benchmark {record.get('benchmark')!r}; expected one of {', '.join(RENDER)}", file=sys.stderr)
+            return 2
+        print(render(record) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,125 @@
+"""The benchmarks' records: the README's tables are rendered from the raw figures in results/benchmarks/*.json
+(every ratio a table shows is the ratio of the raw figures beside it), and benchmarks/eval_speed.py's defaults
+stay within a memory bound computed from its parameters (its scikit-learn reference once gathered every
+pair's vectors and was killed at 20k × 512 on a 24 GiB machine). No timing is asserted."""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import eval_speed  # noqa: E402
+import record  # noqa: E402
+import tables  # noqa: E402
+
+
+def write(tmp_path: Path, name: str, raw: dict) -> Path:
+    """Through the benchmarks' own writer (machine, versions, NaN as null), as a benchmark would."""
+    args = argparse.Namespace(out=tmp_path / f"{name}.json", tiny=True)
+    return record.write(name, args, raw, tables.SUMMARISE[name](raw))
+
+
+def rendered_rows(capsys, path: Path, first_header: str) -> list[dict]:
+    """The rows of the markdown table whose first column is `first_header`, as printed by tables.py."""
+    assert tables.main([str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [c.strip() for c in lines[start].strip("|").split(" | ")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip().strip("|").split(" | ")))))
+    return rows
+
+
+def test_parallel_table_ratios_are_ratios_of_the_raw_medians(tmp_path, capsys):
+    runs = lambda *s: [{"seconds": x, "ok": 12, "total": 12, "statuses": ["ok"] * 12} for x in s]  # noqa: E731
+    raw = {"grid": "examples/quickstart.toml", "cores": 2,
+           "variants": [{"name": "in-process", "args": [], "runs": runs(10.0, 14.0, 12.0)},
+                        {"name": "2 workers × 1 thread", "args": ["--workers", "2"], "runs": runs(15.5, 13.0, 20.0)}],
+           "disk_cache": {"grid": "frozen grid", "runs": [{"cold_seconds": 9.0, "warm_seconds": 3.0}, {"cold_seconds": 11.0, "warm_seconds": 4.0}]}}
+    path = write(tmp_path, "parallel", raw)
+    stored = json.loads(path.read_text())
+    assert stored["raw"] == raw and stored["machine"]["cores"] and "torch" in stored["versions"]
+    executors = rendered_rows(capsys, path, "executor")
+    base = statistics.median([10.0, 14.0, 12.0])
+    assert [r["vs in-process"] for r in executors] == ["1.00×", f"{statistics.median([15.5, 13.0, 20.0]) / base:.2f}×"] == ["1.00×", "1.29×"]
+    assert executors[1]["wall s"] == "15.5" and executors[1]["ok cells"] == "36 / 36"
+    cache = {r["frozen grid"]: r["wall s"] for r in rendered_rows(capsys, path, "frozen grid")}
+    assert cache["ratio"] == f"{10.0 / 3.5:.2f}×"
+
+
+def test_precision_table_speed_up_and_differences_come_from_the_cells(tmp_path, capsys):
+    def cell(backbone, precision, seed, samples, wall, auc):
+        return {"backbone": backbone, "precision": precision, "precision_setting": "auto" if precision == "bf16" else "fp32", "seed": seed,
+                "samples": samples, "wall_seconds": wall, "gflop_per_second": samples / wall, "metrics": {"verification_roc_auc": auc,
+                "few_shot_20way_1shot_accuracy": float("nan"), "verification_pairs": 100}}
+    cells = [cell("koch", "fp32", 0, 1280, 8.0, 0.70), cell("koch", "fp32", 1, 1280, 6.0, 0.74),
+             cell("koch", "bf16", 0, 1280, 2.0, 0.69), cell("koch", "bf16", 1, 1280, 3.0, 0.71)]
+    path = write(tmp_path, "precision", {"dataset": "digits", "cells": cells})
+    speed = {r["precision"]: r for r in rendered_rows(capsys, path, "backbone")}
+    fp32, bf16 = np.mean([1280 / 8.0, 1280 / 6.0]), np.mean([1280 / 2.0, 1280 / 3.0])
+    assert speed["fp32"]["speed-up"] == "1.00×" and speed["bf16"]["speed-up"] == f"{bf16 / fp32:.2f}×" == "2.86×"
+    assert speed["bf16"]["img/s"] == f"{bf16:.0f}"
+    metrics = {r["metric (mean over seeds)"]: r for r in rendered_rows(capsys, path, "metric (mean over seeds)")}
+    assert set(metrics) == {"verification_roc_auc"}  # NaN everywhere and counts are not scores
+    assert metrics["verification_roc_auc"]["koch bf16 − fp32 (fp32 seed std)"] == f"{0.70 - 0.72:+.4f} ({np.std([0.70, 0.74], ddof=1):.4f})"
+
+
+def test_eval_speed_and_frozen_cache_tables_divide_the_raw_figures(tmp_path, capsys):
+    run = lambda s, mb, v: {"seconds": s, "peak_mb": mb, "values": {"roc_auc": v}}  # noqa: E731
+    raw = {"knn": "torch", "cases": [{"kind": "random", "n": 60000, "dim": 128, "comparison": "ROC-AUC vs sklearn",
+                                      "ours": [run(4.0, 100.0, 0.75)], "theirs": [run(10.0, 400.0, 0.7500001)]}]}
+    [row] = rendered_rows(capsys, write(tmp_path, "eval_speed", raw), "embeddings")
+    assert (row["embeddings"], row["speed-up"], row["memory ratio"], row["max abs diff"]) == ("random 60k×128", "2.50×", "0.25", "1.0e-07")
+
+    cells = lambda wall, auc: [{"loss": "triplet", "seed": s, "train_wall_seconds": wall, "eval_seconds": 1.0,  # noqa: E731
+                                "metrics": {"verification_roc_auc": auc + s / 10}} for s in range(2)]
+    raw = {"repeats": [{"cached": {"wall_seconds": 20.0, "cells": cells(0.5, 0.8)}, "plain": {"wall_seconds": 100.0, "cells": cells(39.0, 0.8)}}]}
+    rows = {r["sweep"]: r for r in rendered_rows(capsys, write(tmp_path, "frozen_cache", raw), "sweep")}
+    assert rows["ratio"]["wall s (incl. start-up)"] == "5.0×" and rows["ratio"]["train + eval s"] == f"{80.0 / 3.0:.1f}×"
+    assert rows["frozen-feature cache"]["max metric diff"] == "0"
+
+
+def test_tables_refuse_what_is_not_a_benchmark_record(tmp_path, capsys):
+    (tmp_path / "x.json").write_text(json.dumps({"benchmark": "nope"}))
+    assert tables.main([str(tmp_path / "x.json")]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+GIB_24 = 24 * 1024  # the 2-core machine the README's figures come from, in MB
+
+
+def test_eval_speed_defaults_fit_the_machine():
+    args = eval_speed.parser().parse_args([])
+    estimates = {(n, dim, m): eval_speed.peak_estimate_mb(m, n, dim, args.pairs, args.sklearn_chunk_mb)
+                 for n in args.sizes for dim in args.dims for m in ("ours_retrieval", "pml_retrieval", "ours_auc", "sklearn_auc")}
+    data_mb = max(n * dim * 4 for n in args.sizes for dim in args.dims) / 2**20
+    # one child at a time beside the parent: each with the data, the imports (~1 GB) and its peak, well inside 24 GiB
+    assert max(estimates.values()) + 2 * data_mb + 1024 < GIB_24 / 4, estimates
+    # the reference's memory no longer grows with pairs × dim: the case that was killed is bounded by its chunk
+    killed = eval_speed.peak_estimate_mb("sklearn_auc", 20_000, 512, 2_000_000, args.sklearn_chunk_mb)
+    assert killed < 1024 < 3 * 2_000_000 * 512 * 4 / 2**20
+
+
+def test_the_sklearn_reference_stays_under_its_estimate(tmp_path):
+    """The estimate is checked, not assumed: the reference's measured peak (VmHWM above the loaded data) at
+    sizes where gathering every pair's vectors would need 1.8 GB."""
+    n, dim, pairs, chunk_mb = 3000, 512, 300_000, 8
+    x, y = eval_speed.make("clustered", n, dim)
+    assert x.dtype == np.float32
+    np.savez(tmp_path / "e.npz", x=x, y=y)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "eval_speed.py"), "--child", "sklearn_auc", str(tmp_path / "e.npz"),
+                           "--pairs", str(pairs), "--sklearn-chunk-mb", str(chunk_mb)], capture_output=True, text=True, check=True)
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    if not measured["peak_reset"]:
+        pytest.skip("no /proc/self/clear_refs here: the peak would include the imports")
+    assert measured["peak_mb"] <= eval_speed.peak_estimate_mb("sklearn_auc", n, dim, pairs, chunk_mb) < 3 * pairs * dim * 4 / 2**20 / 10
+    assert 0.5 <= measured["values"]["roc_auc"] <= 1
