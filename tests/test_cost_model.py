@@ -55,6 +55,9 @@ def fake(tmp_path, monkeypatch):
         def forward(self, x):
             return self.head(self.trunk(x))
 
+    from bench.builtins import load_builtins
+
+    load_builtins()  # first: the built-ins registered into the patched copy would vanish with it, flag still set
     monkeypatch.setattr(BACKBONES, "_entries", dict(BACKBONES._entries))
     BACKBONES.register("slow_trunk")(lambda: Backbone())
     yield seen
