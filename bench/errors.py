@@ -14,6 +14,21 @@ class UserError(Exception):
     """A problem with what the user gave us (a file, a name, an argument), not a bug in the harness."""
 
 
+ALIASES = {"learning_rate": "lr", "epochs": "max_steps", "steps": "max_steps", "seconds": "max_seconds",
+           "samples": "max_samples", "wd": "weight_decay", "bs": "batch_size", "img_size": "image_size", "size": "image_size"}
+
+
+def did_you_mean(key: str, allowed) -> str:
+    """"did you mean 'lr'? " when `key` is close to one of `allowed`, or to a name users give it elsewhere
+    (`learning_rate` for `lr`; difflib, as the registries' names), else ""."""
+    import difflib
+
+    allowed = [str(a) for a in allowed]
+    names = {a: a for a in allowed} | {alias: target for alias, target in ALIASES.items() if target in allowed}
+    close = difflib.get_close_matches(str(key), list(names), n=1)
+    return f"did you mean {names[close[0]]!r}? " if close else ""
+
+
 def read_text(path: Path, what: str, fix: str) -> str:
     """The UTF-8 text of `path`, or a UserError saying why it cannot be read (missing, a folder, no
     permission, not UTF-8 text) and `fix`."""

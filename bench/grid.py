@@ -16,7 +16,7 @@ import tomllib
 from bench.baselines import with_baseline_per_distance
 from bench.builtins import load_builtins
 from bench.config import HEAD_ARGS, NOT_IDENTITY, SECTIONS, UNTRAINED, Budget, Cell, Grid, ModelConfig, TrainConfig
-from bench.errors import UserError, nonfinite_numbers, read_text
+from bench.errors import UserError, did_you_mean, nonfinite_numbers, read_text
 from bench.eval.definitions import definition
 from bench.plugins import BACKBONES, DATASETS, LOSSES
 from bench.registry import Registry
@@ -52,7 +52,6 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
-    load_builtins()
     bad = nonfinite_numbers(raw)
     if bad:  # checked once for the whole file: a budget, an option, an axis value or a plugin argument
         raise UserError(f"{where}: {bad[0]} is not a finite number — every number in a grid must be finite (use a large finite value)")
@@ -62,6 +61,7 @@ def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
         raise UserError(f"{where}: name = {name!r} must be a non-empty string of letters, digits, '-', '_', '.'")
     sections = {k: _section(raw.get(k, {}), cls, where, k) for k, cls in SECTIONS.items()}
     _check_budget(sections["budget"], where)
+    load_builtins()  # only now: the checks above need no plugin, and importing the built-ins imports torch (seconds)
     axes = _axes(raw.get("axes"), where)
     static = {fam: _plugin_tables(raw.get(fam, {}), fam, axes, where) for fam in FAMILIES}
     excludes = _excludes(raw.get("exclude", []), axes, where)
@@ -104,7 +104,7 @@ def _run_table(table: Any, spec: dict, where: str, name: str) -> dict:
 def _no_unknown(table: dict, allowed, where: str, what: str) -> None:
     for key in table:
         if key not in allowed:
-            raise UserError(f"{where}: unknown key {key!r} in {what}; allowed: {', '.join(allowed)}")
+            raise UserError(f"{where}: unknown key {key!r} in {what}; {did_you_mean(key, allowed)}allowed: {', '.join(allowed)}")
 
 
 def _section(table: Any, cls, where: str, name: str):

@@ -43,24 +43,46 @@ def require_matplotlib():
 
 
 def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = False) -> tuple[dict, dict[str, str]]:
-    """`({stem: Figure}, {stem: why it was not drawn})` for the stems in FIGURES. Configurations are grouped
-    and ranked as in the leaderboard sorted by `metric` (best first); an unknown metric is a UserError."""
+    """`({name: Figure}, {name: why it was not drawn})`, one figure of each stem in FIGURES per comparison group.
+    Lines are grouped and ranked as in the leaderboard sorted by `metric` (best first), and lines of different
+    groups (other test material, or scored another way) never share a figure: with one group the names are the
+    stems, with several `<stem>_group<n>` (n from 1, in the leaderboard's group order), each titled with its
+    group. An unknown metric is a UserError."""
     require_matplotlib()
     frame, groups = ranked(rows, metric)
     if frame.empty:
         raise UserError("no ok rows: nothing to plot — run the grid (or rerun its failed cells) first")
-    labels, subtitle = line_labels(frame)
-    lines = [Line(label, [r for r in g if r.get("status") == "ok"], float(m), float(s))
-             for label, g, m, s in zip(labels, groups, frame[f"{metric}_mean"], frame[f"{metric}_std"])]
-    drawers = {"leaderboard": lambda: leaderboard_bars(lines, metric, subtitle),
-               "roc": lambda: roc_curves(lines, subtitle, log_fpr),
-               "recall_at_k": lambda: recall_at_k(lines, subtitle),
-               "curves": lambda: learning_curves(lines, metric, subtitle)}
+    labels = list(dict.fromkeys(frame["group"]))
     drawn, skipped = {}, {}
-    for stem in FIGURES:
-        figure = drawers[stem]()
-        (skipped if isinstance(figure, str) else drawn)[stem] = figure
+    for n, group in enumerate(labels, start=1):
+        at = [i for i, g in enumerate(frame["group"]) if g == group]
+        part = frame.iloc[at].reset_index(drop=True)
+        names, subtitle = line_labels(part)
+        if len(labels) > 1:
+            subtitle = f"comparison group {n} of {len(labels)}: {group}" + (f" — {subtitle}" if subtitle else "")
+        lines = [Line(name, [r for r in groups[i] if r.get("status") == "ok"], float(m), float(s))
+                 for name, i, m, s in zip(names, at, part[f"{metric}_mean"], part[f"{metric}_std"])]
+        drawers = {"leaderboard": lambda: leaderboard_bars(lines, metric, subtitle),
+                   "roc": lambda: roc_curves(lines, subtitle, log_fpr),
+                   "recall_at_k": lambda: recall_at_k(lines, subtitle),
+                   "curves": lambda: learning_curves(lines, metric, subtitle)}
+        for stem in FIGURES:
+            figure = drawers[stem]()
+            name = stem if len(labels) == 1 else f"{stem}_group{n}"
+            (skipped if isinstance(figure, str) else drawn)[name] = figure
     return drawn, skipped
+
+
+def figure_files(folder) -> list:
+    """The PNGs `figures` may have written in `folder`, in FIGURES order and then group order."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    found = []
+    for stem in FIGURES:
+        found += [p for p in [folder / f"{stem}.png"] if p.is_file()]
+        found += sorted(folder.glob(f"{stem}_group*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem.rsplit("_group", 1)[1]) or 0))
+    return found
 
 
 def line_labels(frame) -> tuple[list[str], str]:

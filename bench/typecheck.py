@@ -8,6 +8,7 @@ import typing
 import warnings
 from typing import Any, Callable, Literal, Union
 
+from bench.errors import did_you_mean
 from bench.registry import PluginWarning
 
 
@@ -57,7 +58,7 @@ def check_call_args(factory: Callable, args: dict, where: str, skip: tuple[str, 
     allowed = [n for n, p in params.items() if p.kind is not p.VAR_KEYWORD]
     for key, value in args.items():
         if key not in allowed and not takes_kwargs:
-            raise ValueError(f"{where}: unknown argument {key!r}; it takes {', '.join(allowed) or 'no arguments'}")
+            raise ValueError(f"{where}: unknown argument {key!r}; {did_you_mean(key, allowed)}it takes {', '.join(allowed) or 'no arguments'}")
         annotation = hints.get(key, inspect.Parameter.empty)
         if not matches(value, annotation):
             raise ValueError(f"{where}: argument {key!r} = {value!r} should be {type_name(annotation)}")

@@ -167,10 +167,47 @@ def render_data_speed(record: dict) -> str:
     return f"{provenance(record)} Device {raw['device']}.\n\n" + (f"{decode}\n\n" if raw["decode"] else "") + steps
 
 
+# threads ---------------------------------------------------------------------------------------------------
+
+def summarise_threads(raw: dict) -> dict:
+    """Per cell kind (backbone, freeze, precision) and metric: the paired difference (threads B − threads A, by seed),
+    its mean, std and paired t-test p, beside the seed-to-seed std at each thread count: a shift well outside the
+    paired spread is systematic; paired differences the size of the seed spread, centred on 0, are chaotic noise."""
+    from scipy.stats import ttest_rel
+
+    a, b = raw["threads"]
+    cells = pd.DataFrame([c for c in raw["cells"] if c["status"] == "ok"])
+    out = []
+    for (backbone, freeze, precision), kind in cells.groupby(["backbone", "freeze", "precision"], sort=False):
+        for metric in raw["metrics"]:
+            value = kind.assign(value=[c.get(metric) for c in kind["metrics"]]).dropna(subset=["value"])
+            pivot = value.pivot_table(index="seed", columns="threads", values="value").dropna()
+            if a not in pivot or b not in pivot or len(pivot) < 2:
+                continue
+            diff = pivot[b] - pivot[a]
+            p = float(ttest_rel(pivot[b], pivot[a]).pvalue) if diff.std() > 0 else (1.0 if diff.mean() == 0 else 0.0)
+            out.append({"backbone": backbone, "freeze": freeze, "precision": precision, "metric": metric, "seeds": len(pivot),
+                        "mean_a": float(pivot[a].mean()), "mean_b": float(pivot[b].mean()), "diff_mean": float(diff.mean()),
+                        "diff_std": float(diff.std()), "p": p, "seed_std_a": float(pivot[a].std()), "seed_std_b": float(pivot[b].std()),
+                        "identical": bool((diff == 0).all())})
+    return {"threads": [a, b], "rows": out}
+
+
+def render_threads(record: dict) -> str:
+    s = summarise_threads(record["raw"])
+    a, b = s["threads"]
+    rows = [[r["backbone"], r["freeze"], r["precision"], r["metric"], str(r["seeds"]), f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}",
+             f"{r['diff_mean']:+.4f} ± {r['diff_std']:.4f}", "identical" if r["identical"] else f"{r['p']:.2g}",
+             f"{r['seed_std_a']:.4f} / {r['seed_std_b']:.4f}"] for r in s["rows"]]
+    table = markdown(["backbone", "freeze", "precision", "metric", "seeds", f"{a} thread(s)", f"{b} threads",
+                      f"{b} − {a}, paired (mean ± std)", "paired p", "seed std"], rows, "llllrrrrrr")
+    return provenance(record) + "\n\n" + table
+
+
 SUMMARISE = {"precision": summarise_precision, "frozen_cache": summarise_frozen_cache, "parallel": summarise_parallel,
-             "eval_speed": summarise_eval_speed, "data_speed": summarise_data_speed}
+             "eval_speed": summarise_eval_speed, "data_speed": summarise_data_speed, "threads": summarise_threads}
 RENDER = {"precision": render_precision, "frozen_cache": render_frozen_cache, "parallel": render_parallel,
-          "eval_speed": render_eval_speed, "data_speed": render_data_speed}
+          "eval_speed": render_eval_speed, "data_speed": render_data_speed, "threads": render_threads}
 
 
 def render(record: dict) -> str:

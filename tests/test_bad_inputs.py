@@ -29,13 +29,14 @@ def edit(old: str, new: str) -> str:
 GRIDS = {
     "malformed TOML": (GOOD.replace("[budget]", "[budget"), "not valid TOML"),
     "unknown top-level key": ("learning_rate = 0.1\n" + GOOD, "unknown key 'learning_rate' in top level; allowed:"),
-    "unknown section key": (edit("max_steps = 1", "max_steps = 1\nmax_epochs = 2"), "unknown key 'max_epochs' in [budget]; allowed: max_steps"),
+    "a typo of a [train] key": (GOOD + "\n[train]\nlerning_rate = 0.1\n", "unknown key 'lerning_rate' in [train]; did you mean 'lr'? allowed:"),
+    "unknown section key": (edit("max_steps = 1", "max_steps = 1\nmax_epochs = 2"), "unknown key 'max_epochs' in [budget]; did you mean 'max_steps'? allowed: max_steps"),
     "unknown backbone": (edit('["timm/resnet10t"]\nloss', '["kosh"]\nloss'), "unknown backbone 'kosh': did you mean koch?"),
     "unknown timm model": (GOOD.replace("resnet10t", "resnet10x"), "unknown timm model 'resnet10x': did you mean timm/resnet10t"),
     "unknown loss": (edit('["triplet"]', '["triplets"]'), "unknown loss 'triplets': did you mean triplet?"),
     "unknown pml loss": (edit('["triplet"]', '["pml/MultiSimilarity"]'), "unknown pytorch-metric-learning loss 'MultiSimilarity': did you mean pml/MultiSimilarityLoss"),
     "unknown dataset": (edit('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["digit"]'), "unknown dataset 'digit': did you mean digits?"),
-    "wrong plugin argument name": (edit("image_size = 32", "img_size = 32"), "unknown argument 'img_size'; it takes embed_dim, pretrained, image_size"),
+    "wrong plugin argument name": (edit("image_size = 32", "img_size = 32"), "unknown argument 'img_size'; did you mean 'image_size'? it takes embed_dim, pretrained, image_size"),
     "wrong plugin argument type": (edit("image_size = 32", 'image_size = "32"'), "argument 'image_size' = '32' should be int"),
     "plugin argument the plugin rejects": (GOOD + '\n[loss.triplet]\nmargin = "wide"\n', "argument 'margin' = 'wide' should be float"),
     "arguments for a plugin not in the grid": (GOOD + "\n[backbone.koch]\nimage_size = 65\n", "sets arguments for a backbone not in axes.backbone"),
@@ -333,3 +334,19 @@ def test_plugins_that_break_their_protocol(change, expected, bad_plugins, tmp_pa
     (tmp_path / "grid.toml").write_text(text)
     code, err = run(tmp_path, monkeypatch, capsys, ["--plugin", "bad_plugins_mod", "run", "--grid", "grid.toml"][2:] + ["--plugin", "bad_plugins_mod"])
     assert_one_line_exit_2(code, err, expected, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_grid_typo_is_reported_before_torch_is_imported(tmp_path, command):
+    """A mistyped key in a section is found by the grid's own checks, which need no plugin: the error must not
+    wait for torch and the built-in plugins to import (seconds on a small machine)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "g.toml").write_text(GOOD + "\n[train]\nlerning_rate = 0.1\n")
+    args = ["--grid", "g.toml"] if command == "run" else ["g.toml"]
+    probe = ("import sys\nfrom bench.cli import main\ncode = main([" + ", ".join(repr(a) for a in [command, *args]) + "])\n"
+             "print(code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
+    assert "did you mean 'lr'?" in proc.stderr

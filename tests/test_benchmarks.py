@@ -123,3 +123,21 @@ def test_the_sklearn_reference_stays_under_its_estimate(tmp_path):
         pytest.skip("no /proc/self/clear_refs here: the peak would include the imports")
     assert measured["peak_mb"] <= eval_speed.peak_estimate_mb("sklearn_auc", n, dim, pairs, chunk_mb) < 3 * pairs * dim * 4 / 2**20 / 10
     assert 0.5 <= measured["values"]["roc_auc"] <= 1
+
+
+def test_threads_table_pairs_by_seed_against_a_paired_t_test(tmp_path, capsys):
+    from scipy.stats import ttest_rel
+
+    def cell(threads, seed, auc, precision="fp32"):
+        return {"cell_id": f"c{seed}{precision}", "backbone": "conv4", "freeze": "none", "precision": precision, "seed": seed,
+                "threads": threads, "status": "ok", "steps": 10, "run_seconds": 1.0, "metrics": {"verification_roc_auc": auc}}
+    one, two = [0.80, 0.70, 0.75, 0.78], [0.83, 0.72, 0.79, 0.80]  # a shift of about +0.03 on every seed
+    cells = [cell(1, s, v) for s, v in enumerate(one)] + [cell(2, s, v) for s, v in enumerate(two)]
+    cells += [cell(1, s, 0.6, "bf16") for s in range(3)] + [cell(2, s, 0.6, "bf16") for s in range(3)]  # no difference at all
+    path = write(tmp_path, "threads", {"steps": 10, "seeds": 4, "threads": [1, 2], "metrics": ["verification_roc_auc"], "cells": cells})
+    rows = {r["precision"]: r for r in rendered_rows(capsys, path, "backbone")}
+    diff = np.subtract(two, one)
+    assert rows["fp32"]["2 − 1, paired (mean ± std)"] == f"{diff.mean():+.4f} ± {diff.std(ddof=1):.4f}"
+    assert rows["fp32"]["paired p"] == f"{ttest_rel(two, one).pvalue:.2g}"
+    assert rows["fp32"]["seed std"] == f"{np.std(one, ddof=1):.4f} / {np.std(two, ddof=1):.4f}"
+    assert rows["bf16"]["paired p"] == "identical"

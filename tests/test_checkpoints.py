@@ -153,7 +153,7 @@ def test_a_checkpoints_threshold_distance_and_metrics_are_those_of_its_own_weigh
         capsys.readouterr()
         assert main(["verify", str(folder), str(a), str(b)]) == 0
         out = capsys.readouterr().out
-        assert out.startswith("l1 distance ") and float(out.split()[2]) == pytest.approx(test_dist[k], abs=max(tol, 1e-6))  # printed to 6 decimals
+        assert out.startswith(f"{a} vs {b}: l1 distance ") and float(out.split("distance ")[1].split()[0]) == pytest.approx(test_dist[k], abs=max(tol, 1e-6))  # printed to 6 decimals
         assert out.rstrip().endswith("same" if test_dist[k] <= threshold else "different"), out
 
 
@@ -184,9 +184,14 @@ def test_verify_decides_at_the_validation_threshold(trained, monkeypatch, capsys
     assert main(["verify", folder, "images/class00/0.png", "images/class00/1.png"]) == 0
     out = capsys.readouterr().out
     threshold = row["metrics"]["verification_val_threshold"]
-    assert f"threshold {threshold:.6f}" in out and ("same" in out or "different" in out)
+    assert out.startswith("images/class00/0.png vs images/class00/1.png: ")  # which files
+    assert f"threshold {threshold:.6f} (the checkpoint's validation threshold)" in out and ("same" in out or "different" in out)
     distance = float(out.split("distance ")[1].split()[0])
     assert ("same" in out) == (distance <= threshold)
+    for stricter, decision in ((distance / 2, "different"), (distance * 2, "same")):  # an operating point of one's own
+        assert main(["verify", folder, "images/class00/0.png", "images/class00/1.png", "--threshold", str(stricter)]) == 0
+        assert capsys.readouterr().out.rstrip().endswith(f"(--threshold): {decision}")
+    assert main(["verify", folder, "images/class00/0.png", "images/class00/1.png", "--threshold", "nan"]) == 2
 
 
 def test_a_changed_weight_file_fails_its_hash_check(trained, tmp_path, monkeypatch, capsys):

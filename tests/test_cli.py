@@ -158,6 +158,12 @@ def test_validate_prints_cells_and_ls_lists_plugins(tmp_path, cli):
     (tmp_path / "freeze.toml").write_text(freeze)
     proc = cli("validate", "freeze.toml", cwd=tmp_path)
     assert proc.returncode == 0 and "model.freeze" in proc.stdout  # every axis that varies is a column
+    wide = freeze.replace('seed = [0, 1]', 'seed = [0, 1]\n"train.weight_decay" = [0.0, 0.0001]\n"eval.distance" = ["cosine", "euclidean"]\n'
+                                           '"train.schedule" = ["constant", "cosine"]')
+    (tmp_path / "wide.toml").write_text(wide)
+    proc = cli("validate", "wide.toml", cwd=tmp_path)
+    for name in ("backbone_args.image_size", "backbone_args.embed_dim", "train.weight_decay", "eval.distance", "train.schedule"):
+        assert name in proc.stdout, name  # whole option names, never "backbone_ar…"
     proc = cli("ls", "backbones", "timm/resnet1*", cwd=tmp_path)
     assert proc.returncode == 0 and "timm/resnet10t" in proc.stdout and "timm/resnet18" in proc.stdout
     proc = cli("ls", "losses", cwd=tmp_path)

@@ -12,6 +12,7 @@ from scipy import stats
 
 from bench.errors import UserError
 from bench.leaderboard import markdown, table
+from bench.leaderboard.verdicts import signed
 
 
 def row(backbone, loss, seed, auc, r1=0.5, *, dataset="toy", status="ok", steps=100, stopped_by="budget", loss_args=None, **extra):
@@ -157,6 +158,13 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
 
 
+def _rows(text: str) -> list[dict]:
+    """The body rows of the (one) markdown table, as {header: cell}."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    header = _cells(lines[0])
+    return [dict(zip(header, _cells(ln))) for ln in lines[2:]]
+
+
 def test_markdown_shows_mean_std_and_escapes_pipes():
     rows = [row("res|net", "triplet", s, A_AUC[s], A_R1[s], dataset="a|b") for s in range(3)]
     rows.append(row("solo", "contrastive", 0, 0.5, 0.25, dataset="a|b"))  # the same data: one table
@@ -236,10 +244,18 @@ def test_vs_best_is_welchs_test_against_the_best_mean():
     assert p_near >= 0.05 and p_far < 0.05  # the fixed numbers fall on both sides of the line
     assert got["near"]["vs_best_p"] == pytest.approx(p_near, rel=1e-9)
     assert got["far"]["vs_best_p"] == pytest.approx(p_far, rel=1e-9)
-    assert got["near"]["vs_best"] == f"≈ best (p={p_near:.2g})" == "≈ best (p=0.056)"
-    assert got["far"]["vs_best"] == f"below (p={p_far:.2g})"
-    text = markdown(table(grid(samples)))
-    assert "vs best (Welch, 95%)" in text and "Welch's two-sided t-test" in text and "p ≥ 0.05" in text
+    holm = [min(1.0, 2 * min(p_near, p_far)), max(min(1.0, 2 * min(p_near, p_far)), max(p_near, p_far))]
+    assert (got["near"]["vs_best"], got["far"]["vs_best"]) == (("tied", "below") if holm[1] >= 0.05 else ("below", "below"))
+    assert got["far"]["vs_best_p_holm"] == pytest.approx(holm[0]) and got["near"]["vs_best_p_holm"] == pytest.approx(holm[1])
+    assert got["near"]["vs_best_test"] == "Welch"
+    frame = table(grid(samples))
+    text = markdown(frame)
+    cells = {c["backbone"]: c for c in _rows(text)}
+    assert cells["near"]["vs best (Holm)"] == f"tied (Welch, p_Holm={holm[1]:.2g})" == "tied (Welch, p_Holm=0.056)"
+    assert cells["far"]["vs best (Holm)"] == f"below (Welch, p_Holm={holm[0]:.2g})"
+    low, high = stats.ttest_ind(samples["near"], samples["best"], equal_var=False).confidence_interval(0.95)
+    assert cells["near"]["Δ vs best [95%]"] == f"{signed(np.mean(samples['near']) - np.mean(samples['best']))} [{signed(low)}, {signed(high)}]"
+    assert "Holm's method" in text and "*Welch*" in text and "**Verdict**" in text and "tied with it" in text
 
 
 def test_vs_best_follows_a_lower_is_better_metric():
@@ -247,7 +263,7 @@ def test_vs_best_follows_a_lower_is_better_metric():
     got = by_backbone(table(grid(samples, "verification_eer"), metric="verification_eer"))
     assert got["low"]["vs_best"] == "best"
     assert got["high"]["vs_best_p"] == pytest.approx(welch_by_hand(samples["low"], samples["high"]), rel=1e-9)
-    assert got["high"]["vs_best"].startswith("below (p=")
+    assert got["high"]["vs_best"] == "below" and got["high"]["vs_best_delta"] > 0  # line − best: higher error
 
 
 @pytest.mark.filterwarnings("error")  # scipy's "precision loss" warning on a constant sample is silenced on purpose
@@ -255,8 +271,8 @@ def test_vs_best_without_variance():
     samples = {"best": [0.9, 0.9], "same": [0.9, 0.9, 0.9], "lower": [0.8, 0.8], "varies": [0.7, 0.85]}
     got = by_backbone(table(grid(samples)))
     assert got["best"]["vs_best"] == "best"  # first of the tied means, as the stable sort ranks it
-    assert (got["same"]["vs_best"], got["same"]["vs_best_p"]) == ("≈ best (no variance)", 1.0)
-    assert (got["lower"]["vs_best"], got["lower"]["vs_best_p"]) == ("below (no variance)", 0.0)
+    assert (got["same"]["vs_best"], got["same"]["vs_best_test"], got["same"]["vs_best_p"]) == ("tied", "no variance", 1.0)
+    assert (got["lower"]["vs_best"], got["lower"]["vs_best_test"], got["lower"]["vs_best_p"]) == ("below", "no variance", 0.0)
     # one constant sample: Welch's test is defined (only the other variance counts)
     assert got["varies"]["vs_best_p"] == pytest.approx(welch_by_hand(samples["best"], samples["varies"]), rel=1e-9)
 
@@ -266,11 +282,11 @@ def test_one_seed_is_untested_even_when_it_ranks_first():
             error_row("broken", "triplet", 0)]
     frame = table(rows)
     assert list(frame["backbone"]) == ["lucky", "best", "near", "broken"]  # still sorted by the mean
-    assert list(frame["vs_best"]) == ["1 seed: untested", "best", "≈ best (p=0.056)", "—"]
+    assert list(frame["vs_best"]) == ["1 seed: untested", "best", "tied", "—"]
     assert math.isnan(frame["vs_best_p"][0])
     lines = [ln for ln in markdown(frame).splitlines() if ln.startswith("|")]
     header = _cells(lines[0])
-    assert dict(zip(header, _cells(lines[2])))["vs best (Welch, 95%)"] == "1 seed: untested"
+    assert dict(zip(header, _cells(lines[2])))["vs best (Holm)"] == "1 seed: untested"
 
 
 def test_a_plain_grid_keeps_todays_columns():
@@ -478,6 +494,9 @@ def test_csv_holds_the_leaderboard_frame(tmp_path, monkeypatch, capsys):
     assert np.allclose(got["recall_at_1_mean"], expected["recall_at_1_mean"], equal_nan=True)
     assert np.allclose(got["verification_roc_auc_std"], expected["verification_roc_auc_std"], equal_nan=True)
     assert got["others"].fillna("").tolist() == expected["others"].tolist()
+    text = (tmp_path / "out" / "board.csv").read_text()
+    assert "—" not in text and "[]" not in text  # missing values are empty cells
+    assert got["vs_best_test"].isna().any() and (expected["vs_best_test"] == "—").any()
     code, err = board(tmp_path, monkeypatch, capsys, "r.jsonl", "--out", "o.md", "--csv", "out")  # a folder: nothing written
     assert code == 2 and "out: is a folder — give a file path to --csv" in err and not (tmp_path / "o.md").exists()
 

@@ -220,3 +220,28 @@ def test_missing_matplotlib_names_the_install(tmp_path, monkeypatch, capsys):
     code, _, err = plot(tmp_path, monkeypatch, capsys, "r.jsonl")
     assert code == 2 and len(err.splitlines()) == 1 and "pip install 'metric-bench[plot]'" in err, err
     assert not (tmp_path / "r_plots").exists()
+
+
+def test_lines_of_different_comparison_groups_never_share_a_figure(tmp_path, monkeypatch, capsys):
+    """Two datasets are two comparison groups: each gets its own figures, titled with its group, holding only its
+    own lines; the leaderboard links every one, and a redraw with one group removes the per-group files."""
+    other = [{**r, "cell_id": r["cell_id"] + "-hard", "config": {**r["config"], "dataset": "hard"}} for r in ROWS[:5]]
+    (tmp_path / "results").mkdir()
+    write(tmp_path / "results" / "grid.jsonl", ROWS + other)
+    code, out, err = plot(tmp_path, monkeypatch, capsys, "results/grid.jsonl")
+    assert code == 0, err
+    folder = tmp_path / "results" / "grid_plots"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}_group{n}.png" for s in FIGURES for n in (1, 2))
+    assert "bench leaderboard results/grid.jsonl" in err  # the command that links them
+    drawn, _ = figures(ROWS + other)
+    for n, dataset, count in ((1, "toy", 3), (2, "hard", 2)):
+        axes = drawn[f"leaderboard_group{n}"].axes[0]
+        assert f"comparison group {n} of 2: dataset = {dataset}" in axes.get_title()
+        assert len(axes.patches) == count  # its own lines' bars only
+        assert len(drawn[f"roc_group{n}"].axes[0].get_legend().get_texts()) == count + 1  # + chance
+    assert main(["leaderboard", "results/grid.jsonl"]) == 0
+    text = (tmp_path / "results" / "grid.md").read_text()
+    assert "grid_plots/leaderboard_group1.png" in text and "grid_plots/curves_group2.png" in text
+    write(tmp_path / "results" / "grid.jsonl", ROWS)
+    assert plot(tmp_path, monkeypatch, capsys, "results/grid.jsonl")[0] == 0
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{stem}.png" for stem in FIGURES)

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the leaderboard's full table (every column, unrounded) as CSV")
     board.set_defaults(func=cmd_leaderboard)
 
+    from bench.cli.effects import add_parser as add_effects_parser
     from bench.cli.evaluate import add_parser as add_evaluate_parser
 
     add_evaluate_parser(sub, common)
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.cli.plot import add_parser as add_plot_parser
 
     add_plot_parser(sub, common)
+    add_effects_parser(sub, common)
 
     add_model_parsers(sub, common)
     return parser
@@ -103,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from bench.grid import load_grid
-    from bench.run.runner import RunOptions, run_grid
 
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")
@@ -112,6 +113,8 @@ def cmd_run(args) -> int:
     if args.metric is not None and ((d := definition(args.metric)) is None or d.direction == "none"):
         raise UserError(f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)")
     grid = load_grid(args.grid)
+    from bench.run.runner import RunOptions, run_grid  # after the grid's checks: it imports torch and the training code
+
     metric = args.metric or (grid.search.metric if grid.search else "verification_roc_auc")
     results = args.results or Path("results") / f"{grid.name}.jsonl"
     check_output_file(results, "--results")  # before any training: the rows and the leaderboard must land
@@ -134,7 +137,7 @@ def cmd_run(args) -> int:
     failed = [r for r in rows if r.get("status") != "ok"]
     for r in failed:
         console.print(f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}", highlight=False)
-    _write_leaderboard(rows, metric, results.with_suffix(".md"), title=grid.name)
+    _write_leaderboard(rows, metric, results.with_suffix(".md"), title=grid.name, sources=[results])
     return _run_exit_code(grid, rows, results)
 
 
@@ -161,10 +164,11 @@ def _run_exit_code(grid, rows: list[dict], results: Path) -> int:
 
 def cmd_validate(args) -> int:
     from bench.grid import load_grid
-    from bench.leaderboard import flatten
-    from bench.run.runner import preflight
 
     grid = load_grid(args.grid)
+    from bench.leaderboard import flatten  # after the grid's own checks, as in `bench run`
+    from bench.run.runner import preflight
+
     search = None
     if grid.search is not None:
         from bench.search.study import Search
@@ -175,11 +179,13 @@ def cmd_validate(args) -> int:
     varying = [k for k in dict.fromkeys(k for f in flat for k in f) if len({json.dumps(f.get(k)) for f in flat}) > 1]
     columns = ["backbone", "loss", "dataset", "seed"] + [k for k in varying if k not in ("backbone", "loss", "dataset", "seed")]
     table = Table(title=f"{grid.name}: {len(grid.cells)} cells ({grid.excluded} excluded); every check `bench run` makes passed")
-    for col in ("cell_id", *columns):
-        table.add_column(col)
-    for cell, f in zip(grid.cells, flat):
-        table.add_row(cell.cell_id, *(escape(str(f.get(k, "—"))) for k in columns))
-    Console(width=max(Console().width, 160)).print(table)
+    cells = [[cell.cell_id, *(str(f.get(k, "—")) for k in columns)] for cell, f in zip(grid.cells, flat)]
+    widths = [max(len(col), *(len(c[i]) for c in cells)) for i, col in enumerate(("cell_id", *columns))]
+    for col, width in zip(("cell_id", *columns), widths):
+        table.add_column(col, min_width=len(col), no_wrap=True)  # whole option names: a truncated one says nothing
+    for c in cells:
+        table.add_row(*map(escape, c))
+    Console(width=max(Console().width, 160, sum(w + 3 for w in widths) + 1)).print(table)
     if search is not None:
         _print_search(search)
     return 0
@@ -233,25 +239,29 @@ def cmd_leaderboard(args) -> int:
     title = args.results[0].stem if len(args.results) == 1 else " + ".join(p.stem for p in args.results)
     from bench.leaderboard import default_metric
 
-    _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv)  # a search file: its metric, as `bench run`
+    _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv, sources=args.results)  # a search file: its metric, as `bench run`
     return 0
 
 
-def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv: Path | None = None) -> None:
+def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv: Path | None = None,
+                       sources: list[Path] = ()) -> None:
     """The markdown (the table, the cells that are not ok, links to `bench plot`'s PNGs when they exist
-    in `<out stem>_plots/` beside it) and, with `csv`, the frame as CSV; nothing is written on a bad metric."""
-    from bench.leaderboard import failures, markdown, plot_links, table
-    from bench.plots import FIGURES
+    in `<out stem>_plots/` beside it) and, with `csv`, the frame as CSV; nothing is written on a bad metric.
+    The rows' per-item files are read from beside `sources` (the results files), for paired comparisons."""
+    from bench.report.rows import items_loader
 
-    frame = table(rows, metric)  # an unknown or direction-less --metric is a UserError from check_metric
+    from bench.leaderboard import csv_frame, failures, markdown, plot_links, table
+    from bench.plots import figure_files
+
+    frame = table(rows, metric, items_loader(sources) if sources else None)  # an unknown or direction-less --metric is a UserError
     plots = out.parent / f"{out.stem}_plots"
-    pngs = [f"{plots.name}/{name}.png" for name in FIGURES if (plots / f"{name}.png").is_file()]
+    pngs = [f"{plots.name}/{p.name}" for p in figure_files(plots)]
     text = "\n".join(part for part in (markdown(frame, metric, title), failures(rows), plot_links(pngs)) if part)
     for path in (out, csv) if csv else (out,):
         path.parent.mkdir(parents=True, exist_ok=True)  # check_output_file allowed folders that do not exist yet
     out.write_text(text)
     if csv:
-        frame.to_csv(csv, index=False)
+        csv_frame(frame).to_csv(csv, index=False)
     print(text)
     console.print(f"leaderboard written to {out}" + (f" and {csv}" if csv else ""), highlight=False)
 

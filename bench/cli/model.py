@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from bench.errors import UserError, check_output_file
@@ -31,6 +32,8 @@ def add_parser(sub, common) -> None:
     v.add_argument("b", type=Path, metavar="B.png")
     v.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     v.add_argument("--max-pixels", type=int, metavar="N", help="decompression-bomb limit in pixels (default: the checkpoint's dataset's max_pixels)")
+    v.add_argument("--threshold", type=float, metavar="T", help="decide at this distance instead of the checkpoint's validation threshold "
+                   "(a smaller one is a stricter operating point: fewer false accepts)")
     v.set_defaults(func=cmd_verify)
 
 
@@ -138,16 +141,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from bench.eval.knn import distances
     from bench.run.checkpoint import load_checkpoint
 
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise UserError(f"--threshold {args.threshold}: not a finite number — give a distance, e.g. --threshold 0.35")
     loaded = load_checkpoint(args.checkpoint)
     for f in (args.a, args.b):
         if not f.is_file():
             raise UserError(f"{f}: no such image — give two image files")
     emb = embed_files(loaded, [args.a, args.b], torch.device(args.device), max_pixels=args.max_pixels)
     d = float(distances(emb[:1], emb[1:], loaded.distance)[0, 0])
-    if loaded.threshold is None:
-        print(f"{loaded.distance} distance {d:.6f}; this checkpoint has no validation threshold (its cell had no validation split), so no same/different decision")
+    pair = f"{args.a} vs {args.b}: {loaded.distance} distance {d:.6f}"
+    if args.threshold is not None:
+        threshold, source = args.threshold, "--threshold"
+    elif loaded.threshold is not None:
+        threshold, source = loaded.threshold, "the checkpoint's validation threshold"
     else:
-        decision = "same" if d <= loaded.threshold else "different"
-        print(f"{loaded.distance} distance {d:.6f} ≤ threshold {loaded.threshold:.6f}: {decision}" if decision == "same"
-              else f"{loaded.distance} distance {d:.6f} > threshold {loaded.threshold:.6f}: {decision}")
+        print(f"{pair}; this checkpoint has no validation threshold (its cell had no validation split), so no same/different "
+              "decision — give one with --threshold")
+        return 0
+    decision = "same" if d <= threshold else "different"
+    print(f"{pair} {'≤' if decision == 'same' else '>'} threshold {threshold:.6f} ({source}): {decision}")
     return 0

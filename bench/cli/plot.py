@@ -42,6 +42,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     drawn, skipped = plots.figures(rows, args.metric or default_metric(rows), args.log_fpr)  # an unknown --metric fails here, before any file
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in plots.figure_files(out):  # an earlier drawing's figures (e.g. of groups that no longer exist)
+            stale.unlink()
         for stem, figure in drawn.items():
             figure.savefig(out / f"{stem}.png", dpi=120, bbox_inches="tight")
     except OSError as exc:
@@ -51,7 +53,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         print(out / f"{stem}.png")
     for stem, why in skipped.items():
         console.print(f"{stem}.png: not drawn — {why}", highlight=False, soft_wrap=True)
-    if out.name.endswith("_plots"):  # the folder a leaderboard markdown beside it looks for
-        console.print(f"{out.parent / out.name.removesuffix('_plots')}.md links these plots when `bench leaderboard` writes it",
-                      highlight=False, soft_wrap=True)
+    markdown = out.parent / f"{out.name.removesuffix('_plots')}.md"
+    if out.name.endswith("_plots"):  # the folder a leaderboard markdown beside it links
+        files = " ".join(map(str, args.results))
+        console.print(f"to link these plots from {markdown}, run: bench leaderboard {files}"
+                      + (f" --out {markdown}" if len(args.results) > 1 or markdown != args.results[0].with_suffix(".md") else "")
+                      + (f" --metric {args.metric}" if args.metric else ""), highlight=False, soft_wrap=True)
     return 0

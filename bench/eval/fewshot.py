@@ -11,13 +11,15 @@ import torch
 
 from bench.errors import UserError
 from bench.eval.knn import check_distance
+from bench.items import material_digest
 
 WITHIN_GROUP_STREAM = 1  # within-group episodes draw from default_rng([1, seed]), the all-classes ones from default_rng(seed)
 
 
 def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, n_way: int = 20,
                       k_shot: int = 1, episodes: int = 1000, seed: int = 0, *,
-                      gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None) -> dict:
+                      gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
+                      items: dict | None = None) -> dict:
     """`few_shot_<n>way_<k>shot_accuracy`: each episode draws n_way classes among those with at least
     k_shot + 1 images, then k_shot support images and one query image per class (all distinct). With a
     gallery, a class qualifies with k_shot gallery images and one query; support is drawn from the gallery,
@@ -26,7 +28,8 @@ def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: 
     rule; with k_shot = 1, the one image per class; ties go to the first-drawn class). The value is the mean
     over episodes of the fraction of the n_way queries assigned correctly; `_stderr` is the standard error
     of that mean over episodes. NaN, with `few_shot_note` saying why and `few_shot_classes` how many
-    classes qualified, when fewer than n_way classes qualify."""
+    classes qualified, when fewer than n_way classes qualify. `items`, when given, receives the episodes'
+    correct counts (see `_scored`), unless the accuracy is NaN."""
     check_distance(distance)
     name = f"few_shot_{n_way}way_{k_shot}shot"
     pools = class_pools(labels, k_shot, gallery_labels)
@@ -39,12 +42,13 @@ def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: 
         return nan | out | {"few_shot_note": f"{len(pools)} classes have {need}, a {n_way}-way episode needs {n_way} "
                                               "— lower n_way (--n-way) or k_shot"}
     support, query, _ = draw_episodes(pools, n_way, k_shot, episodes, np.random.default_rng(seed))
-    return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_note")
+    return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_note", items)
 
 
 def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | np.ndarray, group_name: str,
                                    distance: str, n_way: int = 20, k_shot: int = 1, episodes: int = 1000, seed: int = 0, *,
-                                   gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None) -> dict:
+                                   gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
+                                   items: dict | None = None) -> dict:
     """`few_shot_<n>way_<k>shot_within_<group_name>_accuracy`: as `few_shot_accuracy`, but each episode's
     n_way classes all share one value of `groups` (one hashable value per query embedding, e.g. Omniglot's
     alphabet; a class is in the group of its queries). Each episode first picks a group **uniformly among the
@@ -52,7 +56,8 @@ def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tenso
     alphabet counts as much as a large one; then n_way of its classes uniformly, then images as
     `draw_episodes` does. The episodes come from a random stream of their own (`WITHIN_GROUP_STREAM`), so
     the all-classes figures are the same with or without groups. `few_shot_within_<group_name>_groups`
-    counts the qualifying groups; NaN with `few_shot_within_note` when none qualifies."""
+    counts the qualifying groups; NaN with `few_shot_within_note` when none qualifies. `items` as in
+    `few_shot_accuracy`."""
     check_distance(distance)
     codes = group_codes(groups, labels, group_name)
     name = f"few_shot_{n_way}way_{k_shot}shot_within_{group_name}"
@@ -70,14 +75,23 @@ def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tenso
                                                      "— lower n_way (--n-way) or k_shot"}
     rng = np.random.default_rng([WITHIN_GROUP_STREAM, seed])
     support, query, _ = draw_group_episodes(pools, pool_groups, n_way, k_shot, episodes, rng)
-    return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_within_note")
+    return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_within_note", items)
 
 
-def _scored(embeddings, gallery, support, query, episodes: int, k_shot: int, distance: str, name: str, note: str) -> dict:
-    """Mean accuracy over the drawn episodes and its standard error (support from the gallery when there is one)."""
+def _scored(embeddings, gallery, support, query, episodes: int, k_shot: int, distance: str, name: str, note: str,
+            items: dict | None = None) -> dict:
+    """Mean accuracy over the drawn episodes and its standard error (support from the gallery when there is one).
+    `items` receives `<name>_accuracy`, each episode's count of correct queries (uint8; per-episode accuracy
+    = count / `<name>_accuracy.queries`, n_way), and `material.<name>_accuracy`, the digest of the episodes."""
     support_set = embeddings if gallery is None else gallery
-    per_episode = _episode_accuracy(support_set[torch.from_numpy(support).reshape(episodes, -1)].float(),
-                                    embeddings[torch.from_numpy(query)].float(), k_shot, distance)
+    correct = _episode_correct(support_set[torch.from_numpy(support).reshape(episodes, -1)].float(),
+                               embeddings[torch.from_numpy(query)].float(), k_shot, distance)
+    per_episode = correct.mean(1)
+    if items is not None:
+        n_way = correct.shape[1]
+        items[f"{name}_accuracy"] = correct.sum(1).numpy().astype(np.uint8 if n_way <= np.iinfo(np.uint8).max else np.uint16)
+        items[f"{name}_accuracy.queries"] = np.array(n_way, dtype=np.uint16)
+        items[f"material.{name}_accuracy"] = np.array(material_digest(support, query, np.array(gallery is None)))
     out = {f"{name}_accuracy": float(per_episode.mean())}
     if episodes < 2:
         return out | {f"{name}_accuracy_stderr": float("nan"), note: "one episode has no standard error — use 2+ episodes"}
@@ -159,15 +173,15 @@ def _draw_images(pool: tuple[np.ndarray, np.ndarray], k_shot: int, rng: np.rando
     return rng.choice(s_pool, k_shot, replace=False), rng.choice(q_pool)
 
 
-def _episode_accuracy(support: torch.Tensor, queries: torch.Tensor, k_shot: int, distance: str) -> torch.Tensor:
-    """Fraction of each episode's queries whose nearest support image is of their class; support rows are
-    grouped by class, k_shot each, in the queries' order."""
+def _episode_correct(support: torch.Tensor, queries: torch.Tensor, k_shot: int, distance: str) -> torch.Tensor:
+    """(episodes, n_way) 1.0 where a query's nearest support image is of its class, else 0.0; support rows
+    are grouped by class, k_shot each, in the queries' order."""
     episodes, n_way = queries.shape[:2]
     correct = torch.empty(episodes, n_way, dtype=torch.float64)
     for s in range(0, episodes, 256):  # bounded memory: 256 × n_way × n_way·k_shot distances at a time
         predicted = _batched_distances(queries[s:s + 256], support[s:s + 256], distance).argmin(dim=2) // k_shot
         correct[s:s + 256] = (predicted == torch.arange(n_way)).double()
-    return correct.mean(1)
+    return correct
 
 
 def _batched_distances(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:

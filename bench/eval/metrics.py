@@ -17,7 +17,7 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
              seed: int = 0, *, gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
              val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
              backend: str = "auto", groups: torch.Tensor | np.ndarray | None = None, group_name: str = "",
-             roc_points: int = ROC_POINTS) -> dict:
+             roc_points: int = ROC_POINTS, items: dict | None = None) -> dict:
     """All metrics of `embeddings` (held-out classes) as one flat dict for the result row.
 
     `distance` is what the loss was trained for; `config.distance`, when set, overrides it. Retrieval
@@ -27,7 +27,12 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
     draws the verification pair sample and the few-shot episodes. `groups` (one hashable value per query
     embedding, e.g. Omniglot's alphabet, with `group_name` = "alphabet") adds the few-shot figures over
     episodes drawn within one group, from a stream of their own: the other figures do not change. A NaN
-    figure comes with a `*_note`. `verification_roc` keeps at most `roc_points` ROC vertices; 0 leaves it out."""
+    figure comes with a `*_note`. `verification_roc` keeps at most `roc_points` ROC vertices; 0 leaves it out.
+
+    `items`, when a dict is given, is filled with per-test-item outcomes (numpy arrays, keys in bench.items):
+    each scored query's first hit, R-precision and AP@R, each episode's correct count, and up to ITEM_PAIRS
+    verification pairs' distance ranks, with `material.*` digests of what the items are; a NaN figure keeps
+    none. The metrics returned are the same with or without it."""
     distance = config.distance or distance
     if distance not in DISTANCES:
         raise UserError(f"distance {distance!r} is unknown — use one of {', '.join(DISTANCES)}")
@@ -38,13 +43,13 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
         val_embeddings, val_labels = check_embeddings(val_embeddings, val_labels, "validation", embeddings.shape[1])
     return {
         **verification_metrics(embeddings, labels, distance, config.max_pairs, seed, config.tar_far, config.memory_mb,
-                               val_embeddings, val_labels, gallery, gallery_labels, roc_points),
-        **retrieval_metrics(embeddings, labels, config.recall_k, distance, gallery, gallery_labels, config.memory_mb, backend),
+                               val_embeddings, val_labels, gallery, gallery_labels, roc_points, items=items),
+        **retrieval_metrics(embeddings, labels, config.recall_k, distance, gallery, gallery_labels, config.memory_mb, backend, items=items),
         **few_shot_accuracy(embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed,
-                            gallery=gallery, gallery_labels=gallery_labels),
+                            gallery=gallery, gallery_labels=gallery_labels, items=items),
         **({} if groups is None else within_group_few_shot_accuracy(
             embeddings, labels, groups, group_name, distance, config.n_way, config.k_shot, config.episodes, seed,
-            gallery=gallery, gallery_labels=gallery_labels)),
+            gallery=gallery, gallery_labels=gallery_labels, items=items)),
         "distance": distance,
     }
 

@@ -7,9 +7,13 @@ import math
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from sklearn.metrics import auc, roc_curve
 
 from bench.eval.knn import check_distance, distances
+from bench.items import ITEM_PAIRS, material_digest
+
+ITEMS_STREAM = 2  # the kept pairs draw from default_rng([2, seed]); the pair sample itself from default_rng(seed)
 
 
 def select_pairs(labels: torch.Tensor, max_pairs: int, seed: int, gallery_labels: torch.Tensor | None = None) -> dict:
@@ -227,6 +231,34 @@ def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...], 
     return out
 
 
+def item_pairs(same: np.ndarray, seed: int, size: int = ITEM_PAIRS) -> np.ndarray:
+    """Which of the evaluated pairs a cell keeps item by item, in evaluation order: all of them when there are
+    at most `size`; else `size` pairs, same-class and different-class ones drawn separately (seeded by the eval
+    seed, uniformly without replacement within each kind), half each, or all of the rarer kind and the other
+    kind filling the rest. Not a uniform draw over all pairs: with 764 same-class pairs among 1.17M, that would
+    keep about 3 positives, and the ROC-AUC (a comparison of positives with negatives, whatever their
+    proportion) estimated from 3 is noise. The labels, the pairs and the seed decide it, never the model."""
+    if len(same) <= size:
+        return np.arange(len(same))
+    rng = np.random.default_rng([ITEMS_STREAM, seed])
+    positive, negative = np.flatnonzero(same), np.flatnonzero(~same)
+    n_positive = min(len(positive), max(size // 2, size - len(negative)))
+    picked = np.concatenate([positive[_distinct_integers(rng, len(positive), n_positive)],
+                             negative[_distinct_integers(rng, len(negative), size - n_positive)]])
+    return np.sort(picked)
+
+
+def pair_items(pairs: dict, same: np.ndarray, dist: np.ndarray, seed: int) -> dict:
+    """The kept pairs' items: `verification.rank`, the dense rank of each one's distance among the kept pairs
+    (0 = nearest, ties share a rank: the ROC-AUC of −rank is that of −distance on them), `verification.same`,
+    and `material.verification`, the digest of their (i, j) and same flags."""
+    keep = item_pairs(same, seed)
+    i, j = np.asarray(pairs["i"])[keep], np.asarray(pairs["j"])[keep]
+    return {"verification.rank": (rankdata(dist[keep], method="dense") - 1).astype(np.uint16),
+            "verification.same": same[keep].astype(bool),
+            "material.verification": np.array(material_digest(i, j, same[keep]))}
+
+
 def balanced_accuracy(same: np.ndarray, dist: np.ndarray, threshold: float) -> float:
     """(TAR + TRR) / 2 when pairs at distance ≤ `threshold` are called same-class; NaN without both kinds."""
     if same.all() or not same.any() or math.isnan(threshold):
@@ -238,17 +270,20 @@ def verification_metrics(embeddings: torch.Tensor, labels: torch.Tensor, distanc
                          tar_far: tuple[float, ...] = (1e-2, 1e-3), memory_mb: float = 1024,
                          val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
                          gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
-                         roc_points: int = ROC_POINTS) -> dict:
+                         roc_points: int = ROC_POINTS, items: dict | None = None) -> dict:
     """Verification over pairs of `embeddings`, or over (query, gallery) pairs when a gallery is given (see
     `select_pairs` and `roc_metrics`). With a validation split, `verification_balanced_accuracy_val_threshold`
     is the test balanced accuracy at the distance threshold that maximises it on the validation pairs (drawn
     by the same rule among the validation images), as papers that tune on validation report. Whatever is
     NaN is explained in `verification_note`. `roc_points` = 0 leaves out `verification_roc` (e.g. for
-    curve points, whose rows need no plot)."""
+    curve points, whose rows need no plot). `items`, when given, receives the kept pairs (`item_pairs`)
+    unless the ROC-AUC is NaN."""
     pairs = select_pairs(labels, max_pairs, seed, gallery_labels)
     dist = pair_distances(embeddings, pairs, distance, memory_mb, gallery).double().numpy()
     same = (labels[pairs["i"]] == (labels if gallery is None else gallery_labels)[pairs["j"]]).numpy()
     out = roc_metrics(same, dist, tar_far, roc_points)
+    if items is not None and not math.isnan(out["verification_roc_auc"]):
+        items.update(pair_items(pairs, same, dist, seed))
     out |= {"verification_pairs": len(same), "verification_same_pairs": int(same.sum()),
             "verification_different_pairs": int(len(same) - same.sum()), "verification_pair_rule": pairs["rule"]}
     notes = [_why_nan(same, "query–gallery" if gallery is not None else "test")]

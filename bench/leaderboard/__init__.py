@@ -4,9 +4,11 @@ within its comparison group. Pure functions of rows; which rows make a line and 
 
 Failed and diverged seeds stay visible: each line counts the seeds that ran and the ok ones, and names the
 others. Beside the means, each line says (all on the sort metric, in its own direction): `vs_best` (a test
-against the best line of its group), `gain_vs_untrained` (against the untrained backbone scored with the same
+against the best line of its group, paired over shared test items when the rows kept them, Holm-corrected over the
+group, with the difference's interval and the smallest difference the design detects), `gain_vs_untrained` (against the untrained backbone scored with the same
 distance), `still_improving` (from each seed's gain over the last doubling of the budget), `selected` (the
-curve point train.select = "best" scored) and `tuned` (what a [search] chose). Trial rows (scored on
+curve point train.select = "best" scored) and `tuned` (what a [search] chose); above each group's table a verdict
+line, below it the ranking along the learning curves (bench.leaderboard.budget). Trial rows (scored on
 validation) are never lines, and a study's final rows are those of its latest choice.
 """
 from __future__ import annotations
@@ -21,15 +23,21 @@ import pandas as pd
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
+from bench.leaderboard.budget import budget_sentence, curve_means
 from bench.leaderboard.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of
-from bench.leaderboard.verdicts import ALPHA, gain_vs_untrained, identical_seeds, selected, signed, still_improving, tuned, versus_best
+from bench.leaderboard.verdicts import ALPHA, UNTESTED as UNTESTED_TEXT, gain_vs_untrained, identical_seeds, selected, signed, still_improving, tuned, versus_best
+from bench.report.paired import ItemBootstrap
 
 DEFAULT_METRIC = "verification_roc_auc"
 SHOWN = ("verification_roc_auc", "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8")
 FIRST_KEYS = ("backbone", "loss", "dataset")
 HEADERS = {"distance": "distance", "speed_env": "speed env"}  # key columns that are not config options → header
+STARVED = 0.8  # a seed stopped by max_seconds below this share of its line's most steps is marked
+TEXT_VERDICTS = ("vs_best", "vs_best_test")  # versus_best's text columns; the others are numbers (NaN where untested)
+STATS = ("vs_best_test", "vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_holm", "detectable", "seeds_to_resolve")
 # the columns after the keys and metrics, in markdown order: frame column → markdown header
-VERDICTS = {"vs_best": "vs best (Welch, 95%)", "gain_vs_untrained": "gain vs untrained",
+VERDICTS = {"vs_best": "vs best (Holm)", "vs_best_delta": "Δ vs best [95%]", "detectable": "detectable Δ",
+            "gain_vs_untrained": "gain vs untrained",
             "still_improving": "still improving", "selected": "selected", "tuned": "tuned (search)"}
 
 
@@ -51,12 +59,13 @@ def default_metric(rows: list[dict]) -> str:
     return found.pop() if found else DEFAULT_METRIC
 
 
-def table(rows: list[dict], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    """One line per configuration: mean and std over ok seeds per shown metric, seed counts, failures, verdicts."""
-    return ranked(rows, metric)[0]
+def table(rows: list[dict], metric: str = DEFAULT_METRIC, items=None) -> pd.DataFrame:
+    """One line per configuration: mean and std over ok seeds per shown metric, seed counts, failures, verdicts.
+    `items(row)` gives a row's per-item outcomes (bench.items.reader); without it comparisons use seeds alone."""
+    return ranked(rows, metric, items)[0]
 
 
-def ranked(rows: list[dict], metric: str = DEFAULT_METRIC) -> tuple[pd.DataFrame, list[list[dict]]]:
+def ranked(rows: list[dict], metric: str = DEFAULT_METRIC, items=None) -> tuple[pd.DataFrame, list[list[dict]]]:
     """`table`'s frame and, line for line in its order (by comparison group, then best first), the newest rows of
     each line: what the plots draw, so they rank and group exactly as the leaderboard does."""
     latest = current(rows)
@@ -66,10 +75,11 @@ def ranked(rows: list[dict], metric: str = DEFAULT_METRIC) -> tuple[pd.DataFrame
     found = lines_of(latest)
     carried = {k for r in latest if r.get("status") == "ok" for k in r.get("metrics", {})}
     shown = [metric] + [m for m in SHOWN if m != metric and m in carried]
-    group, order, vs_best = _versus_best_by_group(found, metric)
+    group, order, vs_best = _versus_best_by_group(found, metric, items)
     frame = _keys_and_means(found, shown, carried).assign(
         identical_seeds=[identical_seeds(line) for line in found], group=group, **vs_best, **gain_vs_untrained(found, metric),
         still_improving=[still_improving(line, metric) for line in found], selected=[selected(line) for line in found],
+        curve_means=[json.dumps(curve_means(line, metric)) for line in found],
         tuned=[tuned(line, _show) for line in found], _group=order)
     frame = frame.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), na_position="last", kind="stable")
     frame = frame.sort_values("_group", kind="stable")  # groups in order of first appearance, each best first
@@ -90,15 +100,17 @@ def _keys_and_means(found: list, shown: list[str], carried: set[str]) -> pd.Data
     return frame
 
 
-def _versus_best_by_group(found: list, metric: str) -> tuple[list[str], list[int], dict[str, list]]:
-    """Each line's comparison group (its label and its order of first appearance) and its `vs_best` and `vs_best_p`,
-    tested against the best of its own group only."""
+def _versus_best_by_group(found: list, metric: str, items=None) -> tuple[list[str], list[int], dict[str, list]]:
+    """Each line's comparison group (its label and its order of first appearance) and the `versus_best` columns,
+    tested against the best of its own group only (Holm's correction over the group's comparisons)."""
     group, order = [""] * len(found), [0] * len(found)
-    verdicts: dict[str, list] = {"vs_best": [ABSENT] * len(found), "vs_best_p": [math.nan] * len(found)}
+    verdicts: dict[str, list] = {}
+    boot = ItemBootstrap()
     for g, (label, members) in enumerate(comparison_groups(found)):
-        for column, cells in versus_best([found[i] for i in members], metric).items():
+        for column, cells in versus_best([found[i] for i in members], metric, items, boot).items():
+            column_cells = verdicts.setdefault(column, [ABSENT if column in TEXT_VERDICTS else math.nan] * len(found))
             for i, value in zip(members, cells):
-                verdicts[column][i] = value
+                column_cells[i] = value
         for i in members:
             group[i], order[i] = label, g
     return group, order, verdicts
@@ -116,8 +128,15 @@ def _line(flat: dict, line, keys: list[str], shown: list[str], carried: set[str]
     out["ok"] = len(ok)
     out["others"] = ", ".join(f"seed {r['config'].get('seed')}: {r.get('status')}"
                               for r in sorted(line.rows, key=_seed) if r.get("status") != "ok")
-    out["steps"] = round(sum(r["train"]["steps"] for r in ok) / len(ok)) if ok else 0
+    out["notes"] = json.dumps({k: v for r in ok for k, v in r.get("metrics", {}).items() if k.endswith("_note") and v}, sort_keys=True)
+    steps = [int(r["train"]["steps"]) for r in ok]
+    out["steps"] = round(sum(steps) / len(steps)) if ok else 0
+    out["steps_range"] = "" if not ok else str(min(steps)) if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
     out["stopped_by"] = ",".join(sorted({r["train"]["stopped_by"] for r in ok}))
+    starved = [r for r in ok if r["train"]["stopped_by"] == "max_seconds" and r["train"]["steps"] < STARVED * max(steps)]
+    if starved:  # the clock stopped a seed far short of the others: another machine's load, not the method
+        out["stopped_by"] += " (" + ", ".join(f"seed {r['config'].get('seed')} at {r['train']['steps']} of {max(steps)} steps"
+                                               for r in sorted(starved, key=_seed)) + ": short by the clock)"
     return out
 
 
@@ -144,20 +163,28 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
     shown_rules = [c for c in ("groups", "distance", "speed_env", "identical", *verdicts, "se") if _applies(c, frame, verdicts, groups)]
     lines = [f"# {title}" if title else "", "",
              f"Sorted by **{metric}** ({better} is better); mean ± std over the ok seeds. {ABSENT}: the configuration "
-             "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*."
+             "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*; *steps* "
+             "is the least–most over the ok seeds, and *stopped by* names a seed the max_seconds clock stopped at under "
+             f"{STARVED:.0%} of its line's most steps (a loaded or slower machine, not the method)."
              + "".join(RULES[c].format(metric=metric, absent=ABSENT, alpha=ALPHA) for c in shown_rules), ""]
     for group in groups:
         at = [i for i, g in enumerate(frame["group"]) if g == group] if "group" in frame else list(range(len(frame)))
         if len(groups) > 1:
             lines += [f"### {_escape(group)}", ""]
+        if said := verdict(frame.iloc[at], metric):
+            lines += [said, ""]
         lines += _table(frame.iloc[at], {c: [v[i] for i in at] for c, v in verdicts.items()}) + [""]
+        if said := _budget(frame.iloc[at], metric):
+            lines += [said, ""]
+        lines += [f"*{m} is NaN on every line of this table*: {_escape(why)}" for m, why in nan_metrics(frame.iloc[at])]
+        lines += [""] if nan_metrics(frame.iloc[at]) else []
     return "\n".join(lines).strip("\n") + "\n"
 
 
 def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
     """The markdown lines of one group's table; its key columns are those that vary within it."""
     metrics = metric_columns(frame)
-    keys = [k for k in key_columns(frame) if k in FIRST_KEYS or frame[k].nunique() > 1]
+    keys = [k for k in key_columns(frame) if k in FIRST_KEYS or _varies(frame, k)]
     header = ["#", *(HEADERS.get(k, k) for k in keys), *metrics, *(VERDICTS[c] for c in verdicts), "ok / seeds", "not ok", "steps", "stopped by"]
     align = ["---:"] + ["---"] * len(keys) + ["---:"] * len(metrics) + ["---"] * len(verdicts) + ["---:", "---", "---:", "---"]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
@@ -167,9 +194,16 @@ def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
         cells += [_mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)) for m in metrics]
         cells += [_escape(verdicts[c][rank - 1]) for c in verdicts]
         cells += [f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), _escape(r["others"]) or "",
-                  str(r["steps"]), _escape(r["stopped_by"])]
+                  str(r.get("steps_range") or r["steps"]), _escape(r["stopped_by"])]
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _varies(frame: pd.DataFrame, column: str) -> bool:
+    """Whether a key column tells the trained lines apart: an option that differs only on untrained baselines (which
+    reset what acts in training: eval.curve, train.select, model.freeze, the head) tells nothing there."""
+    trained = frame[frame["loss"] != _show(UNTRAINED_LOSS)] if "loss" in frame else frame
+    return (trained if len(trained) else frame)[column].nunique() > 1
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -180,9 +214,14 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 def key_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's line columns (backbone, loss, dataset, the options that vary, the scored distance and the speed
     environment when they vary), in order."""
-    tail = {"seeds", "ok", "others", "steps", "stopped_by", "vs_best_p", "identical_seeds", "group", *VERDICTS}
+    tail = {"seeds", "ok", "others", "steps", "steps_range", "stopped_by", "notes", "identical_seeds", "group", "curve_means", *VERDICTS, *STATS}
     tail |= {f"{m}_{s}" for m in metric_columns(frame) for s in ("mean", "std", "se")}
     return [c for c in frame.columns if c not in tail and not c.startswith("untrained_")]
+
+
+def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as the CSV holds it: a missing value is an empty cell, not the markdown's "—" or an empty list."""
+    return frame.map(lambda v: "" if isinstance(v, str) and v in (ABSENT, "[]", "{}") else v)
 
 
 def failures(rows: list[dict]) -> str:
@@ -218,10 +257,16 @@ RULES = {  # one sentence per rule that acts in the tables, for the paragraph ab
                  "ones are separate lines (a second buys different training on each); seeds bound by steps or samples pool.",
     "identical": " *(1 distinct value)*: every metric of every ok seed is bit-identical (nothing depended on the seed): "
                  "one observation, not n.",
-    "vs_best": " *vs best*: the best is the best mean of the group among lines with ≥ 2 ok seeds; Welch's two-sided "
-               "t-test of the per-seed {metric} against it, or, where one of the two is a single distinct value (a fixed "
-               "number), the one-sample t-test of the other's seeds against that number (1-sample); ≈ best is p ≥ {alpha} "
-               "(indistinguishable at 95%), and one seed is untested wherever it ranks.",
+    "vs_best": " *vs best*: the best is the best mean of the group among lines with ≥ 2 ok seeds (or identical seeds); "
+               "every other such line is compared with it, *paired* over the test items both scored (the same images, "
+               "episodes and verification pairs: a bootstrap of the items plus the seeds' variance) when their rows kept "
+               "per-item files, else from the seeds alone (*Welch*; *1-sample* against a line of identical seeds); the "
+               "group's p-values are corrected by Holm's method, and a line is *tied* with the best unless its corrected "
+               "p < {alpha}, else *below*; one seed is untested wherever it ranks.",
+    "vs_best_delta": " *Δ vs best*: line − best in {metric}'s units with its 95% interval.",
+    "detectable": " *detectable Δ*: the smallest difference that comparison detects with 80% power at 5% (two-sided); "
+                  "for a tied line, about how many seeds per line would resolve its observed gap, or that the gap is "
+                  "within the test items' noise (more seeds cannot separate them).",
     "gain_vs_untrained": " *gain vs untrained*: {metric} minus that of the untrained backbone (loss none) with the same "
                          "backbone, input, data, split, evaluation and precision, scored with the same distance ({absent} where "
                          "there is none); positive is better.",
@@ -249,16 +294,110 @@ def _applies(rule: str, frame: pd.DataFrame, verdicts: dict, groups: list) -> bo
 
 def _verdicts(frame: pd.DataFrame) -> dict[str, list[str]]:
     """The verdict columns as markdown cells, leaving out those that say nothing (all "—", or no best to compare to)."""
-    cells = {c: [str(v) for v in frame[c]] for c in ("vs_best", "still_improving", "selected", "tuned") if c in frame}
+    cells = {c: [str(v) for v in frame[c]] for c in ("still_improving", "selected", "tuned") if c in frame}
+    if "vs_best" in frame:
+        cells["vs_best"] = [_versus(r) for _, r in frame.iterrows()]
+        cells["vs_best_delta"] = [ABSENT if math.isnan(r["vs_best_delta"]) else
+                                  f"{signed(r['vs_best_delta'])} [{signed(r['vs_best_low'])}, {signed(r['vs_best_high'])}]"
+                                  for _, r in frame.iterrows()]
+        cells["detectable"] = [_detectable(r) for _, r in frame.iterrows()]
     if "gain_vs_untrained" in frame:
         cells["gain_vs_untrained"] = ["(baseline)" if loss == _show(UNTRAINED_LOSS) else ABSENT if math.isnan(g) else signed(g)
                                       for loss, g in zip(frame["loss"], frame["gain_vs_untrained"])]
     shown = {c: v for c, v in cells.items() if any(x != ABSENT for x in v)}
     if "best" not in shown.get("vs_best", []):  # nothing had 2 seeds: a column of "untested" alone is noise
-        shown.pop("vs_best", None)
+        for c in ("vs_best", "vs_best_delta", "detectable"):
+            shown.pop(c, None)
     if "gain_vs_untrained" in shown and not any(x not in (ABSENT, "(baseline)") for x in shown["gain_vs_untrained"]):
         shown.pop("gain_vs_untrained")  # baselines with nothing trained beside them
     return {c: shown[c] for c in VERDICTS if c in shown}
+
+
+def _p(p: float, name: str = "p") -> str:
+    return f"{name}<0.001" if p < 0.001 else f"{name}={p:.2g}"
+
+
+def _versus(r) -> str:
+    """"tied (paired, 3,120 items, p_Holm=0.41)", "below (Welch, p_Holm<0.001)", "best", "1 seed: untested"."""
+    if r["vs_best"] not in ("tied", "below"):
+        return str(r["vs_best"])
+    return f"{r['vs_best']} ({r['vs_best_test']}, {_p(r['vs_best_p_holm'], 'p_Holm')})"
+
+
+def _detectable(r) -> str:
+    """"0.025": the smallest difference the comparison detects (80 % power, 5 %); for a tied line, what more seeds
+    would do for its own gap: "≈ 8 seeds" resolve it, or "not by seeds" when the gap is within the item noise."""
+    if math.isnan(r["detectable"]):
+        return ABSENT
+    text = f"{r['detectable']:.3f}"
+    if r["vs_best"] == "tied" and r["vs_best_delta"] != 0:
+        need = r["seeds_to_resolve"]
+        if not math.isnan(need):
+            text += f" (≈ {int(need)} seeds would resolve the gap)"
+        elif str(r["vs_best_test"]).startswith("paired"):
+            text += " (gap within the item noise: not by seeds)"
+    return text
+
+
+NOTE_OF = (("few_shot_", "_within_", "few_shot_within_note"), ("few_shot_", "", "few_shot_note"),
+           ("verification_", "", "verification_note"), ("", "", "retrieval_note"))  # (prefix, infix, the note that says why)
+
+
+def nan_metrics(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(metric, why) for each shown metric that is NaN on every line of `frame` with ok seeds, the why taken from
+    the rows' own note (the evaluator's one line, which names the grid option to change)."""
+    out = []
+    ok = frame[frame["ok"] > 0] if "ok" in frame else frame
+    for m in metric_columns(ok):
+        if len(ok) and ok[f"{m}_mean"].isna().all():
+            key = next(note for prefix, infix, note in NOTE_OF if m.startswith(prefix) and infix in m)
+            notes = {json.loads(n).get(key) for n in ok.get("notes", [])} - {None}
+            out.append((m, "; ".join(sorted(notes)) or "no row says why"))
+    return out
+
+
+def _budget(frame: pd.DataFrame, metric: str) -> str:
+    """The group's ranking along its learning curves (bench.leaderboard.budget), lines named by their rank."""
+    if "curve_means" not in frame:
+        return ""
+    frame = frame.reset_index(drop=True)
+    differ = [k for k in FIRST_KEYS if frame[k].nunique() > 1] or list(FIRST_KEYS[:2])
+    names = [f"#{i + 1} " + " · ".join(str(r[k]) for k in differ) for i, r in frame.iterrows()]
+    means = [{float(f): v for f, v in json.loads(c).items()} for c in frame["curve_means"]]
+    return budget_sentence(means, names, metric)
+
+
+def verdict(frame: pd.DataFrame, metric: str) -> str:
+    """One line above a group's table: the best, the lines tied with it, the seeds, and whether more seeds could
+    separate the tied ones; "" when nothing was compared."""
+    if "vs_best" not in frame or "best" not in list(frame["vs_best"]):
+        return ""
+    frame = frame.reset_index(drop=True)
+    differ = [k for k in FIRST_KEYS if frame[k].nunique() > 1] or list(FIRST_KEYS[:2])
+    name = lambda r: f"#{r.name + 1} " + " · ".join(str(r[k]) for k in differ)  # noqa: E731  (the rank is the table's #)
+    best = frame[frame["vs_best"] == "best"].iloc[0]
+    tied = frame[frame["vs_best"] == "tied"]
+    below = int((frame["vs_best"] == "below").sum())
+    untested = int((frame["vs_best"] == UNTESTED_TEXT).sum())
+    seeds = sorted({int(n) for n in frame["ok"]})
+    seeds_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    text = f"**Verdict** ({metric}, {seeds_text} ok seeds per line): best **{_escape(name(best))}** ({best[f'{metric}_mean']:.4f})"
+    if tied.empty:
+        text += f"; every other tested line is below it after Holm's correction ({below} of {below})."
+    else:
+        text += (f"; tied with it (not shown worse after Holm's correction over {below + len(tied)} comparisons): "
+                 + ", ".join(f"{_escape(name(r))} ({signed(r['vs_best_delta'])})" for _, r in tied.iterrows()) + ".")
+        resolvable = [int(n) for n in tied["seeds_to_resolve"] if not math.isnan(n)]
+        paired_stuck = sum(1 for _, r in tied.iterrows() if math.isnan(r["seeds_to_resolve"]) and str(r["vs_best_test"]).startswith("paired"))
+        if resolvable:
+            span = f"{min(resolvable)}" if min(resolvable) == max(resolvable) else f"{min(resolvable)}–{max(resolvable)}"
+            text += f" About {span} seeds per line would separate {len(resolvable)} of them at their observed gaps"
+            text += "." if not paired_stuck else f"; {paired_stuck} differ by less than the test items can resolve."
+        elif paired_stuck:
+            text += f" Their gaps are within what the test items resolve: more seeds would not separate them (a tie, not a lack of seeds)."
+    if untested:
+        text += f" {untested} line{'s' * (untested != 1)} with 1 seed untested."
+    return text
 
 
 def _mean_std(mean: float, std: float, se: float = math.nan) -> str:

@@ -9,12 +9,13 @@ import math
 import warnings
 
 import numpy as np
-from scipy.stats import ttest_1samp, ttest_ind
+from scipy.stats import ttest_1samp
 
 from bench.config import HEAD_ARGS
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.eval.definitions import lower_is_better
 from bench.leaderboard.lines import ABSENT, NOT_TEST_MATERIAL, Line
+from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, holm, seeds_to_resolve, shared_material
 
 ALPHA = 0.05  # p ≥ ALPHA is indistinguishable from the best at 95%; still improving needs p < ALPHA
 UNTESTED = "1 seed: untested"
@@ -48,68 +49,68 @@ def _p(p: float) -> str:
 
 # --- significance vs the best of the group -----------------------------------------------------------------
 
-def welch_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided p of Welch's t-test (unequal variances) of samples `a` and `b`, each of ≥ 2 values.
+def line_items(line: Line, metric: str, load) -> list | None:
+    """The per-item scores of `metric` of each ok seed with a finite value (in `values` order), or None when any
+    seed has none (no items file, a metric with no per-item form). `load(row)` gives a row's items dict or None."""
+    from bench.items import item_scores
 
-    When neither sample varies, t is 0/0 or ±∞ and scipy gives nan; decided here instead: equal means are
-    indistinguishable (p = 1), different means are distinguishable (p = 0).
-    """
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return 1.0 if a[0] == b[0] else 0.0
-    with warnings.catch_warnings():
-        # scipy warns of "precision loss" for a sample of identical values; its variance is exactly 0, which
-        # Welch's test handles.
-        if np.ptp(a) == 0 or np.ptp(b) == 0:
-            warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
-        return float(ttest_ind(a, b, equal_var=False).pvalue)
+    rows = [r for r in line.ok if math.isfinite(float(r["metrics"].get(metric, math.nan)))]
+    found = [item_scores(items, metric) if (items := load(r)) is not None else None for r in rows] if load else [None]
+    return found if found and all(f is not None for f in found) else None
 
 
-def fixed_p(sample: np.ndarray, value: float) -> float:
-    """Two-sided p of the one-sample t-test of `sample` (≥ 2 values) against a fixed `value`; decided as in
-    `welch_p` when the sample does not vary."""
-    if np.ptp(sample) == 0:
-        return 1.0 if sample[0] == value else 0.0
-    return float(ttest_1samp(sample, value).pvalue)
+def compare_lines(a: Line, b: Line, metric: str, load=None, boot=None) -> Comparison:
+    """`a − b` on `metric`: paired over the test items both lines' seeds share when every seed has them (bench.items),
+    else from the seeds alone (Welch, or one-sample against a line of identical seeds). Both lines need ≥ 2 ok
+    seeds with a value, or identical seeds."""
+    va, vb = values(a, metric), values(b, metric)
+    fa, fb = identical_seeds(a), identical_seeds(b)
+    ia, ib = line_items(a, metric, load), line_items(b, metric, load)
+    if shared_material(ia, ib) is not None:
+        boot = boot or ItemBootstrap()
+        return contrast([(id(a), ia, va, fa), (id(b), ib, vb, fb)], [1.0, -1.0], boot)
+    return compare_seeds(va, vb, fa, fb)
 
 
-def versus_best(group: list[Line], metric: str) -> dict[str, list]:
-    """Columns `vs_best` (a verdict) and `vs_best_p` for the lines of one comparison group.
+def versus_best(group: list[Line], metric: str, load=None, boot=None) -> dict[str, list]:
+    """The columns comparing each line of one comparison group with the group's best line.
 
     Kinds of line: a sample (≥ 2 ok seeds), a fixed value (identical seeds: one distinct value, with no seed
     variance), a single seed (1 ok value: a draw of unknown spread, untested wherever it ranks) and none.
-    The best is the best mean among samples and fixed values (first of ties, as the stable sort). Two samples:
-    Welch's test; a sample and a fixed value: the one-sample t-test of the sample against it ("1-sample");
-    two fixed values: decided, equal or not ("no variance").
+    The best is the best mean among samples and fixed values (first of ties, as the stable sort). Each other
+    tested line is compared with it by `compare_lines` (paired over shared test items when both have them, else
+    Welch / one-sample / no variance); the p-values of the group are corrected together by Holm's method, and a
+    line is "tied" with the best unless its corrected p < ALPHA ("below"). Columns: `vs_best` (best, tied, below,
+    untested, —), `vs_best_test` (how it was tested), `vs_best_delta`/`_low`/`_high` (line − best in the metric's
+    units, 95 % interval), `vs_best_p`, `vs_best_p_holm`, `detectable` (the smallest difference the design detects
+    with 80 % power at 5 %) and `seeds_to_resolve` (about how many seeds per line would resolve the observed gap of
+    a tied line; NaN when none would: its gap is within the item noise).
     """
     vals = [values(line, metric) for line in group]
     fixed = [identical_seeds(line) and len(v) >= 1 for line, v in zip(group, vals)]
     tested = [i for i, v in enumerate(vals) if fixed[i] or len(v) >= 2]
     best = max(tested, key=lambda i: better(metric) * vals[i].mean(), default=None)
-    verdicts, ps = [], []
+    n = len(group)
+    out: dict[str, list] = {"vs_best": [ABSENT] * n, "vs_best_test": [ABSENT] * n, **{c: [math.nan] * n for c in (
+        "vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_holm", "detectable", "seeds_to_resolve")}}
+    compared = {i: compare_lines(group[i], group[best], metric, load, boot) for i in tested if i != best}
+    adjusted = dict(zip(compared, holm([c.p for c in compared.values()])))
     for i, v in enumerate(vals):
-        p, how = math.nan, ""
-        if i in tested and i != best:
-            a, b = vals[best], v
-            if fixed[best] and fixed[i]:
-                p, how = (1.0 if a[0] == b[0] else 0.0), "no variance"
-            elif fixed[best] or fixed[i]:
-                sample, value = (b, a[0]) if fixed[best] else (a, b[0])
-                p = fixed_p(sample, value)
-                how = "no variance" if np.ptp(sample) == 0 else f"1-sample {_p(p)}"
-            else:
-                p = welch_p(a, b)
-                how = "no variance" if np.ptp(a) == 0 and np.ptp(b) == 0 else _p(p)
-        if len(v) == 0:
-            verdict = ABSENT
-        elif i not in tested:
-            verdict = UNTESTED
-        elif i == best:
-            verdict = "best"
-        else:
-            verdict = f"{'≈ best' if p >= ALPHA else 'below'} ({how})"
-        verdicts.append(verdict)
-        ps.append(p)
-    return {"vs_best": verdicts, "vs_best_p": ps}
+        if len(v) and i not in tested:
+            out["vs_best"][i] = UNTESTED
+        if i == best:
+            out["vs_best"][i] = "best"
+        if i not in compared:
+            continue
+        c = compared[i]
+        out["vs_best"][i] = "tied" if adjusted[i] >= ALPHA else "below"
+        out["vs_best_test"][i] = f"paired, {c.items:,} items" if c.method == "paired" else c.method
+        for column, value in (("vs_best_delta", c.estimate), ("vs_best_low", c.low), ("vs_best_high", c.high),
+                              ("vs_best_p", c.p), ("vs_best_p_holm", adjusted[i]), ("detectable", c.detectable)):
+            out[column][i] = value
+        if adjusted[i] >= ALPHA and (need := seeds_to_resolve(c.estimate, c)) is not None:
+            out["seeds_to_resolve"][i] = need
+    return out
 
 
 # --- gain over the untrained baseline --------------------------------------------------------------------

@@ -145,10 +145,11 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
         check_deadline(deadline, f"training (step {steps})")
 
-    def score_test() -> tuple[dict, int]:
-        """The test split as `model` embeds it now, with a threshold chosen on the validation split when there is one."""
+    def score_test(items: dict | None = None) -> tuple[dict, int]:
+        """The test split as `model` embeds it now, with a threshold chosen on the validation split when there is one;
+        `items` (a dict) collects the per-test-item outcomes (bench.items)."""
         val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
-        return score(test_idx, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
+        return score(test_idx, items=items, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
 
     curve: list[dict] = []
     select = _Selection(cell, model)
@@ -179,14 +180,15 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     selected = select.restore()
     report(info="evaluating")
     start = time.perf_counter()
+    items: dict = {}  # stays empty for a search trial, scored on validation, and for non-finite embeddings
     if cell.trial is not None:  # a search trial: its objective is on validation, and test is never scored
         if result.stopped_by == "pruned" or (curve and curve[-1]["fraction"] == 1.0 and selected is None):
             # pruned: the curve point that pruned it is its last score; else the end of training was just scored
             metrics, nonfinite = curve[-1]["metrics"], curve[-1].get("nonfinite", 0)
         else:
             metrics, nonfinite = score(val_idx)
-    else:
-        metrics, nonfinite = score_test()
+    else:  # the row's metrics, and the outcome of each test item behind them (the coordinator writes them beside the row)
+        metrics, nonfinite = score_test(items)
     roc = metrics.pop("verification_roc", None)  # a few hundred points for `bench plot`, kept beside the metrics
     # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
     diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None
@@ -210,6 +212,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     return {
         **({"checkpoint": saved} if saved else {}),
         **({"roc": roc} if roc else {}),
+        **({"_items": items} if items else {}),  # numpy arrays, for the coordinator only: never part of the JSONL row
         "metrics": metrics,
         **({"diverged": diverged} if diverged else {}),
         **({"curve": curve} if curve else {}),

@@ -1,5 +1,6 @@
 """Executors: what runs a grid's cells. Each takes cells and yields ("started" | "done", cell, row) events;
-the coordinator (bench.run.runner) alone appends the rows. Every executor calls the same `run_cell`.
+the coordinator (bench.run.runner) alone appends the rows and writes their per-item outcomes (a row's
+"_items", numpy arrays that each executor returns by pickling). Every executor calls the same `run_cell`.
 
 - in-process (default): this process, one cell at a time (or `--isolate`: a fresh process per cell).
 - local workers (`--workers N`): N spawned processes, torch threads = cores / N each, one GPU each with CUDA.

@@ -22,7 +22,9 @@ from bench.run.cell import CellTimeout, measure, use_bf16
 def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, device: torch.device,
              cell_timeout: float | None = None, report=lambda steps=None, info="": None, feature_cache: bool = True,
              warn=print, checkpoints: str | None = None) -> dict:
-    """Train and evaluate one cell; any failure becomes the row's status, never an exception."""
+    """Train and evaluate one cell; any failure becomes the row's status, never an exception. A row whose test
+    split was scored carries its per-item outcomes under "_items" (numpy arrays, picklable through every
+    executor) for the coordinator, which writes them to the cell's items file (bench.run.runner.items_keeper)."""
     row = _row_start(cell, grid_name)
     deadline = time.monotonic() + cell_timeout if cell_timeout else None
     try:

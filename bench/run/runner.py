@@ -16,6 +16,7 @@ from bench.config import Cell, Grid
 from bench.errors import UserError
 from bench.eval.knn import DISTANCES
 from bench.eval.metrics import evaluate
+from bench.items import write_items
 from bench.plugins import BACKBONES, DATASETS, LOSSES, BatchKind, InputSpec, LabelledImages
 from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
@@ -91,6 +92,7 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
                                                                resolve_device(options.device) if options.executor == "local" else None)):
                 console.print(f"[yellow]warning:[/] {escape(difference)}", highlight=False, soft_wrap=True)
             finals: list[Cell] = []
+            keep_items = items_keeper(results_path, _warner(console))
             with GridProgress(console, grid.name, total, pending) as progress:
                 def run(cells: list[Cell], records: dict | None = None) -> None:
                     events = (in_process(cells, data, job, options.isolate, progress, _warner(console)) if executor is None
@@ -101,6 +103,7 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
                             continue
                         if records and cell.cell_id in records:  # a final cell: which search chose its options
                             row = {**row, "search": records[cell.cell_id]}
+                        row = keep_items(row)
                         writer.append(row)  # only the coordinator writes rows, whatever ran the cell
                         record.append(row)
                         progress.finished(cell, row)
@@ -113,6 +116,30 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
             executor.close()  # local workers outlive each round of trials
     ids = {c.cell_id for c in plain + finals}
     return [r for cid, r in latest_rows(read_rows(results_path)).items() if cid in ids]
+
+
+def items_keeper(results_path: Path, warn: Callable[[str], None]) -> Callable[[dict], dict]:
+    """What the coordinator does with a returned row's per-item outcomes (`_items`, from whichever process ran
+    the cell): writes them to the cell's items file and puts the file's entry under "items". A write that fails
+    (a full disk, a read-only folder) keeps the row without "items" and warns once per run."""
+    failures: list[OSError] = []
+
+    def failed(exc: OSError) -> None:
+        if not failures:
+            warn(f"items not kept: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''} — rows are written without "
+                 "their per-item outcomes, so paired comparisons of those cells fall back to seed-level tests")
+        failures.append(exc)
+
+    def keep(row: dict) -> dict:
+        items = row.get("_items")
+        row = {k: v for k, v in row.items() if k != "_items"}
+        if items:
+            entry = write_items(results_path, row["cell_id"], items, on_error=failed)
+            if entry is not None:
+                row["items"] = entry
+        return row
+
+    return keep
 
 
 def run_search(search: Search, run: Callable, record: list[dict], rerun: str, console: Console) -> list[Cell]:

@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bench.errors import UserError
+from bench.errors import UserError, did_you_mean
 from bench.eval.definitions import definition
 from bench.typecheck import matches, type_name
 
@@ -84,7 +84,7 @@ def parse_search(table: Any, where: str) -> SearchSpec | None:
     allowed = [f.name for f in dataclasses.fields(SearchSpec) if f.name != "dims"]
     for key, value in settings.items():
         if key not in allowed:
-            raise UserError(f"{where}: unknown key {key!r} in [search]; allowed: {', '.join(allowed)}, or a searched option such as \"train.lr\" = {{ log = [1e-5, 1e-2] }}")
+            raise UserError(f"{where}: unknown key {key!r} in [search]; {did_you_mean(key, allowed)}allowed: {', '.join(allowed)}, or a searched option such as \"train.lr\" = {{ log = [1e-5, 1e-2] }}")
         if not matches(value, hints[key]):
             raise UserError(f"{where}: [search] {key} = {value!r} should be {type_name(hints[key])}")
     if "trials" not in settings:

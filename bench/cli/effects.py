@@ -1,0 +1,103 @@
+"""`bench effects RESULTS.jsonl ...`: the effect of each choice (axis) of a grid with a 95 % interval, from matched
+pairs of lines, and each axis's share of the variance; markdown printed, written with --out, a forest plot with --plot."""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from bench.errors import UserError, check_output_file
+
+MERGE = "several files are merged by cell_id: a later file's row for a cell supersedes an earlier file's"
+
+
+def add_parser(sub, common) -> None:
+    """Register `effects` on the `bench` subparsers; `common` holds --debug and --plugin."""
+    p = sub.add_parser("effects", parents=[common],
+                       help="the effect of each choice of a grid with a 95%% interval, and its share of the variance",
+                       description="For each axis of the grid (an option that varies among the trained lines of a comparison group) "
+                                   "and each level against a reference level: the mean over matched pairs of lines (identical in every "
+                                   "other option) of the difference of their means, with a 95 % interval (paired over the test items "
+                                   "when the rows have per-item files, else from the seeds), p and sign consistency; and a type-II "
+                                   "ANOVA of the seed rows (statsmodels: pip install 'metric-bench[stats]').")
+    p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
+    p.add_argument("--metric", help="a score (default: a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
+    p.add_argument("--axes", nargs="+", metavar="AXIS", help="report only these axes (flattened option names, e.g. loss model.freeze)")
+    p.add_argument("--reference", nargs="+", action="extend", default=[], metavar="AXIS=LEVEL",
+                   help="the level an axis's other levels are compared with (default: its first level in grid order)")
+    p.add_argument("--interaction", nargs="+", action="extend", default=[], metavar="A:B",
+                   help="add the interaction of two axes to the variance model, e.g. loss:model.freeze")
+    p.add_argument("--out", type=Path, metavar="FILE.md", help="also write the markdown here (its folder must exist)")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw a forest plot of the effects (needs matplotlib)")
+    p.set_defaults(func=cmd_effects)
+
+
+def cmd_effects(args: argparse.Namespace) -> int:
+    from bench.report.effects import effects, forest, markdown, parse_interactions, parse_references
+    from bench.report.variance import require_statsmodels
+
+    require_statsmodels()  # first: without it nothing else is worth checking
+    if args.plot:
+        from bench.plots import require_matplotlib
+
+        require_matplotlib()
+    for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
+        if path is not None:
+            _check_target(path, flag)
+    references, interactions = parse_references(args.reference), parse_interactions(args.interaction)
+    from bench.leaderboard import check_metric, current, default_metric
+    from bench.report.rows import items_loader
+    from bench.results import read_results
+
+    rows = read_results(args.results)  # a missing file is a UserError
+    if not any(r.get("status") == "ok" for r in current(rows)):
+        raise UserError(f"{', '.join(map(str, args.results))}: no ok rows — run the grid (or --rerun failed) first")
+    metric = args.metric or default_metric(rows)
+    check_metric(current(rows), metric)
+    groups = effects(rows, metric, args.axes, references, interactions, load=items_loader(args.results))
+    title = " + ".join(p.stem for p in args.results)
+    text = markdown(groups, metric, title)
+    png = _png(forest(groups, metric)) if args.plot else None  # drawn before anything is written: no effect is an error
+    if args.out:
+        _write(args.out, text.encode(), "--out")
+    if png is not None:
+        _write(args.plot, png, "--plot")
+    print(text, end="")
+    written = [str(p) for p in (args.out, args.plot) if p is not None]
+    if written:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"effects written to {' and '.join(written)}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _png(figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _check_target(path: Path, flag: str) -> None:
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: the folder {path.parent} does not exist — create it or give another {flag} path")
+    check_output_file(path, flag)
+
+
+def _write(path: Path, data: bytes, flag: str) -> None:
+    """`data` into `path` through a temporary file in its folder and os.replace: a reader never sees half a file."""
+    temp = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as file:
+            temp = Path(file.name)
+            file.write(data)
+        umask = os.umask(0)  # a temporary file is private (0600); the result gets a plain new file's mode
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc}) — give a writable {flag} path") from None

@@ -1,0 +1,387 @@
+"""The effect of each choice of a grid (each axis: a level against a reference level) with a 95 % interval, from the
+pairs of lines that differ in that option alone, and each axis's share of the variance. Pure functions of rows and
+their per-item files; the lines and comparison groups are the leaderboard's (bench.leaderboard.lines)."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from bench.config import NOT_IDENTITY
+from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.errors import UserError
+from bench.eval.definitions import lower_is_better
+from bench.leaderboard.lines import ABSENT, Line, comparison_groups, current, flatten, lines_of
+from bench.leaderboard.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
+from bench.report.paired import ItemBootstrap, contrast, contrast_seeds, holm, shared_material
+from bench.report.variance import BALANCED, SEED, Variance, variance
+
+PLUGIN_ARGS = {"backbone": "backbone_args.", "loss": "loss_args.", "dataset": "dataset_args."}
+SEEDS_ONLY = "seeds only"
+UNTRAINED_NOTE = "Untrained baselines are not in the model (they reset what acts in training, so they have no level of those axes)."
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One level of one axis against the reference level: the mean over matched pairs of (line − reference line),
+    signed so that positive is better, with its 95 % interval and what it rests on."""
+    axis: str
+    level: str
+    reference: str
+    pairs: int
+    estimate: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    p: float = math.nan
+    method: str = ""  # "paired, 200 items" or "seeds only (…)"; "" without a pair
+    agree: int = 0  # pairs whose own difference has the estimate's sign
+    one_seed: int = 0  # lines with a match that were left out: one ok seed (no spread to test)
+    why: str = ""  # without a pair: why none exists
+
+
+@dataclass(frozen=True)
+class GroupEffects:
+    label: str  # the comparison group ("all" with one group)
+    axes: dict[str, list[str]]  # every axis of the group and its levels, in grid order
+    effects: list[Effect]
+    variance: Variance
+
+
+def options(line: Line) -> dict:
+    """A line's flattened options: its config without the seed and what only changes what is kept."""
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in line.config.items() if k != "seed"}
+    for section, option in NOT_IDENTITY:
+        config.get(section, {}).pop(option, None)
+    return flatten(config)
+
+
+def level_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def is_baseline(line: Line) -> bool:
+    return line.config.get("loss") == UNTRAINED_LOSS
+
+
+def group_axes(lines: list[Line], flat: list[dict]) -> dict[str, list[str]]:
+    """The options that vary among the trained lines (a baseline resets what acts only in training, so variation
+    it alone brings is no choice of the grid), and the loss when only the baselines' "none" makes it vary. Each
+    with its levels in order of first appearance."""
+    trained = [i for i, line in enumerate(lines) if not is_baseline(line)] or list(range(len(lines)))
+    columns = list(dict.fromkeys(c for f in flat for c in f))
+    out = {}
+    for c in columns:
+        among = range(len(lines)) if c == "loss" else trained
+        levels = list(dict.fromkeys(level_text(flat[i].get(c, ABSENT)) for i in among))
+        if len(levels) > 1:
+            out[c] = levels
+    return out
+
+
+def following(axis: str, axes: dict[str, list[str]], lines: list[Line], flat: list[dict]) -> set[str]:
+    """A plugin's own arguments that go with its level (backbone_args.* with the backbone, …): those with one value
+    per level among the trained lines (Koch's CNN at 65 px, conv4 at 28 px). Arguments that vary within a level
+    are a choice of their own and are matched like any other option."""
+    prefix = PLUGIN_ARGS.get(axis)
+    if prefix is None:
+        return set()
+    trained = [f for line, f in zip(lines, flat) if not is_baseline(line)] or flat
+    out = set()
+    for c in (c for c in dict.fromkeys(k for f in flat for k in f) if c.startswith(prefix)):
+        per_level: dict[str, set] = {}
+        for f in trained:
+            per_level.setdefault(level_text(f.get(axis, ABSENT)), set()).add(level_text(f.get(c, ABSENT)))
+        if all(len(v) == 1 for v in per_level.values()):
+            out.add(c)
+    return out
+
+
+def _keys(lines: list[Line], flat: list[dict], drop: set[str]) -> tuple[list[str], list[str]]:
+    """Per line, what a pair must share: every option but the dropped ones and the speed environment (a trained
+    line's key), and what an untrained baseline shares with trained lines less the dropped ones (its key; a
+    trained line's too, for pairing it with a baseline)."""
+    full, untrained = [], []
+    for line, f in zip(lines, flat):
+        full.append(json.dumps({**{k: v for k, v in f.items() if k not in drop}, " speed env": line.speed_env}, sort_keys=True))
+        u = flatten(json.loads(untrained_key(line.config, line.distance)))
+        untrained.append(json.dumps({k: v for k, v in u.items() if k not in drop}, sort_keys=True))
+    return full, untrained
+
+
+def matched_pairs(axis: str, level: str, reference: str, lines: list[Line], flat: list[dict],
+                  keys: tuple[list[str], list[str]]) -> list[tuple[int, int]]:
+    """(level line, reference line) index pairs identical in every other option (`keys`: `_keys` less the axis and
+    what goes with it); a pair with an untrained baseline (only on the loss axis: loss = "none") is matched on what
+    the baseline shares with trained lines."""
+    full, untrained = keys
+    at = [[i for i, f in enumerate(flat) if level_text(f.get(axis, ABSENT)) == v] for v in (level, reference)]
+    pairs = []
+    for i in at[0]:
+        for j in at[1]:
+            if is_baseline(lines[i]) or is_baseline(lines[j]):
+                if (is_baseline(lines[i]) and is_baseline(lines[j]) or axis == "loss") and untrained[i] == untrained[j]:
+                    pairs.append((i, j))
+            elif full[i] == full[j]:
+                pairs.append((i, j))
+    return pairs
+
+
+def testable(line: Line, metric: str) -> bool:
+    """≥ 2 ok seeds with a value, or seeds that are copies of one run (a fixed value with no seed variance)."""
+    n = len(values(line, metric))
+    return n >= 2 or (n >= 1 and identical_seeds(line))
+
+
+def estimate(axis: str, level: str, reference: str, pairs: list[tuple[int, int]], lines: list[Line], metric: str,
+             load=None, boot: ItemBootstrap | None = None) -> Effect:
+    """The contrast Σ_pairs (level line − reference line) / k with its interval: paired over the test items when every
+    line has per-item scores of one material, else from the seeds alone; signed so that positive is better."""
+    k = len(pairs)
+    weights: dict[int, float] = {}
+    for i, j in pairs:
+        weights[i] = weights.get(i, 0.0) + 1.0 / k
+        weights[j] = weights.get(j, 0.0) - 1.0 / k
+    involved = list(weights)
+    vals = {i: values(lines[i], metric) for i in involved}
+    fixed = {i: identical_seeds(lines[i]) for i in involved}
+    items = {i: line_items(lines[i], metric, load) for i in involved} if load else {}
+    if items and shared_material(*items.values()) is not None:
+        c = contrast([(id(lines[i]), items[i], vals[i], fixed[i]) for i in involved], [weights[i] for i in involved],
+                     boot or ItemBootstrap())
+        method = f"paired, {c.items:,} items"
+    else:
+        c = contrast_seeds([(vals[i], fixed[i]) for i in involved], [weights[i] for i in involved])
+        method = SEEDS_ONLY + ("" if c.method == "seeds" else f" ({c.method})")
+    sign = better(metric)
+    est, low, high = sign * c.estimate, *sorted((sign * c.low, sign * c.high))
+    diffs = [sign * (vals[i].mean() - vals[j].mean()) for i, j in pairs]
+    agree = sum(1 for d in diffs if np.sign(d) == np.sign(est))
+    return Effect(axis, level, reference, k, est, low, high, c.p, method, agree)
+
+
+def axis_effects(axis: str, levels: list[str], reference: str, axes: dict[str, list[str]], lines: list[Line],
+                 flat: list[dict], metric: str, load=None, boot=None) -> list[Effect]:
+    """Each level of `axis` but the reference, against it."""
+    drop = {axis} | following(axis, axes, lines, flat) | ({"distance"} if axis == "eval.distance" else set())
+    ok = [testable(line, metric) for line in lines]
+    single = [len(values(line, metric)) == 1 and not ok[i] for i, line in enumerate(lines)]
+    keys = _keys(lines, flat, drop)
+    out = []
+    for level in (v for v in levels if v != reference):
+        every = matched_pairs(axis, level, reference, lines, flat, keys)
+        pairs = [(i, j) for i, j in every if ok[i] and ok[j]]
+        one_seed = len({x for pair in every for x in pair if single[x]})
+        if pairs:
+            out.append(replace(estimate(axis, level, reference, pairs, lines, metric, load, boot), one_seed=one_seed))
+        else:
+            out.append(Effect(axis, level, reference, 0, one_seed=one_seed, why=_why(axis, level, reference, axes, flat, drop, every)))
+    return out
+
+
+def _why(axis: str, level: str, reference: str, axes: dict[str, list[str]], flat: list[dict], drop: set[str], every: list) -> str:
+    """Why a level has no matched pair: only lines with one seed match, or other axes whose values never overlap
+    between the level's lines and the reference's, or (neither) no line differs from a reference line in this alone."""
+    if every:
+        return "no pair with ≥ 2 seeds on both sides"
+    at = [[f for f in flat if level_text(f.get(axis, ABSENT)) == v] for v in (level, reference)]
+    also = [a for a in axes if a not in drop and not ({level_text(f.get(a, ABSENT)) for f in at[0]}
+                                                      & {level_text(f.get(a, ABSENT)) for f in at[1]})]
+    if also:
+        return f"never varied alone: also differs in {', '.join(also)}"
+    return "no line differs from a reference line in this option alone"
+
+
+def effects(rows: list[dict], metric: str, axes: list[str] | None = None, references: dict[str, str] | None = None,
+            interactions: list[tuple[str, str]] = (), load=None) -> list[GroupEffects]:
+    """Per comparison group of the rows' (current) lines: the effect of each level of each axis against its
+    reference (the first level in grid order, or `references[axis]`), and the variance table. `axes` restricts the
+    effects to those named; `load(row)` gives a row's items dict (bench.items.read_items), or None.
+    Unknown or non-varying axes, unknown levels and interactions of non-axes are one-line UserErrors."""
+    found = lines_of(current(rows))
+    groups = [(label, [found[i] for i in members]) for label, members in comparison_groups(found)]
+    flats = {label: [options(line) for line in lines] for label, lines in groups}
+    all_axes = {label: group_axes(lines, flats[label]) for label, lines in groups}
+    varying = list(dict.fromkeys(a for g in all_axes.values() for a in g))
+    levels = {a: list(dict.fromkeys(v for g in all_axes.values() for v in g.get(a, ()))) for a in varying}
+    named = _check(axes, references or {}, interactions, varying, levels, flats)
+    boot = ItemBootstrap()
+    out = []
+    for label, lines in groups:
+        group = all_axes[label]
+        found_effects = []
+        for axis in (a for a in named if a in group):
+            reference = (references or {}).get(axis)
+            reference = reference if reference in group[axis] else group[axis][0]
+            found_effects += axis_effects(axis, group[axis], reference, group, lines, flats[label], metric, load, boot)
+        trained = [line for line in lines if not is_baseline(line)] or lines
+        data = observations(trained, list(group), metric)
+        model = [a for a in group if data[a].nunique() > 1]
+        notes = [UNTRAINED_NOTE] if len(trained) < len(lines) else []
+        pairs = [(a, b) for a, b in interactions if a in model and b in model]
+        notes += [f"{a} × {b} is not in this group's model: {', '.join(x for x in (a, b) if x not in model)} does not vary "
+                  "among its trained lines." for a, b in interactions if (a, b) not in pairs]
+        out.append(GroupEffects(label, group, found_effects, variance(data, model, pairs, shown=named, notes=notes)))
+    return out
+
+
+def observations(lines: list[Line], axes: list[str], metric: str) -> pd.DataFrame:
+    """One row per ok seed row with a finite value: each axis's level (as text), the seed and the value `y`."""
+    out = []
+    for line in lines:
+        f = options(line)
+        for r in line.ok:
+            y = float(r["metrics"].get(metric, math.nan))
+            if math.isfinite(y):
+                out.append({**{a: level_text(f.get(a, ABSENT)) for a in axes}, SEED: str(r["config"].get("seed")), "y": y})
+    return pd.DataFrame(out, columns=[*axes, SEED, "y"])
+
+
+def _check(axes, references: dict[str, str], interactions, varying: list[str], levels: dict, flats: dict) -> list[str]:
+    """The axes to report (all that vary, or those named), after checking every name the user gave."""
+    options_seen = {c for flat in flats.values() for f in flat for c in f}
+    listing = ", ".join(varying) or "(none: every line has the same options)"
+
+    def axis(name: str, flag: str) -> None:
+        if name not in varying:
+            why = "does not vary among these lines" if name in options_seen else "is not an option of these rows"
+            raise UserError(f"{flag} {name!r} {why} — axes that vary: {listing}")
+
+    for name in axes or []:
+        axis(name, "--axes")
+    for name, level in references.items():
+        axis(name, "--reference")
+        if level not in levels[name]:
+            raise UserError(f"--reference {name}={level}: no line has {name} = {level!r} — its levels: {', '.join(levels[name])}")
+    for a, b in interactions:
+        axis(a, "--interaction")
+        axis(b, "--interaction")
+    return list(dict.fromkeys(axes)) if axes else varying
+
+
+def parse_references(texts: list[str]) -> dict[str, str]:
+    """["loss=triplet", …] → {"loss": "triplet"}; a text without "=" is a UserError."""
+    out = {}
+    for text in texts:
+        name, sep, level = text.partition("=")
+        if not sep or not name:
+            raise UserError(f"--reference {text!r}: give AXIS=LEVEL, e.g. loss=triplet")
+        out[name] = level
+    return out
+
+
+def parse_interactions(texts: list[str]) -> list[tuple[str, str]]:
+    """["loss:model.freeze", …] → [("loss", "model.freeze")]; anything but two names joined by ":" is a UserError."""
+    out = []
+    for text in texts:
+        parts = text.split(":")
+        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+            raise UserError(f"--interaction {text!r}: give two different axes as A:B, e.g. loss:model.freeze")
+        out.append((parts[0], parts[1]))
+    return out
+
+
+# --- markdown and the forest plot ------------------------------------------------------------------------------
+
+def markdown(groups: list[GroupEffects], metric: str, title: str = "") -> str:
+    """The legend, then per comparison group the effects table and the variance table."""
+    direction = "lower" if lower_is_better(metric) else "higher"
+    out = [f"# Effects: {_escape(title)}" if title else "# Effects", "",
+           f"On **{metric}** ({direction} is better; an effect > 0 is better). " + LEGEND, ""]
+    for g in groups:
+        if len(groups) > 1:
+            out += [f"### {_escape(g.label)}", ""]
+        out += _effects_table(g.effects) + [""]
+        if any(e.method.startswith(SEEDS_ONLY) for e in g.effects):
+            out += ["seeds only: these rows have no per-item files (of this metric, for every line involved), so the "
+                    "interval counts the seeds' spread, not the test items' noise.", ""]
+        out += _variance_table(g.variance, metric) + [""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+LEGEND = ("*effect*: the mean over matched pairs (lines identical in every other option; a plugin's own arguments go "
+          "with it, an untrained baseline is matched on what it shares with trained lines) of line − reference line; "
+          "the reference is the first level in grid order unless --reference names one. *[95 %]* and *p*: that "
+          "contrast paired over the test items every line scored (per-item files: a bootstrap of the items plus the "
+          "seeds' variance), else from the seeds alone; *p (Holm)* corrects p for the number of effects in the table "
+          "(read that one when you scan the table for anything significant). Lines with one ok seed are left out. *sign agrees*: pairs whose "
+          "own difference has the effect's sign.")
+
+
+def _effects_table(found: list[Effect]) -> list[str]:
+    if not found:
+        return ["No axis varies among these lines."]
+    out = ["| axis | level vs reference | matched pairs | effect [95 %] | p | p (Holm) | sign agrees | method |",
+           "|---|---|---:|---|---:|---:|---|---|"]
+    corrected = holm([e.p if e.pairs else math.nan for e in found])
+    for e, p_holm in zip(found, corrected):
+        left = f" ({e.one_seed} line{'s' * (e.one_seed != 1)} left out: 1 seed)" if e.one_seed else ""
+        if e.pairs:
+            cells = [f"{signed(e.estimate)} [{signed(e.low)}, {signed(e.high)}]", _p(e.p), _p(p_holm), f"{e.agree} of {e.pairs}", e.method + left]
+        else:
+            cells = [ABSENT, ABSENT, ABSENT, ABSENT, e.why + left]
+        out.append("| " + " | ".join(_escape(c) for c in [e.axis, f"{e.level} vs {e.reference}", str(e.pairs), *cells]) + " |")
+    return out
+
+
+def _variance_table(v: Variance, metric: str) -> list[str]:
+    out = [f"Share of the variance of {metric} over {v.observations} seed rows (statsmodels OLS on the axes, the seed and "
+           "the named interactions; type-II ANOVA):", ""]
+    if v.terms:
+        out += ["| term | share of SS | sum of squares | df | F | p |", "|---|---:|---:|---:|---:|---:|"]
+        for t in v.terms:
+            out.append("| " + " | ".join([_escape(t.name), f"{t.share:.1%}", f"{t.sum_sq:.4g}", f"{t.df:g}",
+                                          ABSENT if math.isnan(t.F) else f"{t.F:.3g}", ABSENT if math.isnan(t.p) else _p(t.p)]) + " |")
+        out.append("")
+    said = [f"Design: {v.design}." if v.design else "", *v.notes]
+    if v.terms and not v.design.endswith(BALANCED):
+        said.append("The design is not complete and balanced: each type-II sum of squares is adjusted for every term "
+                    "that does not contain it, so the shares depend on that adjustment and do not add up to 1.")
+    return out + [_escape(" ".join(s for s in said if s))]
+
+
+def forest(groups: list[GroupEffects], metric: str):
+    """A matplotlib Figure (Agg canvas, no pyplot): per comparison group a panel with one row per (axis, level), the
+    effect and its 95 % interval, and a vertical line at 0."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [(g, [e for e in g.effects if e.pairs]) for g in groups]
+    shown = [(g, found) for g, found in shown if found]
+    if not shown:
+        raise UserError("no effect has a matched pair: nothing to plot — drop --plot")
+    labels = [_label(e) for _, found in shown for e in found]
+    width = 5.5 + 0.075 * max(map(len, labels))
+    figure = Figure(figsize=(width, 1.2 + 0.32 * len(labels) + 0.6 * len(shown)), layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(len(shown), 1, squeeze=False, height_ratios=[len(found) + 1 for _, found in shown])[:, 0]
+    direction = "lower" if lower_is_better(metric) else "higher"
+    figure.suptitle(f"Effect on {metric} ({direction} is better; > 0 is better): mean over matched pairs, 95 % interval",
+                    fontsize="medium")
+    for axes, (g, found) in zip(panels, shown):
+        y = np.arange(len(found))
+        colours = ["C0" if e.method.startswith("paired") else "C1" for e in found]
+        axes.hlines(y, [e.low for e in found], [e.high for e in found], colors=colours, linewidth=2)
+        axes.scatter([e.estimate for e in found], y, c=colours, zorder=3)
+        axes.axvline(0.0, color="grey", linewidth=0.8)
+        axes.set_yticks(y, [_label(e) for e in found], fontsize="small")
+        axes.invert_yaxis()
+        axes.grid(axis="x", alpha=0.3)
+        if len(shown) > 1:
+            axes.set_title(g.label, fontsize="small")
+    panels[-1].set_xlabel(f"effect on {metric} (blue: paired over test items; orange: seeds only)")
+    return figure
+
+
+def _label(e: Effect) -> str:
+    return f"{e.axis}: {e.level} vs {e.reference} ({e.pairs} pair{'s' * (e.pairs != 1)})"
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def _escape(value) -> str:
+    return str(value).replace("|", "\\|")

@@ -1,0 +1,207 @@
+"""Comparisons of configurations with an interval: paired over the test items they share, or over seeds alone.
+
+Two sources of noise separate two configurations' scores: the training seed (another init, another batch order)
+and the test material (another draw of test images or episodes would score differently). Cells of one comparison
+group score *the same* test items, so the test-material part is shared: a hard episode is hard for every line.
+A contrast of lines (a difference of two, or an effect averaged over matched pairs) is
+
+    estimate = Σ_l c_l · mean over line l's seeds of its metric
+
+and its variance has two parts, added (a two-component approximation):
+- items: a bootstrap of the shared test items, the *same* resample for every line and seed (that is the pairing),
+  of the contrast recomputed from the per-item outcomes (bench.items); seeds held fixed;
+- seeds: Σ_l c_l² s_l² / n_l from the per-seed metrics (s_l the sample std; 0 for a line whose seeds are
+  bit-identical copies of one run), less what both parts count: the seed × item noise (a seed getting an item
+  right by its own luck) is in the item bootstrap of the seeds' mean *and* in s_l²; its share in the mean,
+  σ²_resid / (n_l · N items), is (mean over seeds of each seed's own bootstrap variance − the bootstrap variance
+  of their mean) / (n_l − 1), and is subtracted once (the usual crossed two-way components of variance).
+The interval is estimate ± t(df) · se with Welch–Satterthwaite's df from the seed parts (the item part counts as
+known). Without per-item files (older rows, or metrics with no per-item form) the item part is unknown and the
+comparison falls back to seeds alone: Welch's t-test (one-sample against a line of identical seeds), labelled.
+Pairing on items only happens when every seed of both lines stores the same items (`ItemScores.material`).
+
+Written here rather than taken from a library: scipy's `bootstrap` resamples one sample (or paired samples of
+equal length) but not a resample shared by many lines with the seed variance beside it; the pieces it needs
+(t quantiles, multinomial draws) are scipy's and numpy's.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from bench.items import ItemScores, item_metric
+
+RESAMPLES = 2000  # bootstrap resamples of the items: the se of a bootstrap variance is about √(2/B) ≈ 3 % of it
+LEVEL = 0.95
+POWER = 0.80
+CHUNK = 250  # resamples per vectorised call: 250 × 5,000 pairs × 8 bytes = 10 MB
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`a − b` in the metric's own units (not signed by its direction), with its interval and what it rests on."""
+    estimate: float
+    low: float
+    high: float
+    se: float
+    df: float
+    p: float
+    method: str          # "paired" (items + seeds), "Welch", "1-sample", "no variance"
+    items: int = 0       # shared test items the pairing used (0: seeds alone)
+    seed_var: float = 0.0  # the seed part of se², and the item part: what more seeds could and could not shrink
+    item_var: float = 0.0
+    seed_spread: tuple[float, float] = (0.0, 0.0)  # s² of a's and of b's per-seed metrics (0 for identical seeds)
+
+    @property
+    def detectable(self) -> float:
+        """The smallest |a − b| this design detects with POWER at a two-sided 5 % (t quantiles at its df)."""
+        return minimum_detectable(self.se, self.df)
+
+
+def minimum_detectable(se: float, df: float, alpha: float = 1 - LEVEL, power: float = POWER) -> float:
+    """(t_{1−α/2} + t_{power}) · se: the usual normal-approximation power rule, with t at the design's df."""
+    if not math.isfinite(se):
+        return math.nan
+    df = df if math.isfinite(df) and df > 0 else math.inf
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
+
+
+def seeds_to_resolve(gap: float, c: Comparison, alpha: float = 1 - LEVEL, power: float = POWER, most: int = 1000) -> int | None:
+    """About how many seeds per line would detect `gap` (with POWER, two-sided `alpha`, normal quantiles), keeping
+    the measured seed spreads and the item part (which more seeds of the same test set do not shrink). None when no
+    number of seeds would (the gap is inside the item noise, or is 0), or when it takes more than `most`."""
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    need = (abs(gap) / z) ** 2  # the variance at which the gap is detectable
+    spread = sum(c.seed_spread)
+    if gap == 0 or c.item_var >= need or spread == 0:
+        return None
+    n = math.ceil(spread / (need - c.item_var))
+    return max(n, 2) if n <= most else None
+
+
+# --- seeds alone ---------------------------------------------------------------------------------------------
+
+def compare_seeds(a: np.ndarray, b: np.ndarray, fixed_a: bool = False, fixed_b: bool = False) -> Comparison:
+    """`a − b` from per-seed values: Welch (both vary), one-sample (one is a fixed value: identical seeds), or
+    decided (neither varies). Each side needs ≥ 2 values unless it is fixed."""
+    return contrast_seeds([(a, fixed_a), (b, fixed_b)], [1.0, -1.0])
+
+
+def contrast_seeds(lines: list[tuple[np.ndarray, bool]], weights: list[float]) -> Comparison:
+    """Σ_l c_l · mean(values_l) from per-seed values alone (no items: the test material's noise is not counted),
+    with Σ_l c_l² s_l² / n_l and Satterthwaite's df; `fixed` lines (identical seeds) have no seed part. With two
+    lines and weights (1, −1) this is Welch's test (one-sample when one line is fixed)."""
+    values = [np.asarray(v, float) for v, _ in lines]
+    fixed = [f or (len(v) > 1 and np.ptp(v) == 0) for v, (_, f) in zip(values, lines)]
+    spreads = [0.0 if f or len(v) < 2 else float(np.var(v, ddof=1)) for v, f in zip(values, fixed)]
+    parts = [(c * c * s2 / len(v), len(v) - 1) for c, s2, v in zip(weights, spreads, values) if c and s2 > 0]
+    estimate = float(sum(c * v.mean() for c, v in zip(weights, values)))
+    used = [f for c, f in zip(weights, fixed) if c]
+    method = "no variance" if all(used) else "1-sample" if any(used) and len(used) == 2 else "Welch" if len(used) == 2 else "seeds"
+    spread = (spreads[0], spreads[1]) if len(lines) == 2 else (sum(spreads), 0.0)
+    return _interval(estimate, 0.0, parts, method, 0, spread)
+
+
+def _interval(estimate: float, item_var: float, seed_parts: list[tuple[float, int]], method: str, items: int,
+              spread: tuple[float, float]) -> Comparison:
+    """The t interval and two-sided p of `estimate` with variance item_var + Σ seed parts (Satterthwaite's df)."""
+    seed_var = sum(v for v, _ in seed_parts)
+    var = item_var + seed_var
+    if var <= 0:
+        p = 1.0 if estimate == 0 else 0.0
+        return Comparison(estimate, estimate, estimate, 0.0, math.inf, p, method, items, 0.0, 0.0, spread)
+    denominator = sum(v * v / dof for v, dof in seed_parts if v > 0)
+    df = var * var / denominator if denominator > 0 else math.inf
+    se = math.sqrt(var)
+    half = float(stats.t.ppf((1 + LEVEL) / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(estimate) / se, df))
+    return Comparison(estimate, estimate - half, estimate + half, se, df, p, method, items, seed_var, item_var, spread)
+
+
+# --- paired over shared items ----------------------------------------------------------------------------------
+
+class ItemBootstrap:
+    """The item resamples of one test material, drawn once and shared by every line scored on it, and each line's
+    metric under each resample (mean over its seeds), cached: any contrast of lines is then a weighted sum."""
+
+    def __init__(self, resamples: int = RESAMPLES, seed: int = 0):
+        self.resamples, self.seed = resamples, seed
+        self._weights: dict[str, np.ndarray] = {}
+        self._lines: dict[tuple, np.ndarray] = {}
+        self._within: dict[tuple, float] = {}
+
+    def weights(self, material: str, n: int) -> np.ndarray:
+        """(B, n) multinomial counts: the same for every line with this material (the seed is derived from it)."""
+        if material not in self._weights:
+            digest = int.from_bytes(hashlib.sha256(f"{material}:{self.seed}".encode()).digest()[:8], "little")
+            rng = np.random.default_rng(digest)
+            self._weights[material] = rng.multinomial(n, np.full(n, 1.0 / n), size=self.resamples).astype(np.float64)
+        return self._weights[material]
+
+    def line(self, key, seeds: list[ItemScores], independent: bool = False) -> np.ndarray:
+        """(B,) the line's metric, averaged over its seeds, under each resample of its items. `independent` draws
+        resamples of its own (the unpaired reference: as if no other line shared its items)."""
+        cache = (key, independent)
+        if cache not in self._lines:
+            material, n = seeds[0].material, len(seeds[0].values)
+            w = self.weights(f"{material}:{key}" if independent else material, n)
+            per_seed = [np.concatenate([item_metric(s, w[i:i + CHUNK]) for i in range(0, len(w), CHUNK)]) for s in seeds]
+            self._lines[cache] = np.mean(per_seed, axis=0)
+            self._within[cache] = float(np.mean([np.var(x, ddof=1) for x in per_seed]))
+        return self._lines[cache]
+
+    def interaction(self, key, seeds: list[ItemScores]) -> float:
+        """σ²_resid / (seeds · items): the seed × item noise in the line's mean, counted by both the item bootstrap
+        and the seeds' spread; 0 with one seed (nothing to tell it from the seed part then)."""
+        if len(seeds) < 2:
+            return 0.0
+        mean = self.line(key, seeds)
+        return max(0.0, (self._within[(key, False)] - float(np.var(mean, ddof=1))) / (len(seeds) - 1))
+
+
+def shared_material(*lines: list[ItemScores] | None) -> str | None:
+    """The material every seed of every line was scored on, or None when any lacks items or they differ."""
+    found = {s.material for seeds in lines if seeds for s in seeds}
+    if any(not seeds for seeds in lines) or len(found) != 1:
+        return None
+    return found.pop()
+
+
+def contrast(lines: list[tuple[object, list[ItemScores], np.ndarray, bool]], weights: list[float],
+             boot: ItemBootstrap, paired: bool = True) -> Comparison:
+    """Σ_l c_l · (line l's mean over seeds) with the items' bootstrap part and the seeds' part.
+
+    `lines` holds (key, per-seed ItemScores, per-seed row values, fixed) per line; every line must share one
+    material (see `shared_material`); `fixed` lines (identical seeds) have no seed part. The estimate is from the
+    row values (the leaderboard's means). `paired=False` resamples each line's items independently: the interval
+    one would get if the lines did not share their test items (for checking what pairing buys)."""
+    estimate = float(sum(c * np.mean(v) for c, (_, _, v, _) in zip(weights, lines)))
+    if paired:
+        series = sum(c * boot.line(key, seeds) for c, (key, seeds, _, _) in zip(weights, lines) if c)
+        item_var = float(np.var(series, ddof=1))
+    else:
+        item_var = float(sum(c * c * np.var(boot.line(key, seeds, independent=True), ddof=1)
+                             for c, (key, seeds, _, _) in zip(weights, lines) if c))
+    spreads = [0.0 if fixed or len(v) < 2 else max(0.0, float(np.var(v, ddof=1)) - len(v) * boot.interaction(key, seeds))
+               for key, seeds, v, fixed in lines]  # the seed variance less the seed × item noise the items count
+    parts = [(c * c * s2 / len(v), len(v) - 1) for c, s2, (_, _, v, _) in zip(weights, spreads, lines) if c and s2 > 0]
+    n = len(lines[0][1][0].values)
+    spread = (spreads[0], spreads[1]) if len(lines) == 2 else (sum(spreads), 0.0)
+    return _interval(estimate, item_var, parts, "paired" if paired else "unpaired items", n, spread)
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and is not counted): sorted p_(i) × (m − i + 1), made
+    monotone, capped at 1. Five lines by hand rather than statsmodels' multipletests, which the leaderboard would
+    otherwise need as a dependency; tests/test_paired.py checks the two agree."""
+    finite = [i for i, p in enumerate(ps) if not math.isnan(p)]
+    order = sorted(finite, key=lambda i: ps[i])
+    out, running = [math.nan] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * ps[i]))
+        out[i] = running
+    return out
