@@ -245,8 +245,11 @@ def _without_inert_options(cell: Cell) -> Cell:
     """Reset options that cannot act in this cell to their defaults, so they neither make duplicate cells
     (identical training under different ids) nor appear in the row as if they had mattered."""
     if cell.loss == UNTRAINED:  # nothing trains: only the trunk, its input and its precision matter
+        # train.save stays: the untrained trunk can win, and `bench embed`/`verify` then need its checkpoint (save is
+        # not part of a cell's identity, so keeping it makes no new cell)
+        train = TrainConfig(precision=cell.train.precision, save=cell.train.save)
         return dataclasses.replace(
-            cell, train=TrainConfig(precision=cell.train.precision), model=ModelConfig(preprocess=cell.model.preprocess),
+            cell, train=train, model=ModelConfig(preprocess=cell.model.preprocess),
             eval=dataclasses.replace(cell.eval, curve=()), backbone_args={k: v for k, v in cell.backbone_args.items() if k not in HEAD_ARGS},
             split=cell.split if cell.split.folds > 0 else dataclasses.replace(cell.split, fold=0))  # split.fold as in trained cells
     kind = _batch_kind(cell.loss, cell.loss_args)

@@ -20,7 +20,7 @@ from typing import Callable, Literal
 import numpy as np
 
 ITEMS_SCHEMA = 1
-ITEM_PAIRS = 5000  # the most verification pairs a cell keeps (rank uint16 + same bool: ~8 KB compressed)
+ITEM_PAIRS = 5000  # the most verification pairs a cell keeps (rank uint16 + same bool: ~9 KB compressed)
 FIXED_POINT = 65535  # r_precision and map_at_r are kept as round(value * FIXED_POINT) in uint16
 
 _FEW_SHOT = re.compile(r"few_shot_\d+way_\d+shot(_within_[A-Za-z0-9_]+)?_accuracy\Z")

@@ -209,3 +209,43 @@ def test_a_changed_weight_file_fails_its_hash_check(trained, tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "sha256 does not match checkpoint.json" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e.npz").exists()
+
+
+def test_an_untrained_winner_saves_a_checkpoint_that_embed_and_verify_use(tmp_path, monkeypatch, capsys):
+    """loss = "none" with train.save: the untrained trunk's checkpoint, with its exact input pipeline, so the line a
+    grid found best is usable even when it is the baseline; embed → evaluate gives the cell's metrics again."""
+    from bench.eval.metrics import evaluate
+    from bench.grid import load_grid
+
+    images = make_images(tmp_path / "images")
+    grid = GRID.format(name="base", save="last", root=images).replace('loss = ["triplet"]', 'loss = ["none"]').replace(
+        '"train.select" = ["last", "best"]', "")
+    (tmp_path / "g.toml").write_text(grid)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--grid", "g.toml"]) == 0
+    row = read_rows(tmp_path / "results" / "base.jsonl")[0]
+    assert row["train"]["stopped_by"] == "untrained" and row["config"]["train"]["save"] == "last"
+    folder = tmp_path / "results" / row["checkpoint"]["path"]
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    assert meta["cell_id"] == row["cell_id"] and meta["sha256"] == row["checkpoint"]["sha256"]
+    cell = next(c for c in load_grid(tmp_path / "g.toml").cells if c.cell_id == row["cell_id"])
+    assert cell.cell_id == next(c for c in load_grid(tmp_path / "g.toml").cells).cell_id  # save is not part of the identity
+    emb, labels, val_idx, test_idx = embed_all_for(tmp_path, folder, cell)
+    again = evaluate(emb[test_idx], labels[test_idx], meta["distance"], cell.eval, cell.split.seed,
+                     val_embeddings=emb[val_idx], val_labels=labels[val_idx])
+    for key in ("verification_roc_auc", "recall_at_1", "verification_val_threshold"):
+        assert again[key] == pytest.approx(row["metrics"][key], abs=1e-4), key
+    capsys.readouterr()
+    assert main(["verify", str(folder), "images/class00/0.png", "images/class01/0.png"]) == 0
+    assert "threshold" in capsys.readouterr().out
+
+
+def embed_all_for(cwd: Path, folder: Path, cell):
+    from bench.plugins import DATASETS
+    from bench.run.cell import split_for
+
+    assert main(["embed", str(folder), "--folder", str(cwd / "images"), "--out", str(cwd / "e.npz")]) == 0
+    npz = np.load(cwd / "e.npz")
+    data = DATASETS.get("folder").factory(root=str(cwd / "images"))
+    _, val_idx, test_idx, _ = split_for(cell, data)
+    return torch.from_numpy(npz["embeddings"]), torch.from_numpy(npz["labels"]), val_idx, test_idx

@@ -181,3 +181,35 @@ def test_validate_runs_the_checks_run_makes_before_training(tmp_path, cli):
     (tmp_path / "small.toml").write_text(GRID.replace("batch_size = 12", "batch_size = 2"))
     proc = cli("validate", "small.toml", cwd=tmp_path)
     assert proc.returncode == 2 and "too small for" in proc.stderr
+
+
+def test_validate_predicts_a_nan_metric_that_run_reports_with_the_same_reason(tmp_path, cli):
+    grid = """
+name = "nan"
+[budget]
+max_steps = 2
+[split]
+test_fraction = 0.4
+[eval]
+n_way = 20
+episodes = 20
+[axes]
+backbone = ["conv4"]
+loss = ["triplet"]
+dataset = ["digits"]
+seed = [0]
+[backbone.conv4]
+image_size = 16
+"""
+    (tmp_path / "g.toml").write_text(grid)
+    proc = cli("validate", "g.toml", cwd=tmp_path)
+    assert proc.returncode == 0
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "few_shot_20way_1shot_accuracy will be NaN in 1 of 1 cells whatever they learn" in said and "eval.n_way" in said
+    proc = cli("run", "--grid", "g.toml", "--metric", "few_shot_20way_1shot_accuracy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((tmp_path / "results" / "nan.jsonl").read_text().splitlines()[0])
+    note = row["metrics"]["few_shot_note"]
+    assert note in said  # the same reason, word for word
+    board = " ".join((tmp_path / "results" / "nan.md").read_text().split())
+    assert f"*few_shot_20way_1shot_accuracy is NaN on every line of this table*: {note}" in board

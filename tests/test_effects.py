@@ -210,7 +210,7 @@ def test_with_per_item_files_the_interval_is_paired_and_narrower_than_seeds_only
     assert code == 0, err
     assert table_rows(out)[("A", "a1 vs a0")][7] == f"paired, {episodes} items" and "seeds only" not in out
     assert ("B", "b1 vs b0") not in table_rows(out)  # --axes A
-    from bench.cli.effects import items_loader
+    from bench.report.rows import items_loader
 
     paired = by_level(effects(rows, FEW, axes=["A"], load=items_loader([results]))[0], "A", "a1")
     seeds = by_level(effects(rows, FEW, axes=["A"])[0], "A", "a1")

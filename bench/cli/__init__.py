@@ -167,14 +167,14 @@ def cmd_validate(args) -> int:
 
     grid = load_grid(args.grid)
     from bench.leaderboard import flatten  # after the grid's own checks, as in `bench run`
-    from bench.run.runner import preflight
+    from bench.run.runner import predict_nan, preflight
 
     search = None
     if grid.search is not None:
         from bench.search.study import Search
 
         search = Search(grid)
-    preflight(list(grid.cells) + (search.preflight_cells() if search else []), console)  # the same checks `bench run` makes before its first step
+    data = preflight(list(grid.cells) + (search.preflight_cells() if search else []), console)  # the same checks `bench run` makes before its first step
     flat = [flatten({k: v for k, v in c.to_dict().items()}) for c in grid.cells]
     varying = [k for k in dict.fromkeys(k for f in flat for k in f) if len({json.dumps(f.get(k)) for f in flat}) > 1]
     columns = ["backbone", "loss", "dataset", "seed"] + [k for k in varying if k not in ("backbone", "loss", "dataset", "seed")]
@@ -186,6 +186,9 @@ def cmd_validate(args) -> int:
     for c in cells:
         table.add_row(*map(escape, c))
     Console(width=max(Console().width, 160, sum(w + 3 for w in widths) + 1)).print(table)
+    for (metric, note), count in predict_nan(list(grid.cells), data).items():  # what the run will report as NaN, and why
+        console.print(f"[yellow]note:[/] {metric} will be NaN in {count} of {len(grid.cells)} cells whatever they learn: {escape(note)}",
+                      highlight=False, soft_wrap=True)
     if search is not None:
         _print_search(search)
     return 0
@@ -251,7 +254,7 @@ def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv
     from bench.report.rows import items_loader
 
     from bench.leaderboard import csv_frame, failures, markdown, plot_links, table
-    from bench.plots import figure_files
+    from bench.report.plots import figure_files
 
     frame = table(rows, metric, items_loader(sources) if sources else None)  # an unknown or direction-less --metric is a UserError
     plots = out.parent / f"{out.stem}_plots"

@@ -39,7 +39,7 @@ def cmd_effects(args: argparse.Namespace) -> int:
 
     require_statsmodels()  # first: without it nothing else is worth checking
     if args.plot:
-        from bench.plots import require_matplotlib
+        from bench.report.plots import require_matplotlib
 
         require_matplotlib()
     for path, flag in ((args.out, "--out"), (args.plot, "--plot")):

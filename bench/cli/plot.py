@@ -27,7 +27,7 @@ def add_parser(sub, common) -> None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench import plots
+    from bench.report import plots
     from bench.results import read_results
 
     plots.require_matplotlib()  # first: without it nothing else is worth checking

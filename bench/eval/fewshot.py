@@ -36,11 +36,11 @@ def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: 
     out = {f"{name}_episodes": episodes, "few_shot_classes": len(pools)}
     nan = {f"{name}_accuracy": float("nan"), f"{name}_accuracy_stderr": float("nan")}
     if n_way < 2:
-        return nan | out | {"few_shot_note": f"a {n_way}-way episode has nothing to tell apart — use n_way ≥ 2"}
+        return nan | out | {"few_shot_note": f"a {n_way}-way episode has nothing to tell apart — use eval.n_way ≥ 2 (`bench evaluate --n-way`)"}
     if len(pools) < n_way:
         need = f"{k_shot} gallery image(s) and a query" if gallery is not None else f"{k_shot + 1}+ images"
         return nan | out | {"few_shot_note": f"{len(pools)} classes have {need}, a {n_way}-way episode needs {n_way} "
-                                              "— lower n_way (--n-way) or k_shot"}
+                                              "— lower eval.n_way or eval.k_shot in the grid (`bench evaluate --n-way`/`--k-shot`)"}
     support, query, _ = draw_episodes(pools, n_way, k_shot, episodes, np.random.default_rng(seed))
     return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_note", items)
 
@@ -67,12 +67,12 @@ def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tenso
     out = {f"{name}_episodes": episodes, f"few_shot_within_{group_name}_groups": len(pool_groups)}
     nan = {f"{name}_accuracy": float("nan"), f"{name}_accuracy_stderr": float("nan")}
     if n_way < 2:
-        return nan | out | {"few_shot_within_note": f"a {n_way}-way episode has nothing to tell apart — use n_way ≥ 2"}
+        return nan | out | {"few_shot_within_note": f"a {n_way}-way episode has nothing to tell apart — use eval.n_way ≥ 2 (`bench evaluate --n-way`)"}
     if not pool_groups:
         need = f"{k_shot} gallery image(s) and a query" if gallery is not None else f"{k_shot + 1}+ images"
         largest = max(map(len, by_group), default=0)
         return nan | out | {"few_shot_within_note": f"no {group_name} has {n_way} classes with {need} (the most is {largest}) "
-                                                     "— lower n_way (--n-way) or k_shot"}
+                                                     "— lower eval.n_way or eval.k_shot in the grid (`bench evaluate --n-way`/`--k-shot`)"}
     rng = np.random.default_rng([WITHIN_GROUP_STREAM, seed])
     support, query, _ = draw_group_episodes(pools, pool_groups, n_way, k_shot, episodes, rng)
     return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_within_note", items)

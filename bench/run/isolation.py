@@ -10,7 +10,10 @@ import torch
 EXIT_GRACE_S = 10.0  # how long a child whose pipe closed may take to exit (CUDA teardown can be slow)
 
 
-def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool, checkpoints: str | None = None) -> None:
+def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool, checkpoints: str | None = None,
+           threads: int | None = None) -> None:
+    if threads:  # --threads, as the parent runs with: thread counts change float sums, so the row and its items
+        torch.set_num_threads(threads)
     for module in plugins:  # the same --plugin modules the parent imported
         importlib.import_module(module)
     from bench.builtins import load_builtins
@@ -30,7 +33,8 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
 
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins, options.feature_cache, getattr(options, "checkpoints", None)), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins, options.feature_cache,
+                                            getattr(options, "checkpoints", None), getattr(options, "threads", None)), daemon=True)
     proc.start()
     send.close()
     if not receive.poll(options.cell_timeout):  # True on a row or on the child's end of the pipe closing

@@ -253,21 +253,54 @@ def _check_val_metric(cell: Cell, data: LabelledImages, val_idx, metric: str, op
     images alone, queries against the gallery when they have roles): probed once on random embeddings, so
     that e.g. 20-way episodes with fewer validation classes, or a metric that needs a threshold chosen on
     validation, fail here rather than being skipped in silence."""
-    labels = torch.from_numpy(data.labels)
-    roles = data.attributes.get("role")
-    with_roles = roles is not None and (roles[val_idx] != "").any()
-    queries, gallery = (val_idx[roles[val_idx] == "query"], val_idx[roles[val_idx] == "gallery"]) if with_roles else (val_idx, None)
-    groups = {"groups": data.attributes[cell.eval.episode_group][queries], "group_name": cell.eval.episode_group} if cell.eval.episode_group else {}
-    noise = torch.randn(len(data.labels), 8, generator=torch.Generator().manual_seed(0))
-    extra = {"gallery": noise[gallery], "gallery_labels": labels[gallery]} if gallery is not None else {}
-    probe = evaluate(noise[queries], labels[queries], "cosine", replace(cell.eval, episodes=min(cell.eval.episodes, 20)), 0, roc_points=0,
-                     **groups, **extra)
+    probe = probe_metrics(cell, data, val_idx)
     if not isinstance(probe.get(metric), (int, float)) or not math.isfinite(probe[metric]):
         notes = "; ".join(str(v) for k, v in probe.items() if k.endswith("_note"))
         why = f"validation has {len(set(data.labels[val_idx].tolist()))} classes, {len(val_idx)} images" + (f": {notes}" if notes else "")
         if metric not in probe:
             why += "; it is not among the metrics a validation split alone gives"
         raise UserError(f"{option} = {metric!r} cannot be scored on this validation split ({why}) — {fix}")
+
+
+def probe_metrics(cell: Cell, data: LabelledImages, idx) -> dict:
+    """The metrics the evaluator gives on these images (queries against the gallery when they have roles) for random
+    embeddings: which figures come out finite and, for those that cannot, the evaluator's own note saying why."""
+    labels = torch.from_numpy(data.labels)
+    roles = data.attributes.get("role")
+    with_roles = roles is not None and (roles[idx] != "").any()
+    queries, gallery = (idx[roles[idx] == "query"], idx[roles[idx] == "gallery"]) if with_roles else (idx, None)
+    groups = {"groups": data.attributes[cell.eval.episode_group][queries], "group_name": cell.eval.episode_group} if cell.eval.episode_group else {}
+    noise = torch.randn(len(data.labels), 8, generator=torch.Generator().manual_seed(0))
+    extra = {"gallery": noise[gallery], "gallery_labels": labels[gallery]} if gallery is not None else {}
+    return evaluate(noise[queries], labels[queries], "cosine", replace(cell.eval, episodes=min(cell.eval.episodes, 20)), 0, roc_points=0,
+                    **groups, **extra)
+
+
+def predict_nan(cells: list[Cell], data: dict[str, LabelledImages]) -> dict[tuple[str, str], int]:
+    """{(metric, the evaluator's note): cells} for the scores that will be NaN on a cell's test split whatever it
+    learns (too few test classes for the episodes, no same-class pair, …): what `bench validate` says before a run."""
+    from bench.eval.definitions import definition
+
+    found: dict[tuple[str, str], int] = {}
+    seen: dict[str, list[tuple[str, str]]] = {}
+    for cell in cells:
+        key = json.dumps([data_key(cell), asdict(cell.split), asdict(cell.eval)], sort_keys=True, default=str)
+        if key not in seen:
+            _, _, test_idx, _ = split_for(cell, data[data_key(cell)])
+            probe = probe_metrics(cell, data[data_key(cell)], test_idx)
+            notes = {k: v for k, v in probe.items() if k.endswith("_note")}
+            seen[key] = [(m, _note_for(m, notes)) for m, v in probe.items()
+                         if (d := definition(m)) is not None and d.direction != "none" and isinstance(v, float) and math.isnan(v)]
+        for m, note in seen[key]:
+            found[(m, note)] = found.get((m, note), 0) + 1
+    return found
+
+
+def _note_for(metric: str, notes: dict) -> str:
+    """The evaluator's note that explains a NaN `metric` (the few-shot within-group note for its metrics, …)."""
+    family = ("few_shot_within_note" if "_within_" in metric else "few_shot_note") if metric.startswith("few_shot_") else \
+        "verification_note" if metric.startswith("verification_") else "retrieval_note"
+    return str(notes.get(family, "no note"))
 
 
 def _build(registry, family: str, name: str, args: dict, *positional):

@@ -1,0 +1,37 @@
+"""The quickstart gives the same table on every run at a given thread count: its cells are bound by steps (seconds
+only as a safety cap far above what they take), and it shows the columns *Answers you can trust* promises."""
+import subprocess
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.toml"
+
+
+def test_the_quickstart_is_steps_bound_with_a_baseline_and_curves():
+    grid = tomllib.loads(QUICKSTART.read_text())
+    assert grid["budget"]["max_steps"] == 60 and grid["budget"]["max_seconds"] >= 120  # a cap, never the binding limit
+    assert "none" in grid["axes"]["loss"] and grid["split"]["val_fraction"] > 0 and grid["eval"]["curve"][-1] == 1.0
+
+
+def test_two_runs_in_two_processes_give_the_same_table(tmp_path):
+    """The quickstart's own grid, cut to its fastest backbone and one seed (the suite's time), run twice in fresh
+    processes at the same thread count: every row stopped by steps, and the two leaderboards byte-identical."""
+    text = QUICKSTART.read_text().replace('backbone = ["koch", "timm/resnet10t"]', 'backbone = ["timm/resnet10t"]')
+    text = text.replace('loss = ["bce_l1", "contrastive", "triplet", "none"]', 'loss = ["triplet", "none"]').replace("seed = [0, 1]", "seed = [0]")
+    text = text[:text.index("[backbone.koch]")] + text[text.index('[backbone."timm/resnet10t"]'):]
+    (tmp_path / "q.toml").write_text(text)
+    boards = []
+    for run in ("a", "b"):
+        done = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "q.toml", "--results", f"{run}/quickstart.jsonl",
+                               "--threads", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        boards.append((tmp_path / run / "quickstart.md").read_text())
+        rows = (tmp_path / run / "quickstart.jsonl").read_text()
+        assert '"stopped_by": "max_seconds"' not in rows
+    assert boards[0] == boards[1]
+    assert "gain vs untrained" in boards[0] and "still improving" in boards[0]
