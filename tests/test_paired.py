@@ -122,11 +122,13 @@ def test_power_and_seeds_to_resolve_follow_their_formulas():
     c = compare_seeds(np.array([0.80, 0.82, 0.81]), np.array([0.79, 0.80, 0.78]))
     t = stats.t
     assert c.detectable == pytest.approx((t.ppf(0.975, c.df) + t.ppf(0.8, c.df)) * c.se)
-    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
     gap = 0.005
-    n = seeds_to_resolve(gap, c)
     spread = sum(c.seed_spread)
-    assert z * math.sqrt(spread / n) <= gap < z * math.sqrt(spread / (n - 1))
+    z = lambda n, level=0.05: stats.t.ppf(1 - level / 2, 2 * n - 2) + stats.t.ppf(0.8, 2 * n - 2)  # noqa: E731
+    n = seeds_to_resolve(gap, c)
+    assert z(n) * math.sqrt(spread / n) <= gap < z(n - 1) * math.sqrt(spread / (n - 1))
+    strict = seeds_to_resolve(gap, c, comparisons=5)  # Holm's strictest step over 5 comparisons: α / 5
+    assert strict > n and z(strict, 0.01) * math.sqrt(spread / strict) <= gap
     assert seeds_to_resolve(0.0, c) is None
     items_bound = compare(*two_lines(np.random.default_rng(4), shared=False, n=200, gap=0.0), True)
     assert seeds_to_resolve(1e-4, items_bound) is None  # a gap inside the items' noise: no number of seeds resolves it

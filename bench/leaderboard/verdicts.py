@@ -108,7 +108,7 @@ def versus_best(group: list[Line], metric: str, load=None, boot=None) -> dict[st
         for column, value in (("vs_best_delta", c.estimate), ("vs_best_low", c.low), ("vs_best_high", c.high),
                               ("vs_best_p", c.p), ("vs_best_p_holm", adjusted[i]), ("detectable", c.detectable)):
             out[column][i] = value
-        if adjusted[i] >= ALPHA and (need := seeds_to_resolve(c.estimate, c)) is not None:
+        if adjusted[i] >= ALPHA and (need := seeds_to_resolve(c.estimate, c, comparisons=len(compared))) is not None:
             out["seeds_to_resolve"][i] = need
     return out
 

@@ -70,17 +70,23 @@ def minimum_detectable(se: float, df: float, alpha: float = 1 - LEVEL, power: fl
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
 
 
-def seeds_to_resolve(gap: float, c: Comparison, alpha: float = 1 - LEVEL, power: float = POWER, most: int = 1000) -> int | None:
-    """About how many seeds per line would detect `gap` (with POWER, two-sided `alpha`, normal quantiles), keeping
-    the measured seed spreads and the item part (which more seeds of the same test set do not shrink). None when no
-    number of seeds would (the gap is inside the item noise, or is 0), or when it takes more than `most`."""
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    need = (abs(gap) / z) ** 2  # the variance at which the gap is detectable
+def seeds_to_resolve(gap: float, c: Comparison, alpha: float = 1 - LEVEL, power: float = POWER, most: int = 1000,
+                     comparisons: int = 1) -> int | None:
+    """About how many seeds per line would detect `gap` with POWER at a two-sided `alpha` / `comparisons` (Holm's
+    strictest step, so the answer holds after the correction), keeping the measured seed spreads and the item part
+    (which more seeds of the same test set do not shrink): the smallest n with (t_{1−α/2} + t_{power}) at 2n − 2
+    degrees of freedom × √(item part + Σ s² / n) ≤ |gap|. None when no number of seeds would (the gap is inside the
+    item noise, or is 0), or when it takes more than `most`."""
     spread = sum(c.seed_spread)
-    if gap == 0 or c.item_var >= need or spread == 0:
+    level = alpha / max(comparisons, 1)
+    z = stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)
+    if gap == 0 or spread == 0 or c.item_var >= (abs(gap) / z) ** 2:  # not even infinitely many seeds
         return None
-    n = math.ceil(spread / (need - c.item_var))
-    return max(n, 2) if n <= most else None
+    for n in range(2, most + 1):
+        df = 2 * n - 2
+        if (stats.t.ppf(1 - level / 2, df) + stats.t.ppf(power, df)) * math.sqrt(c.item_var + spread / n) <= abs(gap):
+            return n
+    return None
 
 
 # --- seeds alone ---------------------------------------------------------------------------------------------
