@@ -356,13 +356,19 @@ def nan_metrics(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
+def line_names(frame: pd.DataFrame) -> list[str]:
+    """"#3 conv4 · triplet": each line of one group's table (its index reset) by its rank — the table's # — and the
+    first keys that tell the group's lines apart; the verdict and the budget sentence name lines alike."""
+    differ = [k for k in FIRST_KEYS if frame[k].nunique() > 1] or list(FIRST_KEYS[:2])
+    return [f"#{i + 1} " + " · ".join(str(r[k]) for k in differ) for i, (_, r) in enumerate(frame.iterrows())]
+
+
 def _budget(frame: pd.DataFrame, metric: str) -> str:
     """The group's ranking along its learning curves (bench.leaderboard.budget), lines named by their rank."""
     if "curve_means" not in frame:
         return ""
     frame = frame.reset_index(drop=True)
-    differ = [k for k in FIRST_KEYS if frame[k].nunique() > 1] or list(FIRST_KEYS[:2])
-    names = [f"#{i + 1} " + " · ".join(str(r[k]) for k in differ) for i, r in frame.iterrows()]
+    names = line_names(frame)
     means = [{float(f): v for f, v in json.loads(c).items()} for c in frame["curve_means"]]
     return budget_sentence(means, names, metric)
 
@@ -373,8 +379,8 @@ def verdict(frame: pd.DataFrame, metric: str) -> str:
     if "vs_best" not in frame or "best" not in list(frame["vs_best"]):
         return ""
     frame = frame.reset_index(drop=True)
-    differ = [k for k in FIRST_KEYS if frame[k].nunique() > 1] or list(FIRST_KEYS[:2])
-    name = lambda r: f"#{r.name + 1} " + " · ".join(str(r[k]) for k in differ)  # noqa: E731  (the rank is the table's #)
+    names = line_names(frame)
+    name = lambda r: names[r.name]  # noqa: E731
     best = frame[frame["vs_best"] == "best"].iloc[0]
     tied = frame[frame["vs_best"] == "tied"]
     below = int((frame["vs_best"] == "below").sum())

@@ -10,11 +10,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from bench.config import NOT_IDENTITY
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
-from bench.leaderboard.lines import ABSENT, Line, comparison_groups, current, flatten, lines_of
+from bench.leaderboard.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
 from bench.leaderboard.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
 from bench.report.paired import ItemBootstrap, contrast, contrast_seeds, holm, shared_material
 from bench.report.variance import BALANCED, SEED, Variance, variance
@@ -51,11 +50,9 @@ class GroupEffects:
 
 
 def options(line: Line) -> dict:
-    """A line's flattened options: its config without the seed and what only changes what is kept."""
-    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in line.config.items() if k != "seed"}
-    for section, option in NOT_IDENTITY:
-        config.get(section, {}).pop(option, None)
-    return flatten(config)
+    """A line's flattened options: its configuration's identity (bench.leaderboard.lines.configuration: the config
+    without the seed and what only changes what is kept)."""
+    return flatten(json.loads(configuration(line.rows[0])))
 
 
 def level_text(value) -> str:
