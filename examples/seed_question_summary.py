@@ -12,7 +12,7 @@ import sys
 
 import pandas as pd
 
-from bench.leaderboard import table
+from bench.report.leaderboard import table
 from bench.results import latest_rows, read_rows
 
 FEW_SHOT = "few_shot_20way_1shot_accuracy"

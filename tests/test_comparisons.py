@@ -10,7 +10,7 @@ from scipy import stats
 from test_leaderboard import _cells, board, by_backbone, cell, welch_by_hand, write
 
 from bench.errors import UserError
-from bench.leaderboard import markdown, ranked, table
+from bench.report.leaderboard import markdown, ranked, table
 
 FEW_SHOT = "few_shot_20way_1shot_accuracy"
 

@@ -15,7 +15,7 @@ from scipy import stats
 
 from bench.cli import main
 from bench.items import write_items
-from bench.leaderboard.verdicts import signed
+from bench.report.verdicts import signed
 from bench.report.effects import effects
 
 FEW = "few_shot_5way_1shot_accuracy"

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from bench.errors import UserError
-from bench.leaderboard import markdown, table
-from bench.leaderboard.verdicts import signed
+from bench.report.leaderboard import markdown, table
+from bench.report.verdicts import signed
 
 
 def row(backbone, loss, seed, auc, r1=0.5, *, dataset="toy", status="ok", steps=100, stopped_by="budget", loss_args=None, **extra):

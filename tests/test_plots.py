@@ -13,7 +13,7 @@ from sklearn.metrics import auc, roc_curve
 
 from bench.cli import main
 from bench.eval.verification import ROC_POINTS, downsample_roc, roc_metrics, verification_metrics
-from bench.leaderboard import table
+from bench.report.leaderboard import table
 from bench.report.plots import FIGURES, MAX_LINES, figures, line_labels, mean_roc, roc_of
 
 PNG = b"\x89PNG\r\n\x1a\n"

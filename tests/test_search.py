@@ -18,7 +18,7 @@ import bench.run.rows as rows_module
 from bench.cli import main
 from bench.config import Trial
 from bench.grid import parse_grid
-from bench.leaderboard import table
+from bench.report.leaderboard import table
 from bench.results import read_rows
 from bench.run.cell import split_for
 from bench.run.rows import run_cell, trial_record

@@ -7,9 +7,9 @@ import pytest
 from test_comparisons import tables
 from test_leaderboard import cell
 
-from bench.leaderboard import markdown, table
-from bench.leaderboard.budget import flips, fraction_text
-from bench.leaderboard.verdicts import signed
+from bench.report.leaderboard import markdown, table
+from bench.report.budget import flips, fraction_text
+from bench.report.verdicts import signed
 
 AUC = "verification_roc_auc"
 

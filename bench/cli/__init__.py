@@ -166,7 +166,7 @@ def cmd_validate(args) -> int:
     from bench.grid import load_grid
 
     grid = load_grid(args.grid)
-    from bench.leaderboard import flatten  # after the grid's own checks, as in `bench run`
+    from bench.report.leaderboard import flatten  # after the grid's own checks, as in `bench run`
     from bench.run.runner import predict_nan, preflight
 
     search = None
@@ -240,7 +240,7 @@ def cmd_leaderboard(args) -> int:
     if not rows:
         raise UserError(f"{', '.join(map(str, args.results))}: holds no result rows yet — run the grid first")
     title = args.results[0].stem if len(args.results) == 1 else " + ".join(p.stem for p in args.results)
-    from bench.leaderboard import default_metric
+    from bench.report.leaderboard import default_metric
 
     _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv, sources=args.results)  # a search file: its metric, as `bench run`
     return 0
@@ -253,7 +253,7 @@ def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv
     The rows' per-item files are read from beside `sources` (the results files), for paired comparisons."""
     from bench.report.rows import items_loader
 
-    from bench.leaderboard import csv_frame, failures, markdown, plot_links, table
+    from bench.report.leaderboard import csv_frame, failures, markdown, plot_links, table
     from bench.report.plots import figure_files
 
     frame = table(rows, metric, items_loader(sources) if sources else None)  # an unknown or direction-less --metric is a UserError

@@ -46,7 +46,7 @@ def cmd_effects(args: argparse.Namespace) -> int:
         if path is not None:
             _check_target(path, flag)
     references, interactions = parse_references(args.reference), parse_interactions(args.interaction)
-    from bench.leaderboard import check_metric, current, default_metric
+    from bench.report.leaderboard import check_metric, current, default_metric
     from bench.report.rows import items_loader
     from bench.results import read_results
 

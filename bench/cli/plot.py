@@ -37,7 +37,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     rows = read_results(args.results)
     if not any(r.get("status") == "ok" for r in rows):
         raise UserError(f"{', '.join(map(str, args.results))}: no ok rows, nothing to plot — run the grid (or --rerun failed) first")
-    from bench.leaderboard import default_metric
+    from bench.report.leaderboard import default_metric
 
     drawn, skipped = plots.figures(rows, args.metric or default_metric(rows), args.log_fpr)  # an unknown --metric fails here, before any file
     try:

@@ -1,6 +1,6 @@
 """The effect of each choice of a grid (each axis: a level against a reference level) with a 95 % interval, from the
 pairs of lines that differ in that option alone, and each axis's share of the variance. Pure functions of rows and
-their per-item files; the lines and comparison groups are the leaderboard's (bench.leaderboard.lines)."""
+their per-item files; the lines and comparison groups are the leaderboard's (bench.report.lines)."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ import pandas as pd
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
-from bench.leaderboard.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
-from bench.leaderboard.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
+from bench.report.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
+from bench.report.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
 from bench.report.paired import ItemBootstrap, contrast, contrast_seeds, holm, shared_material
 from bench.report.variance import BALANCED, SEED, Variance, variance
 
@@ -50,7 +50,7 @@ class GroupEffects:
 
 
 def options(line: Line) -> dict:
-    """A line's flattened options: its configuration's identity (bench.leaderboard.lines.configuration: the config
+    """A line's flattened options: its configuration's identity (bench.report.lines.configuration: the config
     without the seed and what only changes what is kept)."""
     return flatten(json.loads(configuration(line.rows[0])))
 

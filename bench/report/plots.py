@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.errors import UserError
-from bench.leaderboard import ABSENT, DEFAULT_METRIC, FIRST_KEYS, key_columns, lower_is_better, ranked
+from bench.report.leaderboard import ABSENT, DEFAULT_METRIC, FIRST_KEYS, key_columns, lower_is_better, ranked
 
 FIGURES = ("leaderboard", "roc", "recall_at_k", "curves")  # the PNGs' stems, in the order a leaderboard links them
 MAX_LINES = 12  # more lines than this on one plot cannot be told apart; the best configurations are kept

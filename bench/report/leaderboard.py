@@ -1,6 +1,6 @@
 """Result rows → a leaderboard: one line per configuration, mean ± std over its ok seeds, ranked and tested only
 within its comparison group. Pure functions of rows; which rows make a line and which lines compare is
-`bench.leaderboard.lines`, the judgements of a line are `bench.leaderboard.verdicts`.
+`bench.report.lines`, the judgements of a line are `bench.report.verdicts`.
 
 Failed and diverged seeds stay visible: each line counts the seeds that ran and the ok ones, and names the
 others. Beside the means, each line says (all on the sort metric, in its own direction): `vs_best` (a test
@@ -8,7 +8,7 @@ against the best line of its group, paired over shared test items when the rows 
 group, with the difference's interval and the smallest difference the design detects), `gain_vs_untrained` (against the untrained backbone scored with the same
 distance), `still_improving` (from each seed's gain over the last doubling of the budget), `selected` (the
 curve point train.select = "best" scored) and `tuned` (what a [search] chose); above each group's table a verdict
-line, below it the ranking along the learning curves (bench.leaderboard.budget). Trial rows (scored on
+line, below it the ranking along the learning curves (bench.report.budget). Trial rows (scored on
 validation) are never lines, and a study's final rows are those of its latest choice.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ import pandas as pd
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
-from bench.leaderboard.budget import budget_sentence, curve_means
-from bench.leaderboard.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of
-from bench.leaderboard.verdicts import ALPHA, UNTESTED as UNTESTED_TEXT, gain_vs_untrained, identical_seeds, selected, signed, still_improving, tuned, versus_best
+from bench.report.budget import budget_sentence, curve_means
+from bench.report.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of
+from bench.report.verdicts import ALPHA, UNTESTED as UNTESTED_TEXT, gain_vs_untrained, identical_seeds, selected, signed, still_improving, tuned, versus_best
 from bench.report.paired import ItemBootstrap
 
 DEFAULT_METRIC = "verification_roc_auc"
@@ -364,7 +364,7 @@ def line_names(frame: pd.DataFrame) -> list[str]:
 
 
 def _budget(frame: pd.DataFrame, metric: str) -> str:
-    """The group's ranking along its learning curves (bench.leaderboard.budget), lines named by their rank."""
+    """The group's ranking along its learning curves (bench.report.budget), lines named by their rank."""
     if "curve_means" not in frame:
         return ""
     frame = frame.reset_index(drop=True)

@@ -1,7 +1,7 @@
 """The leaderboard's judgements of a line, on the sort metric in its own direction: significance against the best
 of its comparison group, the gain over the untrained baseline, whether it was still improving, the selected
-curve point and what a search chose. Pure functions of `bench.leaderboard.lines.Line`s; the rules are stated in
-`bench.leaderboard.RULES` and the README."""
+curve point and what a search chose. Pure functions of `bench.report.lines.Line`s; the rules are stated in
+`bench.report.leaderboard.RULES` and the README."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from scipy.stats import ttest_1samp
 from bench.config import HEAD_ARGS
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.eval.definitions import lower_is_better
-from bench.leaderboard.lines import ABSENT, NOT_TEST_MATERIAL, Line
+from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line
 from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, holm, seeds_to_resolve, shared_material
 
 ALPHA = 0.05  # p ≥ ALPHA is indistinguishable from the best at 95%; still improving needs p < ALPHA

@@ -9,8 +9,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from bench.leaderboard.lines import Line
-from bench.leaderboard.verdicts import better
+from bench.report.lines import Line
+from bench.report.verdicts import better
 
 SHOWN_FLIPS = 4  # flips named in the sentence (those involving the best lines first); the rest are counted
 
