@@ -1,0 +1,410 @@
+"""Result rows → one self-contained HTML page: the run's grid, environment and budget, the leaderboard per
+comparison group as sortable tables with its marks and verdicts, factor effects, the plots, the cells that did not
+finish, and quality against training cost. Built from the same pieces as the other views (bench.report.leaderboard,
+effects, plots, pareto); every string from the data is escaped; nothing is loaded from the network."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import re
+from collections import Counter
+from html import escape
+
+import pandas as pd
+
+from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.errors import UserError
+from bench.eval.definitions import lower_is_better
+from bench.report import pareto
+from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, _budget, _mean_std, _varies, _verdicts, key_columns,
+                                      markdown, metric_columns, nan_metrics, ranked, verdict)
+from bench.report.lines import ABSENT, current, flatten
+
+PLOT_EXTRA = "pip install 'metric-bench[plot]'"
+STATS_EXTRA = "pip install 'metric-bench[stats]'"
+NUMERIC_VERDICTS = {"vs_best_delta": "vs_best_delta", "detectable": "detectable", "gain_vs_untrained": "gain_vs_untrained"}
+NUM = ' class="num"'
+DPI = 100  # the plots' resolution: sharp on screen, and the page stays small enough to mail
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1400px;padding:0 16px;color:#1f2328}
+h1{font-size:24px}h2{font-size:19px;border-bottom:1px solid #d0d7de;padding-bottom:4px;margin-top:32px}h3{font-size:16px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:3px 7px;vertical-align:top}th{background:#f6f8fa;text-align:left}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num,.leaderboard td{white-space:nowrap}.leaderboard td.long{white-space:normal;min-width:16em}
+.scroll{overflow-x:auto;max-width:100%}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+tr.best td{background:#dafbe1;font-weight:600}tr.tied td{background:#f0fbf3}tr.baseline td{color:#57606a;font-style:italic}
+td.improving{color:#1a7f37;font-weight:600}td.improving::before{content:"\\2191 "}
+.verdict{background:#f6f8fa;border-left:4px solid #1a7f37;padding:6px 10px}
+.legend{color:#57606a;font-size:13px}.note{color:#9a6700}
+figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top}img{max-width:100%;height:auto;border:1px solid #d0d7de}
+pre{white-space:pre-wrap;margin:0;font-size:12px}code{background:#f6f8fa;padding:0 3px}
+"""
+
+SCRIPT = """
+(function () {
+  "use strict";
+  function key(cell) {
+    var s = cell.getAttribute("data-sort");
+    return s === null ? cell.textContent.trim() : s;
+  }
+  function number(s) {
+    var m = /^[+\\-\\u2212]?(\\d+\\.?\\d*|\\.\\d+)(e[+\\-]?\\d+)?/i.exec(s);
+    return m ? parseFloat(m[0].replace("\\u2212", "-")) : NaN;
+  }
+  function missing(s) { return s === "" || s === "\\u2014"; }
+  function sortBy(table, th, col) {
+    var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+    var keys = rows.map(function (r) { return key(r.cells[col]); });
+    var nums = keys.map(number);
+    var numeric = keys.every(function (k, i) { return missing(k) || !isNaN(nums[i]); }) &&
+                  nums.some(function (n) { return !isNaN(n); });
+    var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+    var order = rows.map(function (r, i) { return i; });
+    order.sort(function (a, b) {
+      var ma = missing(keys[a]), mb = missing(keys[b]);
+      if (ma || mb) { return ma === mb ? a - b : (ma ? 1 : -1); }  // an empty cell sorts last either way
+      var c = numeric ? nums[a] - nums[b] : keys[a].localeCompare(keys[b], undefined, {numeric: true});
+      return c !== 0 ? dir * c : a - b;
+    });
+    Array.prototype.forEach.call(th.parentNode.cells, function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+    order.forEach(function (i) { body.appendChild(rows[i]); });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+      th.tabIndex = 0;
+      th.title = "sort by this column";
+      th.addEventListener("click", function () { sortBy(table, th, col); });
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(table, th, col); }
+      });
+    });
+  });
+})();
+"""
+
+
+def page(rows: list[dict], metric: str, title: str, sources: list[str], items=None) -> str:
+    """The whole page. `items(row)` gives a row's per-item outcomes (bench.report.rows.items_loader), for paired
+    comparisons; an unknown or direction-less `metric` is a UserError (raised before anything is drawn)."""
+    if not rows:
+        raise UserError(f"{', '.join(sources)}: holds no result rows yet — run the grid first")
+    frame, line_rows = ranked(rows, metric, items)
+    sections = [_overview(rows, sources, metric), _leaderboard(frame, metric), _cost(frame, line_rows, metric),
+                _effects(rows, metric, items, frame.empty), _plots(rows, metric, frame.empty), _failures(rows)]
+    head = [f'<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
+            # No network and no script but ours, even if a string escaped the escaping: the browser refuses it.
+            f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+            f"style-src '{_sha256(STYLE)}'; script-src '{_sha256(SCRIPT)}'\">",
+            '<link rel="icon" href="data:,">', f"<title>{escape(title)} — metric-bench report</title>",
+            f"<style>{STYLE}</style>"]
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n" + "\n".join(head) + "\n</head>\n<body>\n"
+            + f"<h1>{escape(title)} — metric-bench report</h1>\n" + "\n".join(s for s in sections if s)
+            + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n")
+
+
+def _sha256(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+# --- the run: grid, environment, budget ---------------------------------------------------------------------
+
+def _overview(rows: list[dict], sources: list[str], metric: str) -> str:
+    latest = current(rows)
+    statuses = Counter(r.get("status") for r in latest)
+    grids = Counter(str(r.get("grid", ABSENT)) for r in latest)
+    trials = sum(1 for r in rows if r.get("config", {}).get("trial"))
+    better = "lower" if lower_is_better(metric) else "higher"
+    facts = [("results", ", ".join(sources)), ("grid", _counted(grids, "cell")),
+             ("cells", f"{len(latest)} (" + ", ".join(f"{n} {s}" for s, n in statuses.most_common()) + ")"
+                       + (f"; {trials} search trial rows, scored on validation, are not lines" if trials else "")),
+             ("sorted by", f"{metric} ({better} is better)")]
+    budgets = Counter(_budget_text(r.get("config", {}).get("budget", {})) for r in latest)
+    stopped = Counter(str(r.get("train", {}).get("stopped_by", ABSENT)) for r in latest if r.get("status") == "ok")
+    facts += [("budget", _counted(budgets, "cell")), ("stopped by", _counted(stopped, "ok cell"))]
+    env = [flatten(r["env"]) for r in latest if isinstance(r.get("env"), dict)]
+    keys = list(dict.fromkeys(k for e in env for k in e))
+    environment = [(k, _counted(Counter(str(e.get(k, ABSENT)) for e in env), "cell")) for k in keys]
+    return ("<section id=\"run\"><h2>The run</h2>\n" + _facts(facts)
+            + "<h3>Environment</h3>\n" + (_facts(environment) if environment else "<p>The rows record no environment.</p>")
+            + "</section>")
+
+
+def _budget_text(budget: dict) -> str:
+    said = [f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in budget.items() if v is not None]
+    return ", ".join(said) or "none recorded"
+
+
+def _counted(counts: Counter, what: str) -> str:
+    """"a" when every one has the same value, else "a (3 cells); b (1 cell)"."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{value} ({n} {what}{'s' * (n != 1)})" for value, n in counts.most_common())
+
+
+def _facts(facts: list[tuple[str, str]]) -> str:
+    return ("<table class=\"facts\">\n" + "\n".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
+            + "\n</table>\n")
+
+
+# --- the leaderboard ------------------------------------------------------------------------------------------
+
+LEGEND = ("<p class=\"legend\">Click a column header to sort by it (again to reverse). Row marks: "
+          "<b>bold green</b>: the best line of its group; light green: <i>tied</i> with it (not shown worse after "
+          "Holm's correction); <i>italic grey</i>: an untrained baseline (loss none); \u2191 in <i>still improving</i>: the "
+          "last doubling of the budget still paid. <i>gain vs untrained</i> is the line's metric minus that of its "
+          "untrained backbone.</p>\n")
+
+
+def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
+    if frame.empty:
+        return "<section id=\"leaderboard\"><h2>Leaderboard</h2><p>No finished cells yet.</p></section>"
+    rules = markdown(frame, metric, "rules").split("\n\n")[1]  # the markdown view's own explanation of every column
+    out = ["<section id=\"leaderboard\"><h2>Leaderboard</h2>", LEGEND,
+           f"<details><summary>How each column is computed</summary><p class=\"legend\">{_inline(rules)}</p></details>"]
+    cells = _verdicts(frame)
+    groups = list(dict.fromkeys(frame["group"]))
+    for n, group in enumerate(groups, 1):
+        at = [i for i, g in enumerate(frame["group"]) if g == group]
+        part = frame.iloc[at].reset_index(drop=True)
+        if len(groups) > 1:
+            out.append(f"<h3>Comparison group {n} of {len(groups)}: {escape(str(group))}</h3>")
+        if said := verdict(part, metric):
+            out.append(f"<p class=\"verdict\">{_inline(said)}</p>")
+        out.append(_table(part, {c: [v[i] for i in at] for c, v in cells.items()}, metric))
+        if said := _budget(part, metric):
+            out.append(f"<p>{_inline(said)}</p>")
+        out += [f"<p class=\"note\"><em>{escape(m)} is NaN on every line of this table</em>: {escape(why)}</p>"
+                for m, why in nan_metrics(part)]
+    return "\n".join(out) + "\n</section>"
+
+
+def _table(part: pd.DataFrame, cells: dict[str, list[str]], metric: str) -> str:
+    """One group's sortable table: the markdown table's columns and cells, each number also as data-sort."""
+    metrics = metric_columns(part)
+    keys = [k for k in key_columns(part) if k in FIRST_KEYS or _varies(part, k)]
+    start = "descending" if not lower_is_better(metric) else "ascending"  # the order the rows come in
+    heads = [_th("#", numeric=True), *(_th(HEADERS.get(k, k)) for k in keys),
+             *(_th(m, numeric=True, sort=start if m == metric else None) for m in metrics),
+             *(_th(VERDICTS[c], numeric=c in NUMERIC_VERDICTS) for c in cells),
+             _th("ok / seeds", numeric=True), _th("not ok"), _th("steps", numeric=True), _th("stopped by")]
+    body = []
+    for rank, (_, r) in enumerate(part.iterrows(), 1):
+        one = bool(r.get("identical_seeds", False))
+        row = [_td(str(rank), rank, "num"), *(_td(r[k]) for k in keys)]
+        row += [_td(_mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)), r[f"{m}_mean"], "num")
+                for m in metrics]
+        for c, values in cells.items():
+            text = values[rank - 1]
+            improving = c == "still_improving" and text.startswith("yes")
+            row.append(_td(text, r[NUMERIC_VERDICTS[c]] if c in NUMERIC_VERDICTS else None,
+                           "num" if c in NUMERIC_VERDICTS else "improving" if improving else "long" if c == "tuned" else None))
+        row += [_td(f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), r["ok"], "num"), _td(r["others"], cls="long"),
+                _td(str(r.get("steps_range") or r["steps"]), r["steps"], "num"), _td(r["stopped_by"], cls="long")]
+        mark = {"best": "best", "tied": "tied"}.get(str(r.get("vs_best")), "")
+        mark = mark or ("baseline" if r.get("loss") == UNTRAINED_LOSS else "")
+        body.append(f"<tr{_attr('class', mark) if mark else ''}>" + "".join(row) + "</tr>")
+    return ("<div class=\"scroll\"><table class=\"sortable leaderboard\">\n<thead><tr>" + "".join(heads) + "</tr></thead>\n<tbody>\n"
+            + "\n".join(body) + "\n</tbody>\n</table></div>")
+
+
+def _attr(name: str, value) -> str:
+    return f' {name}="{escape(str(value), quote=True)}"'
+
+
+def _th(text: str, numeric: bool = False, sort: str | None = None) -> str:
+    return f"<th{NUM if numeric else ''}{_attr('aria-sort', sort) if sort else ''}>{escape(text)}</th>"
+
+
+def _td(text, sort=None, cls: str | None = None) -> str:
+    """A cell showing `text`; `sort`, a finite number, is what the table sorts it by (else its text)."""
+    number = isinstance(sort, (int, float)) and math.isfinite(sort)
+    return (f"<td{_attr('class', cls) if cls else ''}{_attr('data-sort', repr(float(sort))) if number else ''}>"
+            f"{escape(str(text))}</td>")
+
+
+# --- quality against cost -------------------------------------------------------------------------------------
+
+def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
+    """Per comparison group and cost (seconds, GFLOPs): every line's metric against its training cost per cell, the
+    Pareto front marked, and the front as a table: the best line each budget buys."""
+    if frame.empty:
+        return ""
+    from bench.report.plots import line_labels
+
+    out = ["<section id=\"cost\"><h2>Quality against training cost</h2>",
+           "<p class=\"legend\">Each point is a line (mean over its ok seeds; hover for its name); filled green: the "
+           "Pareto front, the lines no cheaper-or-equal line matches; the staircase is the best "
+           f"{escape(metric)} a training cost of at most x buys. Costs are means per cell over the ok seeds; an untrained "
+           "baseline costs nothing to train. GFLOPs count the forward and backward pass through what trains "
+           "(a frozen trunk's one feature extraction is in the seconds, not the GFLOPs).</p>"]
+    groups = list(dict.fromkeys(frame["group"]))
+    lower = lower_is_better(metric)
+    for n, group in enumerate(groups, 1):
+        at = [i for i, g in enumerate(frame["group"]) if g == group]
+        part = frame.iloc[at].reset_index(drop=True)
+        labels, _ = line_labels(part)
+        names = [f"#{k} {label}" for k, label in enumerate(labels, 1)]
+        if len(groups) > 1:
+            out.append(f"<h3>Comparison group {n} of {len(groups)}: {escape(str(group))}</h3>")
+        for kind in pareto.COSTS:
+            points = [pareto.Point(name, float(q), pareto.line_cost(line_rows[i], kind))
+                      for name, i, q in zip(names, at, part[f"{metric}_mean"])]
+            if not any(math.isfinite(p.cost) and p.cost > 0 for p in points):
+                continue  # rows that do not record this cost
+            on_front = pareto.front(points, lower)
+            out.append(f"<figure>{pareto.svg(points, on_front, metric, kind)}</figure>")
+            out.append(_front_table(points, on_front, metric, kind))
+    return "\n".join(out) + "\n</section>"
+
+
+def _front_table(points: list[pareto.Point], on_front: list[int], metric: str, kind: str) -> str:
+    rows = "\n".join(f"<tr>{_td(f'{points[i].cost:.4g}', points[i].cost, 'num')}{_td(points[i].name)}"
+                     f"{_td(f'{points[i].quality:.4f}', points[i].quality, 'num')}</tr>" for i in on_front)
+    unit = pareto.COSTS[kind][0]
+    return (f"<table class=\"sortable front\"><caption>The best line each budget buys ({escape(unit)} per cell, "
+            "cheapest first)</caption>\n<thead><tr>" + _th(f"{unit} per cell", numeric=True) + _th("line")
+            + _th(metric, numeric=True) + f"</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>")
+
+
+# --- effects, plots, cells that did not finish --------------------------------------------------------------
+
+def _effects(rows: list[dict], metric: str, items, empty: bool) -> str:
+    head = "<section id=\"effects\"><h2>Factor effects</h2>"
+    if empty:
+        return ""
+    try:
+        from bench.report.variance import require_statsmodels
+
+        require_statsmodels()
+    except UserError:
+        return f"{head}<p class=\"note\">Factor effects need statsmodels, which is not installed: {escape(STATS_EXTRA)} adds them.</p></section>"
+    from bench.report.effects import effects, forest, markdown as effects_markdown
+
+    try:
+        groups = effects(rows, metric, load=items)
+    except UserError as exc:
+        return f"{head}<p class=\"note\">No effects: {escape(str(exc))}</p></section>"
+    text = effects_markdown(groups, metric).split("\n", 2)[2]  # its own heading is this section's
+    figure = ""
+    if _has_matplotlib() and any(e.pairs for g in groups for e in g.effects):
+        figure = _img(forest(groups, metric), "forest plot of the effects")
+    return f"{head}\n{_markdown_html(text)}\n{figure}</section>"
+
+
+def _plots(rows: list[dict], metric: str, empty: bool) -> str:
+    head = "<section id=\"plots\"><h2>Plots</h2>"
+    if empty:
+        return ""
+    if not _has_matplotlib():
+        return f"{head}<p class=\"note\">Plots need matplotlib, which is not installed: {escape(PLOT_EXTRA)} adds them.</p></section>"
+    from bench.report.plots import figures
+
+    drawn, skipped = figures(rows, metric)
+    out = [head] + [_img(figure, name) for name, figure in drawn.items()]
+    out += [f"<p class=\"note\">{escape(name)}: not drawn — {escape(why)}</p>" for name, why in skipped.items()]
+    return "\n".join(out) + "</section>"
+
+
+def _has_matplotlib() -> bool:
+    from bench.report.plots import require_matplotlib
+
+    try:
+        require_matplotlib()
+    except UserError:
+        return False
+    return True
+
+
+def _img(figure, name: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f"<figure><img{_attr('alt', name)} src=\"data:image/png;base64,{data}\"><figcaption>{escape(name)}</figcaption></figure>"
+
+
+def _failures(rows: list[dict]) -> str:
+    """The cells whose newest row is not ok (as the leaderboard's list), each with its whole message."""
+    failed = [r for r in current(rows) if r.get("status") != "ok"]
+    if not failed:
+        return "<section id=\"failures\"><h2>Cells that did not finish</h2><p>None: every cell's newest row is ok.</p></section>"
+    heads = "".join(_th(h) for h in ("cell", *FIRST_KEYS, "seed", "status", "message"))
+    body = []
+    for r in failed:
+        c = r.get("config", {})
+        error = str(r.get("error") or "").strip()
+        first = (error.splitlines() or [""])[0]
+        message = escape(first) + (f"<details><summary>whole message</summary><pre>{escape(error)}</pre></details>"
+                                   if error != first else "")
+        body.append("<tr>" + "".join(_td(v) for v in (r.get("cell_id", ABSENT), *(_plain(c.get(k, ABSENT)) for k in FIRST_KEYS),
+                                                     _plain(c.get("seed", ABSENT)), r.get("status")))
+                    + f"<td>{message}</td></tr>")
+    return (f"<section id=\"failures\"><h2>Cells that did not finish ({len(failed)})</h2>\n"
+            f"<table class=\"sortable failures\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n" + "\n".join(body)
+            + "\n</tbody>\n</table></section>")
+
+
+def _plain(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# --- the markdown the other views write, as HTML ------------------------------------------------------------------
+
+def _inline(text: str) -> str:
+    """One line of the views' markdown (escaped `|`, **bold**, *italic*, `code`) as HTML: the text is escaped first,
+    so only these tags can come out of it."""
+    out = escape(str(text).replace("\\|", "|"), quote=True)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])", r"<em>\1</em>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+
+
+def _markdown_html(text: str) -> str:
+    """The markdown subset the views write (headings, paragraphs, `- ` lists, pipe tables) as HTML; tables sortable."""
+    out, table, paragraph = [], [], []
+
+    def flush() -> None:
+        if paragraph:
+            out.append("<p>" + " ".join(_inline(p) for p in paragraph) + "</p>")
+            paragraph.clear()
+        if table:
+            out.append(_markdown_table(table))
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if paragraph:
+                flush()
+            table.append(line)
+            continue
+        if table:
+            flush()
+        if not line.strip():
+            flush()
+        elif heading := re.match(r"(#{1,4}) (.*)", line):
+            flush()
+            level = min(len(heading.group(1)) + 1, 4)
+            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+        elif line.startswith("- "):
+            flush()
+            out.append(f"<ul><li>{_inline(line[2:])}</li></ul>")
+        else:
+            paragraph.append(line)
+    flush()
+    return "\n".join(out)
+
+
+def _markdown_table(lines: list[str]) -> str:
+    split = [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])] for line in lines]
+    header, align, body = split[0], split[1] if len(split) > 1 else [], split[2:]
+    numeric = [a.endswith(":") for a in align] + [False] * len(header)
+    heads = "".join(f"<th{NUM if numeric[i] else ''}>{_inline(h)}</th>" for i, h in enumerate(header))
+    rows = "\n".join("<tr>" + "".join(f"<td{NUM if numeric[i] else ''}>{_inline(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+                     for r in body)
+    return f"<table class=\"sortable\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"

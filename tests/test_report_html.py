@@ -1,0 +1,231 @@
+"""`bench report`'s HTML page: every string from the rows escaped, one table row per line, nothing loaded from the
+network, the Pareto front against a brute-force reference, its one-line errors, and (with Debian's chromium and
+chromium-driver) the page in a real headless browser: no console error, sortable tables, visible plots, and an
+injected <script> that never runs."""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.report.html import page
+from bench.report.pareto import Point, front
+
+ROOT = Path(__file__).parent.parent
+SOURCE = ROOT / "results" / "seed_question_quick.jsonl"
+METRIC = "few_shot_20way_1shot_accuracy"
+ERROR_PAYLOAD = "RuntimeError: <script>window.__pwned = 'error'; document.title = 'pwned'</script> in the loss"
+PATH_PAYLOAD = "data/<script>window.__pwned = 'path'</script>omniglot"
+PLUGIN_PAYLOAD = "koch<img src=x onerror=\"window.__pwned = 'plugin'\">"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes, and the body rows of the tables with class `leaderboard`."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.leaderboard_rows = 0
+        self._tables: list[bool] = []  # per open table: is it a leaderboard
+        self._head = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag == "table":
+            self._tables.append("leaderboard" in (attrs.get("class") or "").split())
+        self._head |= tag == "thead"
+        self.leaderboard_rows += tag == "tr" and bool(self._tables) and self._tables[-1] and not self._head
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._tables.pop()
+        self._head &= tag != "thead"
+
+
+def configurations(rows: list[dict]) -> int:
+    """The lines by the obvious definition: distinct configs less the seed (no row here keeps a checkpoint)."""
+    return len({json.dumps({k: v for k, v in r["config"].items() if k != "seed"}, sort_keys=True) for r in rows})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A copy of a committed results file, plus a failed row whose error and dataset path carry a <script> and an ok
+    row whose backbone (a plugin name) carries an <img onerror>, written to a page through the CLI."""
+    folder = tmp_path_factory.mktemp("report")
+    rows = [json.loads(line) for line in SOURCE.read_text().splitlines() if line.strip()]
+    failed = copy.deepcopy(rows[0])
+    for key in ("metrics", "train", "curve", "roc", "input", "model", "split", "eval_seconds", "finished_at", "precision"):
+        failed.pop(key, None)
+    failed["config"]["dataset_args"]["root"] = PATH_PAYLOAD
+    failed.update(cell_id="f" * 16, status="error", error=ERROR_PAYLOAD + "\nTraceback line two <b>bold?</b>")
+    injected = copy.deepcopy(rows[0])
+    injected["config"]["backbone"] = PLUGIN_PAYLOAD
+    injected["cell_id"] = "e" * 16
+    rows += [failed, injected]
+    results = folder / "quick.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = folder / "quick.html"
+    assert main(["report", str(results), "--out", str(out), "--metric", METRIC]) == 0
+    return out, rows
+
+
+def test_every_string_from_the_data_is_escaped(built):
+    out, _ = built
+    text = out.read_text()
+    for payload in (ERROR_PAYLOAD.split(" in ")[0], PATH_PAYLOAD, PLUGIN_PAYLOAD):
+        assert payload not in text  # never raw …
+        assert payload.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").split("=")[0] in text  # … shown as text
+    tags = Tags()
+    tags.feed(text)
+    assert [t for t, _ in tags.tags].count("script") == 1  # ours
+    assert all(not name.startswith("on") for _, attrs in tags.tags for name in attrs), "an event-handler attribute"
+    assert all(attrs.get("src", "").startswith("data:image/png;base64,") for t, attrs in tags.tags if t == "img")
+
+
+def test_one_table_row_per_line(built):
+    out, rows = built
+    tags = Tags()
+    tags.feed(out.read_text())
+    assert configurations(rows[:-2]) == 8  # the reference agrees with the committed leaderboard
+    assert tags.leaderboard_rows == configurations(rows) == 10  # the failed row's dataset path and the plugin are lines
+
+
+def test_the_page_loads_nothing_from_the_network(built):
+    text = built[0].read_text()
+    assert not re.search(r"""\b(src|href|srcset|action|poster|data)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", text, re.I)
+    assert "<link" not in text.replace('<link rel="icon" href="data:,">', "")
+    assert "default-src 'none'" in text  # and the browser is told to refuse anything else
+
+
+def test_it_degrades_without_matplotlib_and_statsmodels(monkeypatch):
+    from bench.errors import UserError
+    from bench.report import plots, variance
+
+    def missing(*_):
+        raise UserError("not installed")
+
+    monkeypatch.setattr(plots, "require_matplotlib", missing)
+    monkeypatch.setattr(variance, "require_statsmodels", missing)
+    rows = [json.loads(line) for line in SOURCE.read_text().splitlines() if line.strip()]
+    text = page(rows, METRIC, "quick", [str(SOURCE)])
+    assert "<img" not in text and "metric-bench[plot]" in text and "metric-bench[stats]" in text
+    assert "<svg" in text  # the quality-against-cost chart needs neither
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_pareto_front_is_the_lines_nothing_cheaper_matches(seed):
+    rng = np.random.default_rng(seed)
+    points = [Point(f"#{i}", float(q), float(c)) for i, (q, c) in enumerate(zip(rng.integers(0, 6, 30) / 5, rng.integers(0, 6, 30)))]
+    points.append(Point("no metric", math.nan, 0.0))
+    for lower in (False, True):
+        better = (lambda a, b: a < b) if lower else (lambda a, b: a > b)
+        slow = {i for i, p in enumerate(points) if math.isfinite(p.quality)
+                and not any(j != i and q.cost <= p.cost and not better(p.quality, q.quality) and (q.cost < p.cost or better(q.quality, p.quality))
+                            for j, q in enumerate(points) if math.isfinite(q.quality))}
+        found = front(points, lower)
+        assert set(found) == slow and [points[i].cost for i in found] == sorted(points[i].cost for i in found)
+
+
+def test_one_line_errors_and_nothing_written(tmp_path, capsys):
+    results = tmp_path / "r.jsonl"
+    shutil.copy(SOURCE, results)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    old = tmp_path / "old.html"
+    old.write_text("old page")
+    cases = [([str(tmp_path / "missing.jsonl"), "--out", str(old)], "no such results file"),
+             ([str(empty), "--out", str(old)], "holds no result rows yet"),
+             ([str(results), "--out", str(tmp_path / "r.md")], "ending in .html"),
+             ([str(results), "--out", str(tmp_path / "no" / "such" / "r.html")], "does not exist"),
+             ([str(results), "--out", str(tmp_path)], "ending in .html"),
+             ([str(results), str(results)], "need --out FILE.html"),
+             ([str(results), "--out", str(old), "--metric", "no_such_metric"], "no_such_metric")]
+    for args, said in cases:
+        assert main(["report", *args]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err
+    assert old.read_text() == "old page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "old.html", "r.jsonl"]
+
+
+# --- a real browser -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("no /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="no selenium (pip install 'metric-bench[test]')")
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:  # the explicit driver path: Selenium Manager never looks for (or downloads) one
+        driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    except WebDriverException as exc:
+        pytest.skip(f"chromium did not start: {str(exc.msg or exc).splitlines()[0]}")
+    yield driver
+    driver.quit()
+
+
+def column(driver, table, index: int) -> list[str]:
+    return driver.execute_script("return Array.from(arguments[0].tBodies[0].rows, r => { const c = r.cells[arguments[1]];"
+                                 " return c.getAttribute('data-sort') ?? c.textContent.trim(); });", table, index)
+
+
+def test_the_page_in_a_real_browser(built, browser):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    out, rows = built
+    browser.get(out.as_uri())
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+    assert browser.execute_script("return window.__pwned === undefined") and "pwned" not in browser.title
+    assert "<script>" in browser.find_element(By.ID, "failures").text  # the payload is there, as text
+
+    tables = browser.find_elements(By.CSS_SELECTOR, "table.leaderboard")
+    assert sum(len(t.find_elements(By.CSS_SELECTOR, "tbody tr")) for t in tables) == configurations(rows)
+    table = max(tables, key=lambda t: len(t.find_elements(By.CSS_SELECTOR, "tbody tr")))
+    heads = table.find_elements(By.CSS_SELECTOR, "thead th")
+    at = next(i for i, h in enumerate(heads) if h.text.strip().startswith(METRIC))
+
+    def means() -> list[float]:
+        return [float(v) if re.fullmatch(r"[-+.\de]+", v) else math.nan for v in column(browser, table, at)]
+
+    shown = means()
+    finite = [v for v in shown if not math.isnan(v)]
+    assert finite == sorted(finite, reverse=True) and len(set(finite)) > 1  # as ranked: best first
+    heads[at].click()
+    ascending = means()
+    assert [v for v in ascending if not math.isnan(v)] == sorted(finite) and ascending != shown
+    assert all(math.isnan(v) for v in ascending[len(finite):])  # lines without a value stay last
+    heads[at].click()
+    assert [v for v in means() if not math.isnan(v)] == sorted(finite, reverse=True)
+    heads[0].click()  # "#": back to the ranking
+    assert [int(float(v)) for v in column(browser, table, 0)] == list(range(1, len(shown) + 1))
+
+    images = browser.find_elements(By.CSS_SELECTOR, "#plots img")
+    assert images, "no plot"
+    for image in images[:2]:
+        browser.execute_script("arguments[0].scrollIntoView()", image)
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 0
+        shot = Image.open(io.BytesIO(image.screenshot_as_png)).convert("RGB")
+        assert len(shot.getcolors(maxcolors=1 << 20)) > 1, "a blank plot"
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.pareto g.front")  # the Pareto front is drawn
+    assert browser.execute_script("return window.__pwned === undefined")
