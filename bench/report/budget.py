@@ -9,23 +9,19 @@ from fractions import Fraction
 
 import numpy as np
 
-from bench.report.lines import Line
+from bench.report.lines import Line, curve_of
 from bench.report.verdicts import better
 
 SHOWN_FLIPS = 4  # flips named in the sentence (those involving the best lines first); the rest are counted
 
 
 def curve_means(line: Line, metric: str) -> dict[float, float]:
-    """The line's metric at each curve fraction, averaged over the ok seeds that have it, from one split
-    (validation when its seeds have it, else the split the curve was scored on)."""
+    """The line's metric at each curve fraction, averaged over the ok seeds that have it, each seed's points from
+    one split (bench.report.lines.curve_of: validation first)."""
     at: dict[float, list[float]] = {}
-    ons = {p.get("on") for r in line.ok for p in r.get("curve") or []}
-    on = "val" if "val" in ons else (sorted(map(str, ons))[0] if ons else None)
     for r in line.ok:
-        for p in r.get("curve") or []:
-            value = p.get("metrics", {}).get(metric)
-            if str(p.get("on")) == str(on) and isinstance(value, (int, float)) and math.isfinite(value):
-                at.setdefault(round(float(p["fraction"]), 6), []).append(float(value))
+        for f, value in curve_of(r, metric)[1].items():
+            at.setdefault(f, []).append(value)
     return {f: float(np.mean(v)) for f, v in sorted(at.items())}
 
 

@@ -10,6 +10,7 @@ and evaluation options, except the distance, which is part of the method.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -153,3 +154,17 @@ def comparison_groups(all_lines: list[Line]) -> list[tuple[str, list[int]]]:
 
 def _text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def curve_of(row: dict, metric: str) -> tuple[str | None, dict[float, float]]:
+    """A row's learning curve of `metric`: (the split, {fraction: value}) from one split, validation first, then
+    the first by name that has finite values; (None, {}) without one. Every view of curves reads them here
+    (the leaderboard's `still improving` and budget ranking, the plots)."""
+    by_split: dict[str, dict[float, float]] = {}
+    for p in row.get("curve") or []:
+        value = p.get("metrics", {}).get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            by_split.setdefault(str(p.get("on")), {})[round(float(p["fraction"]), 6)] = float(value)
+    for on in sorted(by_split, key=lambda on: (on != "val", on)):
+        return on, dict(sorted(by_split[on].items()))
+    return None, {}

@@ -12,6 +12,7 @@ import numpy as np
 
 from bench.errors import UserError
 from bench.report.leaderboard import ABSENT, DEFAULT_METRIC, FIRST_KEYS, key_columns, lower_is_better, ranked
+from bench.report.lines import curve_of
 
 FIGURES = ("leaderboard", "roc", "recall_at_k", "curves")  # the PNGs' stems, in the order a leaderboard links them
 MAX_LINES = 12  # more lines than this on one plot cannot be told apart; the best configurations are kept
@@ -232,19 +233,16 @@ def recall_at_k(lines: list[Line], subtitle: str):
 
 def curve_points(rows: list[dict], metric: str) -> tuple[dict[float, list[float]], set[str]]:
     """The metric at each budget fraction, one value per seed, and the splits it was scored on. Each row's
-    points come from one split, validation first (as `still improving` in the leaderboard)."""
+    points come from one split, validation first (bench.report.lines.curve_of, as the leaderboard reads them)."""
     at: dict[float, list[float]] = {}
     splits = set()
     for r in rows:
-        points = [p for p in r.get("curve") or [] if isinstance(p.get("metrics", {}).get(metric), (int, float))]
-        ons = {str(p.get("on")) for p in points}
-        if not ons:
+        on, points = curve_of(r, metric)
+        if on is None:
             continue
-        on = "val" if "val" in ons else sorted(ons)[0]
         splits.add(on)
-        for p in points:
-            if str(p.get("on")) == on and math.isfinite(p["metrics"][metric]):
-                at.setdefault(round(float(p["fraction"]), 6), []).append(float(p["metrics"][metric]))
+        for f, value in points.items():
+            at.setdefault(f, []).append(value)
     return at, splits
 
 

@@ -14,7 +14,7 @@ from scipy.stats import ttest_1samp
 from bench.config import HEAD_ARGS
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.eval.definitions import lower_is_better
-from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line
+from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line, curve_of
 from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, holm, seeds_to_resolve, shared_material
 
 ALPHA = 0.05  # p ≥ ALPHA is indistinguishable from the best at 95%; still improving needs p < ALPHA
@@ -159,14 +159,10 @@ def gain_vs_untrained(all_lines: list[Line], metric: str) -> dict[str, list]:
 # --- still improving, and the selected curve point --------------------------------------------------------
 
 def curve_pair(row: dict, metric: str) -> tuple[float, float] | None:
-    """The metric at fractions 0.5 and 1.0 of the budget, both from one split (validation first), or None."""
-    points = row.get("curve") or []
-    for on in sorted({p.get("on") for p in points}, key=lambda on: on != "val"):
-        at = {f: p["metrics"][metric] for p in points if p.get("on") == on and metric in p.get("metrics", {})
-              for f in (0.5, 1.0) if math.isclose(p["fraction"], f)}
-        if len(at) == 2 and all(math.isfinite(x) for x in at.values()):
-            return float(at[0.5]), float(at[1.0])
-    return None
+    """The metric at fractions 0.5 and 1.0 of the budget, both from the row's one curve split
+    (bench.report.lines.curve_of: validation first), or None."""
+    at = curve_of(row, metric)[1]
+    return (at[0.5], at[1.0]) if 0.5 in at and 1.0 in at else None
 
 
 def still_improving(line: Line, metric: str) -> str:
