@@ -44,7 +44,7 @@ def cmd_effects(args: argparse.Namespace) -> int:
         require_matplotlib()
     for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
         if path is not None:
-            _check_target(path, flag)
+            check_target(path, flag)
     references, interactions = parse_references(args.reference), parse_interactions(args.interaction)
     from bench.report.leaderboard import check_metric, current, default_metric
     from bench.report.rows import items_loader
@@ -60,9 +60,9 @@ def cmd_effects(args: argparse.Namespace) -> int:
     text = markdown(groups, metric, title)
     png = _png(forest(groups, metric)) if args.plot else None  # drawn before anything is written: no effect is an error
     if args.out:
-        _write(args.out, text.encode(), "--out")
+        write_atomic(args.out, text.encode(), "--out")
     if png is not None:
-        _write(args.plot, png, "--plot")
+        write_atomic(args.plot, png, "--plot")
     print(text, end="")
     written = [str(p) for p in (args.out, args.plot) if p is not None]
     if written:
@@ -80,13 +80,13 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _check_target(path: Path, flag: str) -> None:
+def check_target(path: Path, flag: str) -> None:
     if not path.parent.is_dir():
         raise UserError(f"{path}: the folder {path.parent} does not exist — create it or give another {flag} path")
     check_output_file(path, flag)
 
 
-def _write(path: Path, data: bytes, flag: str) -> None:
+def write_atomic(path: Path, data: bytes, flag: str) -> None:
     """`data` into `path` through a temporary file in its folder and os.replace: a reader never sees half a file."""
     temp = None
     try:

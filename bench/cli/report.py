@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli.effects import _check_target, _write  # the same output checks and atomic write as `bench effects`
+from bench.cli.effects import check_target, write_atomic  # the same output checks and atomic write as `bench effects`
 from bench.errors import UserError
 
 MERGE = "several files are merged by cell_id: a later file's row for a cell supersedes an earlier file's"
@@ -39,14 +39,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = read_results(args.results)  # a missing file is a UserError
     if not rows:
         raise UserError(f"{', '.join(map(str, args.results))}: holds no result rows yet — run the grid first")
-    _check_target(out, "--out")
+    check_target(out, "--out")
     from bench.report.html import page
     from bench.report.leaderboard import default_metric
     from bench.report.rows import items_loader
 
     title = " + ".join(p.stem for p in args.results)
     text = page(rows, args.metric or default_metric(rows), title, [str(p) for p in args.results], items_loader(args.results))
-    _write(out, text.encode(), "--out")  # through a temporary file: never half a page
+    write_atomic(out, text.encode(), "--out")  # through a temporary file: never half a page
     from rich.console import Console
 
     Console(stderr=True).print(f"report written to {out} ({len(text.encode()) / 1e6:.2f} MB)", highlight=False, soft_wrap=True)

@@ -19,7 +19,7 @@ from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
 from bench.report import pareto
-from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, _budget, _mean_std, _varies, _verdicts, key_columns,
+from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, budget_text, mean_std, varies, mark_columns, key_columns,
                                       markdown, metric_columns, nan_metrics, ranked, verdict)
 from bench.report.lines import ABSENT, current, flatten
 
@@ -168,7 +168,7 @@ def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
     rules = markdown(frame, metric, "rules").split("\n\n")[1]  # the markdown view's own explanation of every column
     out = ["<section id=\"leaderboard\"><h2>Leaderboard</h2>", LEGEND,
            f"<details><summary>How each column is computed</summary><p class=\"legend\">{_inline(rules)}</p></details>"]
-    cells = _verdicts(frame)
+    cells = mark_columns(frame)
     groups = list(dict.fromkeys(frame["group"]))
     for n, group in enumerate(groups, 1):
         at = [i for i, g in enumerate(frame["group"]) if g == group]
@@ -178,7 +178,7 @@ def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
         if said := verdict(part, metric):
             out.append(f"<p class=\"verdict\">{_inline(said)}</p>")
         out.append(_table(part, {c: [v[i] for i in at] for c, v in cells.items()}, metric))
-        if said := _budget(part, metric):
+        if said := budget_text(part, metric):
             out.append(f"<p>{_inline(said)}</p>")
         out += [f"<p class=\"note\"><em>{escape(m)} is NaN on every line of this table</em>: {escape(why)}</p>"
                 for m, why in nan_metrics(part)]
@@ -188,7 +188,7 @@ def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
 def _table(part: pd.DataFrame, cells: dict[str, list[str]], metric: str) -> str:
     """One group's sortable table: the markdown table's columns and cells, each number also as data-sort."""
     metrics = metric_columns(part)
-    keys = [k for k in key_columns(part) if k in FIRST_KEYS or _varies(part, k)]
+    keys = [k for k in key_columns(part) if k in FIRST_KEYS or varies(part, k)]
     start = "descending" if not lower_is_better(metric) else "ascending"  # the order the rows come in
     heads = [_th("#", numeric=True), *(_th(HEADERS.get(k, k)) for k in keys),
              *(_th(m, numeric=True, sort=start if m == metric else None) for m in metrics),
@@ -198,7 +198,7 @@ def _table(part: pd.DataFrame, cells: dict[str, list[str]], metric: str) -> str:
     for rank, (_, r) in enumerate(part.iterrows(), 1):
         one = bool(r.get("identical_seeds", False))
         row = [_td(str(rank), rank, "num"), *(_td(r[k]) for k in keys)]
-        row += [_td(_mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)), r[f"{m}_mean"], "num")
+        row += [_td(mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)), r[f"{m}_mean"], "num")
                 for m in metrics]
         for c, values in cells.items():
             text = values[rank - 1]

@@ -157,7 +157,7 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
     # Written by hand rather than DataFrame.to_markdown: that needs `tabulate`, and does not escape `|`.
     if frame.empty:
         return f"# {title}\n\nNo finished cells yet.\n"
-    verdicts = _verdicts(frame)
+    verdicts = mark_columns(frame)
     groups = list(dict.fromkeys(frame["group"])) if "group" in frame else ["all"]
     better = "lower" if lower_is_better(metric) else "higher"
     shown_rules = [c for c in ("groups", "distance", "speed_env", "identical", *verdicts, "se") if _applies(c, frame, verdicts, groups)]
@@ -174,7 +174,7 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
         if said := verdict(frame.iloc[at], metric):
             lines += [said, ""]
         lines += _table(frame.iloc[at], {c: [v[i] for i in at] for c, v in verdicts.items()}) + [""]
-        if said := _budget(frame.iloc[at], metric):
+        if said := budget_text(frame.iloc[at], metric):
             lines += [said, ""]
         lines += [f"*{m} is NaN on every line of this table*: {_escape(why)}" for m, why in nan_metrics(frame.iloc[at])]
         lines += [""] if nan_metrics(frame.iloc[at]) else []
@@ -184,14 +184,14 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
 def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
     """The markdown lines of one group's table; its key columns are those that vary within it."""
     metrics = metric_columns(frame)
-    keys = [k for k in key_columns(frame) if k in FIRST_KEYS or _varies(frame, k)]
+    keys = [k for k in key_columns(frame) if k in FIRST_KEYS or varies(frame, k)]
     header = ["#", *(HEADERS.get(k, k) for k in keys), *metrics, *(VERDICTS[c] for c in verdicts), "ok / seeds", "not ok", "steps", "stopped by"]
     align = ["---:"] + ["---"] * len(keys) + ["---:"] * len(metrics) + ["---"] * len(verdicts) + ["---:", "---", "---:", "---"]
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for rank, (_, r) in enumerate(frame.iterrows(), 1):
         one = bool(r.get("identical_seeds", False))
         cells = [str(rank), *(_escape(r[k]) for k in keys)]
-        cells += [_mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)) for m in metrics]
+        cells += [mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)) for m in metrics]
         cells += [_escape(verdicts[c][rank - 1]) for c in verdicts]
         cells += [f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), _escape(r["others"]) or "",
                   str(r.get("steps_range") or r["steps"]), _escape(r["stopped_by"])]
@@ -199,7 +199,7 @@ def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def _varies(frame: pd.DataFrame, column: str) -> bool:
+def varies(frame: pd.DataFrame, column: str) -> bool:
     """Whether a key column tells the trained lines apart: an option that differs only on untrained baselines (which
     reset what acts in training: eval.curve, train.select, model.freeze, the head) tells nothing there."""
     trained = frame[frame["loss"] != _show(UNTRAINED_LOSS)] if "loss" in frame else frame
@@ -292,7 +292,7 @@ def _applies(rule: str, frame: pd.DataFrame, verdicts: dict, groups: list) -> bo
     return rule in verdicts
 
 
-def _verdicts(frame: pd.DataFrame) -> dict[str, list[str]]:
+def mark_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
     """The verdict columns as markdown cells, leaving out those that say nothing (all "—", or no best to compare to)."""
     cells = {c: [str(v) for v in frame[c]] for c in ("still_improving", "selected", "tuned") if c in frame}
     if "vs_best" in frame:
@@ -363,7 +363,7 @@ def line_names(frame: pd.DataFrame) -> list[str]:
     return [f"#{i + 1} " + " · ".join(str(r[k]) for k in differ) for i, (_, r) in enumerate(frame.iterrows())]
 
 
-def _budget(frame: pd.DataFrame, metric: str) -> str:
+def budget_text(frame: pd.DataFrame, metric: str) -> str:
     """The group's ranking along its learning curves (bench.report.budget), lines named by their rank."""
     if "curve_means" not in frame:
         return ""
@@ -406,7 +406,7 @@ def verdict(frame: pd.DataFrame, metric: str) -> str:
     return text
 
 
-def _mean_std(mean: float, std: float, se: float = math.nan) -> str:
+def mean_std(mean: float, std: float, se: float = math.nan) -> str:
     if math.isnan(mean):
         return ABSENT
     return (f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}") + ("" if math.isnan(se) else f" (se {se:.4f})")
