@@ -182,6 +182,24 @@ def test_steps_bound_seeds_pool_whatever_their_environment():
     assert list(frame["ok"]) == [2] and "speed_env" not in frame
 
 
+def test_steps_bound_seeds_in_different_precisions_are_separate_lines():
+    # precision = "auto" resolved to bf16 on one machine and fp32 on another: different arithmetic, not more seeds
+    rows = [timed(0, 0.80, 2, "max_steps"), timed(1, 0.82, 2, "max_steps"), timed(2, 0.70, 1, "max_steps"), timed(3, 0.72, 2, "max_steps")]
+    for r in rows[2:]:
+        r["precision"] = "fp32"
+    frame = table(rows)
+    assert list(frame["speed_env"]) == ["bf16", "fp32"] and list(frame["ok"]) == [2, 2]
+
+
+def test_a_table_whose_rows_ran_at_different_thread_counts_says_so_under_it():
+    mixed = [timed(0, 0.80, 2, "max_steps"), timed(1, 0.82, 1, "max_steps"), timed(2, 0.81, 2, "max_steps")]
+    text = markdown(table(mixed))
+    note = next(ln for ln in text.splitlines() if ln.startswith("*numerics*"))
+    assert "2 arithmetic environments" in note and "1 threads" in note and ": 2 rows" in note and ": 1 row" in note
+    same = [timed(s, 0.8 + s / 100, 2, "max_steps") for s in range(3)]
+    assert "*numerics*" not in markdown(table(same))
+
+
 def test_rows_without_a_cpu_model_are_compared_on_the_fields_they_have():
     same = [timed(0, 0.80, 2, cpu=None), timed(1, 0.82, 2)]  # one row predates cpu_model: threads, device and precision agree
     assert list(table(same)["ok"]) == [2]

@@ -24,7 +24,7 @@ from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
 from bench.report.budget import budget_sentence, curve_means
-from bench.report.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of
+from bench.report.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of, numerics
 from bench.report.verdicts import ALPHA, UNTESTED as UNTESTED_TEXT, gain_vs_untrained, identical_seeds, selected, signed, still_improving, tuned, versus_best
 from bench.report.paired import ItemBootstrap
 
@@ -128,6 +128,7 @@ def _line(flat: dict, line, keys: list[str], shown: list[str], carried: set[str]
     out["ok"] = len(ok)
     out["others"] = ", ".join(f"seed {r['config'].get('seed')}: {r.get('status')}"
                               for r in sorted(line.rows, key=_seed) if r.get("status") != "ok")
+    out["numerics"] = json.dumps(numerics(line.rows), sort_keys=True)
     out["notes"] = json.dumps({k: v for r in ok for k, v in r.get("metrics", {}).items() if k.endswith("_note") and v}, sort_keys=True)
     steps = [int(r["train"]["steps"]) for r in ok]
     out["steps"] = round(sum(steps) / len(steps)) if ok else 0
@@ -178,6 +179,8 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
             lines += [said, ""]
         lines += [f"*{m} is NaN on every line of this table*: {_escape(why)}" for m, why in nan_metrics(frame.iloc[at])]
         lines += [""] if nan_metrics(frame.iloc[at]) else []
+        if said := numerics_note(frame.iloc[at]):
+            lines += [said, ""]
     return "\n".join(lines).strip("\n") + "\n"
 
 
@@ -214,7 +217,7 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 def key_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's line columns (backbone, loss, dataset, the options that vary, the scored distance and the speed
     environment when they vary), in order."""
-    tail = {"seeds", "ok", "others", "steps", "steps_range", "stopped_by", "notes", "identical_seeds", "group", "curve_means", *VERDICTS, *STATS}
+    tail = {"seeds", "ok", "others", "steps", "steps_range", "stopped_by", "notes", "numerics", "identical_seeds", "group", "curve_means", *VERDICTS, *STATS}
     tail |= {f"{m}_{s}" for m in metric_columns(frame) for s in ("mean", "std", "se")}
     return [c for c in frame.columns if c not in tail and not c.startswith("untrained_")]
 
@@ -254,7 +257,8 @@ RULES = {  # one sentence per rule that acts in the tables, for the paragraph ab
               "method); one table per group, headed by the options that differ between groups.",
     "distance": " *distance*: what the line was scored with (metrics.distance).",
     "speed_env": " *speed env*: device, torch threads, CPU model and precision. Seeds stopped by max_seconds on different "
-                 "ones are separate lines (a second buys different training on each); seeds bound by steps or samples pool.",
+                 "ones are separate lines (a second buys different training on each), and so are seeds that ran in different "
+                 "precisions (bf16 and fp32 are different arithmetic); other seeds bound by steps or samples pool.",
     "identical": " *(1 distinct value)*: every metric of every ok seed is bit-identical (nothing depended on the seed): "
                  "one observation, not n.",
     "vs_best": " *vs best*: the best is the best mean of the group among lines with ≥ 2 ok seeds (or identical seeds); "
@@ -354,6 +358,22 @@ def nan_metrics(frame: pd.DataFrame) -> list[tuple[str, str]]:
             notes = {json.loads(n).get(key) for n in ok.get("notes", [])} - {None}
             out.append((m, "; ".join(sorted(notes)) or "no row says why"))
     return out
+
+
+def numerics_note(frame: pd.DataFrame) -> str:
+    """A line under a group's table when its ok rows ran in more than one arithmetic environment (device, torch
+    threads, CPU model, precision), with how many rows ran in each: a result moves with these (README: *Results
+    that move with the thread count*), so a difference between lines run apart is not only the method's."""
+    found: dict[str, int] = {}
+    for text in frame.get("numerics", []):
+        for label, n in json.loads(text).items():
+            found[label] = found.get(label, 0) + n
+    if len(found) < 2:
+        return ""
+    where = "; ".join(f"{_escape(label)}: {n} row{'s' if n > 1 else ''}" for label, n in sorted(found.items()))
+    return (f"*numerics*: these rows ran in {len(found)} arithmetic environments ({where}). The same cell and seed give "
+            "different numbers at another thread count, CPU or precision (README: *Results that move with the thread "
+            "count*): a difference between lines that ran apart is partly the environment's.")
 
 
 def line_names(frame: pd.DataFrame) -> list[str]:

@@ -92,14 +92,18 @@ def speed_env(row: dict) -> dict:
 
 
 def by_speed_env(seeds: list[dict]) -> list[Line]:
-    """One line for a configuration's seeds, or one per speed environment when the ok seeds ran on different
-    ones and any was stopped by max_seconds. Environments are compared on the fields every ok seed records
-    (rows written before `cpu_model` existed are compared on the others). A seed that is not ok joins the
-    first line whose environment agrees with every field it records, else a line of its own."""
+    """One line for a configuration's seeds, or several when its ok seeds ran in different environments that change
+    what the line measures: one per speed environment when any was stopped by max_seconds (a second buys different
+    training on each), else one per precision when they ran in different ones (`precision = "auto"` resolves per
+    machine, and bf16 is different arithmetic: benchmarks/thread_ops.py). Environments are compared on the fields
+    every ok seed records (rows written before `cpu_model` existed are compared on the others). A seed that is not
+    ok joins the first line whose environment agrees with every field it records, else a line of its own."""
     ok = [r for r in seeds if r.get("status") == "ok"]
     fields = [f for f in SPEED_FIELDS if ok and all(speed_env(r)[f] is not None for r in ok)]
+    if not any(r["train"].get("stopped_by") == SECONDS for r in ok):
+        fields = [f for f in fields if f == "precision"]
     envs = {json.dumps([speed_env(r)[f] for f in fields]) for r in ok}
-    if len(envs) < 2 or not any(r["train"].get("stopped_by") == SECONDS for r in ok):
+    if len(envs) < 2:
         return [Line(tuple(seeds))]
     split: dict[str, list[dict]] = {}
     for r in ok:
@@ -109,6 +113,17 @@ def by_speed_env(seeds: list[dict]) -> list[Line]:
         agrees = [k for k in split if all(env[f] in (None, v) for f, v in zip(fields, json.loads(k)))]
         split.setdefault(agrees[0] if agrees else json.dumps([env[f] for f in fields]), []).append(r)
     return [Line(tuple(rs), env_label(dict(zip(fields, json.loads(k))))) for k, rs in split.items()]
+
+
+def numerics(rows: list[dict]) -> dict[str, int]:
+    """The arithmetic environments (device, torch threads, CPU model, precision) of `rows` that are ok, with how
+    many rows ran in each; one key when they all agree."""
+    found: dict[str, int] = {}
+    for r in rows:
+        if r.get("status") == "ok":
+            label = env_label(speed_env(r))
+            found[label] = found.get(label, 0) + 1
+    return found
 
 
 def env_label(env: dict) -> str:
@@ -121,7 +136,8 @@ def env_label(env: dict) -> str:
 
 def line_env(line: Line) -> str:
     """The speed environment a line's ok seeds share, its label when its seeds were split, or "mixed" when they
-    differ but none was stopped by max_seconds (then what bound was steps or samples, which any machine buys alike)."""
+    differ but none was stopped by max_seconds and they share a precision (then what bound was steps or samples,
+    which any machine buys alike)."""
     if line.speed_env:
         return line.speed_env
     labels = {env_label(speed_env(r)) for r in line.ok}
