@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (auto, ray://host:10001); default: start a local one")
     run.add_argument("--cache-dir", type=Path, metavar="DIR", help="frozen features and fitted images on disk, shared by workers and later runs (default: <results folder>/cache)")
     run.add_argument("--no-disk-cache", dest="disk_cache", action="store_false", help="keep caches in memory only")
+    run.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                     help="also log each cell to MLflow as its row is written (default URI: sqlite:///<results folder>/mlflow.db; "
+                          "pip install 'metric-bench[mlflow]'), as `bench export mlflow` does")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", parents=[common], help="check a grid and print its cells, without training")
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench.cli.effects import add_parser as add_effects_parser
     from bench.cli.evaluate import add_parser as add_evaluate_parser
+    from bench.cli.export import add_parser as add_export_parser
 
     add_evaluate_parser(sub, common)
     from bench.cli.model import add_parser as add_model_parsers
@@ -98,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_plot_parser(sub, common)
     add_effects_parser(sub, common)
+    add_export_parser(sub, common)
+    from bench.cli.report import add_parser as add_report_parser
+
+    add_report_parser(sub, common)
 
     add_model_parsers(sub, common)
     return parser
@@ -131,13 +139,20 @@ def cmd_run(args) -> int:
     cache_dir = (args.cache_dir or results.parent / "cache") if args.disk_cache else None
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise UserError(f"{cache_dir}: is not a folder — give a folder to --cache-dir (or --no-disk-cache)")
+    tracker = None
+    if args.mlflow is not None:  # mlflow missing or a bad store: a one-line error before any training
+        from bench.cli.export import RunLogger
+
+        tracker = RunLogger(args.mlflow, results, console)
     options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()), args.feature_cache,
                          args.executor, args.workers, args.threads, args.ray_address, str(cache_dir) if cache_dir else None)
-    rows = run_grid(grid, results, options, console=console)
+    rows = run_grid(grid, results, options, console=console, on_row=tracker.log if tracker else None)
     failed = [r for r in rows if r.get("status") != "ok"]
     for r in failed:
         console.print(f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}", highlight=False)
     _write_leaderboard(rows, metric, results.with_suffix(".md"), title=grid.name, sources=[results])
+    if tracker:
+        tracker.finish(metric)  # the parent runs: each line's mean ± std and marks, as the leaderboard just written
     return _run_exit_code(grid, rows, results)
 
 

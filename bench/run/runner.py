@@ -59,8 +59,10 @@ def make_executor(options: RunOptions, results_path: Path):
     return LocalWorkers(options.workers) if options.workers > 0 else None
 
 
-def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(), console: Console | None = None) -> list[dict]:
+def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(), console: Console | None = None,
+             on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Run the cells of `grid` that `options.rerun` selects; returns the latest row of every cell of the grid.
+    `on_row(row)` is called in this process right after each row is written (`bench run --mlflow` logs it).
     With [search] (bench.search): first each configuration's trials, scored on validation, then its best
     trial's options on every seed, scored on test; the returned rows are those finals, the untrained baselines
     and (search.defaults) the configurations at their grid values, never the trials."""
@@ -106,6 +108,8 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
                         row = keep_items(row)
                         writer.append(row)  # only the coordinator writes rows, whatever ran the cell
                         record.append(row)
+                        if on_row is not None:
+                            on_row(row)
                         progress.finished(cell, row)
 
                 if search is not None:

@@ -1,0 +1,400 @@
+"""Result rows → an MLflow tracking store: one parent run per leaderboard line (mean ± std over its seeds, and the
+leaderboard's marks) or per search study (its trials), and one nested child run per cell. Runs are found again by
+their tags, so exporting again adds only the cells not logged yet and replaces a rerun's. mlflow is imported lazily."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import numbers
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from bench.config import NOT_IDENTITY
+from bench.errors import UserError, check_output_file
+from bench.eval.definitions import definition, lower_is_better
+from bench.report.leaderboard import FIRST_KEYS, ranked
+from bench.report.lines import configuration, current, flatten, lines_of
+from bench.report.plots import figure_files, line_labels
+from bench.results import latest_rows
+
+INSTALL = "pip install 'metric-bench[mlflow]'"
+ARTIFACTS = ("link", "copy", "none")  # link: a tag with the path; copy: into the run's artifacts; none
+KEY_CHARS, PARAM_CHARS, TAG_CHARS = 250, 500, 5000  # the smallest limits MLflow versions and servers enforce
+KIND, KEY, REFRESHED, CELL, FINISHED = "bench.kind", "bench.key", "bench.refreshed_ms", "cell_id", "finished_at"
+PARENT = "mlflow.parentRunId"
+RUN_STATUS = {"ok": "FINISHED", "pruned": "KILLED"}  # every other status (error, oom, timeout, diverged) is FAILED
+MARKS = {"group": "comparison_group", "vs_best": "vs_best", "vs_best_test": "vs_best_test", "still_improving": "still_improving",
+         "selected": "selected", "tuned": "tuned", "others": "other_seeds", "stopped_by": "stopped_by", "steps_range": "steps_range",
+         "distance": "distance", "speed_env": "speed_env", "identical_seeds": "identical_seeds", "curve_means": "curve_means"}
+
+
+def require_mlflow() -> None:
+    try:
+        import mlflow  # noqa: F401
+        import sqlalchemy  # noqa: F401  (the SQLite store; mlflow-skinny does not bring it)
+    except ImportError:
+        raise UserError(f"MLflow export needs mlflow — {INSTALL}") from None
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its "Creating initial MLflow database tables..." lines
+
+
+def store_uri(uri: str | None, results: Path, flag: str = "--tracking-uri") -> str:
+    """The tracking URI: `uri` (a bare PATH.db is SQLite), by default a SQLite file beside the first results file.
+    A SQLite file that cannot be written is a UserError here, before anything is created."""
+    uri = uri or f"sqlite:///{(Path(results).parent / 'mlflow.db').as_posix()}"
+    if len(urlparse(uri).scheme) < 2:  # no scheme (or a Windows drive letter): a path
+        if not uri.endswith(".db"):
+            raise UserError(f"{flag} {uri!r}: not a URI — give sqlite:///PATH.db (a file), file:///FOLDER or http://HOST:PORT")
+        uri = f"sqlite:///{Path(uri).as_posix()}"
+    db = sqlite_file(uri)
+    if db is not None:
+        check_output_file(db, flag)
+        if db.exists() and not os.access(db, os.W_OK):
+            raise UserError(f"{db}: cannot write the MLflow store (permission denied) — give a writable {flag}")
+    return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative with three slashes, absolute with four), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+# --- what to log: pure functions of rows ------------------------------------------------------------------------
+
+@dataclass
+class Parent:
+    """A parent run: a leaderboard line ("line") or a search study ("study"), and the cells nested under it."""
+    kind: str
+    key: str
+    name: str
+    cells: list[str]
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def line_key(row: dict, speed_env: str = "") -> str:
+    return hashlib.sha256(f"{configuration(row)}\n{speed_env}".encode()).hexdigest()[:16]
+
+
+def study_of(row: dict) -> str:
+    trial = row.get("config", {}).get("trial")
+    return str((row.get("search") or {}).get("study") or (trial.get("study") if isinstance(trial, dict) else "") or "unknown")
+
+
+def plan(rows: list[dict], metric: str, items=None) -> list[Parent]:
+    """The parent runs of these rows: one per leaderboard line (its rows grouped, ranked and marked by `ranked`, as
+    `bench leaderboard` does), then one per search study holding the rows no line holds (its trials, and the finals of
+    an earlier choice). Every cell's newest row is under exactly one parent; a bad `metric` is a UserError. `items`
+    (bench.report.rows.items_loader) as the leaderboard's: comparisons paired over test items where rows kept them."""
+    frame, line_rows = ranked(rows, metric, items)
+    ids = [frozenset(r["cell_id"] for r in rs) for rs in line_rows]
+    marks = dict(zip(ids, (mark for _, mark in frame.iterrows())))
+    labels = dict(zip(ids, line_labels(frame)[0])) if len(frame) else {}
+    parents = []
+    for line in lines_of(current(rows)):
+        cells = frozenset(r["cell_id"] for r in line.rows)
+        parents.append(line_parent(line, metric, marks.get(cells), labels.get(cells)))
+    placed = {c for p in parents for c in p.cells}
+    studies: dict[str, list[dict]] = {}
+    for cell_id, row in latest_rows(rows).items():
+        if cell_id not in placed:
+            studies.setdefault(study_of(row), []).append(row)
+    chosen = {r["search"]["study"]: r["search"]["trial"] for r in rows if r.get("search", {}).get("role") == "final"}
+    return parents + [study_parent(study, found, chosen.get(study)) for study, found in studies.items()]
+
+
+def provisional(row: dict) -> Parent:
+    """The parent a row goes under while a grid runs, before `plan` can see every row: its configuration's (or its
+    study's) parent, with no statistics yet."""
+    config = row.get("config", {})
+    if config.get("trial"):
+        return study_parent(study_of(row), [row], None, counts=False)
+    return Parent("line", line_key(row), " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]), [row["cell_id"]], _line_params(config))
+
+
+def line_parent(line, metric: str, mark: pd.Series | None, label: str | None) -> Parent:
+    config = line.config
+    parent = Parent("line", line_key(line.rows[0], line.speed_env), label or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]),
+                    [r["cell_id"] for r in line.rows], _line_params(config), tags={"sort_metric": metric})
+    for column, value in (mark.items() if mark is not None else ()):
+        if column in MARKS:
+            parent.tags[MARKS[column]] = str(value)
+        elif _number(value):
+            parent.metrics[column] = float(value)
+    for name in dict.fromkeys(k for r in line.ok for k, v in r["metrics"].items() if _number(v)):  # the metrics the table leaves out
+        if f"{name}_mean" not in parent.metrics:
+            values = pd.Series([float(r["metrics"].get(name, math.nan)) for r in line.ok], dtype=float)
+            parent.metrics[f"{name}_mean"], parent.metrics[f"{name}_std"] = values.mean(), values.std()  # as the leaderboard's columns
+    parent.tags.update({k: str(config.get(k)) for k in FIRST_KEYS})
+    return parent
+
+
+def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> Parent:
+    config = rows[0].get("config", {})
+    trials = [r for r in rows if r.get("config", {}).get("trial")]
+    search_metric = next((r["search"]["metric"] for r in rows if (r.get("search") or {}).get("metric")), None)
+    parent = Parent("study", study, f"study {study} · " + " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]), [r["cell_id"] for r in rows],
+                    tags={"study": study, **{k: str(config.get(k)) for k in FIRST_KEYS}})
+    if search_metric:
+        parent.tags["search_metric"] = search_metric
+    if chosen is not None:
+        parent.tags["chosen_trial"] = str(chosen)
+    if counts:
+        status = Counter(r.get("status") for r in trials)
+        parent.metrics.update(trials=len(trials), trials_ok=status["ok"], trials_pruned=status["pruned"],
+                              trials_failed=len(trials) - status["ok"] - status["pruned"], final_rows=len(rows) - len(trials))
+        objectives = [float(o) for r in trials if _number(o := (r.get("search") or {}).get("objective")) and math.isfinite(o)]
+        if objectives and search_metric and definition(search_metric) is not None:
+            parent.metrics[f"best_{search_metric}"] = (min if lower_is_better(search_metric) else max)(objectives)
+    return parent
+
+
+def _line_params(config: dict) -> dict[str, str]:
+    skip = {f"{section}.{option}" for section, option in NOT_IDENTITY}  # not part of the configuration: may differ among its seeds
+    return {k: _text(v) for k, v in flatten({k: v for k, v in config.items() if k != "seed"}).items() if k not in skip}
+
+
+@dataclass
+class CellRun:
+    """What a child run holds for one row."""
+    name: str
+    status: str
+    start_ms: int
+    end_ms: int
+    params: dict[str, str]
+    metrics: list[tuple[str, float, int, int]]  # key, value, step, timestamp (ms)
+    tags: dict[str, str]
+    checkpoint: Path | None
+
+
+def cell_run(row: dict, folders: list[Path], commit: str | None) -> CellRun:
+    """A row as a child run: params are its flattened config, metrics its numeric metrics (step 0), its training
+    figures under train/ and its learning curve under curve/<split>/ at the training step of each point."""
+    config, train = row.get("config", {}), row.get("train") if isinstance(row.get("train"), dict) else {}
+    end = _ms(row.get("finished_at"))
+    start = end - int(1000 * sum(float(v) for v in (train.get("seconds"), row.get("eval_seconds")) if _number(v)))
+    metrics = [(k, float(v), 0, end) for k, v in (row.get("metrics") or {}).items() if _number(v)]
+    metrics += [(f"train/{k}", float(v), 0, end) for k, v in train.items() if _number(v)]
+    if _number(objective := (row.get("search") or {}).get("objective")):
+        metrics.append(("search/objective", float(objective), 0, end))
+    for point in row.get("curve") or []:
+        prefix = f"curve/{point.get('on', 'val')}" + (f"/fold{point['fold']}" if "fold" in point else "")
+        at = start + int(1000 * point.get("seconds", 0))
+        metrics += [(f"{prefix}/{k}", float(v), int(point.get("steps", 0)), at) for k, v in point.get("metrics", {}).items() if _number(v)]
+    tags = {CELL: row["cell_id"], "status": str(row.get("status")), "grid": str(row.get("grid", "")), "seed": _text(config.get("seed"))}
+    tags |= {k: str(v) for k, v in (row.get("metrics") or {}).items() if isinstance(v, str) and v}  # distance, notes
+    tags |= {f"env.{k}": _text(v) for k, v in flatten(row.get("env") or {}).items()}
+    tags |= {f"search.{k}": _text(v) for k, v in (row.get("search") or {}).items() if k in ("study", "trial", "role", "metric")}
+    for name, value in (("stopped_by", train.get("stopped_by")), ("precision", row.get("precision")), ("error", row.get("error")),
+                        ("mlflow.source.git.commit", commit)):
+        if value:
+            tags[name] = str(value)
+    checkpoint = None
+    if isinstance(row.get("checkpoint"), dict) and row["checkpoint"].get("path"):
+        found = [f / row["checkpoint"]["path"] for f in folders]
+        checkpoint = next((p for p in found if p.is_dir()), found[0]).resolve()
+        tags["checkpoint"] = str(checkpoint)
+    trial = config.get("trial")
+    name = " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]) + (f" · trial {trial.get('number')}" if isinstance(trial, dict) else "") \
+        + f" · seed {config.get('seed')}"
+    return CellRun(name, RUN_STATUS.get(row.get("status"), "FAILED"), start, end, {k: _text(v) for k, v in flatten(config).items()},
+                   metrics, tags, checkpoint)
+
+
+def git_commit(folder: Path) -> str | None:
+    """HEAD of the git repository holding `folder`, or None (no git, not a repository)."""
+    if shutil.which("git") is None:
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _ms(iso) -> int:
+    try:
+        return int(datetime.fromisoformat(str(iso)).timestamp() * 1000)
+    except ValueError:
+        return int(time.time() * 1000)
+
+
+def _key(name: str) -> str:
+    """`name` as an MLflow key: only the characters every platform accepts, no path that resolves to another name, at
+    most KEY_CHARS (a cut name keeps a hash of the whole, so two long names stay apart)."""
+    key = re.sub(r"[^/\w.\- ]", "_", name)
+    if key in ("", ".") or posixpath.normpath(key) != key or key.startswith(("/", "..")):
+        key = key.replace("/", "_").replace("..", "__") or "_"
+    if len(key) > KEY_CHARS:
+        key = key[: KEY_CHARS - 9] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return key
+
+
+def _cut(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+# --- the store ----------------------------------------------------------------------------------------------
+
+class Store:
+    """One MLflow experiment and the runs metric-bench logged in it, indexed by their tags (a cell's id and
+    finished_at, a parent's kind and key), so that each write adds, replaces or keeps what is already there."""
+
+    def __init__(self, uri: str, experiment: str, artifacts: str = "link", folders: tuple[Path, ...] = (), plots: Path | None = None):
+        from mlflow import MlflowClient
+
+        self.uri, self.artifacts, self.folders, self.plots = uri, artifacts, [Path(f) for f in folders], plots
+        self.commit = git_commit(self.folders[0]) if self.folders else None
+        db = sqlite_file(uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:  # a SQLite store's artifacts go beside it, not into ./mlruns of wherever this runs
+                location = (db.parent / "mlruns").resolve().as_uri() if db is not None else None
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            elif found.lifecycle_stage != "active":
+                raise UserError(f"{uri}: experiment {experiment!r} is deleted — restore it (mlflow experiments restore) or give another --experiment")
+            else:
+                self.experiment_id = found.experiment_id
+            self.cells: dict[str, list] = {}
+            self.parents: dict[tuple[str, str], object] = {}
+            for run in self._runs():
+                tags = run.data.tags
+                if tags.get(KIND) == "cell":
+                    self.cells.setdefault(tags.get(CELL, ""), []).append(run)
+                elif tags.get(KIND) in ("line", "study"):
+                    self.parents[(tags[KIND], tags.get(KEY, ""))] = run
+        except UserError:
+            raise
+        except Exception as exc:  # not an MLflow store, a server that does not answer, a locked database
+            raise UserError(f"{uri}: cannot open the MLflow store ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}) "
+                            "— give another --tracking-uri") from exc
+
+    def _runs(self):
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def export(self, rows: list[dict], parents: list[Parent]) -> Counter:
+        """Every cell's newest row under its parent (`plan`): counts of cells "added", "replaced" and "kept". Parents
+        are created or refreshed in place; a parent metrics-bench logged that now holds no cell is deleted."""
+        latest, counts = latest_rows(rows), Counter()
+        for parent in parents:
+            run_id = self.parent(parent, refresh=True)
+            for cell_id in parent.cells:
+                counts[self.log_cell(latest[cell_id], run_id)] += 1
+        keys = {(p.kind, p.key) for p in parents}
+        held = {run.data.tags.get(PARENT) for runs in self.cells.values() for run in runs}
+        for key, run in list(self.parents.items()):
+            if key not in keys and run.info.run_id not in held:
+                self.client.delete_run(run.info.run_id)
+                del self.parents[key]
+        counts["parents"] = len(parents)
+        return counts
+
+    def log_row(self, row: dict) -> str:
+        """One row as it lands (`bench run --mlflow`), under its provisional parent; `export` later places and marks it."""
+        parent = provisional(row)
+        return self.log_cell(row, self.parent(parent, refresh=False))
+
+    def log_cell(self, row: dict, parent_id: str) -> str:
+        """"kept" when the cell's run holds this row (same finished_at), else logs it: "added", or "replaced" when an
+        older row's run (a superseded row, or a run cut short before its last tag) was there and is deleted."""
+        finished = str(row.get("finished_at") or "unknown")
+        found = self.cells.get(row["cell_id"], [])
+        same = next((r for r in found if r.data.tags.get(FINISHED) == finished), None)
+        for run in found:
+            if run is not same:
+                self.client.delete_run(run.info.run_id)
+        if same is not None:
+            self.cells[row["cell_id"]] = [same]
+            if same.data.tags.get(PARENT) != parent_id:  # its line changed (speed environments split, a study chose again)
+                self.client.set_tag(same.info.run_id, PARENT, parent_id)
+                same.data.tags[PARENT] = parent_id
+            return "kept"
+        from mlflow.entities import Metric, Param, RunTag
+
+        spec = cell_run(row, self.folders, self.commit)
+        run = self.client.create_run(self.experiment_id, start_time=spec.start_ms, run_name=_cut(spec.name, KEY_CHARS),
+                                     tags={KIND: "cell", CELL: row["cell_id"], PARENT: parent_id})
+        run_id = run.info.run_id
+        tags = {_key(k): _cut(v, TAG_CHARS) for k, v in spec.tags.items() if not (k == "checkpoint" and self.artifacts == "none")}
+        self.client.log_batch(run_id, metrics=[Metric(_key(k), v, ts, step) for k, v, step, ts in spec.metrics],
+                              params=[Param(k, v) for k, v in _params(spec.params).items()], tags=[RunTag(k, v) for k, v in tags.items()])
+        if self.artifacts == "copy" and spec.checkpoint is not None and spec.checkpoint.is_dir():
+            self.client.log_artifacts(run_id, str(spec.checkpoint), "checkpoint")
+        self.client.set_terminated(run_id, spec.status, end_time=spec.end_ms)
+        self.client.set_tag(run_id, FINISHED, finished)  # last: a run without it was cut short, and the next export redoes it
+        self.cells[row["cell_id"]] = [self.client.get_run(run_id)]
+        return "replaced" if found else "added"
+
+    def parent(self, parent: Parent, refresh: bool) -> str:
+        """The run id of `parent`, created when missing; with `refresh`, its metrics, tags, name and plots brought up to
+        date in place (a changed metric is logged again, later; one it no longer has becomes NaN)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        run = self.parents.get((parent.kind, parent.key))
+        if run is not None and not refresh:
+            return run.info.run_id
+        now = max(int(time.time() * 1000), int(run.data.tags.get(REFRESHED, 0)) + 1 if run is not None else 0)
+        old = run.data.metrics if run is not None else {}
+        metrics = {_key(k): float(v) for k, v in parent.metrics.items() if math.isfinite(v) or _key(k) in old}
+        metrics |= {k: math.nan for k in old if k not in metrics}
+        metrics = {k: v for k, v in metrics.items() if not (k in old and (old[k] == v or math.isnan(old[k]) and math.isnan(v)))}
+        tags = {_key(k): _cut(v, TAG_CHARS) for k, v in parent.tags.items()} | {REFRESHED: str(now)}
+        if self.plots is not None and self.artifacts == "link" and parent.kind == "line" and figure_files(self.plots):
+            tags["plots"] = str(self.plots.resolve())
+        if run is None:
+            run = self.client.create_run(self.experiment_id, start_time=now, run_name=_cut(parent.name, KEY_CHARS),
+                                         tags={KIND: parent.kind, KEY: parent.key})
+        elif run.info.run_name != _cut(parent.name, KEY_CHARS):
+            self.client.update_run(run.info.run_id, name=_cut(parent.name, KEY_CHARS))
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in _params(parent.params).items() if k not in run.data.params]  # params never change
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()], params=params,
+                              tags=[RunTag(k, v) for k, v in tags.items() if run.data.tags.get(k) != v])
+        if self.plots is not None and self.artifacts == "copy" and parent.kind == "line":
+            for png in figure_files(self.plots):
+                self.client.log_artifact(run_id, str(png), "plots")
+        if run.info.status != "FINISHED":
+            self.client.set_terminated(run_id, "FINISHED", end_time=now)
+        self.parents[(parent.kind, parent.key)] = self.client.get_run(run_id)
+        return run_id
+
+
+def _params(params: dict[str, str]) -> dict[str, str]:
+    """Params as MLflow takes them: valid keys (the first of two that map to one key wins), values cut to PARAM_CHARS."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        out.setdefault(_key(k), _cut(v, PARAM_CHARS))
+    return out
