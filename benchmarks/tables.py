@@ -8,6 +8,7 @@ and a `render_<name>(record)` that prints its markdown table(s) from the raw fig
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -189,8 +190,35 @@ def summarise_threads(raw: dict) -> dict:
             out.append({"backbone": backbone, "freeze": freeze, "precision": precision, "metric": metric, "seeds": len(pivot),
                         "mean_a": float(pivot[a].mean()), "mean_b": float(pivot[b].mean()), "diff_mean": float(diff.mean()),
                         "diff_std": float(diff.std()), "p": p, "seed_std_a": float(pivot[a].std()), "seed_std_b": float(pivot[b].std()),
+                        # a thread change that acts like a fresh seed gives paired differences of std √2 × the seed std
+                        "like_a_seed": _ratio(diff.std(), math.sqrt(2) * math.sqrt((pivot[a].var() + pivot[b].var()) / 2)),
                         "identical": bool((diff == 0).all())})
-    return {"threads": [a, b], "rows": out}
+    return {"threads": [a, b], "rows": out, "precision": _precision_pairs(cells, raw["metrics"])}
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b > 0 else math.nan
+
+
+def _precision_pairs(cells: pd.DataFrame, metrics: list[str]) -> list[dict]:
+    """Per cell kind (backbone, freeze) and metric: bf16 − fp32, paired by seed and thread count (the same cell in the
+    two precisions), its mean, std and paired t-test p, beside the fp32 seed std (at each thread count, pooled)."""
+    from scipy.stats import ttest_rel
+
+    out = []
+    for (backbone, freeze), kind in cells.groupby(["backbone", "freeze"], sort=False):
+        for metric in metrics:
+            value = kind.assign(value=[c.get(metric) for c in kind["metrics"]]).dropna(subset=["value"])
+            pivot = value.pivot_table(index=["threads", "seed"], columns="precision", values="value").dropna()
+            if "fp32" not in pivot or "bf16" not in pivot or len(pivot) < 2:
+                continue
+            diff = pivot["bf16"] - pivot["fp32"]
+            seed_std = math.sqrt(pivot["fp32"].groupby(level="threads").var().mean())
+            p = float(ttest_rel(pivot["bf16"], pivot["fp32"]).pvalue) if diff.std() > 0 else (1.0 if diff.mean() == 0 else 0.0)
+            out.append({"backbone": backbone, "freeze": freeze, "metric": metric, "pairs": len(pivot), "fp32": float(pivot["fp32"].mean()),
+                        "bf16": float(pivot["bf16"].mean()), "diff_mean": float(diff.mean()), "diff_std": float(diff.std()),
+                        "p": p, "fp32_seed_std": seed_std})
+    return out
 
 
 def render_threads(record: dict) -> str:
@@ -198,16 +226,57 @@ def render_threads(record: dict) -> str:
     a, b = s["threads"]
     rows = [[r["backbone"], r["freeze"], r["precision"], r["metric"], str(r["seeds"]), f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}",
              f"{r['diff_mean']:+.4f} ± {r['diff_std']:.4f}", "identical" if r["identical"] else f"{r['p']:.2g}",
-             f"{r['seed_std_a']:.4f} / {r['seed_std_b']:.4f}"] for r in s["rows"]]
+             f"{r['seed_std_a']:.4f} / {r['seed_std_b']:.4f}", "—" if r["identical"] else f"{r['like_a_seed']:.2f}"] for r in s["rows"]]
     table = markdown(["backbone", "freeze", "precision", "metric", "seeds", f"{a} thread(s)", f"{b} threads",
-                      f"{b} − {a}, paired (mean ± std)", "paired p", "seed std"], rows, "llllrrrrrr")
-    return provenance(record) + "\n\n" + table
+                      f"{b} − {a}, paired (mean ± std)", "paired p", "seed std", "paired std / (√2 seed std)"], rows, "llllrrrrrrr")
+    pairs = [[r["backbone"], r["freeze"], r["metric"], str(r["pairs"]), f"{r['fp32']:.4f}", f"{r['bf16']:.4f}",
+              f"{r['diff_mean']:+.4f} ± {r['diff_std']:.4f}", f"{r['p']:.2g}", f"{r['fp32_seed_std']:.4f}"] for r in s["precision"]]
+    precision = markdown(["backbone", "freeze", "metric", "pairs (seed × threads)", "fp32", "bf16", "bf16 − fp32, paired (mean ± std)",
+                          "paired p", "fp32 seed std"], pairs, "lllrrrrrr") if pairs else ""
+    return provenance(record) + "\n\n" + table + ("\n\n" + precision if precision else "")
+
+
+# thread_ops ------------------------------------------------------------------------------------------------
+
+def summarise_thread_ops(raw: dict) -> dict:
+    """Per precision: the whole step's differences at 1 vs 2 threads, and per kind of leaf module (fed identical
+    inputs at both thread counts) how many differ and by how much (forward, input gradient, weight gradients)."""
+    out = {}
+    for precision, p in raw["precisions"].items():
+        kinds = pd.DataFrame(p["modules"]).fillna(0.0)
+        by_kind = []
+        for kind, group in kinds.groupby("kind", sort=False):
+            row = {"kind": kind, "modules": len(group)}
+            for part in ("forward", "grad_input", "grad_weights"):
+                row[f"{part}_differ"] = int((group[part] > 0).sum())
+                row[f"{part}_max"] = float(group[part].max())
+            by_kind.append(row)
+        out[precision] = {"whole_step": p["whole_step"], "repeat_1_thread": p["repeat_1_thread"], "kinds": by_kind}
+    return out
+
+
+def render_thread_ops(record: dict) -> str:
+    s = summarise_thread_ops(record["raw"])
+    a, b = record["raw"]["threads"]
+    parts = [provenance(record)]
+    for precision, p in s.items():
+        w = p["whole_step"]
+        parts.append(f"**{precision}**, one training step, {a} vs {b} threads: embeddings differ by {w['embeddings']:.1e}, the loss by "
+                     f"{w['loss']:.1e}, the gradient by {w['gradient']:.1e} (relative L2; cosine {w['gradient_cosine']:.6f}); the same step "
+                     f"run twice at {a} thread: {p['repeat_1_thread']:.1e}.")
+        rows = [[k["kind"], str(k["modules"])] + [f"{k[f'{part}_differ']} ({k[f'{part}_max']:.1e})" if k[f"{part}_differ"] else "0"
+                                                   for part in ("forward", "grad_input", "grad_weights")] for k in p["kinds"]]
+        parts.append(markdown(["leaf module", "count", "forward differs (max)", "input gradient differs (max)",
+                               "weight gradient differs (max)"], rows, "lrrrr"))
+    return "\n\n".join(parts)
 
 
 SUMMARISE = {"precision": summarise_precision, "frozen_cache": summarise_frozen_cache, "parallel": summarise_parallel,
-             "eval_speed": summarise_eval_speed, "data_speed": summarise_data_speed, "threads": summarise_threads}
+             "eval_speed": summarise_eval_speed, "data_speed": summarise_data_speed, "threads": summarise_threads,
+             "thread_ops": summarise_thread_ops}
 RENDER = {"precision": render_precision, "frozen_cache": render_frozen_cache, "parallel": render_parallel,
-          "eval_speed": render_eval_speed, "data_speed": render_data_speed, "threads": render_threads}
+          "eval_speed": render_eval_speed, "data_speed": render_data_speed, "threads": render_threads,
+          "thread_ops": render_thread_ops}
 
 
 def render(record: dict) -> str:

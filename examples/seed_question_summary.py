@@ -2,7 +2,7 @@
 
     .venv/bin/python examples/seed_question_summary.py results/seed_question.jsonl
 
-Arms are backbone × freeze mode × preprocessing, each a mean over its losses and seeds (ok rows only),
+Arms are backbone × freeze mode × preprocessing × augmentation, each a mean over its losses and seeds (ok rows only),
 beside the untrained features of the same backbone and input. Then every configuration that was still
 improving when its budget ended, by the leaderboard's rule.
 """
@@ -30,7 +30,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
             continue
         c, m, t = r["config"], r["metrics"], r["train"]
         out.append({"backbone": c["backbone"], "loss": c["loss"], "seed": c["seed"], "freeze": c["model"]["freeze"],
-                    "preprocess": c["model"]["preprocess"], "few_shot": m[FEW_SHOT], "within": m.get(WITHIN, float("nan")),
+                    "preprocess": c["model"]["preprocess"], "augment": c.get("train", {}).get("augment", "none"), "few_shot": m[FEW_SHOT], "within": m.get(WITHIN, float("nan")),
                     "auc": m["verification_roc_auc"], "r1": m["recall_at_1"], "steps": t["steps"],
                     "by_seconds": t["stopped_by"] == "max_seconds"})
     return pd.DataFrame(out)
@@ -42,10 +42,11 @@ def arms(df: pd.DataFrame) -> str:
     lines = ["| arm | preprocess | cells | 20-way 1-shot (± std over seeds) | within alphabet | ROC-AUC | recall@1 | untrained | mean steps | stopped by seconds |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     table_rows = []
-    for (backbone, freeze, preprocess), g in trained.groupby(["backbone", "freeze", "preprocess"]):
+    for (backbone, freeze, preprocess, augment), g in trained.groupby(["backbone", "freeze", "preprocess", "augment"]):
         seeds = g.groupby("seed").few_shot.mean()
         untrained = base.get((backbone, preprocess), float("nan"))
-        table_rows.append((g.few_shot.mean(), f"| {NAMES.get((backbone, freeze), f'{backbone} {freeze}')} | {preprocess} | {len(g)} | "
+        name = NAMES.get((backbone, freeze), f"{backbone} {freeze}") + (f", {augment} augmentation" if augment != "none" else "")
+        table_rows.append((g.few_shot.mean(), f"| {name} | {preprocess} | {len(g)} | "
                            f"{g.few_shot.mean():.3f} ± {seeds.std():.3f} | {g.within.mean():.3f} | {g.auc.mean():.3f} | {g.r1.mean():.3f} | "
                            f"{untrained:.3f} | {g.steps.mean():.0f} | {int(g.by_seconds.sum())} of {len(g)} |"))
     return "\n".join(lines + [line for _, line in sorted(table_rows, reverse=True)])

@@ -141,3 +141,26 @@ def test_threads_table_pairs_by_seed_against_a_paired_t_test(tmp_path, capsys):
     assert rows["fp32"]["paired p"] == f"{ttest_rel(two, one).pvalue:.2g}"
     assert rows["fp32"]["seed std"] == f"{np.std(one, ddof=1):.4f} / {np.std(two, ddof=1):.4f}"
     assert rows["bf16"]["paired p"] == "identical"
+    pooled = np.sqrt((np.var(one, ddof=1) + np.var(two, ddof=1)) / 2)
+    assert rows["fp32"]["paired std / (√2 seed std)"] == f"{diff.std(ddof=1) / (np.sqrt(2) * pooled):.2f}"  # ≈ 1: like a fresh seed
+
+
+def test_threads_record_pairs_bf16_with_fp32_by_seed_and_thread_count(tmp_path, capsys):
+    from scipy.stats import ttest_rel
+
+    def cell(threads, seed, auc, precision):
+        return {"cell_id": f"c{seed}{precision}{threads}", "backbone": "lite0", "freeze": "none", "precision": precision, "seed": seed,
+                "threads": threads, "status": "ok", "steps": 10, "run_seconds": 1.0, "metrics": {"verification_roc_auc": auc}}
+    fp32 = {(t, s): 0.80 + 0.01 * s + 0.002 * t for t in (1, 2) for s in range(3)}
+    bf16 = {k: v - 0.03 - 0.001 * k[1] for k, v in fp32.items()}  # bf16 about 0.03 lower on every pair
+    cells = [cell(t, s, v, "fp32") for (t, s), v in fp32.items()] + [cell(t, s, v, "bf16") for (t, s), v in bf16.items()]
+    path = write(tmp_path, "threads", {"steps": 10, "seeds": 3, "threads": [1, 2], "metrics": ["verification_roc_auc"], "cells": cells})
+    summary = tables.summarise_threads(json.loads(path.read_text())["raw"])
+    (row,) = summary["precision"]
+    keys = sorted(fp32)
+    diff = np.array([bf16[k] - fp32[k] for k in keys])
+    assert row["pairs"] == 6 and row["diff_mean"] == pytest.approx(diff.mean()) and row["diff_std"] == pytest.approx(diff.std(ddof=1))
+    assert row["p"] == pytest.approx(ttest_rel([bf16[k] for k in keys], [fp32[k] for k in keys]).pvalue)
+    assert row["fp32_seed_std"] == pytest.approx(np.std([fp32[(1, s)] for s in range(3)], ddof=1))  # the same spread at each count
+    tables.main([str(path)])
+    assert "bf16 − fp32, paired" in capsys.readouterr().out
