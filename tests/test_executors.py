@@ -266,7 +266,7 @@ def test_the_cli_leaves_cuda_to_the_ray_or_slurm_node(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     asked = []
-    monkeypatch.setattr(runner, "run_grid", lambda grid, results, options, console=None: asked.append(options.device) or [])
+    monkeypatch.setattr(runner, "run_grid", lambda grid, results, options, console=None, **_: asked.append(options.device) or [])
     (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none"))
     base = ["run", "--grid", str(tmp_path / "g.toml"), "--results", str(tmp_path / "r.jsonl"), "--device", "cuda"]
     for executor in ("ray", "slurm"):
