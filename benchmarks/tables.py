@@ -268,6 +268,12 @@ def render_thread_ops(record: dict) -> str:
                                                    for part in ("forward", "grad_input", "grad_weights")] for k in p["kinds"]]
         parts.append(markdown(["leaf module", "count", "forward differs (max)", "input gradient differs (max)",
                                "weight gradient differs (max)"], rows, "lrrrr"))
+    versus = record["raw"].get("versus_fp32", {})
+    if versus:
+        rows = [[name, f"{v['embeddings_1_vs_2_threads']:.1e}", f"{v['gradient_cosine_1_vs_2_threads']:.4f}", f"{v['embeddings_vs_fp32']:.2f}",
+                 f"{v['gradient_cosine_vs_fp32']:.3f}"] for name, v in versus.items()]
+        parts.append(markdown(["one step in", f"embeddings, {a} vs {b} threads", f"gradient cosine, {a} vs {b} threads",
+                               "embeddings vs fp32", "gradient cosine vs fp32"], rows, "lrrrr"))
     return "\n\n".join(parts)
 
 

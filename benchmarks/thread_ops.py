@@ -58,9 +58,19 @@ def autocast(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def whole_step(backbone, loss_fn, x, y, threads: int, bf16: bool) -> dict:
+def fp32_norms(model: torch.nn.Module) -> None:
+    """Pin BatchNorm's code path under bf16 autocast: its input in fp32 and contiguous (the kernel that fp32 runs
+    identically at any thread count), the next convolution casting back to bf16."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(lambda m, args: (args[0].float().contiguous(), *args[1:]))
+
+
+def whole_step(backbone, loss_fn, x, y, threads: int, bf16: bool, pin_norms: bool = False) -> dict:
     torch.set_num_threads(threads)
     model = copy.deepcopy(backbone).train()
+    if pin_norms:
+        fp32_norms(model)
     if bf16:
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -68,7 +78,7 @@ def whole_step(backbone, loss_fn, x, y, threads: int, bf16: bool) -> dict:
         emb = model(x)
         loss = loss_fn(emb.float(), y)
     loss.backward()
-    return {"embeddings": emb.detach().float(), "loss": loss.detach(),
+    return {"embeddings": emb.detach().float(), "loss": loss.detach(), "flat": torch.cat([p.grad.double().flatten() for p in model.parameters() if p.grad is not None]),
             "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}}
 
 
@@ -140,6 +150,17 @@ def main() -> None:
         e1 = whole_step(backbone, loss_fn, x, y, THREADS[0], bf16)["embeddings"]  # reference: the same run twice is identical
         raw["precisions"][precision] = {"whole_step": whole, "repeat_1_thread": rel(a["embeddings"], e1), "modules": modules}
         print(precision, json.dumps(whole))
+    # bf16 against fp32 (1 thread), as is and with BatchNorm pinned to fp32: is the bf16 step itself close to fp32's?
+    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
+    ref = whole_step(backbone, loss_fn, x, y, THREADS[0], False)
+    raw["versus_fp32"] = {}
+    for name, pin in (("bf16", False), ("bf16, BatchNorm pinned to fp32", True)):
+        a, b = (whole_step(backbone, loss_fn, x, y, t, True, pin_norms=pin) for t in THREADS)
+        raw["versus_fp32"][name] = {"embeddings_1_vs_2_threads": rel(a["embeddings"], b["embeddings"]),
+                                    "gradient_cosine_1_vs_2_threads": cos(a["flat"], b["flat"]),
+                                    "embeddings_vs_fp32": rel(ref["embeddings"], a["embeddings"]),
+                                    "gradient_cosine_vs_fp32": cos(ref["flat"], a["flat"])}
+        print(name, json.dumps(raw["versus_fp32"][name]))
     out = record.write("thread_ops", args, raw, tables.summarise_thread_ops(raw))
     print(tables.render(json.loads(out.read_text())))
 

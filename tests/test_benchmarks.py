@@ -164,3 +164,19 @@ def test_threads_record_pairs_bf16_with_fp32_by_seed_and_thread_count(tmp_path, 
     assert row["fp32_seed_std"] == pytest.approx(np.std([fp32[(1, s)] for s in range(3)], ddof=1))  # the same spread at each count
     tables.main([str(path)])
     assert "bf16 − fp32, paired" in capsys.readouterr().out
+
+
+def test_thread_ops_counts_the_modules_whose_kernels_differ_by_kind(tmp_path, capsys):
+    def module(kind, forward=0.0, grad_input=0.0, grad_weights=0.0):
+        return {"module": kind, "kind": kind, "input": [2, 3], "forward": forward, "grad_input": grad_input, "grad_weights": grad_weights}
+    step = {"embeddings": 0.0, "loss": 0.0, "gradient": 2e-5, "gradient_norm": 1e-7, "gradient_cosine": 1.0}
+    modules = [module("BatchNorm"), module("BatchNorm", 5e-3, None, 2e-2), module("Conv 1x1", 0.0, 0.0, 3e-7), module("ReLU")]
+    raw = {"image_size": 65, "batch": [30, 3, 65, 65], "threads": [1, 2],
+           "precisions": {"bf16": {"whole_step": step, "repeat_1_thread": 0.0, "modules": modules}},
+           "versus_fp32": {"bf16": {"embeddings_1_vs_2_threads": 0.4, "gradient_cosine_1_vs_2_threads": 0.7, "embeddings_vs_fp32": 0.3,
+                                    "gradient_cosine_vs_fp32": 0.5}}}
+    path = write(tmp_path, "thread_ops", raw)
+    rows = {r["leaf module"]: r for r in rendered_rows(capsys, path, "leaf module")}
+    assert rows["BatchNorm"]["count"] == "2" and rows["BatchNorm"]["forward differs (max)"] == "1 (5.0e-03)"
+    assert rows["BatchNorm"]["input gradient differs (max)"] == "0"  # a module without an input gradient (None) does not count
+    assert rows["Conv 1x1"]["weight gradient differs (max)"] == "1 (3.0e-07)" and rows["ReLU"]["forward differs (max)"] == "0"
