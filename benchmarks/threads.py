@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -62,18 +63,18 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.omniglot).resolve()
     cells = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "g.toml").write_text(GRID.format(steps=args.steps, seeds=list(range(args.seeds)), root=root))
-        for threads in args.threads:
-            seconds = record.bench_run(folder, "--grid", "g.toml", "--results", f"t{threads}.jsonl", "--threads", str(threads),
-                                       "--no-disk-cache")
-            for line in (folder / f"t{threads}.jsonl").read_text().splitlines():
-                r = json.loads(line)
-                cells.append({"cell_id": r["cell_id"], "backbone": r["config"]["backbone"], "freeze": r["config"]["model"]["freeze"],
-                              "precision": r["precision"], "seed": r["config"]["seed"], "threads": r["env"]["torch_threads"],
-                              "status": r["status"], "steps": r.get("train", {}).get("steps"), "run_seconds": seconds,
-                              "metrics": {m: r.get("metrics", {}).get(m) for m in METRICS}})
+    folder = Path(tempfile.mkdtemp(prefix="threads-"))  # kept when a run fails, with its rows: nothing measured is lost
+    (folder / "g.toml").write_text(GRID.format(steps=args.steps, seeds=list(range(args.seeds)), root=root))
+    for threads in args.threads:
+        seconds = record.bench_run(folder, "--grid", "g.toml", "--results", f"t{threads}.jsonl", "--threads", str(threads),
+                                   "--no-disk-cache")
+        for line in (folder / f"t{threads}.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            cells.append({"cell_id": r["cell_id"], "backbone": r["config"]["backbone"], "freeze": r["config"]["model"]["freeze"],
+                          "precision": r["precision"], "seed": r["config"]["seed"], "threads": r["env"]["torch_threads"],
+                          "status": r["status"], "steps": r.get("train", {}).get("steps"), "run_seconds": seconds,
+                          "metrics": {m: r.get("metrics", {}).get(m) for m in METRICS}})
+    shutil.rmtree(folder)
     raw = {"steps": args.steps, "seeds": args.seeds, "threads": args.threads, "metrics": list(METRICS), "cells": cells}
     out = record.write("threads", args, raw, tables.summarise_threads(raw))
     print(tables.render(json.loads(out.read_text())))
