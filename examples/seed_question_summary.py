@@ -57,7 +57,8 @@ def improving(rows: list[dict]) -> str:
     still = board[board["still_improving"].astype(str).str.startswith("yes")]
     lines = [f"Still improving at the end of the budget ({len(still)} of {int((board['loss'] != 'none').sum())} trained configurations):"]
     for _, r in still.iterrows():
-        lines.append(f"- {r['backbone']} · {r['loss']} · freeze {r.get('model.freeze', 'none')} · {r.get('model.preprocess', 'native')}: "
+        lines.append(f"- {r['backbone']} · {r['loss']} · freeze {r.get('model.freeze', 'none')} · {r.get('model.preprocess', 'native')} · "
+                     f"augment {r.get('train.augment', 'none')}: "
                      f"{r['still_improving']}")
     return "\n".join(lines)
 
