@@ -229,3 +229,18 @@ def test_the_page_in_a_real_browser(built, browser):
         assert len(shot.getcolors(maxcolors=1 << 20)) > 1, "a blank plot"
     assert browser.find_elements(By.CSS_SELECTOR, "svg.pareto g.front")  # the Pareto front is drawn
     assert browser.execute_script("return window.__pwned === undefined")
+
+
+def test_the_page_says_what_the_markdown_says_under_each_table():
+    """The notes under a group's table come from the leaderboard's one `group_notes`: rows run at two thread counts
+    are said to be so in the page as in the markdown."""
+    from bench.report.leaderboard import group_notes, markdown, table
+
+    rows = [json.loads(line) for line in SOURCE.read_text().splitlines()]
+    for r in rows[::2]:
+        r["env"] = {**r.get("env", {}), "torch_threads": 1}
+    notes = group_notes(table(rows, METRIC), METRIC)
+    numerics = next(n for n in notes if n.startswith("*numerics*"))
+    assert numerics in markdown(table(rows, METRIC), METRIC)
+    text = page(rows, METRIC, "mixed", ["mixed.jsonl"])
+    assert "arithmetic environments" in text and "1 threads" in text

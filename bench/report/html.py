@@ -19,8 +19,9 @@ from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
 from bench.report import pareto
-from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, budget_text, mean_std, varies, mark_columns, key_columns,
-                                      markdown, metric_columns, nan_metrics, ranked, verdict)
+from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, group_notes, key_columns, mark_columns, mean_std, metric_columns,
+                                      ranked, varies, verdict)
+from bench.report.leaderboard import rules as leaderboard_rules
 from bench.report.lines import ABSENT, current, flatten
 
 PLOT_EXTRA = "pip install 'metric-bench[plot]'"
@@ -165,7 +166,7 @@ LEGEND = ("<p class=\"legend\">Click a column header to sort by it (again to rev
 def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
     if frame.empty:
         return "<section id=\"leaderboard\"><h2>Leaderboard</h2><p>No finished cells yet.</p></section>"
-    rules = markdown(frame, metric, "rules").split("\n\n")[1]  # the markdown view's own explanation of every column
+    rules = leaderboard_rules(frame, metric)  # the markdown view's own explanation of every column
     out = ["<section id=\"leaderboard\"><h2>Leaderboard</h2>", LEGEND,
            f"<details><summary>How each column is computed</summary><p class=\"legend\">{_inline(rules)}</p></details>"]
     cells = mark_columns(frame)
@@ -178,10 +179,7 @@ def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
         if said := verdict(part, metric):
             out.append(f"<p class=\"verdict\">{_inline(said)}</p>")
         out.append(_table(part, {c: [v[i] for i in at] for c, v in cells.items()}, metric))
-        if said := budget_text(part, metric):
-            out.append(f"<p>{_inline(said)}</p>")
-        out += [f"<p class=\"note\"><em>{escape(m)} is NaN on every line of this table</em>: {escape(why)}</p>"
-                for m, why in nan_metrics(part)]
+        out += [f"<p>{_inline(said)}</p>" for said in group_notes(part, metric)]
     return "\n".join(out) + "\n</section>"
 
 

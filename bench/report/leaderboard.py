@@ -160,14 +160,7 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
         return f"# {title}\n\nNo finished cells yet.\n"
     verdicts = mark_columns(frame)
     groups = list(dict.fromkeys(frame["group"])) if "group" in frame else ["all"]
-    better = "lower" if lower_is_better(metric) else "higher"
-    shown_rules = [c for c in ("groups", "distance", "speed_env", "identical", *verdicts, "se") if _applies(c, frame, verdicts, groups)]
-    lines = [f"# {title}" if title else "", "",
-             f"Sorted by **{metric}** ({better} is better); mean ± std over the ok seeds. {ABSENT}: the configuration "
-             "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*; *steps* "
-             "is the least–most over the ok seeds, and *stopped by* names a seed the max_seconds clock stopped at under "
-             f"{STARVED:.0%} of its line's most steps (a loaded or slower machine, not the method)."
-             + "".join(RULES[c].format(metric=metric, absent=ABSENT, alpha=ALPHA) for c in shown_rules), ""]
+    lines = [f"# {title}" if title else "", "", rules(frame, metric), ""]
     for group in groups:
         at = [i for i, g in enumerate(frame["group"]) if g == group] if "group" in frame else list(range(len(frame)))
         if len(groups) > 1:
@@ -175,13 +168,30 @@ def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "")
         if said := verdict(frame.iloc[at], metric):
             lines += [said, ""]
         lines += _table(frame.iloc[at], {c: [v[i] for i in at] for c, v in verdicts.items()}) + [""]
-        if said := budget_text(frame.iloc[at], metric):
-            lines += [said, ""]
-        lines += [f"*{m} is NaN on every line of this table*: {_escape(why)}" for m, why in nan_metrics(frame.iloc[at])]
-        lines += [""] if nan_metrics(frame.iloc[at]) else []
-        if said := numerics_note(frame.iloc[at]):
+        for said in group_notes(frame.iloc[at], metric):
             lines += [said, ""]
     return "\n".join(lines).strip("\n") + "\n"
+
+
+def rules(frame: pd.DataFrame, metric: str) -> str:
+    """The paragraph above the tables: how to read them, with the RULES that act in `frame` (one per column or mark)."""
+    verdicts = mark_columns(frame)
+    groups = list(dict.fromkeys(frame["group"])) if "group" in frame else ["all"]
+    better = "lower" if lower_is_better(metric) else "higher"
+    shown_rules = [c for c in ("groups", "distance", "speed_env", "identical", *verdicts, "se") if _applies(c, frame, verdicts, groups)]
+    return (f"Sorted by **{metric}** ({better} is better); mean ± std over the ok seeds. {ABSENT}: the configuration "
+            "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*; *steps* "
+            "is the least–most over the ok seeds, and *stopped by* names a seed the max_seconds clock stopped at under "
+            f"{STARVED:.0%} of its line's most steps (a loaded or slower machine, not the method)."
+            + "".join(RULES[c].format(metric=metric, absent=ABSENT, alpha=ALPHA) for c in shown_rules))
+
+
+def group_notes(part: pd.DataFrame, metric: str) -> list[str]:
+    """What every view says under one comparison group's table, as markdown lines: the ranking along the budget, the
+    metrics NaN on every line and why, and the arithmetic environments when its rows ran in more than one."""
+    notes = [said] if (said := budget_text(part, metric)) else []
+    notes += [f"*{m} is NaN on every line of this table*: {_escape(why)}" for m, why in nan_metrics(part)]
+    return notes + ([said] if (said := numerics_note(part)) else [])
 
 
 def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
