@@ -6,6 +6,7 @@ files that must be readable UTF-8, paths that must be (or become) regular files,
 from __future__ import annotations
 
 import math
+import tempfile
 import os
 from pathlib import Path
 
@@ -85,3 +86,27 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
     return value
+
+
+def check_target(path: Path, flag: str) -> None:
+    """check_output_file, and its folder must exist already (views write beside what they read, never make folders)."""
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: the folder {path.parent} does not exist — create it or give another {flag} path")
+    check_output_file(path, flag)
+
+
+def write_atomic(path: Path, data: bytes, flag: str) -> None:
+    """`data` into `path` through a temporary file in its folder and os.replace: a reader never sees half a file."""
+    temp = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as file:
+            temp = Path(file.name)
+            file.write(data)
+        umask = os.umask(0)  # a temporary file is private (0600); the result gets a plain new file's mode
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc}) — give a writable {flag} path") from None

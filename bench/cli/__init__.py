@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.errors import UserError, check_output_file, finite_float
+from bench.errors import UserError, check_output_file, finite_float, write_atomic
 
 console = Console(stderr=True)
 
@@ -277,9 +277,9 @@ def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv
     text = "\n".join(part for part in (markdown(frame, metric, title), failures(rows), plot_links(pngs)) if part)
     for path in (out, csv) if csv else (out,):
         path.parent.mkdir(parents=True, exist_ok=True)  # check_output_file allowed folders that do not exist yet
-    out.write_text(text)
+    write_atomic(out, text.encode(), "--out")  # never half a leaderboard
     if csv:
-        csv_frame(frame).to_csv(csv, index=False)
+        write_atomic(csv, csv_frame(frame).to_csv(index=False).encode(), "--csv")
     print(text)
     console.print(f"leaderboard written to {out}" + (f" and {csv}" if csv else ""), highlight=False)
 

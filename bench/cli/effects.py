@@ -3,11 +3,9 @@ pairs of lines, and each axis's share of the variance; markdown printed, written
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
-from bench.errors import UserError, check_output_file
+from bench.errors import UserError, check_target, write_atomic
 
 MERGE = "several files are merged by cell_id: a later file's row for a cell supersedes an earlier file's"
 
@@ -79,25 +77,3 @@ def _png(figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     return buffer.getvalue()
 
-
-def check_target(path: Path, flag: str) -> None:
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: the folder {path.parent} does not exist — create it or give another {flag} path")
-    check_output_file(path, flag)
-
-
-def write_atomic(path: Path, data: bytes, flag: str) -> None:
-    """`data` into `path` through a temporary file in its folder and os.replace: a reader never sees half a file."""
-    temp = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as file:
-            temp = Path(file.name)
-            file.write(data)
-        umask = os.umask(0)  # a temporary file is private (0600); the result gets a plain new file's mode
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    except OSError as exc:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc}) — give a writable {flag} path") from None

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli.effects import check_target, write_atomic  # the same output checks and atomic write as `bench effects`
-from bench.errors import UserError
+from bench.errors import UserError, check_target, write_atomic
 
 MERGE = "several files are merged by cell_id: a later file's row for a cell supersedes an earlier file's"
 
