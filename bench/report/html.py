@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import math
 import re
 from collections import Counter
@@ -22,7 +21,7 @@ from bench.report import pareto
 from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, group_notes, key_columns, mark_columns, mean_std, metric_columns,
                                       ranked, varies, verdict)
 from bench.report.leaderboard import rules as leaderboard_rules
-from bench.report.lines import ABSENT, current, flatten
+from bench.report.lines import ABSENT, as_text, current, flatten
 
 PLOT_EXTRA = "pip install 'metric-bench[plot]'"
 STATS_EXTRA = "pip install 'metric-bench[stats]'"
@@ -99,7 +98,7 @@ def page(rows: list[dict], metric: str, title: str, sources: list[str], items=No
     frame, line_rows = ranked(rows, metric, items)
     sections = [_overview(rows, sources, metric), _leaderboard(frame, metric), _cost(frame, line_rows, metric),
                 _effects(rows, metric, items, frame.empty), _plots(rows, metric, frame.empty), _failures(rows)]
-    head = [f'<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
+    head = ['<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
             # No network and no script but ours, even if a string escaped the escaping: the browser refuses it.
             f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
             f"style-src '{_sha256(STYLE)}'; script-src '{_sha256(SCRIPT)}'\">",
@@ -340,16 +339,12 @@ def _failures(rows: list[dict]) -> str:
         first = (error.splitlines() or [""])[0]
         message = escape(first) + (f"<details><summary>whole message</summary><pre>{escape(error)}</pre></details>"
                                    if error != first else "")
-        body.append("<tr>" + "".join(_td(v) for v in (r.get("cell_id", ABSENT), *(_plain(c.get(k, ABSENT)) for k in FIRST_KEYS),
-                                                     _plain(c.get("seed", ABSENT)), r.get("status")))
+        body.append("<tr>" + "".join(_td(v) for v in (r.get("cell_id", ABSENT), *(as_text(c.get(k, ABSENT)) for k in FIRST_KEYS),
+                                                     as_text(c.get("seed", ABSENT)), r.get("status")))
                     + f"<td>{message}</td></tr>")
     return (f"<section id=\"failures\"><h2>Cells that did not finish ({len(failed)})</h2>\n"
             f"<table class=\"sortable failures\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n" + "\n".join(body)
             + "\n</tbody>\n</table></section>")
-
-
-def _plain(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 # --- the markdown the other views write, as HTML ------------------------------------------------------------------

@@ -165,10 +165,11 @@ def comparison_groups(all_lines: list[Line]) -> list[tuple[str, list[int]]]:
     flat = {k: flatten(json.loads(k)) for k in members}
     columns = list(dict.fromkeys(c for f in flat.values() for c in f))
     differ = [c for c in columns if len({json.dumps(f.get(c, ABSENT)) for f in flat.values()}) > 1]
-    return [(", ".join(f"{c} = {_text(flat[k].get(c, ABSENT))}" for c in differ), idx) for k, idx in members.items()]
+    return [(", ".join(f"{c} = {as_text(flat[k].get(c, ABSENT))}" for c in differ), idx) for k, idx in members.items()]
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
+    """A config value as the views show it: a string as it is, anything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value)
 
 

@@ -4,7 +4,6 @@ their tags, so exporting again adds only the cells not logged yet and replaces a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import numbers
@@ -27,7 +26,7 @@ from bench.config import NOT_IDENTITY
 from bench.errors import UserError, check_output_file
 from bench.eval.definitions import definition, lower_is_better
 from bench.report.leaderboard import FIRST_KEYS, ranked
-from bench.report.lines import configuration, current, flatten, lines_of
+from bench.report.lines import as_text, configuration, current, flatten, lines_of
 from bench.report.plots import figure_files, line_labels
 from bench.results import latest_rows
 
@@ -167,7 +166,7 @@ def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> P
 
 def _line_params(config: dict) -> dict[str, str]:
     skip = {f"{section}.{option}" for section, option in NOT_IDENTITY}  # not part of the configuration: may differ among its seeds
-    return {k: _text(v) for k, v in flatten({k: v for k, v in config.items() if k != "seed"}).items() if k not in skip}
+    return {k: as_text(v) for k, v in flatten({k: v for k, v in config.items() if k != "seed"}).items() if k not in skip}
 
 
 @dataclass
@@ -197,10 +196,10 @@ def cell_run(row: dict, folders: list[Path], commit: str | None) -> CellRun:
         prefix = f"curve/{point.get('on', 'val')}" + (f"/fold{point['fold']}" if "fold" in point else "")
         at = start + int(1000 * point.get("seconds", 0))
         metrics += [(f"{prefix}/{k}", float(v), int(point.get("steps", 0)), at) for k, v in point.get("metrics", {}).items() if _number(v)]
-    tags = {CELL: row["cell_id"], "status": str(row.get("status")), "grid": str(row.get("grid", "")), "seed": _text(config.get("seed"))}
+    tags = {CELL: row["cell_id"], "status": str(row.get("status")), "grid": str(row.get("grid", "")), "seed": as_text(config.get("seed"))}
     tags |= {k: str(v) for k, v in (row.get("metrics") or {}).items() if isinstance(v, str) and v}  # distance, notes
-    tags |= {f"env.{k}": _text(v) for k, v in flatten(row.get("env") or {}).items()}
-    tags |= {f"search.{k}": _text(v) for k, v in (row.get("search") or {}).items() if k in ("study", "trial", "role", "metric")}
+    tags |= {f"env.{k}": as_text(v) for k, v in flatten(row.get("env") or {}).items()}
+    tags |= {f"search.{k}": as_text(v) for k, v in (row.get("search") or {}).items() if k in ("study", "trial", "role", "metric")}
     for name, value in (("stopped_by", train.get("stopped_by")), ("precision", row.get("precision")), ("error", row.get("error")),
                         ("mlflow.source.git.commit", commit)):
         if value:
@@ -213,7 +212,7 @@ def cell_run(row: dict, folders: list[Path], commit: str | None) -> CellRun:
     trial = config.get("trial")
     name = " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]) + (f" · trial {trial.get('number')}" if isinstance(trial, dict) else "") \
         + f" · seed {config.get('seed')}"
-    return CellRun(name, RUN_STATUS.get(row.get("status"), "FAILED"), start, end, {k: _text(v) for k, v in flatten(config).items()},
+    return CellRun(name, RUN_STATUS.get(row.get("status"), "FAILED"), start, end, {k: as_text(v) for k, v in flatten(config).items()},
                    metrics, tags, checkpoint)
 
 
@@ -230,10 +229,6 @@ def git_commit(folder: Path) -> str | None:
 
 def _number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _ms(iso) -> int:
