@@ -132,6 +132,7 @@ class Grid:
     resources: dict = field(default_factory=dict)  # [resources]: what one cell asks of Ray or Slurm (not its identity)
     slurm: dict = field(default_factory=dict)  # [slurm]: where and how long submitit's Slurm jobs run
     search: SearchSpec | None = None  # [search]: cells are then the configurations' defaults; bench.search tunes them
+    report: dict = field(default_factory=dict)  # [report]: how the views judge lines (equivalence, target); carried by the rows
 
 
 UNTRAINED = "none"  # the loss name of the untrained baseline (losses/untrained.py)

@@ -37,7 +37,9 @@ INERT = (
     ("train", "m_per_class", lambda cell, kind: kind in ("m_per_class", None), "it acts only with losses that take m-per-class batches (pml/*)"),
 )
 FAMILIES: dict[str, Registry] = {"backbone": BACKBONES, "loss": LOSSES, "dataset": DATASETS}
-TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES, "resources", "slurm", "search")
+TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES, "resources", "slurm", "search", "report")
+REPORT = {"equivalence": "the margin δ within which a line is 'equivalent' to the best (its simultaneous interval inside ±δ); none by default",
+          "target": "the difference 'seeds to detect' is asked of (default 0.02)"}
 CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments the runner passes itself
 
 
@@ -85,7 +87,18 @@ def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
     if search is not None:
         search = _check_search(search, axes, list(cells.values()), where)
     cells = with_baseline_per_distance(cells.values(), _scored_distance, _loss_facts(UNTRAINED, {})[1])  # after [search]: it tunes no baseline
-    return Grid(name, where, tuple(cells), excluded, resources, slurm, search)
+    return Grid(name, where, tuple(cells), excluded, resources, slurm, search, _report(raw.get("report", {}), where))
+
+
+def _report(table: Any, where: str) -> dict:
+    """[report]: positive finite numbers for the keys of REPORT (what the leaderboard's verdicts read from the rows)."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: [report] must be a table, e.g. [report] equivalence = 0.01")
+    _no_unknown(table, tuple(REPORT), where, "[report]")
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise UserError(f"{where}: [report] {key} = {value!r} must be a positive number — {REPORT[key]}")
+    return {k: float(v) for k, v in table.items()}
 
 
 def _run_table(table: Any, spec: dict, where: str, name: str) -> dict:

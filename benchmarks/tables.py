@@ -277,12 +277,54 @@ def render_thread_ops(record: dict) -> str:
     return "\n\n".join(parts)
 
 
+# stats calibration -------------------------------------------------------------------------------------------
+
+def summarise_stats_calibration(raw: dict) -> dict:
+    """The worst familywise error over the null families, the worst top-line "below" rate, and the worst
+    false-positive rate and coverage of one paired test (the issue's requirements), from the scenarios' figures."""
+    found = [s["summary"] for s in raw["scenarios"]]
+    null = [s for s in found if s["group"].startswith("null")]
+    tied = [s for s in found if s["group"] == "tied top"]
+    pairs = [s for s in found if s["group"].startswith("pair") and "false_positive_rate" in s]
+    covered = [s for s in found if s["group"].startswith("pair") and s.get("untested", 0) < s["replicates"]]
+    worst = lambda xs, key: max((x[key] for x in xs), default=None)  # noqa: E731
+    return {"worst_familywise_error": worst(null, "familywise_error"),
+            "worst_top_line_called_below": max((max(s["top_called_below"]) for s in tied), default=None),
+            "worst_false_positive_rate": worst(pairs, "false_positive_rate"),
+            "lowest_pair_coverage": min((s["coverage"] for s in covered), default=None),
+            "lowest_simultaneous_coverage": min((s["simultaneous_coverage"] for s in null + tied), default=None)}
+
+
+def render_stats_calibration(record: dict) -> str:
+    found = [s["summary"] for s in record["raw"]["scenarios"]]
+    pct = lambda x, se=None: "—" if x is None else f"{100 * x:.1f} %" + ("" if se is None else f" ± {100 * se:.1f}")  # noqa: E731
+    family = [[s["name"], str(s["replicates"]), pct(s["familywise_error"], s["familywise_error_se"]), pct(s["simultaneous_coverage"]),
+               ", ".join(pct(x) for x in s.get("top_called_below", [])) or "—",
+               ", ".join(f"{k}: {pct(v)}" for k, v in s.get("power", {}).items()) or "—"]
+              for s in found if "familywise_error" in s]
+    pairs = [[s["name"], str(s["replicates"]), pct(s.get("false_positive_rate"), s.get("false_positive_rate_se")) if "false_positive_rate" in s else "—",
+              pct(s["coverage"]), pct(s["power"]) if "power" in s else "—", pct(s["df_infinite"]), ", ".join(s["method"])]
+             for s in found if "coverage" in s]
+    parts = [provenance(record)]
+    if family:
+        parts.append(markdown(["comparison group (versus_best)", "replicates", "P(any top line called below)", "all intervals cover",
+                               "each top line called below", "power on the lower lines"], family, "lrrrrl"))
+    if pairs:
+        parts.append(markdown(["one comparison (compare_lines)", "replicates", "false positives at 5 %", "95 % interval covers",
+                               "power (gap 0.02)", "df = ∞", "method"], pairs, "lrrrrrl"))
+    degenerate = record["raw"].get("degenerate", {})
+    if degenerate:
+        said = {k: ", ".join(v["vs_best"]) if "vs_best" in v else f"{v['method']} (p {v['p']})" for k, v in degenerate.items()}
+        parts.append("Degenerate inputs: " + "; ".join(f"{k} → {v}" for k, v in said.items()) + ".")
+    return "\n\n".join(parts)
+
+
 SUMMARISE = {"precision": summarise_precision, "frozen_cache": summarise_frozen_cache, "parallel": summarise_parallel,
              "eval_speed": summarise_eval_speed, "data_speed": summarise_data_speed, "threads": summarise_threads,
-             "thread_ops": summarise_thread_ops}
+             "thread_ops": summarise_thread_ops, "stats_calibration": summarise_stats_calibration}
 RENDER = {"precision": render_precision, "frozen_cache": render_frozen_cache, "parallel": render_parallel,
           "eval_speed": render_eval_speed, "data_speed": render_data_speed, "threads": render_threads,
-          "thread_ops": render_thread_ops}
+          "thread_ops": render_thread_ops, "stats_calibration": render_stats_calibration}
 
 
 def render(record: dict) -> str:

@@ -20,6 +20,8 @@ max_steps = 2
 batch_size = 12
 [eval]
 recall_k = [1, 4]
+[report]
+equivalence = 0.5
 [axes]
 backbone = ["koch", "timm/resnet10t"]
 loss = ["bce_l1", "contrastive", "triplet"]
@@ -92,6 +94,7 @@ def test_run_writes_one_ok_row_per_cell(ran):
     assert resnet["input"]["channel_conversion"] == "gray replicated to 3" and resnet["input"]["resize"]
     for r in got:
         assert r["metrics"]["distance"] == ("l1" if r["config"]["loss"] == "bce_l1" else "cosine")
+        assert r["report"] == {"equivalence": 0.5} and "report" not in r["config"]  # the grid's [report], beside the identity
 
 
 def test_leaderboard_markdown_has_one_line_per_configuration(ran):

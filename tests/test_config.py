@@ -154,3 +154,17 @@ def test_every_toml_block_in_the_readme_validates():
         assert parse_grid(raw, "README.md").cells
         checked += 1
     assert checked >= 2
+
+
+def test_report_table_is_checked_and_kept_out_of_the_cells_identity():
+    import pytest
+
+    from bench.errors import UserError
+
+    plain, judged = parse_grid(grid(), "g.toml"), parse_grid(grid(report={"equivalence": 0.01, "target": 0.03}), "g.toml")
+    assert judged.report == {"equivalence": 0.01, "target": 0.03} and plain.report == {}
+    assert [c.cell_id for c in judged.cells] == [c.cell_id for c in plain.cells]  # how lines are judged is not what a cell is
+    for bad, said in (({"equivalence": -1}, "must be a positive number"), ({"margin": 0.1}, "unknown key 'margin' in \\[report\\]; allowed: equivalence, target"),
+                      ({"target": True}, "must be a positive number")):
+        with pytest.raises(UserError, match=said):
+            parse_grid(grid(report=bad), "g.toml")

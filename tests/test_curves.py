@@ -1,9 +1,15 @@
-"""Trust: the untrained baseline (`loss = "none"`), learning curves, selection on validation, the lr schedule."""
+"""Trust: the untrained baseline (`loss = "none"`), learning curves, selection on validation, the lr schedule, and the
+ranking along the budget (bench.report.budget)."""
 import itertools
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
+from test_comparisons import tables
+from test_leaderboard import cell
 from torch import nn
 
 import bench.run.train as train_module
@@ -11,6 +17,9 @@ from bench.cli import main
 from bench.config import Budget, TrainConfig
 from bench.errors import UserError
 from bench.grid import parse_grid
+from bench.report.budget import NOISE_Z, curve_means, flips
+from bench.report.leaderboard import markdown, table
+from bench.report.lines import Line
 from bench.run.cell import _Selection
 from bench.run.train import budget_fraction, lr_factor, train
 
@@ -199,3 +208,75 @@ def test_select_best_needs_a_validation_split_and_a_curve(tmp_path, monkeypatch,
         parse_grid({"budget": {"max_steps": 1}, "axes": {"backbone": ["koch"], "loss": ["bce_l1"]}, "eval": {"curve": [0.5, 0.25]}}, "g")
     with pytest.raises(UserError, match="is not a score"):
         parse_grid({"budget": {"max_steps": 1}, "axes": {"backbone": ["koch"], "loss": ["bce_l1"]}, "eval": {"select_metric": "verification_pairs"}}, "g")
+
+
+# --- the ranking along the budget ---------------------------------------------------------------------------
+
+AUC = "verification_roc_auc"
+
+
+def seeds_curve(values: dict[float, float]) -> list[dict]:
+    return [{"fraction": f, "progress": f, "steps": int(100 * f), "samples": 0, "seconds": f, "on": "val",
+             "metrics": {AUC: v}} for f, v in values.items()]
+
+
+def flip_rows(spread: float, seeds: int = 3) -> list[dict]:
+    """Line b leads a by 0.10 at 1/4 and 1/2, a leads b by 0.10 at the end; each seed sits `spread` apart."""
+    out = []
+    for loss, means in (("a", (0.40, 0.45, 0.60)), ("b", (0.50, 0.55, 0.50))):
+        for s in range(seeds):
+            e = spread * (s - (seeds - 1) / 2)
+            out.append(cell("r", loss, s, means[-1] + e, curve=seeds_curve(dict(zip((0.25, 0.5, 1.0), (m + e for m in means))))))
+    return out
+
+
+def along_the_budget(rows: list[dict]) -> tuple[str, list[dict]]:
+    text = markdown(table(rows))
+    return next(ln for ln in text.splitlines() if ln.startswith("**Along the budget**")), tables(text)[""]
+
+
+def test_a_flip_beyond_the_seed_noise_is_reported_and_named_as_the_table_ranks_its_lines():
+    said, shown = along_the_budget(flip_rows(spread=0.002))  # se of a difference 0.0016, margins 0.10
+    assert "1 pair of lines changed order: #2 b led #1 a until 1/2 (+0.100), #1 a after (+0.100 at the end)." in said
+    assert "not counted" not in said
+    for rank, name in re.findall(r"#(\d+) (\w+)", said):
+        assert shown[int(rank) - 1]["#"] == rank and shown[int(rank) - 1]["loss"] == name
+
+
+def test_the_same_means_with_a_wide_seed_spread_are_counted_within_the_noise():
+    said, _ = along_the_budget(flip_rows(spread=0.15))  # se of a difference 0.12: 1.96 se = 0.24 > the 0.10 margins
+    assert "no two lines change order beyond the seed noise; 1 order change within the seed noise (a margin under 1.96 se) not counted." in said
+    assert " b led " not in said and " a led " not in said
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_lines_without_a_seed_spread_are_not_asserted(seeds):
+    rows = flip_rows(spread=0.0, seeds=seeds)  # one seed, or three identical ones: the noise is unknown
+    said, _ = along_the_budget(rows)
+    assert "no two lines change order beyond the seed noise; 1 order change between lines whose seed spread is unknown" in said
+    means = [curve_means(Line(tuple(r for r in rows if r["config"]["loss"] == loss)), AUC) for loss in "ab"]
+    assert all(se is None for c in means for _, se in c.values())
+
+
+def test_flips_against_welch_t_statistics_from_scipy():
+    rng = np.random.default_rng(0)
+    fractions = (0.125, 0.25, 0.5, 1.0)
+    for _ in range(20):
+        values = rng.normal(0.5, 0.03, (6, 1, len(fractions))) + rng.normal(0, rng.uniform(0.002, 0.03), (6, 3, len(fractions)))
+        lines = [Line(tuple(cell("r", f"l{i}", s, v[-1], curve=seeds_curve(dict(zip(fractions, v)))) for s, v in enumerate(seeds)))
+                 for i, seeds in enumerate(values)]
+        names = [f"L{i}" for i in range(6)]
+        found = flips([curve_means(line, AUC) for line in lines], names, AUC)
+        want, changed = set(), 0
+        for i, j in itertools.combinations(range(6), 2):
+            t = [stats.ttest_ind(values[i][:, k], values[j][:, k], equal_var=False).statistic for k in range(len(fractions))]
+            d = values[i].mean(0) - values[j].mean(0)
+            other = [k for k in range(len(fractions) - 1) if d[k] * d[-1] < 0]
+            changed += bool(other)
+            clear = [k for k in other if abs(t[k]) > NOISE_Z]
+            if abs(t[-1]) > NOISE_Z and clear:
+                lead, trail = (i, j) if d[-1] > 0 else (j, i)
+                want.add((names[trail], names[lead], fractions[clear[-1]]))
+        got = {(m[1], m[2], {"1/8": 0.125, "1/4": 0.25, "1/2": 0.5}[m[3]])
+               for m in (re.match(r"(L\d) led (L\d) until (\S+) ", text) for text in found.said)}
+        assert got == want and found.within_noise == changed - len(want) and found.unknown_spread == 0

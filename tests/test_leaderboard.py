@@ -236,26 +236,34 @@ def grid(samples: dict[str, list[float]], metric="verification_roc_auc"):
     return [cell(name, "triplet", s, v, metric=metric) for name, values in samples.items() for s, v in enumerate(values)]
 
 
-def test_vs_best_is_welchs_test_against_the_best_mean():
+def test_vs_best_is_welchs_test_against_the_best_mean_held_to_the_familys_level():
+    from bench.report.simultaneous import Family, Member
+    from bench.report.paired import ItemBootstrap
+
     samples = {"best": [0.95, 0.97], "near": [0.80, 0.90, 0.86], "far": [0.60, 0.62, 0.61, 0.63]}
     got = by_backbone(table(grid(samples)))
     assert got["best"]["vs_best"] == "best" and math.isnan(got["best"]["vs_best_p"])
     p_near, p_far = welch_by_hand(samples["best"], samples["near"]), welch_by_hand(samples["best"], samples["far"])
-    assert p_near >= 0.05 and p_far < 0.05  # the fixed numbers fall on both sides of the line
-    assert got["near"]["vs_best_p"] == pytest.approx(p_near, rel=1e-9)
+    assert got["near"]["vs_best_p"] == pytest.approx(p_near, rel=1e-9)  # each comparison's own test is Welch's
     assert got["far"]["vs_best_p"] == pytest.approx(p_far, rel=1e-9)
-    holm = [min(1.0, 2 * min(p_near, p_far)), max(min(1.0, 2 * min(p_near, p_far)), max(p_near, p_far))]
-    assert (got["near"]["vs_best"], got["far"]["vs_best"]) == (("tied", "below") if holm[1] >= 0.05 else ("below", "below"))
-    assert got["far"]["vs_best_p_holm"] == pytest.approx(holm[0]) and got["near"]["vs_best_p_holm"] == pytest.approx(holm[1])
+    family = Family([Member(k, None, np.array(v), False) for k, v in samples.items()], ItemBootstrap())
+    per = family.per_comparison_level()
+    assert per < 0.05  # three lines, three pairs: each held to a stricter level than 5 %
+    for name, p in (("near", p_near), ("far", p_far)):
+        df = stats.ttest_ind(samples[name], samples["best"], equal_var=False).df
+        assert got[name]["critical"] == pytest.approx(stats.t.isf(per / 2, df), rel=1e-6)
+        assert got[name]["vs_best"] == ("below" if p < per else "not separated")
+        assert got[name]["vs_best_delta"] - got[name]["vs_best_low"] == pytest.approx(got[name]["critical"] * math.sqrt(np.var(samples[name], ddof=1) / len(samples[name]) + np.var(samples["best"], ddof=1) / 2))
+    assert (got["near"]["vs_best"], got["far"]["vs_best"]) == ("not separated", "below")
     assert got["near"]["vs_best_test"] == "Welch"
     frame = table(grid(samples))
     text = markdown(frame)
     cells = {c["backbone"]: c for c in _rows(text)}
-    assert cells["near"]["vs best (Holm)"] == f"tied (Welch, p_Holm={holm[1]:.2g})" == "tied (Welch, p_Holm=0.056)"
-    assert cells["far"]["vs best (Holm)"] == f"below (Welch, p_Holm={holm[0]:.2g})"
-    low, high = stats.ttest_ind(samples["near"], samples["best"], equal_var=False).confidence_interval(0.95)
-    assert cells["near"]["Δ vs best [95%]"] == f"{signed(np.mean(samples['near']) - np.mean(samples['best']))} [{signed(low)}, {signed(high)}]"
-    assert "Holm's method" in text and "*Welch*" in text and "**Verdict**" in text and "tied with it" in text
+    assert cells["near"]["vs best"] == f"not separated (Welch, p_adj={got['near']['vs_best_p_adj']:.2g})"
+    assert cells["far"]["vs best"] == f"below (Welch, p_adj={got['far']['vs_best_p_adj']:.2g})"
+    r = got["near"]
+    assert cells["near"]["Δ vs best [simultaneous 95%]"] == f"{signed(r['vs_best_delta'])} [{signed(r['vs_best_low'])}, {signed(r['vs_best_high'])}]"
+    assert "*simultaneous*" in text and "*Welch*" in text and "**Verdict**" in text and "not separated from it" in text
 
 
 def test_vs_best_follows_a_lower_is_better_metric():
@@ -267,12 +275,12 @@ def test_vs_best_follows_a_lower_is_better_metric():
 
 
 @pytest.mark.filterwarnings("error")  # scipy's "precision loss" warning on a constant sample is silenced on purpose
-def test_vs_best_without_variance():
+def test_vs_best_without_variance_is_untested_never_p_zero():
     samples = {"best": [0.9, 0.9], "same": [0.9, 0.9, 0.9], "lower": [0.8, 0.8], "varies": [0.7, 0.85]}
     got = by_backbone(table(grid(samples)))
     assert got["best"]["vs_best"] == "best"  # first of the tied means, as the stable sort ranks it
-    assert (got["same"]["vs_best"], got["same"]["vs_best_test"], got["same"]["vs_best_p"]) == ("tied", "no variance", 1.0)
-    assert (got["lower"]["vs_best"], got["lower"]["vs_best_test"], got["lower"]["vs_best_p"]) == ("below", "no variance", 0.0)
+    for name in ("same", "lower"):  # identical seeds on both sides and no items: nothing to test against
+        assert got[name]["vs_best"] == "untested" and got[name]["vs_best_test"].startswith("no variance") and math.isnan(got[name]["vs_best_p"])
     # one constant sample: Welch's test is defined (only the other variance counts)
     assert got["varies"]["vs_best_p"] == pytest.approx(welch_by_hand(samples["best"], samples["varies"]), rel=1e-9)
 
@@ -282,11 +290,11 @@ def test_one_seed_is_untested_even_when_it_ranks_first():
             error_row("broken", "triplet", 0)]
     frame = table(rows)
     assert list(frame["backbone"]) == ["lucky", "best", "near", "broken"]  # still sorted by the mean
-    assert list(frame["vs_best"]) == ["1 seed: untested", "best", "tied", "—"]
+    assert list(frame["vs_best"]) == ["1 seed: untested", "best", "not separated", "—"]
     assert math.isnan(frame["vs_best_p"][0])
     lines = [ln for ln in markdown(frame).splitlines() if ln.startswith("|")]
     header = _cells(lines[0])
-    assert dict(zip(header, _cells(lines[2])))["vs best (Holm)"] == "1 seed: untested"
+    assert dict(zip(header, _cells(lines[2])))["vs best"] == "1 seed: untested"
 
 
 def test_a_plain_grid_keeps_todays_columns():

@@ -48,8 +48,8 @@ def test_pairing_narrows_the_interval_when_items_are_shared_and_changes_nothing_
     assert paired.low > 0 and unpaired.low < 0  # 2,000 shared episodes separate a 0.01 gap; unpaired they cannot
     # the unpaired item variance is what a bootstrap of each line alone gives, summed
     boot = ItemBootstrap(resamples=1000)
-    alone = sum(np.var(boot.line(k, s, independent=True), ddof=1) for k, s in (("a", a[0]), ("b", b[0])))
-    assert compare(a, b, False, boot).item_var == pytest.approx(alone)
+    alone = sum(np.var(boot.line(k, s, independent=True), ddof=1) - boot.interaction(k, s) for k, s in (("a", a[0]), ("b", b[0])))
+    assert compare(a, b, False, boot).item_var == pytest.approx(alone)  # less the seed × item part the seeds hold
     a, b = two_lines(rng, shared=False)
     paired, unpaired = compare(a, b, True), compare(a, b, False)
     assert paired.high - paired.low == pytest.approx(unpaired.high - unpaired.low, rel=0.15)
@@ -83,9 +83,31 @@ def test_seeds_alone_is_welch_and_one_sample_as_scipy():
     ref = stats.ttest_1samp(a, 0.7)
     assert fixed.method == "1-sample" and fixed.p == pytest.approx(ref.pvalue, rel=1e-9)
     assert fixed.estimate == pytest.approx(0.7 - a.mean())
-    both = compare_seeds(np.array([0.5, 0.5]), np.array([0.5, 0.5]), True, True)
-    assert both.method == "no variance" and both.p == 1.0
-    assert compare_seeds(np.array([0.5, 0.5]), np.array([0.6, 0.6]), True, True).p == 0.0
+    # nothing varies: untested, never p = 0 (two lines of identical seeds 1e-4 apart are not "below" each other)
+    for other in (0.5, 0.5001, 0.6):
+        both = compare_seeds(np.array([0.5, 0.5]), np.array([other, other]), True, True)
+        assert both.method.startswith("untested") and math.isnan(both.p) and not both.tested
+
+
+def test_one_seed_is_untested_never_paired_with_infinite_df():
+    rng = np.random.default_rng(5)
+    a, b = two_lines(rng, shared=True, n=200, seeds=1)
+    c = compare(a, b, True)
+    assert c.method == "untested: 1 seed" and math.isnan(c.p) and math.isnan(c.low)
+    assert math.isnan(compare_seeds(np.array([0.7]), np.array([0.6, 0.65])).p)
+
+
+def test_the_df_bounds_each_seed_part_and_is_welch_without_items():
+    from bench.report.paired import UPPER, interval, welch_df
+    parts = [(0.0004, 2), (0.0001, 2)]
+    assert welch_df(0.0, parts) == pytest.approx(0.0005 ** 2 / (0.0004 ** 2 / 2 + 0.0001 ** 2 / 2))  # Welch–Satterthwaite
+    bound = [(v * k / stats.chi2.ppf(UPPER, k), k) for v, k in parts]
+    total = 0.0003 + sum(v for v, _ in bound)
+    assert welch_df(0.0003, parts) == pytest.approx(total ** 2 / sum(v * v / k for v, k in bound))
+    plain = (0.0003 + 0.0005) ** 2 / (0.0004 ** 2 / 2 + 0.0001 ** 2 / 2)
+    assert 2 <= welch_df(0.0003, parts) < plain  # a known item part raises df, but less than when the s² are trusted
+    c = interval(0.01, 0.0003, parts, "paired", 200, (0.0, 0.0))
+    assert c.se == pytest.approx(math.sqrt(0.0008)) and c.df == pytest.approx(welch_df(0.0003, parts))  # se not inflated
 
 
 def test_a_line_of_identical_seeds_has_no_seed_part_and_items_still_count():
@@ -97,8 +119,10 @@ def test_a_line_of_identical_seeds_has_no_seed_part_and_items_still_count():
     boot = ItemBootstrap(resamples=500)
     c = contrast([("t", *trained, False), ("f", *fixed, True)], [1.0, -1.0], boot)
     assert c.method == "paired" and c.items == 1000
-    # the trained line's seed variance, less the seed × item noise the item bootstrap already counts
-    assert c.seed_var == pytest.approx(np.var(trained[1], ddof=1) / 3 - boot.interaction("t", trained[0])) and c.seed_spread[1] == 0.0
+    # the trained line's raw seed variance; the seed × item noise it holds is taken out of the item part instead
+    assert c.seed_var == pytest.approx(np.var(trained[1], ddof=1) / 3) and c.seed_spread[1] == 0.0
+    series = boot.line("t", trained[0]) - boot.line("f", fixed[0])
+    assert c.item_var == pytest.approx(np.var(series, ddof=1) - boot.interaction("t", trained[0]))
     assert boot.interaction("f", fixed[0]) == 0.0
     assert c.item_var > 0 and c.low > 0
 
@@ -122,17 +146,29 @@ def test_power_and_seeds_to_resolve_follow_their_formulas():
     c = compare_seeds(np.array([0.80, 0.82, 0.81]), np.array([0.79, 0.80, 0.78]))
     t = stats.t
     assert c.detectable == pytest.approx((t.ppf(0.975, c.df) + t.ppf(0.8, c.df)) * c.se)
-    gap = 0.005
+    wider = c.at(4.0, 0.5)  # a family's critical value: the power rule uses it
+    assert wider.detectable == pytest.approx((4.0 + t.ppf(0.8, c.df)) * c.se) and wider.low == pytest.approx(c.estimate - 4 * c.se)
+    target = 0.005
     spread = sum(c.seed_spread)
     z = lambda n, level=0.05: stats.t.ppf(1 - level / 2, 2 * n - 2) + stats.t.ppf(0.8, 2 * n - 2)  # noqa: E731
-    n = seeds_to_resolve(gap, c)
-    assert z(n) * math.sqrt(spread / n) <= gap < z(n - 1) * math.sqrt(spread / (n - 1))
-    strict = seeds_to_resolve(gap, c, comparisons=5)  # Holm's strictest step over 5 comparisons: α / 5
-    assert strict > n and z(strict, 0.01) * math.sqrt(spread / strict) <= gap
+    n = seeds_to_resolve(target, c)
+    assert z(n) * math.sqrt(spread / n) <= target < z(n - 1) * math.sqrt(spread / (n - 1))
+    strict = seeds_to_resolve(target, c, level=0.01)  # a family's per-comparison level
+    assert strict > n and z(strict, 0.01) * math.sqrt(spread / strict) <= target
     assert seeds_to_resolve(0.0, c) is None
     items_bound = compare(*two_lines(np.random.default_rng(4), shared=False, n=200, gap=0.0), True)
-    assert seeds_to_resolve(1e-4, items_bound) is None  # a gap inside the items' noise: no number of seeds resolves it
+    assert seeds_to_resolve(1e-4, items_bound) is None  # a target inside the items' noise: no number of seeds resolves it
     assert math.isnan(minimum_detectable(math.nan, 3))  # no se, no power figure
+
+
+def test_the_bootstrap_cache_keeps_two_metrics_of_one_line_apart():
+    rng = np.random.default_rng(6)
+    hits1 = [rng.random(300) < 0.5 for _ in range(2)]
+    hits2 = [h | (rng.random(300) < 0.3) for h in hits1]  # recall@2 ≥ recall@1, the same material
+    boot = ItemBootstrap(resamples=200)
+    one = boot.line("line", line([h.astype(float) for h in hits1])[0])
+    two = boot.line("line", line([h.astype(float) for h in hits2])[0])
+    assert two.mean() > one.mean() + 0.1  # a cache keyed by the line alone would return recall@1's series again
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -101,4 +101,4 @@ def test_markdown_csv_html_and_mlflow_name_the_same_best_line_and_means(views):
     best = md[0][0]
     assert from_mlflow[best].data.tags["vs_best"] == "best"
     assert [k for k, r in from_mlflow.items() if r.data.tags.get("vs_best") == "best"] == [best]
-    assert frame[0]["vs_best"] == "best" and body[0][at["vs best (Holm)"]][0] == "best"
+    assert frame[0]["vs_best"] == "best" and body[0][at["vs best"]][0] == "best"

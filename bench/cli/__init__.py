@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--metric", help="sort metric (default: the metric of a [search] whose rows these are, else verification_roc_auc)")
     board.add_argument("--out", type=Path, help="markdown file (default with one results file: it with .md; required with several)")
     board.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the leaderboard's full table (every column, unrounded) as CSV")
+    board.add_argument("--equivalence", type=_positive, metavar="DELTA",
+                       help="call a line 'equivalent' to the best when its simultaneous interval lies inside ±DELTA (default: the grid's [report] equivalence, else never)")
+    board.add_argument("--target", type=_positive, metavar="DIFF",
+                       help="the difference 'seeds to detect' is asked of (default: the grid's [report] target, else 0.02)")
     board.set_defaults(func=cmd_leaderboard)
 
     from bench.cli.effects import add_parser as add_effects_parser
@@ -257,12 +262,23 @@ def cmd_leaderboard(args) -> int:
     title = args.results[0].stem if len(args.results) == 1 else " + ".join(p.stem for p in args.results)
     from bench.report.leaderboard import default_metric
 
-    _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv, sources=args.results)  # a search file: its metric, as `bench run`
+    _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv, sources=args.results,
+                       equivalence=args.equivalence, target=args.target)  # a search file: its metric, as `bench run`
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv: Path | None = None,
-                       sources: list[Path] = ()) -> None:
+                       sources: list[Path] = (), equivalence: float | None = None, target: float | None = None) -> None:
     """The markdown (the table, the cells that are not ok, links to `bench plot`'s PNGs when they exist
     in `<out stem>_plots/` beside it) and, with `csv`, the frame as CSV; nothing is written on a bad metric.
     The rows' per-item files are read from beside `sources` (the results files), for paired comparisons."""
@@ -271,7 +287,7 @@ def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv
     from bench.report.leaderboard import csv_frame, failures, markdown, plot_links, table
     from bench.report.plots import figure_files
 
-    frame = table(rows, metric, items_loader(sources) if sources else None)  # an unknown or direction-less --metric is a UserError
+    frame = table(rows, metric, items_loader(sources) if sources else None, equivalence, target)  # an unknown or direction-less --metric is a UserError
     plots = out.parent / f"{out.stem}_plots"
     pngs = [f"{plots.name}/{p.name}" for p in figure_files(plots)]
     text = "\n".join(part for part in (markdown(frame, metric, title), failures(rows), plot_links(pngs)) if part)

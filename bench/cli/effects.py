@@ -17,22 +17,24 @@ def add_parser(sub, common) -> None:
                        description="For each axis of the grid (an option that varies among the trained lines of a comparison group) "
                                    "and each level against a reference level: the mean over matched pairs of lines (identical in every "
                                    "other option) of the difference of their means, with a 95 % interval (paired over the test items "
-                                   "when the rows have per-item files, else from the seeds), p and sign consistency; and a type-II "
-                                   "ANOVA of the seed rows (statsmodels: pip install 'metric-bench[stats]').")
+                                   "when the rows have per-item files, else from the seeds; random over pairs when they disagree), "
+                                   "p, the contexts it covers and how much its pairs disagree; and a type-II ANOVA of the seed rows "
+                                   "with the replicates' share (statsmodels: pip install 'metric-bench[stats]').")
     p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
     p.add_argument("--metric", help="a score (default: a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
     p.add_argument("--axes", nargs="+", metavar="AXIS", help="report only these axes (flattened option names, e.g. loss model.freeze)")
     p.add_argument("--reference", nargs="+", action="extend", default=[], metavar="AXIS=LEVEL",
                    help="the level an axis's other levels are compared with (default: its first level in grid order)")
     p.add_argument("--interaction", nargs="+", action="extend", default=[], metavar="A:B",
-                   help="add the interaction of two axes to the variance model, e.g. loss:model.freeze")
+                   help="fit exactly these interactions of two axes in the variance model, e.g. loss:model.freeze "
+                        "(default: every two-way interaction the design allows)")
     p.add_argument("--out", type=Path, metavar="FILE.md", help="also write the markdown here (its folder must exist)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw a forest plot of the effects (needs matplotlib)")
     p.set_defaults(func=cmd_effects)
 
 
 def cmd_effects(args: argparse.Namespace) -> int:
-    from bench.report.effects import effects, forest, markdown, parse_interactions, parse_references
+    from bench.report.effects import effects, forest, markdown
     from bench.report.variance import require_statsmodels
 
     require_statsmodels()  # first: without it nothing else is worth checking
@@ -53,7 +55,7 @@ def cmd_effects(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(map(str, args.results))}: no ok rows — run the grid (or --rerun failed) first")
     metric = args.metric or default_metric(rows)
     check_metric(current(rows), metric)
-    groups = effects(rows, metric, args.axes, references, interactions, load=items_loader(args.results))
+    groups = effects(rows, metric, args.axes, references, interactions or None, load=items_loader(args.results))
     title = " + ".join(p.stem for p in args.results)
     text = markdown(groups, metric, title)
     png = _png(forest(groups, metric)) if args.plot else None  # drawn before anything is written: no effect is an error
@@ -77,3 +79,24 @@ def _png(figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     return buffer.getvalue()
 
+
+def parse_references(texts: list[str]) -> dict[str, str]:
+    """["loss=triplet", …] → {"loss": "triplet"}; a text without "=" is a UserError."""
+    out = {}
+    for text in texts:
+        name, sep, level = text.partition("=")
+        if not sep or not name:
+            raise UserError(f"--reference {text!r}: give AXIS=LEVEL, e.g. loss=triplet")
+        out[name] = level
+    return out
+
+
+def parse_interactions(texts: list[str]) -> list[tuple[str, str]]:
+    """["loss:model.freeze", …] → [("loss", "model.freeze")]; anything but two names joined by ":" is a UserError."""
+    out = []
+    for text in texts:
+        parts = text.split(":")
+        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+            raise UserError(f"--interaction {text!r}: give two different axes as A:B, e.g. loss:model.freeze")
+        out.append((parts[0], parts[1]))
+    return out

@@ -1,6 +1,7 @@
 """The effect of each choice of a grid (each axis: a level against a reference level) with a 95 % interval, from the
-pairs of lines that differ in that option alone, and each axis's share of the variance. Pure functions of rows and
-their per-item files; the lines and comparison groups are the leaderboard's (bench.report.lines)."""
+pairs of lines that differ in that option alone, what those pairs cover and how much they disagree, and each axis's
+share of the variance. Pure functions of rows and their per-item files; the lines and comparison groups are the
+leaderboard's (bench.report.lines)."""
 from __future__ import annotations
 
 import json
@@ -16,17 +17,18 @@ from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
 from bench.report.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
 from bench.report.paired import ItemBootstrap, contrast, contrast_seeds, holm, shared_material
-from bench.report.variance import BALANCED, SEED, Variance, variance
+from bench.report.variance import BALANCED, CONFIGURATION, Variance, heterogeneity, random_over_pairs, variance
 
 PLUGIN_ARGS = {"backbone": "backbone_args.", "loss": "loss_args.", "dataset": "dataset_args."}
 SEEDS_ONLY = "seeds only"
+RANDOM = "random over pairs"
 UNTRAINED_NOTE = "Untrained baselines are not in the model (they reset what acts in training, so they have no level of those axes)."
 
 
 @dataclass(frozen=True)
 class Effect:
     """One level of one axis against the reference level: the mean over matched pairs of (line − reference line),
-    signed so that positive is better, with its 95 % interval and what it rests on."""
+    signed so that positive is better, with its 95 % interval, what it rests on and what it averages."""
     axis: str
     level: str
     reference: str
@@ -35,10 +37,20 @@ class Effect:
     low: float = math.nan
     high: float = math.nan
     p: float = math.nan
-    method: str = ""  # "paired, 200 items" or "seeds only (…)"; "" without a pair
+    method: str = ""  # "paired, 200 items", "seeds only (…)", either after "random over pairs · "; "" without a pair
     agree: int = 0  # pairs whose own difference has the estimate's sign
     one_seed: int = 0  # lines with a match that were left out: one ok seed (no spread to test)
     why: str = ""  # without a pair: why none exists
+    contexts: str = ""  # the other axes' levels the pairs' trained lines cover: "backbone: koch, conv4; loss: triplet"
+    smallest: float = math.nan  # the smallest and the largest pair's own difference (signed)
+    largest: float = math.nan
+    tau2: float = math.nan  # between-pair variance beyond the pairs' own noise (heterogeneity); NaN with 1 pair
+    i2: float = math.nan  # τ² / (τ² + mean own variance of a pair's difference); NaN with 1 pair
+
+    @property
+    def tested(self) -> bool:
+        """Has a p (not untested: a pair, and a variance to test against)."""
+        return self.pairs > 0 and not math.isnan(self.p)
 
 
 @dataclass(frozen=True)
@@ -111,17 +123,22 @@ def _keys(lines: list[Line], flat: list[dict], drop: set[str]) -> tuple[list[str
 def matched_pairs(axis: str, level: str, reference: str, lines: list[Line], flat: list[dict],
                   keys: tuple[list[str], list[str]]) -> list[tuple[int, int]]:
     """(level line, reference line) index pairs identical in every other option (`keys`: `_keys` less the axis and
-    what goes with it); a pair with an untrained baseline (only on the loss axis: loss = "none") is matched on what
-    the baseline shares with trained lines."""
+    what goes with it). An untrained baseline pairs only on the loss axis, with a trained line (loss = "none" against
+    a loss), matched on what it shares with trained lines: two baselines differ in no choice of training, so their
+    difference is no effect of one (it would mix an untrained comparison into a trained effect). Only in a group of
+    baselines alone do they pair with each other, on that shared key."""
     full, untrained = keys
+    alone = all(is_baseline(line) for line in lines)
     at = [[i for i, f in enumerate(flat) if level_text(f.get(axis, ABSENT)) == v] for v in (level, reference)]
     pairs = []
     for i in at[0]:
         for j in at[1]:
-            if is_baseline(lines[i]) or is_baseline(lines[j]):
-                if (is_baseline(lines[i]) and is_baseline(lines[j]) or axis == "loss") and untrained[i] == untrained[j]:
-                    pairs.append((i, j))
-            elif full[i] == full[j]:
+            base = is_baseline(lines[i]) + is_baseline(lines[j])
+            if base == 0:
+                match = full[i] == full[j]
+            else:
+                match = (axis == "loss" if base == 1 else alone) and untrained[i] == untrained[j]
+            if match:
                 pairs.append((i, j))
     return pairs
 
@@ -132,37 +149,65 @@ def testable(line: Line, metric: str) -> bool:
     return n >= 2 or (n >= 1 and identical_seeds(line))
 
 
-def estimate(axis: str, level: str, reference: str, pairs: list[tuple[int, int]], lines: list[Line], metric: str,
-             load=None, boot: ItemBootstrap | None = None) -> Effect:
-    """The contrast Σ_pairs (level line − reference line) / k with its interval: paired over the test items when every
-    line has per-item scores of one material, else from the seeds alone; signed so that positive is better."""
-    k = len(pairs)
-    weights: dict[int, float] = {}
-    for i, j in pairs:
-        weights[i] = weights.get(i, 0.0) + 1.0 / k
-        weights[j] = weights.get(j, 0.0) - 1.0 / k
+def contrast_of(weights: dict[int, float], lines: list[Line], metric: str, load, boot: ItemBootstrap):
+    """The contrast Σ c_l · line l with its method text: paired over the test items when every line has per-item
+    scores of one material, else from the seeds alone."""
     involved = list(weights)
     vals = {i: values(lines[i], metric) for i in involved}
     fixed = {i: identical_seeds(lines[i]) for i in involved}
     items = {i: line_items(lines[i], metric, load) for i in involved} if load else {}
     if items and shared_material(*items.values()) is not None:
-        c = contrast([(id(lines[i]), items[i], vals[i], fixed[i]) for i in involved], [weights[i] for i in involved],
-                     boot or ItemBootstrap())
-        method = f"paired, {c.items:,} items"
-    else:
-        c = contrast_seeds([(vals[i], fixed[i]) for i in involved], [weights[i] for i in involved])
-        method = SEEDS_ONLY + ("" if c.method == "seeds" else f" ({c.method})")
+        c = contrast([(id(lines[i]), items[i], vals[i], fixed[i]) for i in involved], [weights[i] for i in involved], boot)
+        return c, f"paired, {c.items:,} items" + ("" if c.tested else f" ({c.method})")
+    c = contrast_seeds([(vals[i], fixed[i]) for i in involved], [weights[i] for i in involved])
+    return c, SEEDS_ONLY + ("" if c.method == "seeds" else f" ({c.method})")
+
+
+def estimate(axis: str, level: str, reference: str, pairs: list[tuple[int, int]], lines: list[Line], metric: str,
+             load=None, boot: ItemBootstrap | None = None) -> Effect:
+    """The contrast Σ_pairs (level line − reference line) / k with its interval (`contrast_of`), signed so that
+    positive is better; each pair's own difference and variance, their heterogeneity, and when the pairs disagree
+    beyond their own noise (τ² > 0) the interval random over pairs (`random_over_pairs`)."""
+    boot = boot or ItemBootstrap()
+    k = len(pairs)
+    weights: dict[int, float] = {}
+    for i, j in pairs:
+        weights[i] = weights.get(i, 0.0) + 1.0 / k
+        weights[j] = weights.get(j, 0.0) - 1.0 / k
+    c, method = contrast_of(weights, lines, metric, load, boot)
+    own = [c] if k == 1 else [contrast_of({i: 1.0, j: -1.0}, lines, metric, load, boot)[0] for i, j in pairs]
     sign = better(metric)
-    est, low, high = sign * c.estimate, *sorted((sign * c.low, sign * c.high))
-    diffs = [sign * (vals[i].mean() - vals[j].mean()) for i, j in pairs]
+    diffs = [sign * pair.estimate for pair in own]
+    tau2, i2 = heterogeneity(diffs, [pair.se ** 2 for pair in own])
+    low, high, p = c.low, c.high, c.p
+    if c.tested and k >= 2 and tau2 > 0:
+        _, _, low, high, p = random_over_pairs(c.estimate, c.se, c.df, tau2, k)
+        method = f"{RANDOM} · {method}"
+    est, (low, high) = sign * c.estimate, sorted((sign * low, sign * high))
     agree = sum(1 for d in diffs if np.sign(d) == np.sign(est))
-    return Effect(axis, level, reference, k, est, low, high, c.p, method, agree)
+    return Effect(axis, level, reference, k, est, low, high, p, method, agree, smallest=min(diffs), largest=max(diffs),
+                  tau2=tau2, i2=i2)
+
+
+def contexts(pairs: list[tuple[int, int]], lines: list[Line], flat: list[dict], axes: dict[str, list[str]],
+             skip: set[str]) -> str:
+    """What an effect averages over: each axis of the group but those in `skip` (the effect's own and the plugin
+    arguments that go with a plugin) with the levels its pairs' trained lines take, in grid order — an axis with one
+    level says the effect is only known there."""
+    used = {x for pair in pairs for x in pair if not is_baseline(lines[x])} or {x for pair in pairs for x in pair}
+    out = []
+    for a, levels in axes.items():
+        if a not in skip:
+            seen = {level_text(flat[x].get(a, ABSENT)) for x in used}
+            out.append(f"{a}: {', '.join(v for v in levels if v in seen)}")
+    return "; ".join(out)
 
 
 def axis_effects(axis: str, levels: list[str], reference: str, axes: dict[str, list[str]], lines: list[Line],
                  flat: list[dict], metric: str, load=None, boot=None) -> list[Effect]:
     """Each level of `axis` but the reference, against it."""
     drop = {axis} | following(axis, axes, lines, flat) | ({"distance"} if axis == "eval.distance" else set())
+    skip = drop | {c for a in axes if a != axis for c in following(a, axes, lines, flat)}
     ok = [testable(line, metric) for line in lines]
     single = [len(values(line, metric)) == 1 and not ok[i] for i, line in enumerate(lines)]
     keys = _keys(lines, flat, drop)
@@ -172,7 +217,8 @@ def axis_effects(axis: str, levels: list[str], reference: str, axes: dict[str, l
         pairs = [(i, j) for i, j in every if ok[i] and ok[j]]
         one_seed = len({x for pair in every for x in pair if single[x]})
         if pairs:
-            out.append(replace(estimate(axis, level, reference, pairs, lines, metric, load, boot), one_seed=one_seed))
+            out.append(replace(estimate(axis, level, reference, pairs, lines, metric, load, boot), one_seed=one_seed,
+                               contexts=contexts(pairs, lines, flat, axes, skip)))
         else:
             out.append(Effect(axis, level, reference, 0, one_seed=one_seed, why=_why(axis, level, reference, axes, flat, drop, every)))
     return out
@@ -192,10 +238,11 @@ def _why(axis: str, level: str, reference: str, axes: dict[str, list[str]], flat
 
 
 def effects(rows: list[dict], metric: str, axes: list[str] | None = None, references: dict[str, str] | None = None,
-            interactions: list[tuple[str, str]] = (), load=None) -> list[GroupEffects]:
+            interactions: list[tuple[str, str]] | None = None, load=None) -> list[GroupEffects]:
     """Per comparison group of the rows' (current) lines: the effect of each level of each axis against its
-    reference (the first level in grid order, or `references[axis]`), and the variance table. `axes` restricts the
-    effects to those named; `load(row)` gives a row's items dict (bench.items.read_items), or None.
+    reference (the first level in grid order, or `references[axis]`), and the variance table (with `interactions`,
+    or None: every two-way interaction the design allows). `axes` restricts the effects to those named; `load(row)`
+    gives a row's items dict (bench.items.read_items), or None.
     Unknown or non-varying axes, unknown levels and interactions of non-axes are one-line UserErrors."""
     found = lines_of(current(rows))
     groups = [(label, [found[i] for i in members]) for label, members in comparison_groups(found)]
@@ -203,7 +250,7 @@ def effects(rows: list[dict], metric: str, axes: list[str] | None = None, refere
     all_axes = {label: group_axes(lines, flats[label]) for label, lines in groups}
     varying = list(dict.fromkeys(a for g in all_axes.values() for a in g))
     levels = {a: list(dict.fromkeys(v for g in all_axes.values() for v in g.get(a, ()))) for a in varying}
-    named = _check(axes, references or {}, interactions, varying, levels, flats)
+    named = _check(axes, references or {}, interactions or [], varying, levels, flats)
     boot = ItemBootstrap()
     out = []
     for label, lines in groups:
@@ -217,23 +264,24 @@ def effects(rows: list[dict], metric: str, axes: list[str] | None = None, refere
         data = observations(trained, list(group), metric)
         model = [a for a in group if data[a].nunique() > 1]
         notes = [UNTRAINED_NOTE] if len(trained) < len(lines) else []
-        pairs = [(a, b) for a, b in interactions if a in model and b in model]
+        pairs = None if interactions is None else [(a, b) for a, b in interactions if a in model and b in model]
         notes += [f"{a} × {b} is not in this group's model: {', '.join(x for x in (a, b) if x not in model)} does not vary "
-                  "among its trained lines." for a, b in interactions if (a, b) not in pairs]
+                  "among its trained lines." for a, b in interactions or [] if (a, b) not in pairs]
         out.append(GroupEffects(label, group, found_effects, variance(data, model, pairs, shown=named, notes=notes)))
     return out
 
 
 def observations(lines: list[Line], axes: list[str], metric: str) -> pd.DataFrame:
-    """One row per ok seed row with a finite value: each axis's level (as text), the seed and the value `y`."""
+    """One row per ok seed row with a finite value: each axis's level (as text), its configuration (the line's
+    index: its seeds are replicates of one configuration) and the value `y`."""
     out = []
-    for line in lines:
+    for n, line in enumerate(lines):
         f = options(line)
         for r in line.ok:
             y = float(r["metrics"].get(metric, math.nan))
             if math.isfinite(y):
-                out.append({**{a: level_text(f.get(a, ABSENT)) for a in axes}, SEED: str(r["config"].get("seed")), "y": y})
-    return pd.DataFrame(out, columns=[*axes, SEED, "y"])
+                out.append({**{a: level_text(f.get(a, ABSENT)) for a in axes}, CONFIGURATION: n, "y": y})
+    return pd.DataFrame(out, columns=[*axes, CONFIGURATION, "y"])
 
 
 def _check(axes, references: dict[str, str], interactions, varying: list[str], levels: dict, flats: dict) -> list[str]:
@@ -258,28 +306,6 @@ def _check(axes, references: dict[str, str], interactions, varying: list[str], l
     return list(dict.fromkeys(axes)) if axes else varying
 
 
-def parse_references(texts: list[str]) -> dict[str, str]:
-    """["loss=triplet", …] → {"loss": "triplet"}; a text without "=" is a UserError."""
-    out = {}
-    for text in texts:
-        name, sep, level = text.partition("=")
-        if not sep or not name:
-            raise UserError(f"--reference {text!r}: give AXIS=LEVEL, e.g. loss=triplet")
-        out[name] = level
-    return out
-
-
-def parse_interactions(texts: list[str]) -> list[tuple[str, str]]:
-    """["loss:model.freeze", …] → [("loss", "model.freeze")]; anything but two names joined by ":" is a UserError."""
-    out = []
-    for text in texts:
-        parts = text.split(":")
-        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-            raise UserError(f"--interaction {text!r}: give two different axes as A:B, e.g. loss:model.freeze")
-        out.append((parts[0], parts[1]))
-    return out
-
-
 # --- markdown and the forest plot ------------------------------------------------------------------------------
 
 def markdown(groups: list[GroupEffects], metric: str, title: str = "") -> str:
@@ -291,7 +317,7 @@ def markdown(groups: list[GroupEffects], metric: str, title: str = "") -> str:
         if len(groups) > 1:
             out += [f"### {_escape(g.label)}", ""]
         out += _effects_table(g.effects) + [""]
-        if any(e.method.startswith(SEEDS_ONLY) for e in g.effects):
+        if any(SEEDS_ONLY in e.method for e in g.effects):
             out += ["seeds only: these rows have no per-item files (of this metric, for every line involved), so the "
                     "interval counts the seeds' spread, not the test items' noise.", ""]
         out += _variance_table(g.variance, metric) + [""]
@@ -299,33 +325,51 @@ def markdown(groups: list[GroupEffects], metric: str, title: str = "") -> str:
 
 
 LEGEND = ("*effect*: the mean over matched pairs (lines identical in every other option; a plugin's own arguments go "
-          "with it, an untrained baseline is matched on what it shares with trained lines) of line − reference line; "
-          "the reference is the first level in grid order unless --reference names one. *[95 %]* and *p*: that "
-          "contrast paired over the test items every line scored (per-item files: a bootstrap of the items plus the "
-          "seeds' variance), else from the seeds alone; *p (Holm)* corrects p for the number of effects in the table "
-          "(read that one when you scan the table for anything significant). Lines with one ok seed are left out. *sign agrees*: pairs whose "
-          "own difference has the effect's sign.")
+          "with it) of line − reference line; the reference is the first level in grid order unless --reference names "
+          "one. An untrained baseline pairs only on the loss axis (loss none against a trained loss, matched on what it "
+          "shares with trained lines): two baselines differ in no choice of training. *contexts*: the levels of the "
+          "other axes those pairs cover — the effect is an average over these and says nothing of the rest. "
+          "*[95 %]* and *p*: that contrast paired over the test items every line scored (per-item files: a bootstrap "
+          "of the items plus the seeds' variance), else from the seeds alone; *random over pairs* when the pairs "
+          "disagree beyond their own noise (τ² > 0): the interval then also counts the spread of the pairs' true "
+          "differences, τ²/k with k − 1 degrees of freedom, as if the contexts were a sample of contexts. *p (Holm)* "
+          "corrects p for the number of effects in the table (read that one when you scan the table for anything "
+          "significant); *untested*: no variance to test against. Lines with one ok seed are left out. *sign agrees*: "
+          "pairs whose own difference has the effect's sign. *pairs range · I²*: the smallest and largest pair's own "
+          "difference, and I² = τ² / (τ² + mean variance of a pair's own difference), τ² = max(0, variance of the "
+          "pairs' differences − that mean): the share of their spread that is real disagreement, not noise.")
 
 
 def _effects_table(found: list[Effect]) -> list[str]:
     if not found:
         return ["No axis varies among these lines."]
-    out = ["| axis | level vs reference | matched pairs | effect [95 %] | p | p (Holm) | sign agrees | method |",
-           "|---|---|---:|---|---:|---:|---|---|"]
+    out = ["| axis | level vs reference | matched pairs | contexts | effect [95 %] | p | p (Holm) | sign agrees | "
+           "pairs range · I² | method |", "|---|---|---:|---|---|---:|---:|---|---|---|"]
     corrected = holm([e.p if e.pairs else math.nan for e in found])
     for e, p_holm in zip(found, corrected):
         left = f" ({e.one_seed} line{'s' * (e.one_seed != 1)} left out: 1 seed)" if e.one_seed else ""
-        if e.pairs:
-            cells = [f"{signed(e.estimate)} [{signed(e.low)}, {signed(e.high)}]", _p(e.p), _p(p_holm), f"{e.agree} of {e.pairs}", e.method + left]
+        if e.tested:
+            cells = [e.contexts, f"{signed(e.estimate)} [{signed(e.low)}, {signed(e.high)}]", _p(e.p), _p(p_holm),
+                     f"{e.agree} of {e.pairs}", _spread(e), e.method + left]
+        elif e.pairs:
+            cells = [e.contexts, f"{signed(e.estimate)} (untested)", ABSENT, ABSENT, f"{e.agree} of {e.pairs}", _spread(e), e.method + left]
         else:
-            cells = [ABSENT, ABSENT, ABSENT, ABSENT, e.why + left]
+            cells = [ABSENT] * 6 + [e.why + left]
         out.append("| " + " | ".join(_escape(c) for c in [e.axis, f"{e.level} vs {e.reference}", str(e.pairs), *cells]) + " |")
     return out
 
 
+def _spread(e: Effect) -> str:
+    """"−0.016 … +0.230 · I² 87 %"; one pair's own difference alone."""
+    if e.pairs == 1:
+        return signed(e.smallest)
+    return f"{signed(e.smallest)} … {signed(e.largest)} · I² " + (ABSENT if math.isnan(e.i2) else f"{100 * e.i2:.0f} %")
+
+
 def _variance_table(v: Variance, metric: str) -> list[str]:
-    out = [f"Share of the variance of {metric} over {v.observations} seed rows (statsmodels OLS on the axes, the seed and "
-           "the named interactions; type-II ANOVA):", ""]
+    out = [f"Share of the variance of {metric} over {v.observations} seed rows (statsmodels OLS on the axes and the "
+           "interactions the notes name; type-II ANOVA). *replicates*: the seeds' spread around their own "
+           "configuration's mean, Σ (y − configuration mean)² (part of the residual; no F):", ""]
     if v.terms:
         out += ["| term | share of SS | sum of squares | df | F | p |", "|---|---:|---:|---:|---:|---:|"]
         for t in v.terms:
@@ -341,7 +385,7 @@ def _variance_table(v: Variance, metric: str) -> list[str]:
 
 def forest(groups: list[GroupEffects], metric: str):
     """A matplotlib Figure (Agg canvas, no pyplot): per comparison group a panel with one row per (axis, level), the
-    effect and its 95 % interval, and a vertical line at 0."""
+    effect and its 95 % interval (coloured by how it was computed), and a vertical line at 0."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -359,8 +403,10 @@ def forest(groups: list[GroupEffects], metric: str):
                     fontsize="medium")
     for axes, (g, found) in zip(panels, shown):
         y = np.arange(len(found))
-        colours = ["C0" if e.method.startswith("paired") else "C1" for e in found]
-        axes.hlines(y, [e.low for e in found], [e.high for e in found], colors=colours, linewidth=2)
+        colours = ["C2" if e.method.startswith(RANDOM) else "C0" if e.method.startswith("paired") else "C1" for e in found]
+        tested = [n for n, e in enumerate(found) if e.tested]  # an untested effect: its point, no interval
+        axes.hlines(y[tested], [found[n].low for n in tested], [found[n].high for n in tested],
+                    colors=[colours[n] for n in tested], linewidth=2)
         axes.scatter([e.estimate for e in found], y, c=colours, zorder=3)
         axes.axvline(0.0, color="grey", linewidth=0.8)
         axes.set_yticks(y, [_label(e) for e in found], fontsize="small")
@@ -368,7 +414,8 @@ def forest(groups: list[GroupEffects], metric: str):
         axes.grid(axis="x", alpha=0.3)
         if len(shown) > 1:
             axes.set_title(g.label, fontsize="small")
-    panels[-1].set_xlabel(f"effect on {metric} (blue: paired over test items; orange: seeds only)")
+    panels[-1].set_xlabel(f"effect on {metric} (blue: paired over test items; orange: seeds only; "
+                          "green: random over pairs, which disagree)")
     return figure
 
 

@@ -38,7 +38,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num,.leaderb
 .scroll{overflow-x:auto;max-width:100%}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
-tr.best td{background:#dafbe1;font-weight:600}tr.tied td{background:#f0fbf3}tr.baseline td{color:#57606a;font-style:italic}
+tr.best td{background:#dafbe1;font-weight:600}tr.close td{background:#f0fbf3}tr.baseline td{color:#57606a;font-style:italic}
 td.improving{color:#1a7f37;font-weight:600}td.improving::before{content:"\\2191 "}
 .verdict{background:#f6f8fa;border-left:4px solid #1a7f37;padding:6px 10px}
 .legend{color:#57606a;font-size:13px}.note{color:#9a6700}
@@ -156,8 +156,8 @@ def _facts(facts: list[tuple[str, str]]) -> str:
 # --- the leaderboard ------------------------------------------------------------------------------------------
 
 LEGEND = ("<p class=\"legend\">Click a column header to sort by it (again to reverse). Row marks: "
-          "<b>bold green</b>: the best line of its group; light green: <i>tied</i> with it (not shown worse after "
-          "Holm's correction); <i>italic grey</i>: an untrained baseline (loss none); \u2191 in <i>still improving</i>: the "
+          "<b>bold green</b>: the best line of its group; light green: <i>not separated</i> from it or <i>equivalent</i> "
+          "within the grid's margin (simultaneous 95 % intervals; not separated is not equal); <i>italic grey</i>: an untrained baseline (loss none); \u2191 in <i>still improving</i>: the "
           "last doubling of the budget still paid. <i>gain vs untrained</i> is the line's metric minus that of its "
           "untrained backbone.</p>\n")
 
@@ -204,7 +204,8 @@ def _table(part: pd.DataFrame, cells: dict[str, list[str]], metric: str) -> str:
                            "num" if c in NUMERIC_VERDICTS else "improving" if improving else "long" if c == "tuned" else None))
         row += [_td(f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), r["ok"], "num"), _td(r["others"], cls="long"),
                 _td(str(r.get("steps_range") or r["steps"]), r["steps"], "num"), _td(r["stopped_by"], cls="long")]
-        mark = {"best": "best", "tied": "tied"}.get(str(r.get("vs_best")), "")
+        verdict_text = str(r.get("vs_best"))
+        mark = "best" if verdict_text == "best" else "close" if verdict_text == "not separated" or verdict_text.startswith("equivalent") else ""
         mark = mark or ("baseline" if r.get("loss") == UNTRAINED_LOSS else "")
         body.append(f"<tr{_attr('class', mark) if mark else ''}>" + "".join(row) + "</tr>")
     return ("<div class=\"scroll\"><table class=\"sortable leaderboard\">\n<thead><tr>" + "".join(heads) + "</tr></thead>\n<tbody>\n"

@@ -4,7 +4,7 @@ within its comparison group. Pure functions of rows; which rows make a line and 
 
 Failed and diverged seeds stay visible: each line counts the seeds that ran and the ok ones, and names the
 others. Beside the means, each line says (all on the sort metric, in its own direction): `vs_best` (a test
-against the best line of its group, paired over shared test items when the rows kept them, Holm-corrected over the
+against the best line of its group, paired over shared test items when the rows kept them, with simultaneous intervals over the
 group, with the difference's interval and the smallest difference the design detects), `gain_vs_untrained` (against the untrained backbone scored with the same
 distance), `still_improving` (from each seed's gain over the last doubling of the budget), `selected` (the
 curve point train.select = "best" scored) and `tuned` (what a [search] chose); above each group's table a verdict
@@ -25,7 +25,8 @@ from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
 from bench.report.budget import budget_sentence, curve_means
 from bench.report.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of, numerics
-from bench.report.verdicts import ALPHA, UNTESTED as UNTESTED_TEXT, gain_vs_untrained, identical_seeds, selected, signed, still_improving, tuned, versus_best
+from bench.report.verdicts import (ALPHA, NOT_SEPARATED, TARGET, UNTESTED as UNTESTED_TEXT, gain_vs_untrained, identical_seeds, selected, signed,
+                                   still_improving, tuned, versus_best)
 from bench.report.paired import ItemBootstrap
 
 DEFAULT_METRIC = "verification_roc_auc"
@@ -34,9 +35,9 @@ FIRST_KEYS = ("backbone", "loss", "dataset")
 HEADERS = {"distance": "distance", "speed_env": "speed env"}  # key columns that are not config options → header
 STARVED = 0.8  # a seed stopped by max_seconds below this share of its line's most steps is marked
 TEXT_VERDICTS = ("vs_best", "vs_best_test")  # versus_best's text columns; the others are numbers (NaN where untested)
-STATS = ("vs_best_test", "vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_holm", "detectable", "seeds_to_resolve")
+STATS = ("vs_best_test", "vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_adj", "critical", "detectable", "seeds_to_resolve")
 # the columns after the keys and metrics, in markdown order: frame column → markdown header
-VERDICTS = {"vs_best": "vs best (Holm)", "vs_best_delta": "Δ vs best [95%]", "detectable": "detectable Δ",
+VERDICTS = {"vs_best": "vs best", "vs_best_delta": "Δ vs best [simultaneous 95%]", "detectable": "detectable Δ",
             "gain_vs_untrained": "gain vs untrained",
             "still_improving": "still improving", "selected": "selected", "tuned": "tuned (search)"}
 
@@ -59,13 +60,28 @@ def default_metric(rows: list[dict]) -> str:
     return found.pop() if found else DEFAULT_METRIC
 
 
-def table(rows: list[dict], metric: str = DEFAULT_METRIC, items=None) -> pd.DataFrame:
+def table(rows: list[dict], metric: str = DEFAULT_METRIC, items=None, equivalence: float | None = None,
+          target: float | None = None) -> pd.DataFrame:
     """One line per configuration: mean and std over ok seeds per shown metric, seed counts, failures, verdicts.
-    `items(row)` gives a row's per-item outcomes (bench.items.reader); without it comparisons use seeds alone."""
-    return ranked(rows, metric, items)[0]
+    `items(row)` gives a row's per-item outcomes (bench.items.reader); without it comparisons use seeds alone.
+    `equivalence` and `target` default to the rows' own [report] options (`report_options`)."""
+    return ranked(rows, metric, items, equivalence, target)[0]
 
 
-def ranked(rows: list[dict], metric: str = DEFAULT_METRIC, items=None) -> tuple[pd.DataFrame, list[list[dict]]]:
+def report_options(rows: list[dict], equivalence: float | None = None, target: float | None = None) -> tuple[float | None, float]:
+    """(equivalence margin, target difference): the arguments when given, else what the rows' grid set in [report]
+    (the newest row that says), else (None, TARGET). Rows of grids that disagree are a UserError naming the flags."""
+    said = {json.dumps(r["report"], sort_keys=True) for r in rows if isinstance(r.get("report"), dict)}
+    if len(said) > 1 and (equivalence is None or target is None):
+        raise UserError(f"these rows come from grids with different [report] options ({'; '.join(sorted(said))}) — "
+                        "choose with --equivalence and --target")
+    grid = json.loads(said.pop()) if said else {}
+    equivalence = equivalence if equivalence is not None else grid.get("equivalence")
+    return equivalence, target if target is not None else grid.get("target", TARGET)
+
+
+def ranked(rows: list[dict], metric: str = DEFAULT_METRIC, items=None, equivalence: float | None = None,
+           target: float | None = None) -> tuple[pd.DataFrame, list[list[dict]]]:
     """`table`'s frame and, line for line in its order (by comparison group, then best first), the newest rows of
     each line: what the plots draw, so they rank and group exactly as the leaderboard does."""
     latest = current(rows)
@@ -75,12 +91,13 @@ def ranked(rows: list[dict], metric: str = DEFAULT_METRIC, items=None) -> tuple[
     found = lines_of(latest)
     carried = {k for r in latest if r.get("status") == "ok" for k in r.get("metrics", {})}
     shown = [metric] + [m for m in SHOWN if m != metric and m in carried]
-    group, order, vs_best = _versus_best_by_group(found, metric, items)
+    equivalence, target = report_options(latest, equivalence, target)
+    group, order, vs_best = _versus_best_by_group(found, metric, items, equivalence, target)
     frame = _keys_and_means(found, shown, carried).assign(
         identical_seeds=[identical_seeds(line) for line in found], group=group, **vs_best, **gain_vs_untrained(found, metric),
         still_improving=[still_improving(line, metric) for line in found], selected=[selected(line) for line in found],
         curve_means=[json.dumps(curve_means(line, metric)) for line in found],
-        tuned=[tuned(line, _show) for line in found], _group=order)
+        tuned=[tuned(line, _show) for line in found], resolve_target=target, _group=order)
     frame = frame.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), na_position="last", kind="stable")
     frame = frame.sort_values("_group", kind="stable")  # groups in order of first appearance, each best first
     return frame.drop(columns="_group").reset_index(drop=True), [list(found[i].rows) for i in frame.index]
@@ -100,14 +117,15 @@ def _keys_and_means(found: list, shown: list[str], carried: set[str]) -> pd.Data
     return frame
 
 
-def _versus_best_by_group(found: list, metric: str, items=None) -> tuple[list[str], list[int], dict[str, list]]:
+def _versus_best_by_group(found: list, metric: str, items=None, equivalence: float | None = None,
+                          target: float = TARGET) -> tuple[list[str], list[int], dict[str, list]]:
     """Each line's comparison group (its label and its order of first appearance) and the `versus_best` columns,
-    tested against the best of its own group only (Holm's correction over the group's comparisons)."""
+    tested against the best of its own group only (the family is the group's lines on this one metric)."""
     group, order = [""] * len(found), [0] * len(found)
     verdicts: dict[str, list] = {}
     boot = ItemBootstrap()
     for g, (label, members) in enumerate(comparison_groups(found)):
-        for column, cells in versus_best([found[i] for i in members], metric, items, boot).items():
+        for column, cells in versus_best([found[i] for i in members], metric, items, boot, equivalence, target).items():
             column_cells = verdicts.setdefault(column, [ABSENT if column in TEXT_VERDICTS else math.nan] * len(found))
             for i, value in zip(members, cells):
                 column_cells[i] = value
@@ -183,7 +201,8 @@ def rules(frame: pd.DataFrame, metric: str) -> str:
             "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*; *steps* "
             "is the least–most over the ok seeds, and *stopped by* names a seed the max_seconds clock stopped at under "
             f"{STARVED:.0%} of its line's most steps (a loaded or slower machine, not the method)."
-            + "".join(RULES[c].format(metric=metric, absent=ABSENT, alpha=ALPHA) for c in shown_rules))
+            + "".join(RULES[c].format(metric=metric, absent=ABSENT, alpha=ALPHA, target=_target(frame)) for c in shown_rules)
+            + (AUC_ITEMS if metric == "verification_roc_auc" and "vs_best" in verdicts else ""))
 
 
 def group_notes(part: pd.DataFrame, metric: str) -> list[str]:
@@ -227,7 +246,8 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 def key_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's line columns (backbone, loss, dataset, the options that vary, the scored distance and the speed
     environment when they vary), in order."""
-    tail = {"seeds", "ok", "others", "steps", "steps_range", "stopped_by", "notes", "numerics", "identical_seeds", "group", "curve_means", *VERDICTS, *STATS}
+    tail = {"seeds", "ok", "others", "steps", "steps_range", "stopped_by", "notes", "numerics", "identical_seeds", "group", "curve_means",
+            "resolve_target", *VERDICTS, *STATS}
     tail |= {f"{m}_{s}" for m in metric_columns(frame) for s in ("mean", "std", "se")}
     return [c for c in frame.columns if c not in tail and not c.startswith("untrained_")]
 
@@ -273,14 +293,21 @@ RULES = {  # one sentence per rule that acts in the tables, for the paragraph ab
                  "one observation, not n.",
     "vs_best": " *vs best*: the best is the best mean of the group among lines with ≥ 2 ok seeds (or identical seeds); "
                "every other such line is compared with it, *paired* over the test items both scored (the same images, "
-               "episodes and verification pairs: a bootstrap of the items plus the seeds' variance) when their rows kept "
-               "per-item files, else from the seeds alone (*Welch*; *1-sample* against a line of identical seeds); the "
-               "group's p-values are corrected by Holm's method, and a line is *tied* with the best unless its corrected "
-               "p < {alpha}, else *below*; one seed is untested wherever it ranks.",
-    "vs_best_delta": " *Δ vs best*: line − best in {metric}'s units with its 95% interval.",
-    "detectable": " *detectable Δ*: the smallest difference that comparison detects with 80% power at 5% (two-sided); "
-                  "for a tied line, about how many seeds per line would resolve its observed gap, or that the gap is "
-                  "within the test items' noise (more seeds cannot separate them).",
+               "episodes and verification pairs: a bootstrap of the items plus the seeds' variance) when every line kept "
+               "per-item files, else from the seeds alone (*Welch*; *1-sample* against a line of identical seeds). The best "
+               "was picked from the same data, so each interval is *simultaneous*: one max-type critical value over every "
+               "pair of the group's tested lines (a studentized range of their joint law), and P(any line wrongly called "
+               "below) ≤ {alpha} whichever line came out best. *below*: its interval excludes 0; *not separated*: these "
+               "data cannot tell it from the best (not *equal*: read its detectable Δ); *equivalent (±δ)*: its interval "
+               "lies inside ±δ, the margin the grid's [report] equivalence set; *untested*: one seed, or no variance "
+               "(identical seeds without per-item files). p_adj is the family's adjusted p (< {alpha} exactly when below). "
+               "The family is one metric: the other metrics' columns are not tested.",
+    "vs_best_delta": " *Δ vs best*: line − best in {metric}'s units with its simultaneous 95% interval (the verdict's own "
+                     "critical value).",
+    "detectable": " *detectable Δ*: the smallest true difference that comparison would call below with 80% power at "
+                  "the family's critical value; for a line not separated, about how many seeds per line would detect a "
+                  "true difference of {target} (the grid's [report] target) at that level, or that the test items' own "
+                  "noise is larger than it (more seeds cannot).",
     "gain_vs_untrained": " *gain vs untrained*: {metric} minus that of the untrained backbone (loss none) with the same "
                          "backbone, input, data, split, evaluation and precision, scored with the same distance ({absent} where "
                          "there is none); positive is better.",
@@ -292,6 +319,11 @@ RULES = {  # one sentence per rule that acts in the tables, for the paragraph ab
              "then run on every seed and scored on test; {absent}: the grid's own values.",
     "se": " (se …): the standard error over episodes of one seed's score, averaged over the seeds (not a score itself).",
 }
+
+
+AUC_ITEMS = (" *verification_roc_auc*: the Δ tested is the rows' own (every scored pair); its item part is a bootstrap of "
+             "the 5,000 pairs each cell keeps in its per-item file, a subsample of those pairs (so if anything a larger "
+             "item variance than the full AUC's).")
 
 
 def _applies(rule: str, frame: pd.DataFrame, verdicts: dict, groups: list) -> bool:
@@ -331,25 +363,30 @@ def _p(p: float, name: str = "p") -> str:
     return f"{name}<0.001" if p < 0.001 else f"{name}={p:.2g}"
 
 
+def _target(frame: pd.DataFrame) -> str:
+    return f"{frame['resolve_target'].iloc[0]:g}" if "resolve_target" in frame and len(frame) else f"{TARGET:g}"
+
+
 def _versus(r) -> str:
-    """"tied (paired, 3,120 items, p_Holm=0.41)", "below (Welch, p_Holm<0.001)", "best", "1 seed: untested"."""
-    if r["vs_best"] not in ("tied", "below"):
-        return str(r["vs_best"])
-    return f"{r['vs_best']} ({r['vs_best_test']}, {_p(r['vs_best_p_holm'], 'p_Holm')})"
+    """"not separated (paired, 3,120 items, p_adj=0.41)", "below (Welch, p_adj<0.001)", "best", "untested (1 seed)"."""
+    if math.isnan(r.get("vs_best_p_adj", math.nan)):
+        return str(r["vs_best"]) + (f" ({r['vs_best_test']})" if r["vs_best"] == "untested" else "")
+    return f"{r['vs_best']} ({r['vs_best_test']}, {_p(r['vs_best_p_adj'], 'p_adj')})"
 
 
 def _detectable(r) -> str:
-    """"0.025": the smallest difference the comparison detects (80 % power, 5 %); for a tied line, what more seeds
-    would do for its own gap: "≈ 8 seeds" resolve it, or "not by seeds" when the gap is within the item noise."""
+    """"0.025": the smallest difference the comparison detects (80 % power at the family's level); for a line not
+    separated, what more seeds would do for the target difference: "≈ 8 seeds detect 0.02", or "0.02 is within the
+    item noise" when no number of seeds would."""
     if math.isnan(r["detectable"]):
         return ABSENT
     text = f"{r['detectable']:.3f}"
-    if r["vs_best"] == "tied" and r["vs_best_delta"] != 0:
-        need = r["seeds_to_resolve"]
+    if r["vs_best"] == NOT_SEPARATED:
+        need, target = r["seeds_to_resolve"], f"{r.get('resolve_target', TARGET):g}"
         if not math.isnan(need):
-            text += f" (≈ {int(need)} seeds would resolve the gap)"
+            text += f" (≈ {int(need)} seeds detect {target})"
         elif str(r["vs_best_test"]).startswith("paired"):
-            text += " (gap within the item noise: not by seeds)"
+            text += f" ({target} is within the item noise: not by seeds)"
     return text
 
 
@@ -404,35 +441,47 @@ def budget_text(frame: pd.DataFrame, metric: str) -> str:
 
 
 def verdict(frame: pd.DataFrame, metric: str) -> str:
-    """One line above a group's table: the best, the lines tied with it, the seeds, and whether more seeds could
-    separate the tied ones; "" when nothing was compared."""
+    """One line above a group's table: the best, the lines these data cannot separate from it (not the same as
+    equal: with what the design could have detected), those equivalent within the grid's margin, and what more
+    seeds would do; "" when nothing was compared."""
     if "vs_best" not in frame or "best" not in list(frame["vs_best"]):
         return ""
     frame = frame.reset_index(drop=True)
     names = line_names(frame)
     name = lambda r: names[r.name]  # noqa: E731
     best = frame[frame["vs_best"] == "best"].iloc[0]
-    tied = frame[frame["vs_best"] == "tied"]
+    close = frame[frame["vs_best"] == NOT_SEPARATED]
+    equivalent = frame[frame["vs_best"].astype(str).str.startswith("equivalent")]
     below = int((frame["vs_best"] == "below").sum())
-    untested = int((frame["vs_best"] == UNTESTED_TEXT).sum())
+    compared = below + len(close) + len(equivalent)
+    untested = int(frame["vs_best"].isin([UNTESTED_TEXT, "untested"]).sum())
     seeds = sorted({int(n) for n in frame["ok"]})
     seeds_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     text = f"**Verdict** ({metric}, {seeds_text} ok seeds per line): best **{_escape(name(best))}** ({best[f'{metric}_mean']:.4f})"
-    if tied.empty:
-        text += f"; every other tested line is below it after Holm's correction ({below} of {below})."
+    if close.empty and equivalent.empty:
+        text += f"; every other tested line is below it (simultaneous 95 % intervals, {below} of {compared})."
     else:
-        text += (f"; tied with it (not shown worse after Holm's correction over {below + len(tied)} comparisons): "
-                 + ", ".join(f"{_escape(name(r))} ({signed(r['vs_best_delta'])})" for _, r in tied.iterrows()) + ".")
-        resolvable = [int(n) for n in tied["seeds_to_resolve"] if not math.isnan(n)]
-        paired_stuck = sum(1 for _, r in tied.iterrows() if math.isnan(r["seeds_to_resolve"]) and str(r["vs_best_test"]).startswith("paired"))
+        text += f"; {below} of {compared} tested lines below it (simultaneous 95 % intervals)"
+        if not equivalent.empty:
+            margin = equivalent["vs_best"].iloc[0].removeprefix("equivalent (").rstrip(")")
+            text += (f"; equivalent to it within {margin}: "
+                     + ", ".join(f"{_escape(name(r))} ({signed(r['vs_best_delta'])})" for _, r in equivalent.iterrows()))
+        if not close.empty:
+            text += ("; not separated from it (these data cannot tell them apart — not the same as equal): "
+                     + ", ".join(f"{_escape(name(r))} ({signed(r['vs_best_delta'])}, detectable {r['detectable']:.3f})"
+                                 for _, r in close.iterrows()))
+        text += "."
+        target = _target(frame)
+        resolvable = [int(n) for n in close["seeds_to_resolve"] if not math.isnan(n)]
+        paired_stuck = sum(1 for _, r in close.iterrows() if math.isnan(r["seeds_to_resolve"]) and str(r["vs_best_test"]).startswith("paired"))
         if resolvable:
             span = f"{min(resolvable)}" if min(resolvable) == max(resolvable) else f"{min(resolvable)}–{max(resolvable)}"
-            text += f" About {span} seeds per line would separate {len(resolvable)} of them at their observed gaps"
-            text += "." if not paired_stuck else f"; {paired_stuck} differ by less than the test items can resolve."
+            text += f" About {span} seeds per line would detect a true difference of {target} for {len(resolvable)} of them"
+            text += "." if not paired_stuck else f"; for {paired_stuck}, {target} is within what the test items resolve."
         elif paired_stuck:
-            text += f" Their gaps are within what the test items resolve: more seeds would not separate them (a tie, not a lack of seeds)."
+            text += f" A difference of {target} is within what the test items resolve: more seeds alone would not separate them."
     if untested:
-        text += f" {untested} line{'s' * (untested != 1)} with 1 seed untested."
+        text += f" {untested} line{'s' * (untested != 1)} untested (1 seed, or no variance)."
     return text
 
 

@@ -7,22 +7,31 @@ A contrast of lines (a difference of two, or an effect averaged over matched pai
 
     estimate = Σ_l c_l · mean over line l's seeds of its metric
 
-and its variance has two parts, added (a two-component approximation):
-- items: a bootstrap of the shared test items, the *same* resample for every line and seed (that is the pairing),
-  of the contrast recomputed from the per-item outcomes (bench.items); seeds held fixed;
+and its variance has two parts, added (the usual crossed two-way components of variance):
 - seeds: Σ_l c_l² s_l² / n_l from the per-seed metrics (s_l the sample std; 0 for a line whose seeds are
-  bit-identical copies of one run), less what both parts count: the seed × item noise (a seed getting an item
-  right by its own luck) is in the item bootstrap of the seeds' mean *and* in s_l²; its share in the mean,
-  σ²_resid / (n_l · N items), is (mean over seeds of each seed's own bootstrap variance − the bootstrap variance
-  of their mean) / (n_l − 1), and is subtracted once (the usual crossed two-way components of variance).
-The interval is estimate ± t(df) · se with Welch–Satterthwaite's df from the seed parts (the item part counts as
-known). Without per-item files (older rows, or metrics with no per-item form) the item part is unknown and the
-comparison falls back to seeds alone: Welch's t-test (one-sample against a line of identical seeds), labelled.
-Pairing on items only happens when every seed of both lines stores the same items (`ItemScores.material`).
+  bit-identical copies of one run), each with n_l − 1 degrees of freedom. This raw seed variance already holds the
+  seed × item noise (a seed getting an item right by its own luck), σ²_resid / (n_l · N items) in the mean;
+- items: a bootstrap of the shared test items, the *same* resample for every line and seed (that is the pairing),
+  of the contrast recomputed from the per-item outcomes (bench.items), *less* the seed × item part the seeds
+  already count: Σ_l c_l² (mean over seeds of each seed's own bootstrap variance − the bootstrap variance of
+  their mean) / (n_l − 1). What is left is the items' own part, shared by every line and treated as known.
+The interval is estimate ± t(df) · se with Welch–Satterthwaite's df, the item part counted as known and each seed
+part taken at its upper 75 % bound for the df alone (`welch_df`: guarded against trusting a seed variance that came
+out small by chance). A contrast that rests on a
+line with one seed, or whose variance is zero (lines of identical seeds with no items), is *untested* (p NaN):
+one draw of unknown spread, or no noise model at all, never gives a confident answer. Without per-item files
+(older rows, or metrics with no per-item form) the item part is unknown and the comparison falls back to seeds
+alone: Welch's t-test (one-sample against a line of identical seeds), labelled. Pairing on items only happens when
+every seed of both lines stores the same items (`ItemScores.material`).
+
+verification_roc_auc: the row's AUC is over every scored pair (up to 500,000), its items keep ITEM_PAIRS (5,000)
+of them; the estimate compared is the row's, its item variance the bootstrap of the kept pairs (a smaller sample
+than the row's, so if anything larger than the row AUC's own item variance).
 
 Written here rather than taken from a library: scipy's `bootstrap` resamples one sample (or paired samples of
 equal length) but not a resample shared by many lines with the seed variance beside it; the pieces it needs
-(t quantiles, multinomial draws) are scipy's and numpy's.
+(t quantiles, multinomial draws) are scipy's and numpy's. The verdicts over a whole group (the best picked from
+the same data) are `bench.report.simultaneous`.
 """
 from __future__ import annotations
 
@@ -39,61 +48,78 @@ RESAMPLES = 2000  # bootstrap resamples of the items: the se of a bootstrap vari
 LEVEL = 0.95
 POWER = 0.80
 CHUNK = 250  # resamples per vectorised call: 250 × 5,000 pairs × 8 bytes = 10 MB
+UNTESTED = "untested"
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """`a − b` in the metric's own units (not signed by its direction), with its interval and what it rests on."""
+    """`a − b` in the metric's own units (not signed by its direction), with its interval and what it rests on.
+    Untested (one seed, or no variance): p, se, df and the interval are NaN and `method` says why."""
     estimate: float
     low: float
     high: float
     se: float
     df: float
     p: float
-    method: str          # "paired" (items + seeds), "Welch", "1-sample", "no variance"
+    method: str          # "paired" (items + seeds), "Welch", "1-sample", "seeds", "untested: …"
     items: int = 0       # shared test items the pairing used (0: seeds alone)
     seed_var: float = 0.0  # the seed part of se², and the item part: what more seeds could and could not shrink
     item_var: float = 0.0
-    seed_spread: tuple[float, float] = (0.0, 0.0)  # s² of a's and of b's per-seed metrics (0 for identical seeds)
+    seed_spread: tuple[float, float] = (0.0, 0.0)  # raw s² of a's and of b's per-seed metrics (0 for identical seeds)
+    critical: float = math.nan  # the t value the interval uses (t_{0.975}(df) unless a family's adjusted one)
+
+    @property
+    def tested(self) -> bool:
+        return not math.isnan(self.p)
 
     @property
     def detectable(self) -> float:
-        """The smallest |a − b| this design detects with POWER at a two-sided 5 % (t quantiles at its df)."""
-        return minimum_detectable(self.se, self.df)
+        """The smallest |a − b| this design detects with POWER at the interval's own critical value."""
+        return minimum_detectable(self.se, self.df, critical=self.critical)
+
+    def at(self, critical: float, p: float) -> "Comparison":
+        """The same comparison with an interval at another critical t value (a family's) and that p."""
+        half = critical * self.se
+        return Comparison(self.estimate, self.estimate - half, self.estimate + half, self.se, self.df, p, self.method,
+                          self.items, self.seed_var, self.item_var, self.seed_spread, critical)
 
 
-def minimum_detectable(se: float, df: float, alpha: float = 1 - LEVEL, power: float = POWER) -> float:
-    """(t_{1−α/2} + t_{power}) · se: the usual normal-approximation power rule, with t at the design's df."""
+def untested(estimate: float, why: str, items: int = 0) -> Comparison:
+    return Comparison(estimate, math.nan, math.nan, math.nan, math.nan, math.nan, f"{UNTESTED}: {why}", items)
+
+
+def minimum_detectable(se: float, df: float, alpha: float = 1 - LEVEL, power: float = POWER, critical: float = math.nan) -> float:
+    """(c + t_{power}) · se: the usual normal-approximation power rule with t at the design's df, c the interval's
+    critical value (t_{1−α/2}(df) unless given: a family's adjusted one)."""
     if not math.isfinite(se):
         return math.nan
     df = df if math.isfinite(df) and df > 0 else math.inf
-    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
+    c = critical if math.isfinite(critical) else stats.t.ppf(1 - alpha / 2, df)
+    return float((c + stats.t.ppf(power, df)) * se)
 
 
-def seeds_to_resolve(gap: float, c: Comparison, alpha: float = 1 - LEVEL, power: float = POWER, most: int = 1000,
-                     comparisons: int = 1) -> int | None:
-    """About how many seeds per line would detect `gap` with POWER at a two-sided `alpha` / `comparisons` (Holm's
-    strictest step, so the answer holds after the correction), keeping the measured seed spreads and the item part
-    (which more seeds of the same test set do not shrink): the smallest n with (t_{1−α/2} + t_{power}) at 2n − 2
-    degrees of freedom × √(item part + Σ s² / n) ≤ |gap|. None when no number of seeds would (the gap is inside the
-    item noise, or is 0), or when it takes more than `most`."""
+def seeds_to_resolve(target: float, c: Comparison, level: float = 1 - LEVEL, power: float = POWER, most: int = 1000) -> int | None:
+    """About how many seeds per line would detect a true difference of `target` with POWER at a two-sided `level`
+    (a family's adjusted per-comparison level, so the answer holds after the correction), keeping the measured raw
+    seed spreads (which hold the seed × item noise: more seeds shrink it) and the items' own part (which more seeds
+    of the same test set do not shrink): the smallest n with (t_{1−level/2} + t_{power}) at 2n − 2 degrees of
+    freedom × √(item part + Σ s² / n) ≤ |target|. None when no number of seeds would (the target is inside the item
+    noise, or is 0), when the comparison is untested, or when it takes more than `most`."""
     spread = sum(c.seed_spread)
-    level = alpha / max(comparisons, 1)
     z = stats.norm.ppf(1 - level / 2) + stats.norm.ppf(power)
-    if gap == 0 or spread == 0 or c.item_var >= (abs(gap) / z) ** 2:  # not even infinitely many seeds
+    if not c.tested or target == 0 or spread == 0 or c.item_var >= (abs(target) / z) ** 2:
         return None
-    for n in range(2, most + 1):
-        df = 2 * n - 2
-        if (stats.t.ppf(1 - level / 2, df) + stats.t.ppf(power, df)) * math.sqrt(c.item_var + spread / n) <= abs(gap):
-            return n
-    return None
+    n = np.arange(2, most + 1)
+    df = 2 * n - 2
+    enough = (stats.t.isf(level / 2, df) + stats.t.ppf(power, df)) * np.sqrt(c.item_var + spread / n) <= abs(target)
+    return int(n[np.argmax(enough)]) if enough.any() else None
 
 
 # --- seeds alone ---------------------------------------------------------------------------------------------
 
 def compare_seeds(a: np.ndarray, b: np.ndarray, fixed_a: bool = False, fixed_b: bool = False) -> Comparison:
     """`a − b` from per-seed values: Welch (both vary), one-sample (one is a fixed value: identical seeds), or
-    decided (neither varies). Each side needs ≥ 2 values unless it is fixed."""
+    untested (neither varies, or a side has one seed)."""
     return contrast_seeds([(a, fixed_a), (b, fixed_b)], [1.0, -1.0])
 
 
@@ -103,36 +129,57 @@ def contrast_seeds(lines: list[tuple[np.ndarray, bool]], weights: list[float]) -
     lines and weights (1, −1) this is Welch's test (one-sample when one line is fixed)."""
     values = [np.asarray(v, float) for v, _ in lines]
     fixed = [f or (len(v) > 1 and np.ptp(v) == 0) for v, (_, f) in zip(values, lines)]
-    spreads = [0.0 if f or len(v) < 2 else float(np.var(v, ddof=1)) for v, f in zip(values, fixed)]
-    parts = [(c * c * s2 / len(v), len(v) - 1) for c, s2, v in zip(weights, spreads, values) if c and s2 > 0]
     estimate = float(sum(c * v.mean() for c, v in zip(weights, values)))
+    if any(c and len(v) < 2 and not f for c, v, f in zip(weights, values, fixed)):
+        return untested(estimate, "1 seed")
+    spreads = [0.0 if f else float(np.var(v, ddof=1)) for v, f in zip(values, fixed)]
+    parts = [(c * c * s2 / len(v), len(v) - 1) for c, s2, v in zip(weights, spreads, values) if c and s2 > 0]
     used = [f for c, f in zip(weights, fixed) if c]
-    method = "no variance" if all(used) else "1-sample" if any(used) and len(used) == 2 else "Welch" if len(used) == 2 else "seeds"
+    method = "1-sample" if any(used) and len(used) == 2 else "Welch" if len(used) == 2 else "seeds"
     spread = (spreads[0], spreads[1]) if len(lines) == 2 else (sum(spreads), 0.0)
-    return _interval(estimate, 0.0, parts, method, 0, spread)
+    return interval(estimate, 0.0, parts, method, 0, spread)
 
 
-def _interval(estimate: float, item_var: float, seed_parts: list[tuple[float, int]], method: str, items: int,
-              spread: tuple[float, float]) -> Comparison:
-    """The t interval and two-sided p of `estimate` with variance item_var + Σ seed parts (Satterthwaite's df)."""
+UPPER = 0.25  # the df is computed with each seed variance at its upper 75 % bound: s² (n − 1) / χ²_{n−1}(0.25)
+
+
+def welch_df(item_var: float, seed_parts: list[tuple[float, int]]) -> float:
+    """Welch–Satterthwaite's df of item_var (known) + Σ seed parts, each part taken at its upper 75 % confidence
+    bound, part · k / χ²_k(UPPER), k = n − 1. Plain Satterthwaite with the raw parts is too liberal with 2–3 seeds:
+    a seed variance that came out small by chance shrinks se *and* lets the known item part push df up at once
+    (false-positive rate 6–9 % against a line of identical replicates, benchmarks/stats_calibration.py); the bound
+    keeps the df from trusting a seed variance more than its few degrees of freedom allow (measured 2–4.5 % at 2, 3
+    and 5 seeds). The se is not inflated; only the df is. Without an item part this is Welch's df exactly (scipy's);
+    ∞ when nothing is estimated from seeds."""
+    bounded = [(v * k / stats.chi2.ppf(UPPER, k) if item_var > 0 else v, k) for v, k in seed_parts if v > 0]
+    if not bounded:
+        return math.inf
+    total = item_var + sum(v for v, _ in bounded)
+    return total * total / sum(v * v / k for v, k in bounded)
+
+
+def interval(estimate: float, item_var: float, seed_parts: list[tuple[float, int]], method: str, items: int,
+             spread: tuple[float, float]) -> Comparison:
+    """The t interval and two-sided p of `estimate` with variance item_var + Σ seed parts at `welch_df`'s df;
+    untested when the variance is zero (identical seeds and no items to count)."""
     seed_var = sum(v for v, _ in seed_parts)
     var = item_var + seed_var
-    if var <= 0:
-        p = 1.0 if estimate == 0 else 0.0
-        return Comparison(estimate, estimate, estimate, 0.0, math.inf, p, method, items, 0.0, 0.0, spread)
-    denominator = sum(v * v / dof for v, dof in seed_parts if v > 0)
-    df = var * var / denominator if denominator > 0 else math.inf
+    if not var > 0:
+        return untested(estimate, "no variance (identical seeds, no per-item files)", items)
+    df = welch_df(item_var, seed_parts)
     se = math.sqrt(var)
-    half = float(stats.t.ppf((1 + LEVEL) / 2, df)) * se
+    critical = float(stats.t.ppf((1 + LEVEL) / 2, df))
     p = float(2 * stats.t.sf(abs(estimate) / se, df))
-    return Comparison(estimate, estimate - half, estimate + half, se, df, p, method, items, seed_var, item_var, spread)
+    return Comparison(estimate, estimate - critical * se, estimate + critical * se, se, df, p, method, items, seed_var,
+                      item_var, spread, critical)
 
 
 # --- paired over shared items ----------------------------------------------------------------------------------
 
 class ItemBootstrap:
     """The item resamples of one test material, drawn once and shared by every line scored on it, and each line's
-    metric under each resample (mean over its seeds), cached: any contrast of lines is then a weighted sum."""
+    metric under each resample (mean over its seeds), cached by the caller's key *and* the items themselves (two
+    metrics of one line, recall@1 and recall@2, share a material but not their per-item values)."""
 
     def __init__(self, resamples: int = RESAMPLES, seed: int = 0):
         self.resamples, self.seed = resamples, seed
@@ -148,10 +195,18 @@ class ItemBootstrap:
             self._weights[material] = rng.multinomial(n, np.full(n, 1.0 / n), size=self.resamples).astype(np.float64)
         return self._weights[material]
 
+    @staticmethod
+    def _cache(key, seeds: list[ItemScores], independent: bool) -> tuple:
+        h = hashlib.sha1()
+        for s in seeds:
+            h.update(np.ascontiguousarray(s.values, dtype=np.float64).tobytes())
+            h.update(b"|" if s.same is None else np.ascontiguousarray(s.same, dtype=bool).tobytes())
+        return (key, independent, seeds[0].material, seeds[0].kind, h.hexdigest())
+
     def line(self, key, seeds: list[ItemScores], independent: bool = False) -> np.ndarray:
         """(B,) the line's metric, averaged over its seeds, under each resample of its items. `independent` draws
         resamples of its own (the unpaired reference: as if no other line shared its items)."""
-        cache = (key, independent)
+        cache = self._cache(key, seeds, independent)
         if cache not in self._lines:
             material, n = seeds[0].material, len(seeds[0].values)
             w = self.weights(f"{material}:{key}" if independent else material, n)
@@ -166,7 +221,7 @@ class ItemBootstrap:
         if len(seeds) < 2:
             return 0.0
         mean = self.line(key, seeds)
-        return max(0.0, (self._within[(key, False)] - float(np.var(mean, ddof=1))) / (len(seeds) - 1))
+        return max(0.0, (self._within[self._cache(key, seeds, False)] - float(np.var(mean, ddof=1))) / (len(seeds) - 1))
 
 
 def shared_material(*lines: list[ItemScores] | None) -> str | None:
@@ -179,25 +234,28 @@ def shared_material(*lines: list[ItemScores] | None) -> str | None:
 
 def contrast(lines: list[tuple[object, list[ItemScores], np.ndarray, bool]], weights: list[float],
              boot: ItemBootstrap, paired: bool = True) -> Comparison:
-    """Σ_l c_l · (line l's mean over seeds) with the items' bootstrap part and the seeds' part.
+    """Σ_l c_l · (line l's mean over seeds) with the items' own part and the seeds' raw part (module docstring).
 
     `lines` holds (key, per-seed ItemScores, per-seed row values, fixed) per line; every line must share one
     material (see `shared_material`); `fixed` lines (identical seeds) have no seed part. The estimate is from the
     row values (the leaderboard's means). `paired=False` resamples each line's items independently: the interval
     one would get if the lines did not share their test items (for checking what pairing buys)."""
     estimate = float(sum(c * np.mean(v) for c, (_, _, v, _) in zip(weights, lines)))
+    n = len(lines[0][1][0].values)
+    if any(c and len(v) < 2 and not fixed for c, (_, _, v, fixed) in zip(weights, lines)):
+        return untested(estimate, "1 seed", n)
     if paired:
         series = sum(c * boot.line(key, seeds) for c, (key, seeds, _, _) in zip(weights, lines) if c)
-        item_var = float(np.var(series, ddof=1))
+        boot_var = float(np.var(series, ddof=1))
     else:
-        item_var = float(sum(c * c * np.var(boot.line(key, seeds, independent=True), ddof=1)
+        boot_var = float(sum(c * c * np.var(boot.line(key, seeds, independent=True), ddof=1)
                              for c, (key, seeds, _, _) in zip(weights, lines) if c))
-    spreads = [0.0 if fixed or len(v) < 2 else max(0.0, float(np.var(v, ddof=1)) - len(v) * boot.interaction(key, seeds))
-               for key, seeds, v, fixed in lines]  # the seed variance less the seed × item noise the items count
+    shared = sum(c * c * boot.interaction(key, seeds) for c, (key, seeds, _, fixed) in zip(weights, lines) if c and not fixed)
+    item_var = max(0.0, boot_var - shared)  # the seed × item part is in the raw seed variance below
+    spreads = [0.0 if fixed else float(np.var(v, ddof=1)) for _, _, v, fixed in lines]
     parts = [(c * c * s2 / len(v), len(v) - 1) for c, s2, (_, _, v, _) in zip(weights, spreads, lines) if c and s2 > 0]
-    n = len(lines[0][1][0].values)
     spread = (spreads[0], spreads[1]) if len(lines) == 2 else (sum(spreads), 0.0)
-    return _interval(estimate, item_var, parts, "paired" if paired else "unpaired items", n, spread)
+    return interval(estimate, item_var, parts, "paired" if paired else "unpaired items", n, spread)
 
 
 def holm(ps: list[float]) -> list[float]:

@@ -1,26 +1,32 @@
-"""Each axis's share of the variance of a metric over the seed rows of a comparison group: a linear model of the
-per-seed values on the axes, the seed and chosen interactions, fitted and tested by statsmodels (type-II ANOVA),
-and a plain statement of how complete and balanced the design is."""
+"""How the variance of a metric splits. Over the seed rows of a comparison group: each axis's share, from a linear
+model of the per-seed values on the axes and their two-way interactions (those the design allows, or those chosen),
+fitted and tested by statsmodels (type-II ANOVA), the replicates' own share (seeds of one configuration around its
+mean) and a plain statement of how complete and balanced the design is. Over an effect's matched pairs: how much
+their own differences disagree beyond their noise (τ², I²) and the interval that counts it."""
 from __future__ import annotations
 
 import math
 import warnings
+from itertools import combinations
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bench.errors import UserError
+from bench.report.paired import LEVEL
 
 INSTALL = "pip install 'metric-bench[stats]'"
-SEED = "seed"
+CONFIGURATION = "configuration"  # the column naming a row's configuration (its line): its seeds are replicates
 RESIDUAL = "residual"
+REPLICATES = "replicates (within configuration)"
 BALANCED = "complete and balanced"
 
 
 @dataclass(frozen=True)
 class Term:
-    name: str  # an axis, "seed", "a × b", or "residual"
+    name: str  # an axis, "a × b", "residual" or REPLICATES
     sum_sq: float
     share: float  # sum_sq / total sum of squares
     df: float
@@ -30,7 +36,7 @@ class Term:
 
 @dataclass(frozen=True)
 class Variance:
-    terms: list[Term]  # the shown terms in model order, then the residual; empty when nothing could be fitted
+    terms: list[Term]  # the shown terms in model order, the residual, the replicates; empty when nothing was fitted
     observations: int
     total: float  # Σ (y − ȳ)² over the observations
     design: str  # levels, the level combinations present, observations per combination
@@ -46,13 +52,15 @@ def require_statsmodels() -> None:
         raise UserError(f"the variance shares need statsmodels, which is not installed — {INSTALL}") from None
 
 
-def variance(data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, str]] = (), shown: list[str] | None = None,
-             notes: list[str] = ()) -> Variance:
-    """`y ~ C(axis) + … + C(seed) + C(a):C(b) …` over `data` (one row per ok seed row: each axis's level as text,
-    `seed` and the value `y`): type-II sums of squares as shares of the total, F and p (statsmodels). A term the
-    earlier ones already determine (aliased, wholly or partly: an option that follows from another, an interaction
-    of an incomplete grid) is left out of the model and named in the notes. `shown` limits the axis terms shown (the
-    model keeps every axis, so each is adjusted for the others)."""
+def variance(data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, str]] | None = None,
+             shown: list[str] | None = None, notes: list[str] = ()) -> Variance:
+    """`y ~ C(axis) + … + C(a):C(b) …` over `data` (one row per ok seed row: each axis's level as text, its
+    CONFIGURATION and the value `y`): type-II sums of squares as shares of the total, F and p (statsmodels), then the
+    replicates' row (`replicates`). A term the earlier ones already determine (aliased, wholly or partly: an option
+    that follows from another, an interaction of an incomplete grid) is left out of the model and named in the notes.
+    `interactions` None: every two-way interaction of the axes in order, each kept when it is not aliased and leaves
+    ≥ 2 residual df. `shown` limits the axis terms shown (the model keeps every axis, so each is adjusted for the
+    others). No seed term: seed 0 of one configuration has nothing to do with seed 0 of another."""
     require_statsmodels()
     from statsmodels.formula.api import ols
     from statsmodels.stats.anova import anova_lm
@@ -61,38 +69,75 @@ def variance(data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, 
     if len(data) < 3 or not axes:
         return Variance([], len(data), math.nan, "", notes + ["Too few seed rows or axes to fit a model."])
     safe = {a: f"x{i}" for i, a in enumerate(axes)}
-    candidates = [(a, f"C({safe[a]})") for a in axes]
-    candidates += [(SEED, "C(seed)")] if data[SEED].nunique() > 1 else []
-    candidates += [(f"{a} × {b}", f"C({safe[a]}):C({safe[b]})") for a, b in interactions]
-    kept, rank, columns = [], 1, 1
-    for name, term in candidates:
-        model = ols("y ~ " + " + ".join([t for _, t in kept] + [term]), data.rename(columns=safe))
-        new_rank, new_columns = int(np.linalg.matrix_rank(model.exog)), model.exog.shape[1]
-        if new_rank - rank < new_columns - columns:
-            notes.append(f"{name} is {'determined' if new_rank == rank else 'partly determined'} by the terms before it "
-                         "in these cells (aliased) and left out of the model.")
-            continue
-        kept.append((name, term))
-        rank, columns = new_rank, new_columns
+    pairs = combinations(axes, 2) if interactions is None else interactions
+    kept, rank, said = choose_terms(data.rename(columns=safe), {a: f"C({safe[a]})" for a in axes},
+                                    {(a, b): f"C({safe[a]}):C({safe[b]})" for a, b in pairs}, interactions is None)
+    notes += said
     if len(data) - rank < 1:
         notes.append("No residual degrees of freedom (one seed row per cell): no model fitted.")
         return Variance([], len(data), math.nan, design(data, axes), notes)
-    fit = ols("y ~ " + " + ".join(t for _, t in kept), data.rename(columns=safe)).fit()
+    fit = ols("y ~ " + " + ".join(kept.values()), data.rename(columns=safe)).fit()
     with warnings.catch_warnings():  # an F of a term with no sum of squares: statsmodels warns, the NaN says it
         warnings.simplefilter("ignore", RuntimeWarning)
         table = anova_lm(fit, typ=2)
     total = float(((data["y"] - data["y"].mean()) ** 2).sum())
     terms = []
-    for name, term in kept + [(RESIDUAL, "Residual")]:
+    for name, term in [*kept.items(), (RESIDUAL, "Residual")]:
         if name in axes and shown is not None and name not in shown:
             continue
         r = table.loc[term]
         terms.append(Term(name, float(r["sum_sq"]), float(r["sum_sq"]) / total if total > 0 else math.nan, float(r["df"]),
                           float(r["F"]), float(r["PR(>F)"])))
-    hidden = [a for a, _ in kept if a in axes and shown is not None and a not in shown]
+    terms += replicates(data, total)
+    hidden = [a for a in kept if a in axes and shown is not None and a not in shown]
     if hidden:
         notes.append(f"Also in the model (not shown): {', '.join(hidden)}.")
-    return Variance(terms, len(data), total, design(data, [a for a, _ in kept if a in axes]), notes)
+    return Variance(terms, len(data), total, design(data, [a for a in kept if a in axes]), notes)
+
+
+def choose_terms(data: pd.DataFrame, mains: dict[str, str], pairs: dict[tuple[str, str], str],
+                 tried: bool) -> tuple[dict[str, str], int, list[str]]:
+    """The terms to fit ({name: formula term}), the model's rank and notes on what was left out: each main effect,
+    then each interaction in `pairs`, in order, kept unless the terms before it already determine it wholly or partly
+    (aliased: the rank of the design matrix grows by less than its columns); when `tried` (by default, not named by
+    the user) only those of two kept main effects and leaving ≥ 2 residual df."""
+    from statsmodels.formula.api import ols
+
+    kept: dict[str, str] = {}
+    rank, columns, aliased, few, notes = 1, 1, [], [], []
+    for name, term, of in [(a, t, ()) for a, t in mains.items()] + [(f"{a} × {b}", t, (a, b)) for (a, b), t in pairs.items()]:
+        optional = tried and bool(of)
+        if optional and not all(a in kept for a in of):
+            continue  # by default, no interaction of a main effect that is itself aliased
+        exog = ols("y ~ " + " + ".join([*kept.values(), term]), data).exog
+        new_rank, new_columns = int(np.linalg.matrix_rank(exog)), exog.shape[1]
+        if new_rank - rank < new_columns - columns:
+            if optional:
+                aliased.append(name)
+            else:
+                notes.append(f"{name} is {'determined' if new_rank == rank else 'partly determined'} by the terms before "
+                             "it in these cells (aliased) and left out of the model.")
+        elif optional and len(data) - new_rank < 2:
+            few.append(name)
+        else:
+            kept[name] = term
+            rank, columns = new_rank, new_columns
+    if tried and sum(name in mains for name in kept) > 1:
+        notes.append("Two-way interactions fitted by default: " + (", ".join(n for n in kept if n not in mains) or "none")
+                     + "".join(f"; left out, {why}: {', '.join(names)}" for why, names in
+                               (("aliased in these cells", aliased), ("too few seed rows (< 2 residual df)", few)) if names)
+                     + ". --interaction A:B fits exactly those named.")
+    return kept, rank, notes
+
+
+def replicates(data: pd.DataFrame, total: float) -> list[Term]:
+    """The replicates' row: Σ over seed rows of (y − its configuration's mean)², its share of `total` and its df
+    (rows − configurations), no F (it is the pure error within the residual, not a term); [] without replicates."""
+    df = len(data) - data[CONFIGURATION].nunique()
+    if df < 1:
+        return []
+    sum_sq = float(((data["y"] - data.groupby(CONFIGURATION)["y"].transform("mean")) ** 2).sum())
+    return [Term(REPLICATES, sum_sq, sum_sq / total if total > 0 else math.nan, float(df))]
 
 
 def design(data: pd.DataFrame, axes: list[str]) -> str:
@@ -107,3 +152,28 @@ def design(data: pd.DataFrame, axes: list[str]) -> str:
     kind = BALANCED if complete and equal else " and ".join(w for w, bad in (("incomplete", not complete), ("unbalanced", not equal)) if bad)
     named = " × ".join(f"{a} ({n})" for a, n in zip(axes, levels))
     return f"{named}: {len(counts)} of {possible} level combinations present, {per} ({kind})"
+
+
+# --- between matched pairs: how much an effect's pairs disagree -------------------------------------------------
+
+def heterogeneity(differences: list[float], own: list[float]) -> tuple[float, float]:
+    """(τ², I²) of k pair differences d_i with their own variances v_i (moment estimates): τ² = max(0, s²(d) − v̄),
+    the spread of the pairs' true differences beyond their own noise, and I² = τ² / (τ² + v̄), the share of the
+    pairs' spread it makes (0 when both are 0); (NaN, NaN) with one pair or a v_i unknown."""
+    d, v = np.asarray(differences, float), np.asarray(own, float)
+    if len(d) < 2 or not np.isfinite(v).all():
+        return math.nan, math.nan
+    within = float(v.mean())
+    tau2 = max(0.0, float(np.var(d, ddof=1)) - within)
+    return tau2, tau2 / (tau2 + within) if tau2 + within > 0 else 0.0
+
+
+def random_over_pairs(estimate: float, se: float, df: float, tau2: float, k: int) -> tuple[float, float, float, float, float]:
+    """(se, df, low, high, p) of a mean over k pairs whose true differences vary with τ² (the pairs' contexts as a
+    sample of contexts): variance V = se² + τ²/k, Welch–Satterthwaite's df = V² / (se⁴/df + (τ²/k)²/(k − 1)) (the
+    contrast's own df for its part, k − 1 for τ²/k), estimate ± t_{0.975}(df) · √V and the two-sided p of the t."""
+    between = tau2 / k
+    var = se * se + between
+    df = var * var / ((se ** 4 / df if math.isfinite(df) else 0.0) + between * between / (k - 1))
+    half = float(stats.t.ppf((1 + LEVEL) / 2, df)) * math.sqrt(var)
+    return math.sqrt(var), df, estimate - half, estimate + half, float(2 * stats.t.sf(abs(estimate) / math.sqrt(var), df))

@@ -15,10 +15,14 @@ from bench.config import HEAD_ARGS
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line, curve_of
-from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, holm, seeds_to_resolve, shared_material
+from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, seeds_to_resolve, shared_material
+from bench.report.simultaneous import Family, Member
 
-ALPHA = 0.05  # p ≥ ALPHA is indistinguishable from the best at 95%; still improving needs p < ALPHA
+ALPHA = 0.05  # the family's error rate: P(any false "below") ≤ ALPHA; still improving needs p < ALPHA
 UNTESTED = "1 seed: untested"
+NOT_SEPARATED = "not separated"
+TARGET = 0.02  # the difference seeds_to_resolve is asked of, unless the grid's [report] target says another
+NUMBERS = ("vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_adj", "critical", "detectable", "seeds_to_resolve")
 
 
 def values(line: Line, metric: str) -> np.ndarray:
@@ -60,55 +64,74 @@ def line_items(line: Line, metric: str, load) -> list | None:
 
 
 def compare_lines(a: Line, b: Line, metric: str, load=None, boot=None) -> Comparison:
-    """`a − b` on `metric`: paired over the test items both lines' seeds share when every seed has them (bench.items),
-    else from the seeds alone (Welch, or one-sample against a line of identical seeds). Both lines need ≥ 2 ok
-    seeds with a value, or identical seeds."""
+    """`a − b` on `metric` alone (no family): paired over the test items both lines' seeds share when every seed has
+    them (bench.items), else from the seeds alone (Welch, or one-sample against a line of identical seeds);
+    untested with one seed on a side or no variance."""
     va, vb = values(a, metric), values(b, metric)
     fa, fb = identical_seeds(a), identical_seeds(b)
     ia, ib = line_items(a, metric, load), line_items(b, metric, load)
     if shared_material(ia, ib) is not None:
         boot = boot or ItemBootstrap()
-        return contrast([(id(a), ia, va, fa), (id(b), ib, vb, fb)], [1.0, -1.0], boot)
+        return contrast([((id(a), metric), ia, va, fa), ((id(b), metric), ib, vb, fb)], [1.0, -1.0], boot)
     return compare_seeds(va, vb, fa, fb)
 
 
-def versus_best(group: list[Line], metric: str, load=None, boot=None) -> dict[str, list]:
+def family_of(group: list[Line], metric: str, tested: list[int], load=None, boot=None) -> Family:
+    """The joint law of the tested lines' means (bench.report.simultaneous), paired when all share items."""
+    members = [Member((id(group[i]), metric), line_items(group[i], metric, load), values(group[i], metric),
+                      identical_seeds(group[i])) for i in tested]
+    return Family(members, boot or ItemBootstrap())
+
+
+def versus_best(group: list[Line], metric: str, load=None, boot=None, equivalence: float | None = None,
+                target: float = TARGET) -> dict[str, list]:
     """The columns comparing each line of one comparison group with the group's best line.
 
     Kinds of line: a sample (≥ 2 ok seeds), a fixed value (identical seeds: one distinct value, with no seed
     variance), a single seed (1 ok value: a draw of unknown spread, untested wherever it ranks) and none.
-    The best is the best mean among samples and fixed values (first of ties, as the stable sort). Each other
-    tested line is compared with it by `compare_lines` (paired over shared test items when both have them, else
-    Welch / one-sample / no variance); the p-values of the group are corrected together by Holm's method, and a
-    line is "tied" with the best unless its corrected p < ALPHA ("below"). Columns: `vs_best` (best, tied, below,
-    untested, —), `vs_best_test` (how it was tested), `vs_best_delta`/`_low`/`_high` (line − best in the metric's
-    units, 95 % interval), `vs_best_p`, `vs_best_p_holm`, `detectable` (the smallest difference the design detects
-    with 80 % power at 5 %) and `seeds_to_resolve` (about how many seeds per line would resolve the observed gap of
-    a tied line; NaN when none would: its gap is within the item noise).
-    """
+    The best is the best mean among samples and fixed values (first of ties, as the stable sort). Every other
+    tested line is compared with it with a *simultaneous* interval (bench.report.simultaneous: one max-type
+    critical value over every pair of the group's tested lines, so the verdicts hold although the best was picked
+    from the same data): "below" when the interval excludes 0, "equivalent" when it lies inside ±`equivalence`
+    (a margin the user set; two one-sided tests at the family's level), else "not separated"; "untested" when the
+    comparison has no variance. Columns: `vs_best`, `vs_best_test` (how it was tested), `vs_best_delta`/`_low`/
+    `_high` (line − best in the metric's units, simultaneous 95 %), `vs_best_p` (the comparison's own p),
+    `vs_best_p_adj` (adjusted for the family and the selection), `detectable` (the smallest difference the design
+    detects with 80 % power at the family's critical value) and `seeds_to_resolve` (for a line not separated, about
+    how many seeds per line would detect a true difference of `target` at the family's level; NaN when none would:
+    the items' own noise is larger)."""
     vals = [values(line, metric) for line in group]
     fixed = [identical_seeds(line) and len(v) >= 1 for line, v in zip(group, vals)]
     tested = [i for i, v in enumerate(vals) if fixed[i] or len(v) >= 2]
     best = max(tested, key=lambda i: better(metric) * vals[i].mean(), default=None)
     n = len(group)
-    out: dict[str, list] = {"vs_best": [ABSENT] * n, "vs_best_test": [ABSENT] * n, **{c: [math.nan] * n for c in (
-        "vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_holm", "detectable", "seeds_to_resolve")}}
-    compared = {i: compare_lines(group[i], group[best], metric, load, boot) for i in tested if i != best}
-    adjusted = dict(zip(compared, holm([c.p for c in compared.values()])))
+    out: dict[str, list] = {"vs_best": [ABSENT] * n, "vs_best_test": [ABSENT] * n, **{c: [math.nan] * n for c in NUMBERS}}
     for i, v in enumerate(vals):
         if len(v) and i not in tested:
             out["vs_best"][i] = UNTESTED
+    if best is None:
+        return out
+    out["vs_best"][best] = "best"
+    family = family_of(group, metric, tested, load, boot)
+    at = {i: k for k, i in enumerate(tested)}
+    level = family.per_comparison_level()
+    for i in tested:
         if i == best:
-            out["vs_best"][i] = "best"
-        if i not in compared:
             continue
-        c = compared[i]
-        out["vs_best"][i] = "tied" if adjusted[i] >= ALPHA else "below"
+        own = family.compare(at[i], at[best])
+        c = family.simultaneous(own)
+        out["vs_best_delta"][i] = c.estimate
+        if not c.tested:
+            out["vs_best"][i], out["vs_best_test"][i] = "untested", c.method.removeprefix("untested: ")
+            continue
+        below = better(metric) * c.estimate < 0 and (c.high < 0 or c.low > 0)
+        equivalent = equivalence is not None and -equivalence < c.low and c.high < equivalence
+        out["vs_best"][i] = "below" if below else f"equivalent (±{equivalence:g})" if equivalent else NOT_SEPARATED
         out["vs_best_test"][i] = f"paired, {c.items:,} items" if c.method == "paired" else c.method
-        for column, value in (("vs_best_delta", c.estimate), ("vs_best_low", c.low), ("vs_best_high", c.high),
-                              ("vs_best_p", c.p), ("vs_best_p_holm", adjusted[i]), ("detectable", c.detectable)):
+        for column, value in (("vs_best_low", c.low), ("vs_best_high", c.high), ("vs_best_p", own.p),
+                              ("vs_best_p_adj", c.p), ("detectable", c.detectable), ("critical", c.critical)):
             out[column][i] = value
-        if adjusted[i] >= ALPHA and (need := seeds_to_resolve(c.estimate, c, comparisons=len(compared))) is not None:
+        if not below and (need := seeds_to_resolve(target, c, level=level)) is not None:
             out["seeds_to_resolve"][i] = need
     return out
 

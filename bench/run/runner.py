@@ -106,6 +106,8 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
                         if records and cell.cell_id in records:  # a final cell: which search chose its options
                             row = {**row, "search": records[cell.cell_id]}
                         row = keep_items(row)
+                        if grid.report:  # how the views judge lines ([report]): with the rows, not in the cell's identity
+                            row = {**row, "report": grid.report}
                         writer.append(row)  # only the coordinator writes rows, whatever ran the cell
                         record.append(row)
                         if on_row is not None:
