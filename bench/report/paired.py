@@ -148,7 +148,7 @@ def welch_df(item_var: float, seed_parts: list[tuple[float, int]]) -> float:
     bound, part · k / χ²_k(UPPER), k = n − 1. Plain Satterthwaite with the raw parts is too liberal with 2–3 seeds:
     a seed variance that came out small by chance shrinks se *and* lets the known item part push df up at once
     (false-positive rate 6–9 % against a line of identical replicates, benchmarks/stats_calibration.py); the bound
-    keeps the df from trusting a seed variance more than its few degrees of freedom allow (measured 2–4.5 % at 2, 3
+    keeps the df from trusting a seed variance more than its few degrees of freedom allow (measured 2.6–4.7 % at 2, 3
     and 5 seeds). The se is not inflated; only the df is. Without an item part this is Welch's df exactly (scipy's);
     ∞ when nothing is estimated from seeds."""
     bounded = [(v * k / stats.chi2.ppf(UPPER, k) if item_var > 0 else v, k) for v, k in seed_parts if v > 0]
