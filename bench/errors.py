@@ -88,6 +88,16 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    import argparse
+
+    value = finite_float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
 def check_target(path: Path, flag: str) -> None:
     """check_output_file, and its folder must exist already (views write beside what they read, never make folders)."""
     if not path.parent.is_dir():

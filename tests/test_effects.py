@@ -18,7 +18,9 @@ from bench.cli import main
 from bench.items import write_items
 from bench.report.verdicts import signed
 from bench.report.effects import Effect, effects
-from bench.report.variance import REPLICATES, heterogeneity, random_over_pairs
+from bench.report.effects import heterogeneity, random_over_pairs
+from bench.report.paired import Comparison
+from bench.report.variance import REPLICATES
 
 FEW = "few_shot_5way_1shot_accuracy"
 TRUTH_A = 0.10  # a1 − a0 at b0; at b1 the interaction adds 2 × 0.04
@@ -312,12 +314,14 @@ def test_heterogeneity_and_random_over_pairs_by_hand():
     assert all(math.isnan(x) for x in heterogeneity([0.1], [0.001]) + heterogeneity([0.1, 0.2], [math.nan, 0.001]))
     # estimate 0.2, se 0.02 on 4 df, τ² 0.008 over k = 3 pairs: V = 0.0004 + 0.008/3 = 0.0030667,
     # df = V² / (0.0004²/4 + (0.008/3)²/2) = 2.61557, t_0.975(2.61557) = 3.46414, half-width 3.46414 · √V = 0.191835
-    se, df, low, high, p = random_over_pairs(0.2, 0.02, 4.0, 0.008, 3)
+    contrast = lambda df: Comparison(0.2, 0.0, 0.0, 0.02, df, 0.0, "seeds only")  # noqa: E731 (only estimate, se, df count)
+    r = random_over_pairs(contrast(4.0), 0.008, 3)
+    se, df, low, high, p = r.se, r.df, r.low, r.high, r.p
     assert (se, df) == pytest.approx((math.sqrt(0.0030666667), 2.6155748), rel=1e-7)
     assert (low, high) == pytest.approx((0.2 - 0.1918354, 0.2 + 0.1918354), abs=1e-7)
     assert p == pytest.approx(2 * stats.t.sf(0.2 / se, df), rel=1e-12) and p == pytest.approx(0.0455112, abs=1e-6)
     # a contrast known exactly in its own part (df ∞): only τ²/k counts, df = 2 · (V / (τ²/k))² = 2.645
-    assert random_over_pairs(0.2, 0.02, math.inf, 0.008, 3)[1] == pytest.approx(2.645)
+    assert random_over_pairs(contrast(math.inf), 0.008, 3).df == pytest.approx(2.645)
 
 
 # --- the variance table: replicates, interactions by default ---------------------------------------------------------

@@ -135,7 +135,7 @@ def test_the_leaderboard_pairs_lines_over_the_items_their_rows_kept(tmp_path, mo
 
     from bench.cli import main
     from bench.items import item_scores, write_items
-    from bench.report.paired import ItemBootstrap, compare_seeds, contrast
+    from bench.report.paired import ItemBootstrap, contrast
 
     few, episodes = "few_shot_5way_1shot_accuracy", 600
     rng = np.random.default_rng(0)
@@ -167,3 +167,14 @@ def test_the_leaderboard_pairs_lines_over_the_items_their_rows_kept(tmp_path, mo
     assert expected.method == "paired" and expected.item_var < 0.1 * expected.seed_var
     unpaired = contrast([("b", seeds["b"], values["b"], False), ("a", seeds["a"], values["a"], False)], [1.0, -1.0], ItemBootstrap(), paired=False)
     assert unpaired.item_var > 10 * expected.item_var + 1e-6
+
+
+def test_rows_of_grids_with_different_report_options_need_the_flags():
+    from bench.errors import UserError
+
+    rows = [cell("r", loss, s, v) for loss, base in (("a", 0.9), ("b", 0.8)) for s, v in enumerate([base, base + 0.01])]
+    for r, margin in zip(rows, (0.01, 0.01, 0.02, 0.02)):
+        r["report"] = {"equivalence": margin}
+    with pytest.raises(UserError, match="different \\[report\\] options"):
+        table(rows)
+    assert table(rows, equivalence=0.5, target=0.02).set_index("loss").loc["b", "resolve_target"] == 0.02  # the flags decide

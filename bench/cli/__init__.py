@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.errors import UserError, check_output_file, finite_float, write_atomic
+from bench.errors import UserError, check_output_file, finite_float, positive_float, write_atomic
 
 console = Console(stderr=True)
 
@@ -91,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--metric", help="sort metric (default: the metric of a [search] whose rows these are, else verification_roc_auc)")
     board.add_argument("--out", type=Path, help="markdown file (default with one results file: it with .md; required with several)")
     board.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the leaderboard's full table (every column, unrounded) as CSV")
-    board.add_argument("--equivalence", type=_positive, metavar="DELTA",
+    board.add_argument("--equivalence", type=positive_float, metavar="DELTA",
                        help="call a line 'equivalent' to the best when its simultaneous interval lies inside ±DELTA (default: the grid's [report] equivalence, else never)")
-    board.add_argument("--target", type=_positive, metavar="DIFF",
+    board.add_argument("--target", type=positive_float, metavar="DIFF",
                        help="the difference 'seeds to detect' is asked of (default: the grid's [report] target, else 0.02)")
     board.set_defaults(func=cmd_leaderboard)
 
@@ -265,16 +264,6 @@ def cmd_leaderboard(args) -> int:
     _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv, sources=args.results,
                        equivalence=args.equivalence, target=args.target)  # a search file: its metric, as `bench run`
     return 0
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
 
 
 def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv: Path | None = None,

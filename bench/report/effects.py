@@ -16,8 +16,8 @@ from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
 from bench.report.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
-from bench.report.paired import ItemBootstrap, contrast, contrast_seeds, holm, shared_material
-from bench.report.variance import BALANCED, CONFIGURATION, Variance, heterogeneity, random_over_pairs, variance
+from bench.report.paired import Comparison, ItemBootstrap, contrast, contrast_seeds, holm, interval, shared_material
+from bench.report.variance import BALANCED, CONFIGURATION, Variance, variance
 
 PLUGIN_ARGS = {"backbone": "backbone_args.", "loss": "loss_args.", "dataset": "dataset_args."}
 SEEDS_ONLY = "seeds only"
@@ -181,12 +181,34 @@ def estimate(axis: str, level: str, reference: str, pairs: list[tuple[int, int]]
     tau2, i2 = heterogeneity(diffs, [pair.se ** 2 for pair in own])
     low, high, p = c.low, c.high, c.p
     if c.tested and k >= 2 and tau2 > 0:
-        _, _, low, high, p = random_over_pairs(c.estimate, c.se, c.df, tau2, k)
+        r = random_over_pairs(c, tau2, k)
+        low, high, p = r.low, r.high, r.p
         method = f"{RANDOM} · {method}"
     est, (low, high) = sign * c.estimate, sorted((sign * low, sign * high))
     agree = sum(1 for d in diffs if np.sign(d) == np.sign(est))
     return Effect(axis, level, reference, k, est, low, high, p, method, agree, smallest=min(diffs), largest=max(diffs),
                   tau2=tau2, i2=i2)
+
+
+# --- between matched pairs: how much an effect's pairs disagree -------------------------------------------------
+
+def heterogeneity(differences: list[float], own: list[float]) -> tuple[float, float]:
+    """(τ², I²) of k pair differences d_i with their own variances v_i (moment estimates): τ² = max(0, s²(d) − v̄),
+    the spread of the pairs' true differences beyond their own noise, and I² = τ² / (τ² + v̄), the share of the
+    pairs' spread it makes (0 when both are 0); (NaN, NaN) with one pair or a v_i unknown."""
+    d, v = np.asarray(differences, float), np.asarray(own, float)
+    if len(d) < 2 or not np.isfinite(v).all():
+        return math.nan, math.nan
+    within = float(v.mean())
+    tau2 = max(0.0, float(np.var(d, ddof=1)) - within)
+    return tau2, tau2 / (tau2 + within) if tau2 + within > 0 else 0.0
+
+
+def random_over_pairs(c: Comparison, tau2: float, k: int) -> Comparison:
+    """The mean over k pairs `c` with its interval counting that their true differences vary with τ² (the pairs'
+    contexts as a sample of contexts): variance se² + τ²/k, Welch–Satterthwaite's df over the two parts (the
+    contrast's own df for se², k − 1 for τ²/k) — bench.report.paired.interval with those two parts."""
+    return interval(c.estimate, 0.0, [(c.se ** 2, c.df), (tau2 / k, k - 1)], c.method, c.items, c.seed_spread)
 
 
 def contexts(pairs: list[tuple[int, int]], lines: list[Line], flat: list[dict], axes: dict[str, list[str]],

@@ -25,7 +25,7 @@ from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
 from bench.report.budget import budget_sentence, curve_means
 from bench.report.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of, numerics
-from bench.report.verdicts import (ALPHA, NOT_SEPARATED, TARGET, UNTESTED as UNTESTED_TEXT, gain_vs_untrained, identical_seeds, selected, signed,
+from bench.report.verdicts import (ALPHA, NOT_SEPARATED, TARGET, UNTESTED as UNTESTED_TEXT, UNTESTED_COMPARISON, gain_vs_untrained, identical_seeds, selected, signed,
                                    still_improving, tuned, versus_best)
 from bench.report.paired import ItemBootstrap
 
@@ -370,7 +370,7 @@ def _target(frame: pd.DataFrame) -> str:
 def _versus(r) -> str:
     """"not separated (paired, 3,120 items, p_adj=0.41)", "below (Welch, p_adj<0.001)", "best", "untested (1 seed)"."""
     if math.isnan(r.get("vs_best_p_adj", math.nan)):
-        return str(r["vs_best"]) + (f" ({r['vs_best_test']})" if r["vs_best"] == "untested" else "")
+        return str(r["vs_best"]) + (f" ({r['vs_best_test']})" if r["vs_best"] == UNTESTED_COMPARISON else "")
     return f"{r['vs_best']} ({r['vs_best_test']}, {_p(r['vs_best_p_adj'], 'p_adj')})"
 
 
@@ -454,7 +454,7 @@ def verdict(frame: pd.DataFrame, metric: str) -> str:
     equivalent = frame[frame["vs_best"].astype(str).str.startswith("equivalent")]
     below = int((frame["vs_best"] == "below").sum())
     compared = below + len(close) + len(equivalent)
-    untested = int(frame["vs_best"].isin([UNTESTED_TEXT, "untested"]).sum())
+    untested = int(frame["vs_best"].isin([UNTESTED_TEXT, UNTESTED_COMPARISON]).sum())
     seeds = sorted({int(n) for n in frame["ok"]})
     seeds_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     text = f"**Verdict** ({metric}, {seeds_text} ok seeds per line): best **{_escape(name(best))}** ({best[f'{metric}_mean']:.4f})"

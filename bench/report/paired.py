@@ -184,8 +184,7 @@ class ItemBootstrap:
     def __init__(self, resamples: int = RESAMPLES, seed: int = 0):
         self.resamples, self.seed = resamples, seed
         self._weights: dict[str, np.ndarray] = {}
-        self._lines: dict[tuple, np.ndarray] = {}
-        self._within: dict[tuple, float] = {}
+        self._lines: dict[tuple, tuple[np.ndarray, float]] = {}
 
     def weights(self, material: str, n: int) -> np.ndarray:
         """(B, n) multinomial counts: the same for every line with this material (the seed is derived from it)."""
@@ -203,25 +202,28 @@ class ItemBootstrap:
             h.update(b"|" if s.same is None else np.ascontiguousarray(s.same, dtype=bool).tobytes())
         return (key, independent, seeds[0].material, seeds[0].kind, h.hexdigest())
 
-    def line(self, key, seeds: list[ItemScores], independent: bool = False) -> np.ndarray:
-        """(B,) the line's metric, averaged over its seeds, under each resample of its items. `independent` draws
-        resamples of its own (the unpaired reference: as if no other line shared its items)."""
+    def _entry(self, key, seeds: list[ItemScores], independent: bool) -> tuple[np.ndarray, float]:
+        """(the line's (B,) series, the mean over its seeds of each seed's own bootstrap variance), computed once."""
         cache = self._cache(key, seeds, independent)
         if cache not in self._lines:
             material, n = seeds[0].material, len(seeds[0].values)
             w = self.weights(f"{material}:{key}" if independent else material, n)
             per_seed = [np.concatenate([item_metric(s, w[i:i + CHUNK]) for i in range(0, len(w), CHUNK)]) for s in seeds]
-            self._lines[cache] = np.mean(per_seed, axis=0)
-            self._within[cache] = float(np.mean([np.var(x, ddof=1) for x in per_seed]))
+            self._lines[cache] = (np.mean(per_seed, axis=0), float(np.mean([np.var(x, ddof=1) for x in per_seed])))
         return self._lines[cache]
+
+    def line(self, key, seeds: list[ItemScores], independent: bool = False) -> np.ndarray:
+        """(B,) the line's metric, averaged over its seeds, under each resample of its items. `independent` draws
+        resamples of its own (the unpaired reference: as if no other line shared its items)."""
+        return self._entry(key, seeds, independent)[0]
 
     def interaction(self, key, seeds: list[ItemScores]) -> float:
         """σ²_resid / (seeds · items): the seed × item noise in the line's mean, counted by both the item bootstrap
         and the seeds' spread; 0 with one seed (nothing to tell it from the seed part then)."""
         if len(seeds) < 2:
             return 0.0
-        mean = self.line(key, seeds)
-        return max(0.0, (self._within[self._cache(key, seeds, False)] - float(np.var(mean, ddof=1))) / (len(seeds) - 1))
+        mean, within = self._entry(key, seeds, False)
+        return max(0.0, (within - float(np.var(mean, ddof=1))) / (len(seeds) - 1))
 
 
 def shared_material(*lines: list[ItemScores] | None) -> str | None:

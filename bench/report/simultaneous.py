@@ -33,7 +33,7 @@ import numpy as np
 from scipy import stats
 
 from bench.items import ItemScores
-from bench.report.paired import LEVEL, Comparison, ItemBootstrap, interval, untested
+from bench.report.paired import LEVEL, Comparison, ItemBootstrap, contrast, contrast_seeds
 
 DRAWS = 20_000  # Monte-Carlo sd of q at the 95 % quantile: ~0.013 (k = 2, q = 1.96); about ±0.3 % on the level
 CHUNK = 2_000
@@ -59,24 +59,21 @@ class Family:
         self.spread = np.array([0.0 if m.fixed else float(np.var(m.values, ddof=1)) for m in members])
         self.n = np.array([len(m.values) for m in members])
         self.paired = k > 0 and all(m.items for m in members) and len({s.material for m in members for s in m.items}) == 1
-        self.items = len(members[0].items[0].values) if self.paired else 0
         self.item_cov = np.zeros((k, k))
         if self.paired:
             series = np.stack([boot.line(m.key, m.items) for m in members], axis=1)
             self.item_cov = np.atleast_2d(np.cov(series, rowvar=False, ddof=1))
             self.item_cov -= np.diag([0.0 if m.fixed else boot.interaction(m.key, m.items) for m in members])
-        self.draws, self.seed = draws, seed
+        self.boot, self.draws, self.seed = boot, draws, seed
         self._law: np.ndarray | None = None
 
     def compare(self, i: int, j: int) -> Comparison:
-        """Line i − line j with its own (unadjusted) 95 % interval: bench.report.paired.contrast's arithmetic."""
-        estimate = float(self.means[i] - self.means[j])
-        if any(self.n[x] < 2 and not self.members[x].fixed for x in (i, j)):
-            return untested(estimate, "1 seed", self.items)
-        item_var = max(0.0, float(self.item_cov[i, i] + self.item_cov[j, j] - 2 * self.item_cov[i, j]))
-        parts = [(self.spread[x] / self.n[x], int(self.n[x]) - 1) for x in (i, j) if self.spread[x] > 0]
-        method = "paired" if self.paired else "1-sample" if any(self.members[x].fixed for x in (i, j)) else "Welch"
-        return interval(estimate, item_var, parts, method, self.items, (float(self.spread[i]), float(self.spread[j])))
+        """Line i − line j with its own (unadjusted) 95 % interval: bench.report.paired's `contrast` over the shared
+        items when the family is paired, else `contrast_seeds` — the same arithmetic as `law`'s Σ."""
+        a, b = self.members[i], self.members[j]
+        if self.paired:
+            return contrast([(m.key, m.items, m.values, m.fixed) for m in (a, b)], [1.0, -1.0], self.boot)
+        return contrast_seeds([(a.values, a.fixed), (b.values, b.fixed)], [1.0, -1.0])
 
     def law(self) -> np.ndarray:
         """The DRAWS sorted values of max over pairs |Z_i − Z_j| / sd_ij, Z ~ N(0, Σ) (Σ made positive semi-definite

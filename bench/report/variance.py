@@ -1,8 +1,7 @@
 """How the variance of a metric splits. Over the seed rows of a comparison group: each axis's share, from a linear
 model of the per-seed values on the axes and their two-way interactions (those the design allows, or those chosen),
 fitted and tested by statsmodels (type-II ANOVA), the replicates' own share (seeds of one configuration around its
-mean) and a plain statement of how complete and balanced the design is. Over an effect's matched pairs: how much
-their own differences disagree beyond their noise (τ², I²) and the interval that counts it."""
+mean) and a plain statement of how complete and balanced the design is."""
 from __future__ import annotations
 
 import math
@@ -12,10 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bench.errors import UserError
-from bench.report.paired import LEVEL
 
 INSTALL = "pip install 'metric-bench[stats]'"
 CONFIGURATION = "configuration"  # the column naming a row's configuration (its line): its seeds are replicates
@@ -152,28 +149,3 @@ def design(data: pd.DataFrame, axes: list[str]) -> str:
     kind = BALANCED if complete and equal else " and ".join(w for w, bad in (("incomplete", not complete), ("unbalanced", not equal)) if bad)
     named = " × ".join(f"{a} ({n})" for a, n in zip(axes, levels))
     return f"{named}: {len(counts)} of {possible} level combinations present, {per} ({kind})"
-
-
-# --- between matched pairs: how much an effect's pairs disagree -------------------------------------------------
-
-def heterogeneity(differences: list[float], own: list[float]) -> tuple[float, float]:
-    """(τ², I²) of k pair differences d_i with their own variances v_i (moment estimates): τ² = max(0, s²(d) − v̄),
-    the spread of the pairs' true differences beyond their own noise, and I² = τ² / (τ² + v̄), the share of the
-    pairs' spread it makes (0 when both are 0); (NaN, NaN) with one pair or a v_i unknown."""
-    d, v = np.asarray(differences, float), np.asarray(own, float)
-    if len(d) < 2 or not np.isfinite(v).all():
-        return math.nan, math.nan
-    within = float(v.mean())
-    tau2 = max(0.0, float(np.var(d, ddof=1)) - within)
-    return tau2, tau2 / (tau2 + within) if tau2 + within > 0 else 0.0
-
-
-def random_over_pairs(estimate: float, se: float, df: float, tau2: float, k: int) -> tuple[float, float, float, float, float]:
-    """(se, df, low, high, p) of a mean over k pairs whose true differences vary with τ² (the pairs' contexts as a
-    sample of contexts): variance V = se² + τ²/k, Welch–Satterthwaite's df = V² / (se⁴/df + (τ²/k)²/(k − 1)) (the
-    contrast's own df for its part, k − 1 for τ²/k), estimate ± t_{0.975}(df) · √V and the two-sided p of the t."""
-    between = tau2 / k
-    var = se * se + between
-    df = var * var / ((se ** 4 / df if math.isfinite(df) else 0.0) + between * between / (k - 1))
-    half = float(stats.t.ppf((1 + LEVEL) / 2, df)) * math.sqrt(var)
-    return math.sqrt(var), df, estimate - half, estimate + half, float(2 * stats.t.sf(abs(estimate) / math.sqrt(var), df))

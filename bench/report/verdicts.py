@@ -15,11 +15,12 @@ from bench.config import HEAD_ARGS
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line, curve_of
-from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, seeds_to_resolve, shared_material
+from bench.report.paired import UNTESTED as UNTESTED_PAIR, Comparison, ItemBootstrap, compare_seeds, contrast, seeds_to_resolve, shared_material
 from bench.report.simultaneous import Family, Member
 
 ALPHA = 0.05  # the family's error rate: P(any false "below") ≤ ALPHA; still improving needs p < ALPHA
-UNTESTED = "1 seed: untested"
+UNTESTED = "1 seed: untested"  # a line with one ok seed: no spread to test, wherever its mean ranks
+UNTESTED_COMPARISON = "untested"  # a comparison with no variance (identical seeds on both sides, no items)
 NOT_SEPARATED = "not separated"
 TARGET = 0.02  # the difference seeds_to_resolve is asked of, unless the grid's [report] target says another
 NUMBERS = ("vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_adj", "critical", "detectable", "seeds_to_resolve")
@@ -122,7 +123,7 @@ def versus_best(group: list[Line], metric: str, load=None, boot=None, equivalenc
         c = family.simultaneous(own)
         out["vs_best_delta"][i] = c.estimate
         if not c.tested:
-            out["vs_best"][i], out["vs_best_test"][i] = "untested", c.method.removeprefix("untested: ")
+            out["vs_best"][i], out["vs_best_test"][i] = UNTESTED_COMPARISON, c.method.removeprefix(f"{UNTESTED_PAIR}: ")
             continue
         below = better(metric) * c.estimate < 0 and (c.high < 0 or c.low > 0)
         equivalent = equivalence is not None and -equivalence < c.low and c.high < equivalence
@@ -131,7 +132,7 @@ def versus_best(group: list[Line], metric: str, load=None, boot=None, equivalenc
         for column, value in (("vs_best_low", c.low), ("vs_best_high", c.high), ("vs_best_p", own.p),
                               ("vs_best_p_adj", c.p), ("detectable", c.detectable), ("critical", c.critical)):
             out[column][i] = value
-        if not below and (need := seeds_to_resolve(target, c, level=level)) is not None:
+        if out["vs_best"][i] == NOT_SEPARATED and (need := seeds_to_resolve(target, c, level=level)) is not None:
             out["seeds_to_resolve"][i] = need
     return out
 
