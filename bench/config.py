@@ -26,7 +26,7 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast + channels_last where the hardware has fast bf16, else fp32
     m_per_class: int = 4  # images per class in m_per_class batches
-    augment: Literal["none", "koch", "flip_crop"] = "none"  # training images only; koch: Koch et al.'s affine
+    augment: Literal["none", "koch", "flip_crop", "natural"] = "none"  # training images only; koch: Koch et al.'s affine; natural: the Reality Check's flip + crop
     schedule: Literal["constant", "cosine"] = "constant"  # lr schedule over the fraction of the binding budget limit
     warmup: float = 0.0  # fraction of the budget with a linear lr warm-up from 0 (any schedule)
     select: Literal["last", "best"] = "last"  # best: the curve point best on validation (eval.select_metric) is scored on test

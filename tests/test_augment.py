@@ -15,7 +15,7 @@ def _batch(n=6, c=1, h=11, w=15, seed=0) -> torch.Tensor:
     return torch.randint(0, 256, (n, c, h, w), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("name", ["none", "koch", "flip_crop"])
+@pytest.mark.parametrize("name", ["none", "koch", "flip_crop", "natural"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shape_dtype_and_seed_determinism(name, channels):
     x = _batch(c=channels)
@@ -100,6 +100,16 @@ def test_flip_crop_flip_only_mirrors_and_crops_stay_inside():
     assert p["size"].max() <= 1.0 and area.min() >= 0.8 * 0.75 - 1e-9 and area.max() <= 1.0
     assert (p["centre"].abs() <= 1 - p["size"] + 1e-12).all()  # the crop never leaves the image
     assert abs(p["flip"].double().mean().item() - 0.5) < 0.05
+
+
+def test_natural_is_the_reality_checks_random_resized_crop_and_flip():
+    """16–100 % of the area at aspect 3/4–4/3 (torchvision's RandomResizedCrop(scale=(0.16, 1))) and a coin-flip mirror."""
+    augment = make_augment("natural", 0)
+    assert augment.record()["params"] == {"flip_p": 0.5, "area": (0.16, 1.0), "ratio": (3 / 4, 4 / 3), "padding": "border"}
+    p = augment.transform.sample(4000, torch.Generator().manual_seed(1))
+    area, aspect = p["size"].prod(1), p["size"][:, 0] / p["size"][:, 1]
+    assert area.min() < 0.2 and area.max() > 0.95 and area.min() >= 0.16 * 0.75 - 1e-9  # sides capped at the image's
+    assert aspect.min() >= 3 / 4 * 0.75 - 1e-9 and (p["centre"].abs() <= 1 - p["size"] + 1e-12).all()
 
 
 def test_unknown_augmentation_suggests_a_name():

@@ -56,7 +56,7 @@ def test_every_loss_builds_and_backpropagates(name):
 
 
 def test_every_dataset_builds(tmp_path):
-    from datafixtures import make_csv, make_folder, omniglot_zip, write_idx_set
+    from datafixtures import make_cars, make_csv, make_cub, make_folder, make_grocery, make_inshop, make_sop, omniglot_zip, write_idx_set
 
     make_folder(tmp_path / "folder")
     manifest = make_csv(tmp_path / "csv", [("a0.png", "a"), ("a1.png", "a"), ("b0.png", "b"), ("b1.png", "b")], header="path,label")
@@ -64,7 +64,10 @@ def test_every_dataset_builds(tmp_path):
     omniglot_zip(tmp_path / "omniglot" / "images_background.zip", "images_background", {"Greek": 2})
     omniglot_zip(tmp_path / "omniglot" / "images_evaluation.zip", "images_evaluation", {"Tifinagh": 2})
     args = {"folder": {"root": str(tmp_path / "folder")}, "csv": {"manifest": str(manifest)},
-            "mnist": {"root": str(tmp_path / "idx")}, "omniglot": {"root": str(tmp_path / "omniglot")}}
+            "mnist": {"root": str(tmp_path / "idx")}, "omniglot": {"root": str(tmp_path / "omniglot")},
+            "grocery": {"root": str(make_grocery(tmp_path / "grocery")), "image_size": 16}, "cub": {"root": str(make_cub(tmp_path)), "image_size": 8},
+            "cars196": {"root": str(make_cars(tmp_path / "cars")), "image_size": 8}, "sop": {"root": str(make_sop(tmp_path)), "image_size": 8},
+            "inshop": {"root": str(make_inshop(tmp_path / "inshop")), "image_size": 8}}
     for name, _ in DATASETS.list():
         data = DATASETS.get(name).factory(**args.get(name, {}))
         assert isinstance(data, LabelledImages) and len(data.class_names) >= 2

@@ -73,7 +73,7 @@ def query_gallery(files: list[Path], roles: list[str], where: str) -> tuple[list
 
 def embed_files(loaded, files: list[Path], device, progress=None, max_pixels: int | None = None):
     """Embeddings (N, D) float32 of `files`, a chunk of decoded images at a time, decoded as the checkpoint's
-    dataset decoded its files (background, pixel limit) and fitted to the training data's size and channels."""
+    dataset decoded its files (background, pixel limit, resize) and fitted to the training data's size and channels."""
     import torch
 
     from bench.data.common import check_max_pixels, decode_images
@@ -88,7 +88,8 @@ def embed_files(loaded, files: list[Path], device, progress=None, max_pixels: in
     loaded.model.to(device)
     for start in range(0, len(files), CHUNK):
         names = [str(f) for f in files[start:start + CHUNK]]
-        decoded = decode_images(names, str, "bench embed", size, channels, background, limit, raise_limit="--max-pixels {n}")
+        decoded = decode_images(names, str, "bench embed", size, channels, background, limit, raise_limit="--max-pixels {n}",
+                                resize=loaded.decoding.get("resize", "square"))
         fitted, _ = fit_to_spec(decoded, loaded.native)
         chunks.append(embed(loaded.model, fitted, lambda x: normalize(x, loaded.spec), loaded.batch_size, device, loaded.bf16))
         if progress is not None:

@@ -1,5 +1,5 @@
 """Seeded, batched augmentation of uint8 training images: none, Koch et al. 2015's affine distortions, or a
-random flip + resized crop. One affine warp per batch (affine_grid + grid_sample), on the batch's device."""
+random flip + resized crop (mild, or the Reality Check's natural-image range). One affine warp per batch (affine_grid + grid_sample), on the batch's device."""
 from __future__ import annotations
 
 import difflib
@@ -124,11 +124,17 @@ class Augment:
         return {"name": self.name, "seed": self.seed, **({"params": asdict(self.transform)} if self.transform else {})}
 
 
-AUGMENTATIONS = {"none": lambda: None, "koch": KochAffine, "flip_crop": FlipCrop}
+def natural() -> FlipCrop:
+    """The usual natural-image training augmentation, as "A Metric Learning Reality Check" (Musgrave et al. 2020)
+    trains: a horizontal flip (p = 0.5) and a random resized crop of 16–100 % of the area, aspect 3/4–4/3."""
+    return FlipCrop(area=(0.16, 1.0))
+
+
+AUGMENTATIONS = {"none": lambda: None, "koch": KochAffine, "flip_crop": FlipCrop, "natural": natural}
 
 
 def make_augment(name: str, seed: int) -> Augment:
-    """The augmentation called `name` ("none", "koch", "flip_crop"), seeded; for training batches only."""
+    """The augmentation called `name` ("none", "koch", "flip_crop", "natural"), seeded; for training batches only."""
     if name not in AUGMENTATIONS:
         close = difflib.get_close_matches(name, AUGMENTATIONS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

@@ -19,6 +19,7 @@ GRAY_MODES = {"1", "L", "LA", "La", "F"} | SIXTEEN_BIT_MODES
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 ROLE_NAMES = ("query", "gallery")
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
+RESIZES = ("square", "shorter_center_crop")
 
 
 def parse_background(value: object, where: str) -> tuple[int, int, int]:
@@ -31,6 +32,14 @@ def parse_background(value: object, where: str) -> tuple[int, int, int]:
     raise UserError(f"{where}: background = {value!r} — use \"white\", \"black\" or a colour \"#rrggbb\" (e.g. \"#808080\")")
 
 
+def check_resize(value: object, where: str) -> str:
+    """How `image_size` makes an image square: "square" stretches it, "shorter_center_crop" keeps its aspect."""
+    if value not in RESIZES:
+        raise UserError(f"{where}: resize = {value!r} — use \"square\" (stretch to image_size × image_size) or "
+                        f"\"shorter_center_crop\" (shorter side to image_size, then the centre square)")
+    return str(value)
+
+
 def check_max_pixels(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UserError(f"{where}: max_pixels = {value!r} — use 0 (Pillow's own limit) or the largest width × height to accept")
@@ -39,11 +48,13 @@ def check_max_pixels(value: object, where: str) -> int:
 
 def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[bytes]], where: str, image_size: int = 0,
                   channels: int = 0, background: tuple[int, int, int] | None = None, max_pixels: int = 0,
-                  raise_limit: str = "the dataset argument max_pixels = {n}") -> np.ndarray:
+                  raise_limit: str = "the dataset argument max_pixels = {n}", resize: str = "square") -> np.ndarray:
     """Decode every image once with Pillow into one uint8 (N, C, H, W) array.
 
-    `open_file(name)` gives a path or a binary file object (a zip member). `image_size` resizes to a square
-    (0 = keep the size, which must then be the same for all); `channels` is 1, 3 or 0 (3 if any image has
+    `open_file(name)` gives a path or a binary file object (a zip member). `image_size` makes every image an
+    `image_size` square (0 = keep the size, which must then be the same for all): `resize = "square"` stretches
+    it; "shorter_center_crop" scales its shorter side to `image_size` and keeps the centre square (the
+    natural-image evaluation pipeline: the aspect ratio is kept, the ends of the longer side are cut); `channels` is 1, 3 or 0 (3 if any image has
     colour, else 1). A file Pillow cannot read fails with its name.
     Product-photo conventions: EXIF orientation is applied; images with alpha (RGBA, LA, a tRNS chunk) are
     alpha-blended onto `background` (an RGB triple; None drops the alpha and keeps the colour under it);
@@ -65,12 +76,19 @@ def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[byte
             if im.size != size:
                 if not image_size:
                     raise UserError(f"{where}: {name!r} is {im.size[0]}x{im.size[1]} but {first!r} is {size[0]}x{size[1]} — set image_size to resize all images to one size")
-                im = im.resize(size, Image.BILINEAR, reducing_gap=3.0)
+                im = im.resize(size, Image.BILINEAR, box=_centre_square(im.size) if resize == "shorter_center_crop" else None, reducing_gap=3.0)
             a = np.asarray(im, dtype=np.uint8)
             arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     if not channels and any(a.shape[0] == 3 for a in arrays):  # mixed: gray images join as gray RGB
         arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
     return np.stack(arrays)
+
+
+def _centre_square(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The (left, upper, right, lower) box of the largest centred square in a `size` (width, height) image."""
+    w, h = size
+    side = min(w, h)
+    return ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
 
 
 @contextlib.contextmanager

@@ -8,8 +8,10 @@ from typing import Sequence
 import numpy as np
 
 from bench.data.files import csv, folder
+from bench.data.grocery import grocery
 from bench.data.idx import mnist
 from bench.data.omniglot import omniglot
+from bench.data.standard import cars196, cub, inshop, sop
 from bench.errors import UserError
 from bench.plugins import DATASETS, LabelledImages
 
@@ -17,6 +19,11 @@ DATASETS.register("folder")(folder)
 DATASETS.register("csv")(csv)
 DATASETS.register("mnist")(mnist)
 DATASETS.register("omniglot")(omniglot)
+DATASETS.register("cub")(cub)
+DATASETS.register("cars196")(cars196)
+DATASETS.register("sop")(sop)
+DATASETS.register("inshop")(inshop)
+DATASETS.register("grocery")(grocery)
 
 
 @DATASETS.register("digits")

@@ -13,6 +13,7 @@ from bench.data.common import (
     ROLE_NAMES,
     check_labels,
     check_max_pixels,
+    check_resize,
     decode_images,
     encode_labels,
     parse_background,
@@ -21,10 +22,12 @@ from bench.errors import UserError
 from bench.plugins import SPLIT_NAMES, LabelledImages
 
 
-def folder(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0) -> LabelledImages:
+def folder(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
+           resize: str = "square") -> LabelledImages:
     """One sub-folder per class of image files (searched recursively); files directly in `root` are ignored.
 
-    Images are decoded once with Pillow; `image_size` resizes all to a square (0 = keep, all must match);
+    Images are decoded once with Pillow; `image_size` resizes all to a square (0 = keep, all must match) by
+    `resize`: "square" stretches, "shorter_center_crop" scales the shorter side and keeps the centre square;
     `channels` is 1, 3 or 0 (3 if any image has colour, else 1); transparent pixels are blended onto
     `background` ("white", "black" or "#rrggbb"); `max_pixels` raises Pillow's decompression-bomb limit
     (0 = Pillow's). A class folder may instead hold `query/` and `gallery/` sub-folders: their images get
@@ -32,15 +35,15 @@ def folder(root: str, image_size: int = 0, channels: int = 0, background: str = 
     any other file that is not an image is an error, so a stray file never silently changes a class.
     """
     where = "dataset folder"
-    rgb, max_pixels = parse_background(background, where), check_max_pixels(max_pixels, where)
+    rgb, max_pixels, resize = parse_background(background, where), check_max_pixels(max_pixels, where), check_resize(resize, where)
     base, names, files = folder_files(root, where)
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[c] for c, _, _ in files], dtype=np.int64)
     check_labels(labels, names, None, f"{where} {str(base)!r}")
-    images = decode_images([str(f) for _, f, _ in files], str, where, image_size, channels, rgb, max_pixels)
+    images = decode_images([str(f) for _, f, _ in files], str, where, image_size, channels, rgb, max_pixels, resize=resize)
     roles = [role for _, _, role in files]
     attributes = {"role": np.array(roles)} if any(roles) else {}
-    return LabelledImages(images, labels, names, meta={"root": str(base), "decoding": _decoding(rgb, max_pixels)}, attributes=attributes)
+    return LabelledImages(images, labels, names, meta={"root": str(base), "decoding": decoding(rgb, max_pixels, resize)}, attributes=attributes)
 
 
 def folder_files(root: str | Path, where: str) -> tuple[Path, tuple[str, ...], list[tuple[str, Path, str]]]:
@@ -76,30 +79,32 @@ def _class_images(c: Path, base: Path, where: str) -> list[tuple[str, Path, str]
     return found
 
 
-def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0) -> LabelledImages:
+def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
+        resize: str = "square") -> LabelledImages:
     """A CSV manifest with columns `path,label` and optionally `split` and `role`, the way product catalogues are kept.
 
     `path` is relative to the manifest's folder (or absolute); `label` is a class name or an integer id;
     `split` (train | val | test, all rows or none) makes the dataset bring its own class-disjoint split;
     `role` (query | gallery, all rows or none) goes to `attributes["role"]`.
-    `image_size`, `channels`, `background` and `max_pixels` as for `folder`.
+    `image_size`, `channels`, `background`, `max_pixels` and `resize` as for `folder`.
     """
     where = "dataset csv"
-    rgb, max_pixels = parse_background(background, where), check_max_pixels(max_pixels, where)
+    rgb, max_pixels, resize = parse_background(background, where), check_max_pixels(max_pixels, where), check_resize(resize, where)
     file, rows, paths, raw_labels, origins = manifest_entries(manifest, where)
     split = _all_or_none("split", [row.get("split") for _, row in rows], SPLIT_NAMES, origins, where)
     role = _all_or_none("role", [row.get("role") for _, row in rows], ROLE_NAMES, origins, where)
     labels, names = encode_labels(raw_labels, where, origins)
     check_labels(labels, names, split, f"{where} {str(file)!r}")
-    images = decode_images(paths, str, where, image_size, channels, rgb, max_pixels)
+    images = decode_images(paths, str, where, image_size, channels, rgb, max_pixels, resize=resize)
     attributes = {"role": role} if role is not None else {}
-    return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file), "decoding": _decoding(rgb, max_pixels)},
+    return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file), "decoding": decoding(rgb, max_pixels, resize)},
                           attributes=attributes)
 
 
-def _decoding(background: tuple[int, int, int], max_pixels: int) -> dict:
-    """How the files were decoded, as a checkpoint records it so that `bench embed` decodes new files the same way."""
-    return {"background": list(background), "max_pixels": max_pixels}
+def decoding(background: tuple[int, int, int], max_pixels: int, resize: str = "square") -> dict:
+    """How the files were decoded, as a checkpoint records it so that `bench embed` decodes new files the same way
+    ("resize" only when it is not the default stretch, so older records read the same)."""
+    return {"background": list(background), "max_pixels": max_pixels, **({"resize": resize} if resize != "square" else {})}
 
 
 def manifest_entries(manifest: str | Path, where: str) -> tuple[Path, list, list[str], list[str], list[str]]:

@@ -56,7 +56,7 @@ class Loaded:
     spec: InputSpec  # what is fed (after preprocessing)
     native: InputSpec  # the backbone's own input: size and channels images are fitted to
     decoded: dict  # {"channels", "size"}: how the training data was decoded, before fitting
-    decoding: dict  # {"background": [r, g, b] | None, "max_pixels": int}: how the dataset decoded image files
+    decoding: dict  # {"background": [r, g, b] | None, "max_pixels": int[, "resize": str]}: how the dataset decoded image files
     distance: str
     threshold: float | None  # the validation split's verification threshold, if the cell had one
     bf16: bool
