@@ -38,7 +38,8 @@ INERT = (
 )
 FAMILIES: dict[str, Registry] = {"backbone": BACKBONES, "loss": LOSSES, "dataset": DATASETS}
 TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES, "resources", "slurm", "search", "report")
-REPORT = {"equivalence": "the margin δ within which a line is 'equivalent' to the best (its simultaneous interval inside ±δ); none by default",
+REPORT = {"metric": "the score every view ranks lines by unless --metric says otherwise (default: a search's metric, else verification_roc_auc)",
+          "equivalence": "the margin δ within which a line is 'equivalent' to the best (its simultaneous interval inside ±δ); none by default",
           "target": "the difference 'seeds to detect' is asked of (default 0.02)"}
 CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments the runner passes itself
 
@@ -91,14 +92,18 @@ def parse_grid(raw: dict, where: str, default_name: str = "grid") -> Grid:
 
 
 def _report(table: Any, where: str) -> dict:
-    """[report]: positive finite numbers for the keys of REPORT (what the leaderboard's verdicts read from the rows)."""
+    """[report]: the views' metric (a score) and positive finite numbers for the other keys of REPORT (what the
+    leaderboard, report, effects, plots and MLflow read from the rows)."""
     if not isinstance(table, dict):
-        raise UserError(f"{where}: [report] must be a table, e.g. [report] equivalence = 0.01")
+        raise UserError(f"{where}: [report] must be a table, e.g. [report] metric = \"recall_at_1\"")
     _no_unknown(table, tuple(REPORT), where, "[report]")
     for key, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if key == "metric":
+            if not isinstance(value, str) or (d := definition(value)) is None or d.direction == "none":
+                raise UserError(f"{where}: [report] metric = {value!r} is not a score (see README 'What is measured'), e.g. \"recall_at_1\"")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise UserError(f"{where}: [report] {key} = {value!r} must be a positive number — {REPORT[key]}")
-    return {k: float(v) for k, v in table.items()}
+    return {k: v if k == "metric" else float(v) for k, v in table.items()}
 
 
 def _run_table(table: Any, spec: dict, where: str, name: str) -> dict:

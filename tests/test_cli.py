@@ -21,6 +21,7 @@ batch_size = 12
 [eval]
 recall_k = [1, 4]
 [report]
+metric = "recall_at_1"
 equivalence = 0.5
 [axes]
 backbone = ["koch", "timm/resnet10t"]
@@ -94,13 +95,13 @@ def test_run_writes_one_ok_row_per_cell(ran):
     assert resnet["input"]["channel_conversion"] == "gray replicated to 3" and resnet["input"]["resize"]
     for r in got:
         assert r["metrics"]["distance"] == ("l1" if r["config"]["loss"] == "bce_l1" else "cosine")
-        assert r["report"] == {"equivalence": 0.5} and "report" not in r["config"]  # the grid's [report], beside the identity
+        assert r["report"] == {"metric": "recall_at_1", "equivalence": 0.5} and "report" not in r["config"]  # the grid's [report], beside the identity
 
 
 def test_leaderboard_markdown_has_one_line_per_configuration(ran):
     cwd, proc = ran
     text = (cwd / "results" / "e2e.md").read_text()
-    assert text in proc.stdout
+    assert text in proc.stdout and "Sorted by **recall_at_1**" in text  # the grid's [report] metric
     table = [l for l in text.splitlines() if l.startswith("| ") and not l.startswith("| #")]
     assert len(table) == 4  # koch·bce_l1 (1 seed) + resnet10t × 3 losses (2 seeds)
     assert sum(" ± " in l for l in table) == 3
@@ -118,9 +119,11 @@ def test_rerun_skips_done_cells(ran, cli):
 
 def test_leaderboard_command_and_metric_choice(ran, cli):
     cwd, _ = ran
-    proc = cli("leaderboard", "results/e2e.jsonl", "--metric", "recall_at_1", "--out", "board.md", cwd=cwd)
+    proc = cli("leaderboard", "results/e2e.jsonl", "--out", "board.md", cwd=cwd)  # the plain command: the rows' [report] metric
     assert proc.returncode == 0, proc.stderr
-    assert "Sorted by **recall_at_1**" in (cwd / "board.md").read_text()
+    assert (cwd / "board.md").read_text() == (cwd / "results" / "e2e.md").read_text()  # what the run wrote, regenerated
+    other = cli("leaderboard", "results/e2e.jsonl", "--metric", "verification_roc_auc", "--out", "auc.md", cwd=cwd)
+    assert other.returncode == 0 and "Sorted by **verification_roc_auc**" in (cwd / "auc.md").read_text()  # --metric still decides
     lines = [l for l in (cwd / "board.md").read_text().splitlines() if l.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("| ").split(" | ")]
     column = header.index("recall_at_1")  # by name: the key columns before it vary with the grid

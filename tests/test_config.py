@@ -164,7 +164,9 @@ def test_report_table_is_checked_and_kept_out_of_the_cells_identity():
     plain, judged = parse_grid(grid(), "g.toml"), parse_grid(grid(report={"equivalence": 0.01, "target": 0.03}), "g.toml")
     assert judged.report == {"equivalence": 0.01, "target": 0.03} and plain.report == {}
     assert [c.cell_id for c in judged.cells] == [c.cell_id for c in plain.cells]  # how lines are judged is not what a cell is
-    for bad, said in (({"equivalence": -1}, "must be a positive number"), ({"margin": 0.1}, "unknown key 'margin' in \\[report\\]; allowed: equivalence, target"),
-                      ({"target": True}, "must be a positive number")):
+    assert parse_grid(grid(report={"metric": "recall_at_1"}), "g.toml").report == {"metric": "recall_at_1"}
+    for bad, said in (({"equivalence": -1}, "must be a positive number"), ({"margin": 0.1}, "unknown key 'margin' in \\[report\\]; allowed: metric, equivalence, target"),
+                      ({"target": True}, "must be a positive number"), ({"metric": "recall_at_one"}, "metric = 'recall_at_one' is not a score"),
+                      ({"metric": "verification_pairs"}, "is not a score"), ({"metric": 1}, "metric = 1 is not a score")):
         with pytest.raises(UserError, match=said):
             parse_grid(grid(report=bad), "g.toml")

@@ -231,6 +231,47 @@ def test_the_page_in_a_real_browser(built, browser):
     assert browser.execute_script("return window.__pwned === undefined")
 
 
+CARRIED = re.compile(r"^(p\s*([=<\u2264])\s*)?([+\-\u2212]?(\d[\d,]*\.?\d*|\.\d+)(e[+\-]?\d+)?)", re.I)
+
+
+def carried(text: str) -> float:
+    """The number a cell carries as the page sorts it (at its start, after an optional p= / p<), else NaN."""
+    m = CARRIED.match(text)
+    if not m:
+        return math.nan
+    value = float(m[3].replace("\u2212", "-").replace(",", ""))
+    return value * (1 - 1e-9) - 1e-300 if m[2] and m[2] != "=" else value
+
+
+def test_every_column_of_every_table_sorts_by_the_number_its_cells_carry(built, browser):
+    """Click each header twice: numbers in order (ascending, then descending), cells without a number after them,
+    empty cells last — on mixed columns too (gain vs untrained with "(baseline)", the effects' p = / p < columns)."""
+    from selenium.webdriver.common.by import By
+
+    out, _ = built
+    browser.get(out.as_uri())
+    tables = browser.find_elements(By.CSS_SELECTOR, "table.sortable")
+    clicked, mixed = 0, 0
+    for table in tables:
+        heads = table.find_elements(By.CSS_SELECTOR, "thead th")
+        for at, head in enumerate(heads):
+            for descending in (False, True):
+                browser.execute_script("arguments[0].click()", head)
+                keys = column(browser, table, at)
+                filled = [k for k in keys if k not in ("", "\u2014")]
+                numbers = [carried(k) for k in filled]
+                if not filled or 2 * sum(not math.isnan(n) for n in numbers) < len(filled):
+                    assert keys[:len(filled)] == filled  # a text column: empty cells last
+                    continue
+                rank = [2 if k in ("", "\u2014") else int(math.isnan(carried(k))) for k in keys]
+                assert rank == sorted(rank), (head.text, keys)  # numbers, then the cells without one, then empty cells
+                shown = [n for n in numbers if not math.isnan(n)]
+                assert shown == sorted(shown, reverse=descending), (head.text, keys)
+                clicked += 1
+                mixed += any(math.isnan(n) for n in numbers)
+    assert clicked >= 20 and mixed >= 1  # the page has numeric columns, some of them mixed
+
+
 def test_the_page_says_what_the_markdown_says_under_each_table():
     """The notes under a group's table come from the leaderboard's one `group_notes`: rows run at two thread counts
     are said to be so in the page as in the markdown."""

@@ -178,3 +178,20 @@ def test_rows_of_grids_with_different_report_options_need_the_flags():
     with pytest.raises(UserError, match="different \\[report\\] options"):
         table(rows)
     assert table(rows, equivalence=0.5, target=0.02).set_index("loss").loc["b", "resolve_target"] == 0.02  # the flags decide
+
+
+def test_the_views_default_metric_is_the_rows_report_metric():
+    from bench.errors import UserError
+    from bench.report.leaderboard import DEFAULT_METRIC, default_metric
+
+    rows = [cell("r", loss, s, v) for loss, base in (("a", 0.9), ("b", 0.8)) for s, v in enumerate([base, base + 0.01])]
+    assert default_metric(rows) == DEFAULT_METRIC
+    for r in rows:
+        r["report"] = {"metric": "recall_at_1", "equivalence": 0.01}
+    assert default_metric(rows) == "recall_at_1"
+    rows[0]["search"] = {"metric": "map_at_r"}  # a declared metric wins over a search's
+    assert default_metric(rows) == "recall_at_1"
+    table(rows, "verification_roc_auc")  # one metric and the same judging options: no conflict
+    rows[1]["report"] = {"metric": "map_at_r", "equivalence": 0.01}
+    with pytest.raises(UserError, match="different \\[report\\] metrics \\(map_at_r, recall_at_1\\)"):
+        default_metric(rows)

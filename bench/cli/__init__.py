@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grid", required=True, type=Path, help="grid TOML file")
     run.add_argument("--results", type=Path, help="results JSONL (default results/<grid name>.jsonl)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--metric", help="leaderboard sort metric (default: the [search] metric, else verification_roc_auc)")
+    run.add_argument("--metric", help="leaderboard sort metric (default: the grid's [report] metric, else the [search] metric, else verification_roc_auc)")
     run.add_argument("--rerun", default="none", choices=["none", "failed", "all"],
                      help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; all: rerun every cell")
     run.add_argument("--cell-timeout", type=finite_float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", parents=[common], help="print and write the markdown leaderboard of one or more results files")
     board.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl",
                        help="results files, merged into one table by cell_id: a later file's row for a cell supersedes an earlier file's")
-    board.add_argument("--metric", help="sort metric (default: the metric of a [search] whose rows these are, else verification_roc_auc)")
+    board.add_argument("--metric", help="sort metric (default: the rows' [report] metric, else the metric of a [search] whose rows these are, else verification_roc_auc)")
     board.add_argument("--out", type=Path, help="markdown file (default with one results file: it with .md; required with several)")
     board.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the leaderboard's full table (every column, unrounded) as CSV")
     board.add_argument("--equivalence", type=positive_float, metavar="DELTA",
@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
     grid = load_grid(args.grid)
     from bench.run.runner import RunOptions, run_grid  # after the grid's checks: it imports torch and the training code
 
-    metric = args.metric or (grid.search.metric if grid.search else "verification_roc_auc")
+    metric = args.metric or grid.report.get("metric") or (grid.search.metric if grid.search else "verification_roc_auc")
     results = args.results or Path("results") / f"{grid.name}.jsonl"
     check_output_file(results, "--results")  # before any training: the rows and the leaderboard must land
     check_output_file(results.with_suffix(".md"), "--results (its leaderboard .md)")

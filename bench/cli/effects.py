@@ -21,7 +21,7 @@ def add_parser(sub, common) -> None:
                                    "p, the contexts it covers and how much its pairs disagree; and a type-II ANOVA of the seed rows "
                                    "with the replicates' share (statsmodels: pip install 'metric-bench[stats]').")
     p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
-    p.add_argument("--metric", help="a score (default: a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
+    p.add_argument("--metric", help="a score (default: the rows' [report] metric, else a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
     p.add_argument("--axes", nargs="+", metavar="AXIS", help="report only these axes (flattened option names, e.g. loss model.freeze)")
     p.add_argument("--reference", nargs="+", action="extend", default=[], metavar="AXIS=LEVEL",
                    help="the level an axis's other levels are compared with (default: its first level in grid order)")

@@ -19,7 +19,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNGs (default: <first results file's stem>_plots/ beside it)")
     p.add_argument("--metric", help="ranks the configurations and is the bar chart's and the curves' metric "
-                   "(default: a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
+                   "(default: the rows' [report] metric, else a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
     p.add_argument("--log-fpr", action="store_true", help="draw the ROC's false-accept axis on a log scale (the low-FAR region)")
     p.set_defaults(func=cmd_plot)
 

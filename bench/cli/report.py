@@ -22,7 +22,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
     p.add_argument("--out", type=Path, metavar="FILE.html", help="the page (default with one results file: it with .html; "
                    "required with several); its folder must exist")
-    p.add_argument("--metric", help="ranks the lines (default: a search file's search metric, else verification_roc_auc, "
+    p.add_argument("--metric", help="ranks the lines (default: the rows' [report] metric, else a search file's search metric, else verification_roc_auc, "
                    "as `bench leaderboard`)")
     p.set_defaults(func=cmd_report)
 

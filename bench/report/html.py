@@ -53,23 +53,32 @@ SCRIPT = """
     var s = cell.getAttribute("data-sort");
     return s === null ? cell.textContent.trim() : s;
   }
+  // the number a cell carries: at its start, after an optional "p=" / "p<" / "p≤" (a p-value), with a Unicode
+  // minus and thousands commas read as numbers; "p<0.001" sorts just below 0.001. NaN when the cell starts with text.
   function number(s) {
-    var m = /^[+\\-\\u2212]?(\\d+\\.?\\d*|\\.\\d+)(e[+\\-]?\\d+)?/i.exec(s);
-    return m ? parseFloat(m[0].replace("\\u2212", "-")) : NaN;
+    var m = /^(p\s*([=<\u2264])\s*)?([+\-\u2212]?(\d[\d,]*\.?\d*|\.\d+)(e[+\-]?\d+)?)/i.exec(s);
+    if (!m) { return NaN; }
+    var v = parseFloat(m[3].replace("\u2212", "-").replace(/,/g, ""));
+    return m[2] && m[2] !== "=" ? v * (1 - 1e-9) - 1e-300 : v;
   }
-  function missing(s) { return s === "" || s === "\\u2014"; }
+  function missing(s) { return s === "" || s === "\u2014"; }
+  // A column sorts by number when at least half of its non-empty cells carry one; cells without a number (a
+  // "(baseline)", "untested") then follow the numbers, and empty cells come last, whichever the direction.
   function sortBy(table, th, col) {
     var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
     var keys = rows.map(function (r) { return key(r.cells[col]); });
     var nums = keys.map(number);
-    var numeric = keys.every(function (k, i) { return missing(k) || !isNaN(nums[i]); }) &&
-                  nums.some(function (n) { return !isNaN(n); });
+    var filled = keys.filter(function (k) { return !missing(k); }).length;
+    var counted = nums.filter(function (n, i) { return !isNaN(n) && !missing(keys[i]); }).length;
+    var numeric = counted > 0 && 2 * counted >= filled;
     var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
     var order = rows.map(function (r, i) { return i; });
+    function rank(i) { return missing(keys[i]) ? 2 : (numeric && isNaN(nums[i]) ? 1 : 0); }
     order.sort(function (a, b) {
-      var ma = missing(keys[a]), mb = missing(keys[b]);
-      if (ma || mb) { return ma === mb ? a - b : (ma ? 1 : -1); }  // an empty cell sorts last either way
-      var c = numeric ? nums[a] - nums[b] : keys[a].localeCompare(keys[b], undefined, {numeric: true});
+      var ra = rank(a), rb = rank(b);
+      if (ra !== rb) { return ra - rb; }
+      if (ra === 2) { return a - b; }
+      var c = numeric && ra === 0 ? nums[a] - nums[b] : keys[a].localeCompare(keys[b], undefined, {numeric: true});
       return c !== 0 ? dir * c : a - b;
     });
     Array.prototype.forEach.call(th.parentNode.cells, function (h) { h.removeAttribute("aria-sort"); });

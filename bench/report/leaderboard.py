@@ -52,7 +52,13 @@ def check_metric(rows: list[dict], metric: str) -> None:
 
 
 def default_metric(rows: list[dict]) -> str:
-    """The metric a search in these rows optimised (its trial and final rows record it), else DEFAULT_METRIC."""
+    """The metric the rows' grid declared in [report] metric, else the metric a search in these rows optimised
+    (its trial and final rows record it), else DEFAULT_METRIC; rows that disagree are a UserError asking for --metric."""
+    declared = {r["report"]["metric"] for r in rows if isinstance(r.get("report"), dict) and r["report"].get("metric")}
+    if len(declared) > 1:
+        raise UserError(f"these rows come from grids that declare different [report] metrics ({', '.join(sorted(declared))}) — choose one with --metric")
+    if declared:
+        return declared.pop()
     found = {r["search"]["metric"] for r in rows if r.get("search", {}).get("metric")}
     found |= {r["config"]["trial"]["metric"] for r in rows if isinstance(r.get("config", {}).get("trial"), dict) and "metric" in r["config"]["trial"]}
     if len(found) > 1:
@@ -71,7 +77,8 @@ def table(rows: list[dict], metric: str = DEFAULT_METRIC, items=None, equivalenc
 def report_options(rows: list[dict], equivalence: float | None = None, target: float | None = None) -> tuple[float | None, float]:
     """(equivalence margin, target difference): the arguments when given, else what the rows' grid set in [report]
     (the newest row that says), else (None, TARGET). Rows of grids that disagree are a UserError naming the flags."""
-    said = {json.dumps(r["report"], sort_keys=True) for r in rows if isinstance(r.get("report"), dict)}
+    said = {json.dumps({k: v for k, v in r["report"].items() if k in ("equivalence", "target")}, sort_keys=True)
+            for r in rows if isinstance(r.get("report"), dict)}
     if len(said) > 1 and (equivalence is None or target is None):
         raise UserError(f"these rows come from grids with different [report] options ({'; '.join(sorted(said))}) — "
                         "choose with --equivalence and --target")
