@@ -67,11 +67,29 @@ def test_one_child_per_cell_under_one_parent_per_leaderboard_line(store, quick):
     for (_, line), seeds in zip(frame.iterrows(), line_rows):  # each line's seeds share the parent that carries its marks
         parent = by_id[by_cell[seeds[0]["cell_id"]].data.tags["mlflow.parentRunId"]]
         assert {by_cell[r["cell_id"]].data.tags["mlflow.parentRunId"] for r in seeds} == {parent.info.run_id}
-        assert parent.data.metrics["verification_roc_auc_mean"] == pytest.approx(line["verification_roc_auc_mean"])
+        assert parent.data.metrics["verification_roc_auc"] == pytest.approx(line["verification_roc_auc_mean"])  # the children's key
+        if not math.isnan(line["vs_best_p"]):
+            assert parent.data.metrics["verification_roc_auc/vs_best_p"] == pytest.approx(line["vs_best_p"])  # named after its metric
         if not math.isnan(line["verification_roc_auc_std"]):
             assert parent.data.metrics["verification_roc_auc_std"] == pytest.approx(line["verification_roc_auc_std"])
         assert parent.data.tags["vs_best"] == line["vs_best"] and parent.data.tags["comparison_group"] == line["group"]
         assert parent.data.tags["still_improving"] == line["still_improving"]
+
+
+def test_runs_have_short_unique_names_and_parents_span_their_cells(store, quick):
+    _, rows = quick
+    parents, children = runs(store, "quick")
+    names = [p.info.run_name for p in parents]
+    assert len(set(names)) == len(names) and max(map(len, names)) <= 40  # the options that tell lines apart, abbreviated
+    assert "lite0 · triplet · frozen" in names and "koch · untrained" in names and "lite0 · triplet · frozen (BN train)" in names
+    assert len({c.info.run_name for c in children}) == len(children)  # a child adds its seed
+    for parent in parents:
+        mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        seeds = {r["cell_id"]: r["config"]["seed"] for r in rows}
+        assert {c.info.run_name for c in mine} == {f"{parent.info.run_name} · seed {seeds[c.data.tags['cell_id']]}" for c in mine}
+        # a parent runs from its first cell's start to its last cell's end, like a run
+        assert parent.info.start_time == min(c.info.start_time for c in mine) and parent.info.end_time == max(c.info.end_time for c in mine)
+        assert parent.data.tags["mlflow.source.name"] == f"grid {rows[0]['grid']}"
 
 
 def test_a_child_holds_its_rows_metrics_params_tags_and_curve(store, quick):
@@ -122,7 +140,7 @@ def test_a_rerun_row_replaces_its_cells_run(store, tmp_path):
     frame, line_rows = ranked(rows[1:] + [rerun], "verification_roc_auc")
     line = next(i for i, seeds in enumerate(line_rows) if rerun["cell_id"] in {r["cell_id"] for r in seeds})
     parent = next(p for p in parents if p.info.run_id == mine[0].data.tags["mlflow.parentRunId"])
-    assert parent.data.metrics["verification_roc_auc_mean"] == pytest.approx(frame.iloc[line]["verification_roc_auc_mean"])
+    assert parent.data.metrics["verification_roc_auc"] == pytest.approx(frame.iloc[line]["verification_roc_auc_mean"])
 
 
 def test_failed_and_trial_rows_are_exported_with_their_status(store, tmp_path):
@@ -163,7 +181,7 @@ def test_checkpoints_and_plots_are_linked_or_copied(store, tmp_path):
     (parent,), (child,) = runs(store, "linked")
     assert child.data.tags["checkpoint"] == str((tmp_path / "art_checkpoints" / "c1").resolve())
     assert parent.data.tags["plots"] == str((tmp_path / "art_plots").resolve())
-    assert child.data.tags["mlflow.source.git.commit"] == head
+    assert child.data.tags["mlflow.source.git.commit"] == parent.data.tags["mlflow.source.git.commit"] == head
     client = MlflowClient(store)
     (parent,), (child,) = runs(store, "copied")
     assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.json"]
@@ -226,7 +244,7 @@ def test_run_logs_each_cell_as_its_row_is_written(store, tmp_path):
     (parent,), (child,) = runs(store, "tracked")  # the experiment is the results file's stem
     assert child.data.tags["cell_id"] == row["cell_id"] and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]
-    assert parent.data.metrics["verification_roc_auc_mean"] == row["metrics"]["verification_roc_auc"]  # refreshed at the end
+    assert parent.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]  # refreshed at the end
     assert parent.data.tags["vs_best"]
     assert export(store, "tracked", results) == 0 and len(runs(store, "tracked")[1]) == 1  # `bench export` finds the same runs
 

@@ -25,9 +25,9 @@ import pandas as pd
 from bench.config import NOT_IDENTITY
 from bench.errors import UserError, check_output_file
 from bench.eval.definitions import definition, lower_is_better
-from bench.report.leaderboard import FIRST_KEYS, ranked
+from bench.report.leaderboard import ABSENT, FIRST_KEYS, ranked
 from bench.report.lines import as_text, configuration, current, flatten, lines_of
-from bench.report.plots import figure_files, line_labels
+from bench.report.plots import figure_files, varying_columns
 from bench.results import latest_rows
 
 INSTALL = "pip install 'metric-bench[mlflow]'"
@@ -85,6 +85,54 @@ class Parent:
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    start_ms: int | None = None  # its first cell's start and its last cell's end (None: when it is logged)
+    end_ms: int | None = None
+
+
+COMPARISON = ("vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_adj", "critical", "detectable", "seeds_to_resolve",
+              "gain_vs_untrained", "resolve_target")  # the leaderboard's figures about the sort metric: logged as <metric>/<figure>
+ABBREVIATIONS = ((r"^timm/", ""), (r"^efficientnet_", ""), (r"_imagenet$", ""), (r"^pml/", ""))
+FREEZE_NAMES = {"none": "", "backbone": "frozen", "backbone_bn_train": "frozen (BN train)"}
+DEFAULTS = ("none", "native")  # option values a run name leaves out
+
+
+def run_names(frame: pd.DataFrame) -> list[str]:
+    """A short name per line for MLflow's runs table: the values of the options that tell lines apart (those that
+    follow from another left out, as the plots' legends), abbreviated ("lite0 · frozen · caffe · triplet"), and
+    " #k" where two lines would still share a name."""
+    if not len(frame):
+        return []
+    varying = varying_columns(frame) or list(FIRST_KEYS[:2])  # the options the plots' legends name
+    short = {k: k.rsplit(".", 1)[-1] for k in varying}
+    if len(set(short.values())) < len(short):  # e.g. loss_args.distance and eval.distance: keep the full names
+        short = {k: k for k in varying}
+    names = []
+    for _, line in frame.iterrows():
+        parts = []
+        for k in varying:
+            value = str(line[k])
+            if value in (ABSENT, "null", "None") or (k == "model.freeze" and line.get("loss") == "none"):
+                continue
+            if k in FIRST_KEYS:
+                for pattern, to in ABBREVIATIONS:
+                    value = re.sub(pattern, to, value)
+                value = "untrained" if k == "loss" and value == "none" else value
+            elif k == "model.freeze":
+                value = FREEZE_NAMES.get(value, f"freeze {value}")
+            elif value in DEFAULTS:  # the usual choice goes without saying: "augment=koch" names the other
+                value = ""
+            elif k != "model.preprocess":
+                value = f"{short[k]}={value}"
+            if value:
+                parts.append(value)
+        names.append(" · ".join(parts) or str(line["backbone"]))
+    seen = Counter(names)
+    count: Counter = Counter()
+    out = []
+    for name in names:
+        count[name] += 1
+        out.append(f"{name} #{count[name]}" if seen[name] > 1 else name)
+    return out
 
 
 def line_key(row: dict, speed_env: str = "") -> str:
@@ -104,7 +152,7 @@ def plan(rows: list[dict], metric: str, items=None) -> list[Parent]:
     frame, line_rows = ranked(rows, metric, items)
     ids = [frozenset(r["cell_id"] for r in rs) for rs in line_rows]
     marks = dict(zip(ids, (mark for _, mark in frame.iterrows())))
-    labels = dict(zip(ids, line_labels(frame)[0])) if len(frame) else {}
+    labels = dict(zip(ids, run_names(frame)))
     parents = []
     for line in lines_of(current(rows)):
         cells = frozenset(r["cell_id"] for r in line.rows)
@@ -128,20 +176,36 @@ def provisional(row: dict) -> Parent:
 
 
 def line_parent(line, metric: str, mark: pd.Series | None, label: str | None) -> Parent:
+    """A line's parent run: its seeds' mean under the children's own metric keys (`_std` beside, so one column of
+    MLflow's table ranks parents and children alike), the leaderboard's figures about the sort metric as
+    <metric>/<figure>, its marks as tags, and the time from its first cell's start to its last cell's end."""
     config = line.config
     parent = Parent("line", line_key(line.rows[0], line.speed_env), label or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]),
                     [r["cell_id"] for r in line.rows], _line_params(config), tags={"sort_metric": metric})
     for column, value in (mark.items() if mark is not None else ()):
         if column in MARKS:
             parent.tags[MARKS[column]] = str(value)
-        elif _number(value):
-            parent.metrics[column] = float(value)
-    for name in dict.fromkeys(k for r in line.ok for k, v in r["metrics"].items() if _number(v)):  # the metrics the table leaves out
-        if f"{name}_mean" not in parent.metrics:
-            values = pd.Series([float(r["metrics"].get(name, math.nan)) for r in line.ok], dtype=float)
-            parent.metrics[f"{name}_mean"], parent.metrics[f"{name}_std"] = values.mean(), values.std()  # as the leaderboard's columns
+        elif column in COMPARISON and _number(value):
+            parent.metrics[f"{metric}/{column}"] = float(value)
+    for name in dict.fromkeys(k for r in line.ok for k, v in r["metrics"].items() if _number(v)):
+        values = np.array([float(r["metrics"].get(name, math.nan)) for r in line.ok])
+        with np.errstate(invalid="ignore"):  # an infinite value: its mean and std are not numbers, and are not logged
+            parent.metrics[name] = float(values.mean())
+            parent.metrics[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan  # as the leaderboard's mean ± std
+    parent.metrics.update(seeds=float(len(line.rows)), seeds_ok=float(len(line.ok)))
     parent.tags.update({k: str(config.get(k)) for k in FIRST_KEYS})
+    if line.rows[0].get("grid"):
+        parent.tags["mlflow.source.name"] = f"grid {line.rows[0]['grid']}"
+    spans = [_span(r) for r in line.rows]
+    parent.start_ms, parent.end_ms = min(start for start, _ in spans), max(end for _, end in spans)
     return parent
+
+
+def _span(row: dict) -> tuple[int, int]:
+    """(start, end) of a row in ms: it finished at finished_at after its training and evaluation seconds."""
+    train = row.get("train") if isinstance(row.get("train"), dict) else {}
+    end = _ms(row.get("finished_at"))
+    return end - int(1000 * sum(float(v) for v in (train.get("seconds"), row.get("eval_seconds")) if _number(v))), end
 
 
 def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> Parent:
@@ -182,12 +246,12 @@ class CellRun:
     checkpoint: Path | None
 
 
-def cell_run(row: dict, folders: list[Path], commit: str | None) -> CellRun:
-    """A row as a child run: params are its flattened config, metrics its numeric metrics (step 0), its training
-    figures under train/ and its learning curve under curve/<split>/ at the training step of each point."""
+def cell_run(row: dict, folders: list[Path], commit: str | None, line_name: str | None = None) -> CellRun:
+    """A row as a child run named after its line (`line_name`, else backbone · loss) and its seed: params are its
+    flattened config, metrics its numeric metrics (step 0), its training figures under train/ and its learning
+    curve under curve/<split>/ at the training step of each point."""
     config, train = row.get("config", {}), row.get("train") if isinstance(row.get("train"), dict) else {}
-    end = _ms(row.get("finished_at"))
-    start = end - int(1000 * sum(float(v) for v in (train.get("seconds"), row.get("eval_seconds")) if _number(v)))
+    start, end = _span(row)
     metrics = [(k, float(v), 0, end) for k, v in (row.get("metrics") or {}).items() if _number(v)]
     metrics += [(f"train/{k}", float(v), 0, end) for k, v in train.items() if _number(v)]
     if _number(objective := (row.get("search") or {}).get("objective")):
@@ -209,11 +273,16 @@ def cell_run(row: dict, folders: list[Path], commit: str | None) -> CellRun:
         found = [f / row["checkpoint"]["path"] for f in folders]
         checkpoint = next((p for p in found if p.is_dir()), found[0]).resolve()
         tags["checkpoint"] = str(checkpoint)
-    trial = config.get("trial")
-    name = " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]) + (f" · trial {trial.get('number')}" if isinstance(trial, dict) else "") \
-        + f" · seed {config.get('seed')}"
-    return CellRun(name, RUN_STATUS.get(row.get("status"), "FAILED"), start, end, {k: as_text(v) for k, v in flatten(config).items()},
+    return CellRun(child_name(row, line_name), RUN_STATUS.get(row.get("status"), "FAILED"), start, end, {k: as_text(v) for k, v in flatten(config).items()},
                    metrics, tags, checkpoint)
+
+
+def child_name(row: dict, line_name: str | None = None) -> str:
+    """A cell's run name: its line's name, its trial (a search's) and its seed."""
+    config = row.get("config", {})
+    trial = config.get("trial")
+    return (line_name or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2])) \
+        + (f" · trial {trial.get('number')}" if isinstance(trial, dict) else "") + f" · seed {config.get('seed')}"
 
 
 def git_commit(folder: Path) -> str | None:
@@ -307,7 +376,7 @@ class Store:
         for parent in parents:
             run_id = self.parent(parent, refresh=True)
             for cell_id in parent.cells:
-                counts[self.log_cell(latest[cell_id], run_id)] += 1
+                counts[self.log_cell(latest[cell_id], run_id, parent.name if parent.kind == "line" else None)] += 1
         keys = {(p.kind, p.key) for p in parents}
         held = {run.data.tags.get(PARENT) for runs in self.cells.values() for run in runs}
         for key, run in list(self.parents.items()):
@@ -322,7 +391,7 @@ class Store:
         parent = provisional(row)
         return self.log_cell(row, self.parent(parent, refresh=False))
 
-    def log_cell(self, row: dict, parent_id: str) -> str:
+    def log_cell(self, row: dict, parent_id: str, line_name: str | None = None) -> str:
         """"kept" when the cell's run holds this row (same finished_at), else logs it: "added", or "replaced" when an
         older row's run (a superseded row, or a run cut short before its last tag) was there and is deleted."""
         finished = str(row.get("finished_at") or "unknown")
@@ -331,16 +400,19 @@ class Store:
         for run in found:
             if run is not same:
                 self.client.delete_run(run.info.run_id)
+        name = _cut(child_name(row, line_name), KEY_CHARS)
         if same is not None:
             self.cells[row["cell_id"]] = [same]
             if same.data.tags.get(PARENT) != parent_id:  # its line changed (speed environments split, a study chose again)
                 self.client.set_tag(same.info.run_id, PARENT, parent_id)
                 same.data.tags[PARENT] = parent_id
+            if line_name is not None and same.info.run_name != name:  # the lines' names changed with the grid
+                self.client.update_run(same.info.run_id, name=name)
             return "kept"
         from mlflow.entities import Metric, Param, RunTag
 
-        spec = cell_run(row, self.folders, self.commit)
-        run = self.client.create_run(self.experiment_id, start_time=spec.start_ms, run_name=_cut(spec.name, KEY_CHARS),
+        spec = cell_run(row, self.folders, self.commit, line_name)
+        run = self.client.create_run(self.experiment_id, start_time=spec.start_ms, run_name=name,
                                      tags={KIND: "cell", CELL: row["cell_id"], PARENT: parent_id})
         run_id = run.info.run_id
         tags = {_key(k): _cut(v, TAG_CHARS) for k, v in spec.tags.items() if not (k == "checkpoint" and self.artifacts == "none")}
@@ -367,10 +439,12 @@ class Store:
         metrics |= {k: math.nan for k in old if k not in metrics}
         metrics = {k: v for k, v in metrics.items() if not (k in old and (old[k] == v or math.isnan(old[k]) and math.isnan(v)))}
         tags = {_key(k): _cut(v, TAG_CHARS) for k, v in parent.tags.items()} | {REFRESHED: str(now)}
+        if self.commit:
+            tags["mlflow.source.git.commit"] = self.commit
         if self.plots is not None and self.artifacts == "link" and parent.kind == "line" and figure_files(self.plots):
             tags["plots"] = str(self.plots.resolve())
         if run is None:
-            run = self.client.create_run(self.experiment_id, start_time=now, run_name=_cut(parent.name, KEY_CHARS),
+            run = self.client.create_run(self.experiment_id, start_time=parent.start_ms or now, run_name=_cut(parent.name, KEY_CHARS),
                                          tags={KIND: parent.kind, KEY: parent.key})
         elif run.info.run_name != _cut(parent.name, KEY_CHARS):
             self.client.update_run(run.info.run_id, name=_cut(parent.name, KEY_CHARS))
@@ -381,8 +455,9 @@ class Store:
         if self.plots is not None and self.artifacts == "copy" and parent.kind == "line":
             for png in figure_files(self.plots):
                 self.client.log_artifact(run_id, str(png), "plots")
-        if run.info.status != "FINISHED":
-            self.client.set_terminated(run_id, "FINISHED", end_time=now)
+        end = parent.end_ms or now
+        if run.info.status != "FINISHED" or (parent.end_ms is not None and run.info.end_time != end):
+            self.client.set_terminated(run_id, "FINISHED", end_time=end)
         self.parents[(parent.kind, parent.key)] = self.client.get_run(run_id)
         return run_id
 

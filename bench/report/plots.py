@@ -86,18 +86,23 @@ def figure_files(folder) -> list:
     return found
 
 
-def line_labels(frame) -> tuple[list[str], str]:
-    """A legend label per line from the configuration columns that differ between lines (those that follow
-    from another left out), and the columns that are the same on every line as one subtitle."""
-    keys = key_columns(frame)
-    varying = []
-    for k in keys:
+def varying_columns(frame) -> list[str]:
+    """The configuration columns that tell lines apart, in order, leaving out any that follows from one before it."""
+    varying: list[str] = []
+    for k in key_columns(frame):
         # An option that follows from a column already in the label (image_size from the backbone, an empty
         # curve from loss = none) tells lines apart no better and would push the options that do out of it.
         follows = k not in FIRST_KEYS and any(frame.groupby(v)[k].nunique().max() == 1 for v in varying)
         if frame[k].nunique() > 1 and not follows:
             varying.append(k)
-    varying = varying or list(FIRST_KEYS[:2])  # one configuration: name it
+    return varying
+
+
+def line_labels(frame) -> tuple[list[str], str]:
+    """A legend label per line from the configuration columns that differ between lines (those that follow
+    from another left out), and the columns that are the same on every line as one subtitle."""
+    keys = key_columns(frame)
+    varying = varying_columns(frame) or list(FIRST_KEYS[:2])  # one configuration: name it
     same = [k for k in keys if frame[k].nunique() == 1]
     short = {k: k.rsplit(".", 1)[-1] for k in keys}
     if len(set(short[k] for k in varying)) < len(varying):  # e.g. train.seed and split.seed: keep the full names
