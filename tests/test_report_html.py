@@ -19,6 +19,7 @@ import pytest
 from bench.cli import main
 from bench.report.html import page
 from bench.report.pareto import Point, front
+from bench.results import read_rows
 
 ROOT = Path(__file__).parent.parent
 SOURCE = ROOT / "results" / "seed_question_quick.jsonl"
@@ -136,6 +137,40 @@ def test_the_pareto_front_is_the_lines_nothing_cheaper_matches(seed):
                             for j, q in enumerate(points) if math.isfinite(q.quality))}
         found = front(points, lower)
         assert set(found) == slow and [points[i].cost for i in found] == sorted(points[i].cost for i in found)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pareto_labels_never_overlap_each_other_or_a_point(seed):
+    from bench.report.pareto import CHAR_WIDTH, LABEL_HEIGHT, place_labels
+
+    rng = np.random.default_rng(seed)
+    centres = [(float(x), float(y)) for x, y in zip(rng.uniform(100, 300, 40), rng.uniform(50, 200, 40))]  # a crowd
+    labels = [f"#{i + 1}" for i in range(40)]
+    placed = place_labels(list(zip(centres, labels)), (64, 16, 696, 332))
+    boxes = [(x, y - LABEL_HEIGHT + 2, x + CHAR_WIDTH * len(t), y + 2) for spot, t in zip(placed, labels) if spot for x, y in [spot]]
+    apart = lambda a, b: a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]  # noqa: E731
+    assert all(apart(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(apart(b, (cx - 5, cy - 5, cx + 5, cy + 5)) for b in boxes for cx, cy in centres)
+    assert len(boxes) >= 10  # most points keep a label; the most crowded keep their tooltip
+    lone = place_labels([((200.0, 100.0), "#1"), ((500.0, 300.0), "#2")], (64, 16, 696, 332))
+    assert lone == [(207.0, 94.0), (507.0, 294.0)]  # room everywhere: the usual spot, up and to the right
+
+
+def test_a_cost_every_trained_line_paid_alike_is_not_drawn(tmp_path):
+    """An equal-seconds grid: the seconds axis would put every trained line at the same x; the page says so instead."""
+    from bench.report.html import page
+    from bench.report.pareto import SPREAD, Point, spread
+
+    assert spread([Point("a", 0.5, 32.00), Point("b", 0.6, 32.02), Point("untrained", 0.4, 0.0)]) < SPREAD
+    assert spread([Point("a", 0.5, 80.0), Point("b", 0.6, 1000.0)]) > SPREAD
+    rows = read_rows(SOURCE)
+    for r in rows:
+        if r.get("status") == "ok" and r["train"].get("seconds"):
+            r["train"]["seconds"] = 16.0 + 0.001 * r["config"]["seed"]
+    text = page(rows, METRIC, "t", ["x.jsonl"])
+    assert "Not drawn, as every trained line paid about the same" in text and re.search(r"seconds \(16\.\d+–16\.\d+ per trained line\)", text)
+    assert "training seconds per cell" not in text.split("Not drawn")[0].split('id="cost"')[1]  # no seconds chart
+    assert "training steps per cell" in text  # the costs that differ are drawn
 
 
 def test_one_line_errors_and_nothing_written(tmp_path, capsys):

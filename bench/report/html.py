@@ -260,14 +260,22 @@ def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
         names = [f"#{k} {label}" for k, label in enumerate(labels, 1)]
         if len(groups) > 1:
             out.append(f"<h3>Comparison group {n} of {len(groups)}: {escape(str(group))}</h3>")
+        flat = []
         for kind in pareto.COSTS:
             points = [pareto.Point(name, float(q), pareto.line_cost(line_rows[i], kind))
                       for name, i, q in zip(names, at, part[f"{metric}_mean"])]
             if not any(math.isfinite(p.cost) and p.cost > 0 for p in points):
                 continue  # rows that do not record this cost
+            if pareto.spread(points) <= pareto.SPREAD:  # every trained line paid about the same: no trade-off on this axis
+                costs = [p.cost for p in points if math.isfinite(p.cost) and p.cost > 0]
+                flat.append(f"{escape(pareto.COSTS[kind][0])} ({pareto.short_number(min(costs))}–{pareto.short_number(max(costs))} per trained line)")
+                continue
             on_front = pareto.front(points, lower)
             out.append(f"<figure>{pareto.svg(points, on_front, metric, kind)}</figure>")
             out.append(_front_table(points, on_front, metric, kind))
+        if flat:
+            out.append(f"<p class=\"legend\">Not drawn, as every trained line paid about the same (within {pareto.SPREAD:.0%}): "
+                       + "; ".join(flat) + ".</p>")
     return "\n".join(out) + "\n</section>"
 
 

@@ -10,11 +10,15 @@ import numpy as np
 
 # what a cell's training cost is measured in → (its unit, the axis title, how a row's `train` gives it)
 COSTS = {
-    "seconds": ("seconds", "training seconds per cell (train.seconds: the budget's clock, wall + charged)",
-                lambda t: t.get("seconds")),
+    "steps": ("steps", "training steps per cell (train.steps)", lambda t: t.get("steps")),
+    "images": ("images", "training images per cell (train.samples)", lambda t: t.get("samples")),
     "gflops": ("GFLOPs", "training GFLOPs per cell (train.gflops_per_image × train.samples)",
                lambda t: t["gflops_per_image"] * t["samples"] if "gflops_per_image" in t and "samples" in t else None),
+    "seconds": ("seconds", "training seconds per cell (train.seconds: the budget's clock, wall + charged)",
+                lambda t: t.get("seconds")),
 }
+SPREAD = 0.05  # a cost axis is drawn when the trained lines' costs differ by more than this fraction of the largest
+CHAR_WIDTH, LABEL_HEIGHT = 6.2, 11.0  # a 10 px label's width per character and its height, for placing labels apart
 WIDTH, HEIGHT = 720, 380
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 16, 48
 
@@ -33,6 +37,14 @@ def line_cost(rows: list[dict], kind: str) -> float:
     found = [float(v) for r in rows if r.get("status") == "ok" and isinstance(v := get(r.get("train", {})), (int, float))]
     found = [v for v in found if math.isfinite(v)]
     return float(np.mean(found)) if found else math.nan
+
+
+def spread(points: list[Point]) -> float:
+    """How much the trained lines' costs differ, (largest − smallest) / largest over the finite costs above 0 (an
+    untrained baseline costs nothing); 0 with fewer than two. An equal-seconds grid's seconds spread ~0: no
+    trade-off to draw on that axis."""
+    costs = [p.cost for p in points if math.isfinite(p.cost) and p.cost > 0 and math.isfinite(p.quality)]
+    return (max(costs) - min(costs)) / max(costs) if len(costs) > 1 else 0.0
 
 
 def front(points: list[Point], lower_is_better: bool = False) -> list[int]:
@@ -72,11 +84,11 @@ def svg(points: list[Point], on_front: list[int], metric: str, kind: str) -> str
     for t in x_ticks:
         x, _ = at(t, y0)
         out += [f'<line x1="{x}" y1="{TOP}" x2="{x}" y2="{HEIGHT - BOTTOM}" stroke="#ddd"/>',
-                f'<text x="{x}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11">{_number(t)}</text>']
+                f'<text x="{x}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11">{short_number(t)}</text>']
     for t in y_ticks:
         _, y = at(x0, t)
         out += [f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" stroke="#ddd"/>',
-                f'<text x="{LEFT - 6}" y="{y + 4}" text-anchor="end" font-size="11">{_number(t)}</text>']
+                f'<text x="{LEFT - 6}" y="{y + 4}" text-anchor="end" font-size="11">{short_number(t)}</text>']
     out.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 10}" text-anchor="middle" font-size="12">{escape(COSTS[kind][1])}</text>')
     out.append(f'<text x="14" y="{(TOP + HEIGHT - BOTTOM) / 2}" text-anchor="middle" font-size="12" '
                f'transform="rotate(-90 14 {(TOP + HEIGHT - BOTTOM) / 2})">{escape(metric)}</text>')
@@ -87,15 +99,43 @@ def svg(points: list[Point], on_front: list[int], metric: str, kind: str) -> str
             corners.append(at(points[b].cost if b is not None else x1, points[a].quality))
         out.append('<polyline fill="none" stroke="#1a7f37" stroke-width="2" points="'
                    + " ".join(f"{x},{y}" for x, y in corners) + '"/>')
-    for i in shown:
-        p, x_y, lead = points[i], at(points[i].cost, points[i].quality), i in on_front
+    centres = {i: at(points[i].cost, points[i].quality) for i in shown}
+    placed = place_labels([(centres[i], points[i].name.split(" ", 1)[0]) for i in shown], (LEFT, TOP, WIDTH - RIGHT, HEIGHT - BOTTOM))
+    for i, label in zip(shown, placed):
+        p, x_y, lead = points[i], centres[i], i in on_front
         fill, stroke = ("#1a7f37", "#1a7f37") if lead else ("#fff", "#777")
-        tip = f"{p.name}: {metric} {p.quality:.4f}, {_number(p.cost)} {COSTS[kind][0]} per cell" + (" (Pareto front)" if lead else "")
+        tip = f"{p.name}: {metric} {p.quality:.4f}, {short_number(p.cost)} {COSTS[kind][0]} per cell" + (" (Pareto front)" if lead else "")
+        text = (f'<text x="{label[0]}" y="{label[1]}" font-size="10">{escape(p.name.split(" ", 1)[0])}</text>' if label else "")
         out.append(f'<g class="{"front" if lead else "dominated"}"><title>{escape(tip)}</title>'
-                   f'<circle cx="{x_y[0]}" cy="{x_y[1]}" r="5" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>'
-                   f'<text x="{x_y[0] + 7}" y="{x_y[1] - 6}" font-size="10">{escape(p.name.split(" ", 1)[0])}</text></g>')
+                   f'<circle cx="{x_y[0]}" cy="{x_y[1]}" r="5" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>{text}</g>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def place_labels(points: list[tuple[tuple[float, float], str]], box: tuple[float, float, float, float]) -> list[tuple[float, float] | None]:
+    """A text anchor (x, y baseline) per (centre, label), or None: each label goes at the first of eight spots
+    around its point whose box overlaps no label placed before it and no point, inside `box` (left, top, right,
+    bottom); a point crowded on every side keeps only its tooltip, so no two labels ever overlap."""
+    def rect(x: float, y: float, text: str) -> tuple[float, float, float, float]:
+        return x, y - LABEL_HEIGHT + 2, x + CHAR_WIDTH * len(text), y + 2
+
+    def clear(a, b) -> bool:
+        return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+    dots = [(cx - 5, cy - 5, cx + 5, cy + 5) for (cx, cy), _ in points]
+    taken: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float] | None] = []
+    for (cx, cy), text in points:
+        width, found = CHAR_WIDTH * len(text), None
+        for dx, dy in ((7, -6), (7, 14), (-7 - width, -6), (-7 - width, 14), (-width / 2, -9), (-width / 2, 19), (14, 4), (-14 - width, 4)):
+            r = rect(cx + dx, cy + dy, text)
+            inside = r[0] >= box[0] - 40 and r[2] <= box[2] + 20 and r[1] >= 0 and r[3] <= box[3] + 20
+            if inside and all(clear(r, t) for t in taken) and all(clear(r, d) for d in dots):
+                found = (round(cx + dx, 1), round(cy + dy, 1))
+                taken.append(r)
+                break
+        out.append(found)
+    return out
 
 
 def ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -114,5 +154,5 @@ def ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(t, 12) for t in out] if len(out) > 1 else [first, first + step]
 
 
-def _number(value: float) -> str:
+def short_number(value: float) -> str:
     return f"{value:.6g}" if abs(value) >= 1 else f"{value:.4g}"  # 15000, not 1.5e+04; 0.0001234
