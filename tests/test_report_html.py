@@ -307,6 +307,29 @@ def test_every_column_of_every_table_sorts_by_the_number_its_cells_carry(built, 
     assert clicked >= 20 and mixed >= 1  # the page has numeric columns, some of them mixed
 
 
+WIDER = """
+const width = document.documentElement.clientWidth, out = [];
+for (const el of document.body.querySelectorAll('*')) {
+  if (el.parentElement && el.parentElement.closest('.scroll')) continue;  // inside a table's scroll box: the box scrolls
+  const r = el.getBoundingClientRect();
+  if (r.width > 0 && (r.right > width + 1 || r.left < -1)) out.push(el.tagName.toLowerCase() + '.' + (typeof el.className === 'string' ? el.className : el.className.baseVal) + ' ' + Math.round(r.left) + '..' + Math.round(r.right));
+}
+return [document.documentElement.scrollWidth, width, out.slice(0, 8)];
+"""
+
+
+def test_at_phone_width_nothing_but_the_tables_scroll_boxes_is_wider_than_the_screen(built, browser):
+    out, _ = built
+    browser.set_window_size(390, 844)
+    try:
+        browser.get(out.as_uri())
+        page_width, width, wider = browser.execute_script(WIDER)
+        assert width <= 390 and not wider, wider
+        assert page_width <= width  # the page itself never scrolls sideways; only the tables' own boxes do
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
 def test_the_page_says_what_the_markdown_says_under_each_table():
     """The notes under a group's table come from the leaderboard's one `group_notes`: rows run at two thread counts
     are said to be so in the page as in the markdown."""

@@ -42,7 +42,9 @@ tr.best td{background:#dafbe1;font-weight:600}tr.close td{background:#f0fbf3}tr.
 td.improving{color:#1a7f37;font-weight:600}td.improving::before{content:"\\2191 "}
 .verdict{background:#f6f8fa;border-left:4px solid #1a7f37;padding:6px 10px}
 .legend{color:#57606a;font-size:13px}.note{color:#9a6700}
-figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top}img{max-width:100%;height:auto;border:1px solid #d0d7de}
+figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top;max-width:100%}img{max-width:100%;height:auto;border:1px solid #d0d7de}
+svg.pareto{max-width:100%;height:auto}body{overflow-wrap:anywhere}
+@media (max-width:640px){body{margin:12px auto;padding:0 10px}figure{margin:8px 0 16px}}
 pre{white-space:pre-wrap;margin:0;font-size:12px}code{background:#f6f8fa;padding:0 3px}
 """
 
@@ -283,9 +285,9 @@ def _front_table(points: list[pareto.Point], on_front: list[int], metric: str, k
     rows = "\n".join(f"<tr>{_td(f'{points[i].cost:.4g}', points[i].cost, 'num')}{_td(points[i].name)}"
                      f"{_td(f'{points[i].quality:.4f}', points[i].quality, 'num')}</tr>" for i in on_front)
     unit = pareto.COSTS[kind][0]
-    return (f"<table class=\"sortable front\"><caption>The best line each budget buys ({escape(unit)} per cell, "
+    return (f"<div class=\"scroll\"><table class=\"sortable front\"><caption>The best line each budget buys ({escape(unit)} per cell, "
             "cheapest first)</caption>\n<thead><tr>" + _th(f"{unit} per cell", numeric=True) + _th("line")
-            + _th(metric, numeric=True) + f"</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>")
+            + _th(metric, numeric=True) + f"</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table></div>")
 
 
 # --- effects, plots, cells that did not finish --------------------------------------------------------------
@@ -361,8 +363,8 @@ def _failures(rows: list[dict]) -> str:
                                                      as_text(c.get("seed", ABSENT)), r.get("status")))
                     + f"<td>{message}</td></tr>")
     return (f"<section id=\"failures\"><h2>Cells that did not finish ({len(failed)})</h2>\n"
-            f"<table class=\"sortable failures\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n" + "\n".join(body)
-            + "\n</tbody>\n</table></section>")
+            f"<div class=\"scroll\"><table class=\"sortable failures\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n" + "\n".join(body)
+            + "\n</tbody>\n</table></div></section>")
 
 
 # --- the markdown the other views write, as HTML ------------------------------------------------------------------
@@ -418,4 +420,4 @@ def _markdown_table(lines: list[str]) -> str:
     heads = "".join(f"<th{NUM if numeric[i] else ''}>{_inline(h)}</th>" for i, h in enumerate(header))
     rows = "\n".join("<tr>" + "".join(f"<td{NUM if numeric[i] else ''}>{_inline(c)}</td>" for i, c in enumerate(r)) + "</tr>"
                      for r in body)
-    return f"<table class=\"sortable\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
+    return f"<div class=\"scroll\"><table class=\"sortable\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table></div>"
