@@ -330,6 +330,39 @@ def test_at_phone_width_nothing_but_the_tables_scroll_boxes_is_wider_than_the_sc
         browser.set_window_size(1400, 1000)
 
 
+def test_the_answer_comes_first_and_the_table_keeps_its_names_in_view(built, browser):
+    """At 1400 px: the verdict and the largest effects are on the first screen; scrolled sideways, the rank, backbone
+    and loss stay in view; a column group hides and shows again; protocol terms explain themselves."""
+    from selenium.webdriver.common.by import By
+
+    out, _ = built
+    browser.get(out.as_uri())
+    sections = [s.get_attribute("id") for s in browser.find_elements(By.CSS_SELECTOR, "body > section")]
+    assert sections[0] == "answer" and sections[-2:] == ["run", "glossary"]  # the run and its environment below
+    verdict = browser.find_element(By.CSS_SELECTOR, "#answer .verdict")
+    assert verdict.rect["y"] < 200 and "Verdict" in verdict.text
+    assert browser.find_elements(By.CSS_SELECTOR, "#answer ul.effects li")  # the largest effects, with intervals
+    table = max(browser.find_elements(By.CSS_SELECTOR, "table.leaderboard"), key=lambda t: len(t.find_elements(By.CSS_SELECTOR, "tr")))
+    box = table.find_element(By.XPATH, "..")
+    browser.execute_script("arguments[0].scrollLeft = arguments[0].scrollWidth", box)
+    assert browser.execute_script("return arguments[0].scrollLeft", box) > 0  # the table is wider than its box
+    left = browser.execute_script("return arguments[0].getBoundingClientRect().left", box)
+    pinned = table.find_elements(By.CSS_SELECTOR, "tbody tr:first-child td.pin")
+    assert len(pinned) == 3  # #, backbone, loss
+    edges = [browser.execute_script("return arguments[0].getBoundingClientRect().left", c) for c in pinned]
+    assert abs(edges[0] - left) <= 2 and edges == sorted(edges)  # still at the box's left edge, side by side
+    heads = lambda: [h.text for h in table.find_elements(By.CSS_SELECTOR, "thead th") if h.is_displayed()]  # noqa: E731
+    shown = heads()
+    marks = table.find_element(By.XPATH, "../preceding-sibling::p[1]").find_element(By.CSS_SELECTOR, "input[data-group=marks]")
+    browser.execute_script("arguments[0].click()", marks)
+    hidden = heads()
+    assert "vs best" in " ".join(shown) and "vs best" not in " ".join(hidden) and len(hidden) < len(shown)
+    browser.execute_script("arguments[0].click()", marks)
+    assert heads() == shown
+    terms = [c.get_attribute("title") for c in table.find_elements(By.CSS_SELECTOR, "td[title]")]
+    assert any("BatchNorm" in t for t in terms)  # backbone_bn_train explained where it appears
+
+
 def test_the_page_says_what_the_markdown_says_under_each_table():
     """The notes under a group's table come from the leaderboard's one `group_notes`: rows run at two thread counts
     are said to be so in the page as in the markdown."""

@@ -22,6 +22,7 @@ from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, group_notes
                                       ranked, varies, verdict)
 from bench.report.leaderboard import rules as leaderboard_rules
 from bench.report.lines import ABSENT, as_text, current, flatten
+from bench.report.verdicts import signed
 
 PLOT_EXTRA = "pip install 'metric-bench[plot]'"
 STATS_EXTRA = "pip install 'metric-bench[stats]'"
@@ -44,6 +45,9 @@ td.improving{color:#1a7f37;font-weight:600}td.improving::before{content:"\\2191 
 .legend{color:#57606a;font-size:13px}.note{color:#9a6700}
 figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top;max-width:100%}img{max-width:100%;height:auto;border:1px solid #d0d7de}
 svg.pareto{max-width:100%;height:auto}body{overflow-wrap:anywhere}
+.leaderboard .pin{position:sticky;z-index:1;background:#fff}.leaderboard th.pin{background:#f6f8fa}
+tr.best td.pin{background:#dafbe1}tr.close td.pin{background:#f0fbf3}.columns{font-size:13px;color:#57606a}.columns label{margin-right:12px}
+.hide-metrics .g-metrics,.hide-marks .g-marks,.hide-budget .g-budget{display:none}
 @media (max-width:640px){body{margin:12px auto;padding:0 10px}figure{margin:8px 0 16px}}
 pre{white-space:pre-wrap;margin:0;font-size:12px}code{background:#f6f8fa;padding:0 3px}
 """
@@ -87,6 +91,27 @@ SCRIPT = """
     th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
     order.forEach(function (i) { body.appendChild(rows[i]); });
   }
+  // the columns that name a line stay in view while the table scrolls sideways: each pinned column sticks at the
+  // summed width of the pinned columns before it
+  function pin() {
+    Array.prototype.forEach.call(document.querySelectorAll("table.leaderboard"), function (table) {
+      var left = 0;
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+        if (!th.classList.contains("pin")) { return; }
+        Array.prototype.forEach.call(table.rows, function (r) { if (r.cells[col]) { r.cells[col].style.left = left + "px"; } });
+        left += th.offsetWidth;
+      });
+    });
+  }
+  pin();
+  window.addEventListener("resize", pin);
+  Array.prototype.forEach.call(document.querySelectorAll("p.columns input"), function (box) {
+    box.addEventListener("change", function () {
+      var table = box.closest("p").nextElementSibling.querySelector("table");
+      table.classList.toggle("hide-" + box.getAttribute("data-group"), !box.checked);
+      pin();
+    });
+  });
   Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
       th.tabIndex = 0;
@@ -107,8 +132,10 @@ def page(rows: list[dict], metric: str, title: str, sources: list[str], items=No
     if not rows:
         raise UserError(f"{', '.join(sources)}: holds no result rows yet — run the grid first")
     frame, line_rows = ranked(rows, metric, items)
-    sections = [_overview(rows, sources, metric), _leaderboard(frame, metric), _cost(frame, line_rows, metric),
-                _effects(rows, metric, items, frame.empty), _plots(rows, metric, frame.empty), _failures(rows)]
+    groups, why = _effect_groups(rows, metric, items, frame.empty)
+    sections = [_answer(frame, groups, metric), _leaderboard(frame, metric), _cost(frame, line_rows, metric),
+                _effects(groups, why, metric, frame.empty), _plots(rows, metric, frame.empty), _failures(rows),
+                _overview(rows, sources, metric), _glossary()]
     head = ['<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
             # No network and no script but ours, even if a string escaped the escaping: the browser refuses it.
             f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
@@ -164,6 +191,67 @@ def _facts(facts: list[tuple[str, str]]) -> str:
             + "\n</table>\n")
 
 
+# --- the answer, first ----------------------------------------------------------------------------------------
+
+LARGEST = 3  # effects the answer names, largest first
+COLUMN_GROUPS = ("<p class=\"columns\">Columns: " + " ".join(
+    f"<label><input type=\"checkbox\" data-group=\"{g}\" checked> {text}</label>"
+    for g, text in (("metrics", "other metrics"), ("marks", "verdicts and marks"), ("budget", "seeds and budget"))) + "</p>\n")
+
+
+def _answer(frame: pd.DataFrame, groups: list | None, metric: str) -> str:
+    """What the page concludes, before any table: each comparison group's verdict (the leaderboard's own sentence)
+    and the largest factor effects with their 95 % intervals (`bench effects`' numbers)."""
+    if frame.empty:
+        return ""
+    out = ["<section id=\"answer\"><h2>The answer</h2>"]
+    names = list(dict.fromkeys(frame["group"]))
+    for n, group in enumerate(names, 1):
+        part = frame.iloc[[i for i, g in enumerate(frame["group"]) if g == group]].reset_index(drop=True)
+        lead = f"<b>Group {n} of {len(names)}</b> ({escape(str(group))}): " if len(names) > 1 else ""
+        if said := verdict(part, metric):
+            out.append(f"<p class=\"verdict\">{lead}{_inline(said)}</p>")
+    for g in groups or []:
+        tested = [e for e in g.effects if e.pairs and math.isfinite(e.estimate) and math.isfinite(e.low)]
+        if not tested:
+            continue
+        largest = sorted(tested, key=lambda e: -abs(e.estimate))[:LARGEST]
+        where = f" in {escape(g.label)}" if len(groups) > 1 else ""
+        items = "".join(f"<li>{escape(e.axis)} <b>{escape(e.level)}</b> vs {escape(e.reference)}: {signed(e.estimate)} "
+                        f"[{signed(e.low)}, {signed(e.high)}] over {e.pairs} matched pair{'s' * (e.pairs != 1)}"
+                        f"{'' if e.low > 0 or e.high < 0 else ' — not shown to differ'}</li>" for e in largest)
+        out.append(f"<p>The largest effects on {escape(metric)}{where} (each with its own 95 % interval; Holm-adjusted p "
+                   f"and every effect under <a href=\"#effects\">Factor effects</a>):</p><ul class=\"effects\">{items}</ul>")
+    out.append("<p class=\"legend\">The tables, effects and plots that say why follow; the run, its environment and a "
+               "glossary of the protocol's terms are at the end.</p>")
+    return "\n".join(out) + "\n</section>"
+
+
+GLOSSARY = {
+    "backbone": "model.freeze: the trunk's weights are frozen and its BatchNorm layers run in eval mode (their running statistics); only the head trains.",
+    "backbone_bn_train": "model.freeze: the trunk's weights are frozen but its BatchNorm layers are left in train mode, normalising with each batch's statistics — the Keras trainable = False pitfall.",
+    "none": "model.freeze: nothing frozen, the whole network trains (for loss none: no training at all — the untrained baseline).",
+    "native": "model.preprocess: the input the backbone's weights expect (its own mean, std and channel order).",
+    "caffe": "model.preprocess: BGR channel order minus the ImageNet mean, unscaled, as Caffe-era ResNet50 weights (and Keras' resnet50) expect.",
+    "koch": "train.augment: Koch et al. 2015's affine distortions (rotation, shear, scale, translation, each with probability 0.5).",
+    "natural": "train.augment: the Reality Check's flip and random resized crop of 16–100 % of the area.",
+    "best@": "selected: train.select = best — the curve point (fraction of the budget) best on validation, per seed, is the one scored on test.",
+    "untrained": "loss none: the backbone's own features before any training, scored as the trained lines are.",
+}
+
+
+def _glossary() -> str:
+    return ("<section id=\"glossary\"><h2>Glossary</h2><dl>"
+            + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in GLOSSARY.items()) + "</dl></section>")
+
+
+def _explained(text: str) -> str | None:
+    """The glossary's explanation of a table cell's value (a protocol term), else None."""
+    if text in GLOSSARY and text not in ("none", "untrained"):
+        return GLOSSARY[text]
+    return GLOSSARY["best@"] if text.startswith("best@") else None
+
+
 # --- the leaderboard ------------------------------------------------------------------------------------------
 
 LEGEND = ("<p class=\"legend\">Click a column header to sort by it (again to reverse). Row marks: "
@@ -198,28 +286,30 @@ def _table(part: pd.DataFrame, cells: dict[str, list[str]], metric: str) -> str:
     metrics = metric_columns(part)
     keys = [k for k in key_columns(part) if k in FIRST_KEYS or varies(part, k)]
     start = "descending" if not lower_is_better(metric) else "ascending"  # the order the rows come in
-    heads = [_th("#", numeric=True), *(_th(HEADERS.get(k, k)) for k in keys),
-             *(_th(m, numeric=True, sort=start if m == metric else None) for m in metrics),
-             *(_th(VERDICTS[c], numeric=c in NUMERIC_VERDICTS) for c in cells),
-             _th("ok / seeds", numeric=True), _th("not ok"), _th("steps", numeric=True), _th("stopped by")]
+    pinned = [k for k in keys if k in FIRST_KEYS[:2]]  # what names a line stays in view while the table scrolls sideways
+    heads = [_th("#", numeric=True, cls="pin"), *(_th(HEADERS.get(k, k), cls="pin" if k in pinned else None) for k in keys),
+             *(_th(m, numeric=True, sort=start if m == metric else None, cls=None if m == metric else "g-metrics") for m in metrics),
+             *(_th(VERDICTS[c], numeric=c in NUMERIC_VERDICTS, cls="g-marks") for c in cells),
+             _th("ok / seeds", numeric=True, cls="g-budget"), _th("not ok", cls="g-budget"), _th("steps", numeric=True, cls="g-budget"),
+             _th("stopped by", cls="g-budget")]
     body = []
     for rank, (_, r) in enumerate(part.iterrows(), 1):
         one = bool(r.get("identical_seeds", False))
-        row = [_td(str(rank), rank, "num"), *(_td(r[k]) for k in keys)]
-        row += [_td(mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)), r[f"{m}_mean"], "num")
-                for m in metrics]
+        row = [_td(str(rank), rank, "num pin"), *(_td(r[k], cls="pin" if k in pinned else None) for k in keys)]
+        row += [_td(mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)), r[f"{m}_mean"],
+                    "num" if m == metric else "num g-metrics") for m in metrics]
         for c, values in cells.items():
             text = values[rank - 1]
             improving = c == "still_improving" and text.startswith("yes")
-            row.append(_td(text, r[NUMERIC_VERDICTS[c]] if c in NUMERIC_VERDICTS else None,
-                           "num" if c in NUMERIC_VERDICTS else "improving" if improving else "long" if c == "tuned" else None))
-        row += [_td(f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), r["ok"], "num"), _td(r["others"], cls="long"),
-                _td(str(r.get("steps_range") or r["steps"]), r["steps"], "num"), _td(r["stopped_by"], cls="long")]
+            kind = "num" if c in NUMERIC_VERDICTS else "improving" if improving else "long" if c == "tuned" else ""
+            row.append(_td(text, r[NUMERIC_VERDICTS[c]] if c in NUMERIC_VERDICTS else None, f"{kind} g-marks".strip()))
+        row += [_td(f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), r["ok"], "num g-budget"), _td(r["others"], cls="long g-budget"),
+                _td(str(r.get("steps_range") or r["steps"]), r["steps"], "num g-budget"), _td(r["stopped_by"], cls="long g-budget")]
         verdict_text = str(r.get("vs_best"))
         mark = "best" if verdict_text == "best" else "close" if verdict_text == "not separated" or verdict_text.startswith("equivalent") else ""
         mark = mark or ("baseline" if r.get("loss") == UNTRAINED_LOSS else "")
         body.append(f"<tr{_attr('class', mark) if mark else ''}>" + "".join(row) + "</tr>")
-    return ("<div class=\"scroll\"><table class=\"sortable leaderboard\">\n<thead><tr>" + "".join(heads) + "</tr></thead>\n<tbody>\n"
+    return (COLUMN_GROUPS + "<div class=\"scroll\"><table class=\"sortable leaderboard\">\n<thead><tr>" + "".join(heads) + "</tr></thead>\n<tbody>\n"
             + "\n".join(body) + "\n</tbody>\n</table></div>")
 
 
@@ -227,14 +317,17 @@ def _attr(name: str, value) -> str:
     return f' {name}="{escape(str(value), quote=True)}"'
 
 
-def _th(text: str, numeric: bool = False, sort: str | None = None) -> str:
-    return f"<th{NUM if numeric else ''}{_attr('aria-sort', sort) if sort else ''}>{escape(text)}</th>"
+def _th(text: str, numeric: bool = False, sort: str | None = None, cls: str | None = None) -> str:
+    classes = " ".join(c for c in ("num" if numeric else "", cls or "") if c)
+    return f"<th{_attr('class', classes) if classes else ''}{_attr('aria-sort', sort) if sort else ''}>{escape(text)}</th>"
 
 
 def _td(text, sort=None, cls: str | None = None) -> str:
-    """A cell showing `text`; `sort`, a finite number, is what the table sorts it by (else its text)."""
+    """A cell showing `text`; `sort`, a finite number, is what the table sorts it by (else its text); a protocol
+    term carries its glossary explanation as a tooltip."""
     number = isinstance(sort, (int, float)) and math.isfinite(sort)
-    return (f"<td{_attr('class', cls) if cls else ''}{_attr('data-sort', repr(float(sort))) if number else ''}>"
+    tip = _explained(str(text))
+    return (f"<td{_attr('class', cls) if cls else ''}{_attr('data-sort', repr(float(sort))) if number else ''}{_attr('title', tip) if tip else ''}>"
             f"{escape(str(text))}</td>")
 
 
@@ -292,22 +385,33 @@ def _front_table(points: list[pareto.Point], on_front: list[int], metric: str, k
 
 # --- effects, plots, cells that did not finish --------------------------------------------------------------
 
-def _effects(rows: list[dict], metric: str, items, empty: bool) -> str:
-    head = "<section id=\"effects\"><h2>Factor effects</h2>"
+def _effect_groups(rows: list[dict], metric: str, items, empty: bool) -> tuple[list | None, str]:
+    """`bench effects`' groups of these rows, computed once for the answer and the effects section; (None, why) when
+    there are none (no finished cell, no statsmodels, a design without two levels of any axis)."""
     if empty:
-        return ""
+        return None, ""
     try:
         from bench.report.variance import require_statsmodels
 
         require_statsmodels()
     except UserError:
-        return f"{head}<p class=\"note\">Factor effects need statsmodels, which is not installed: {escape(STATS_EXTRA)} adds them.</p></section>"
-    from bench.report.effects import effects, forest, markdown as effects_markdown
+        return None, f"Factor effects need statsmodels, which is not installed: {STATS_EXTRA} adds them."
+    from bench.report.effects import effects
 
     try:
-        groups = effects(rows, metric, load=items)
+        return effects(rows, metric, load=items), ""
     except UserError as exc:
-        return f"{head}<p class=\"note\">No effects: {escape(str(exc))}</p></section>"
+        return None, f"No effects: {exc}"
+
+
+def _effects(groups: list | None, why: str, metric: str, empty: bool) -> str:
+    head = "<section id=\"effects\"><h2>Factor effects</h2>"
+    if empty:
+        return ""
+    if groups is None:
+        return f"{head}<p class=\"note\">{escape(why)}</p></section>"
+    from bench.report.effects import forest, markdown as effects_markdown
+
     text = effects_markdown(groups, metric).split("\n", 2)[2]  # its own heading is this section's
     figure = ""
     if _has_matplotlib() and any(e.pairs for g in groups for e in g.effects):
