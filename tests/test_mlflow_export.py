@@ -206,6 +206,35 @@ def test_bad_inputs_are_one_line_errors_and_create_no_store(tmp_path, capsys):
     assert not list(tmp_path.glob("**/mlflow.db")) and not (tmp_path / "mlruns").exists()
 
 
+def test_a_store_that_cannot_answer_fails_fast_in_one_line(tmp_path, monkeypatch, capsys):
+    """Nothing listening, a server that never answers (MLflow's client would retry for minutes) and a scheme MLflow
+    does not read: each one line, exit 2, before any run is logged; `bench run --mlflow` stops before training."""
+    import socket
+
+    from bench.report import mlflow as tracking
+
+    path = shutil.copy(QUICK, tmp_path / "q.jsonl")
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection, never answers
+    monkeypatch.setattr(tracking, "PROBE_SECONDS", 0.5)
+    try:
+        for uri, said in ((refused, "no MLflow server answered within 0.5 s"), (f"http://127.0.0.1:{silent.getsockname()[1]}", "no MLflow server answered"),
+                          ("foo://bar", "'foo' is not a tracking store MLflow reads")):
+            assert main(["export", "mlflow", str(path), "--tracking-uri", uri]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and said in err, err
+        (tmp_path / "g.toml").write_text(GRID)
+        results = tmp_path / "out" / "g.jsonl"
+        assert main(["run", "--grid", str(tmp_path / "g.toml"), "--results", str(results), "--mlflow", refused]) == 2
+        assert "no MLflow server answered" in capsys.readouterr().err and not results.exists()
+    finally:
+        silent.close()
+
+
 def test_without_mlflow_export_and_run_fail_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
     path = shutil.copy(QUICK, tmp_path / "q.jsonl")

@@ -32,6 +32,8 @@ from bench.results import latest_rows
 
 INSTALL = "pip install 'metric-bench[mlflow]'"
 ARTIFACTS = ("link", "copy", "none")  # link: a tag with the path; copy: into the run's artifacts; none
+SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")  # the stores MLflow's client opens
+PROBE_SECONDS = 5.0  # how long a tracking server gets to answer before the export (or run) stops
 KEY_CHARS, PARAM_CHARS, TAG_CHARS = 250, 500, 5000  # the smallest limits MLflow versions and servers enforce
 KIND, KEY, REFRESHED, CELL, FINISHED = "bench.kind", "bench.key", "bench.refreshed_ms", "cell_id", "finished_at"
 PARENT = "mlflow.parentRunId"
@@ -58,12 +60,36 @@ def store_uri(uri: str | None, results: Path, flag: str = "--tracking-uri") -> s
         if not uri.endswith(".db"):
             raise UserError(f"{flag} {uri!r}: not a URI — give sqlite:///PATH.db (a file), file:///FOLDER or http://HOST:PORT")
         uri = f"sqlite:///{Path(uri).as_posix()}"
+    scheme = urlparse(uri).scheme.split("+", 1)[0]  # postgresql+psycopg2 is postgresql
+    if scheme not in SCHEMES:
+        raise UserError(f"{flag} {uri!r}: {scheme!r} is not a tracking store MLflow reads — give sqlite:///PATH.db (a file), "
+                        "file:///FOLDER or http(s)://HOST:PORT (an MLflow server)")
     db = sqlite_file(uri)
     if db is not None:
         check_output_file(db, flag)
         if db.exists() and not os.access(db, os.W_OK):
             raise UserError(f"{db}: cannot write the MLflow store (permission denied) — give a writable {flag}")
+    if scheme in ("http", "https"):
+        probe_server(uri, flag)
     return uri
+
+
+def probe_server(uri: str, flag: str) -> None:
+    """A one-line UserError within PROBE_SECONDS when no server answers at `uri` (MLflow's own client retries for
+    minutes before it gives up). Any HTTP answer, even an error status, means a server is there."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_SECONDS):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise UserError(f"{flag} {uri}: no MLflow server answered within {PROBE_SECONDS:g} s ({type(why).__name__}: "
+                        f"{' '.join(str(why).split())[:120]}) — start one (mlflow server --host HOST --port PORT) or give another "
+                        f"{flag}") from None
 
 
 def sqlite_file(uri: str) -> Path | None:
