@@ -173,6 +173,21 @@ def test_a_cost_every_trained_line_paid_alike_is_not_drawn(tmp_path):
     assert "training steps per cell" in text  # the costs that differ are drawn
 
 
+def test_figure_captions_say_what_they_show_and_how_many_lines(built):
+    import pandas as pd
+
+    from bench.report.html import caption
+
+    out, _ = built
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", out.read_text())
+    assert captions and all(len(c) > 40 and c.endswith(".") for c in captions)  # a sentence, not "roc"
+    assert any(c.startswith("Verification ROC") and re.search(r"; all \d+ lines( \(comparison group \d\))?\.$", c) for c in captions)
+    frame = pd.DataFrame({"group": ["a"] * 28 + ["b"] * 3})
+    assert caption("roc", "recall_at_1", frame).endswith("the best 12 of 28 lines.")
+    assert caption("leaderboard_group2", "recall_at_1", frame).endswith("all 3 lines (comparison group 2).")
+    assert "recall_at_1 along the budget" in caption("curves", "recall_at_1", frame)
+
+
 def test_one_line_errors_and_nothing_written(tmp_path, capsys):
     results = tmp_path / "r.jsonl"
     shutil.copy(SOURCE, results)

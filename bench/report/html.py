@@ -134,7 +134,7 @@ def page(rows: list[dict], metric: str, title: str, sources: list[str], items=No
     frame, line_rows = ranked(rows, metric, items)
     groups, why = _effect_groups(rows, metric, items, frame.empty)
     sections = [_answer(frame, groups, metric), _leaderboard(frame, metric), _cost(frame, line_rows, metric),
-                _effects(groups, why, metric, frame.empty), _plots(rows, metric, frame.empty), _failures(rows),
+                _effects(groups, why, metric, frame.empty), _plots(rows, metric, frame, frame.empty), _failures(rows),
                 _overview(rows, sources, metric), _glossary()]
     head = ['<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
             # No network and no script but ours, even if a string escaped the escaping: the browser refuses it.
@@ -415,11 +415,35 @@ def _effects(groups: list | None, why: str, metric: str, empty: bool) -> str:
     text = effects_markdown(groups, metric).split("\n", 2)[2]  # its own heading is this section's
     figure = ""
     if _has_matplotlib() and any(e.pairs for g in groups for e in g.effects):
-        figure = _img(forest(groups, metric), "forest plot of the effects")
+        figure = _img(forest(groups, metric), "effects", f"Each factor effect on {metric}: the mean over its matched pairs of lines, "
+                      "with its 95 % interval (colour: how the interval was computed).")
     return f"{head}\n{_markdown_html(text)}\n{figure}</section>"
 
 
-def _plots(rows: list[dict], metric: str, empty: bool) -> str:
+CAPTIONS = {
+    "leaderboard": ("Each line's mean {metric} over its ok seeds, with the seeds' std as error bars, best on top", "MAX_BARS"),
+    "roc": ("Verification ROC of each line: true-accept against false-accept rate, the mean over its seeds", "MAX_LINES"),
+    "recall_at_k": ("Recall@k against k: how often a query's k nearest items hold one of its class, the mean over seeds", "MAX_LINES"),
+    "curves": ("{metric} along the budget on each line's learning-curve split (validation first), the mean over seeds ± std",
+               "MAX_LINES"),
+}
+
+
+def caption(name: str, metric: str, frame: pd.DataFrame) -> str:
+    """What a figure shows, and how many of its group's lines it draws when not all ("the best 12 of 24 lines")."""
+    from bench.report import plots
+
+    stem, _, group = name.partition("_group")
+    text, limit = CAPTIONS.get(stem, (name, "MAX_LINES"))
+    groups = list(dict.fromkeys(frame["group"]))
+    n = int((frame["group"] == groups[int(group) - 1 if group else 0]).sum()) if groups else 0
+    cap = getattr(plots, limit)
+    shown = f"; the best {cap} of {n} lines" if n > cap else f"; all {n} lines" if n else ""
+    where = f" (comparison group {group})" if group else ""
+    return text.format(metric=metric) + shown + where + "."
+
+
+def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool) -> str:
     head = "<section id=\"plots\"><h2>Plots</h2>"
     if empty:
         return ""
@@ -428,7 +452,7 @@ def _plots(rows: list[dict], metric: str, empty: bool) -> str:
     from bench.report.plots import figures
 
     drawn, skipped = figures(rows, metric)
-    out = [head] + [_img(figure, name) for name, figure in drawn.items()]
+    out = [head] + [_img(figure, name, caption(name, metric, frame)) for name, figure in drawn.items()]
     out += [f"<p class=\"note\">{escape(name)}: not drawn — {escape(why)}</p>" for name, why in skipped.items()]
     return "\n".join(out) + "</section>"
 
@@ -443,11 +467,11 @@ def _has_matplotlib() -> bool:
     return True
 
 
-def _img(figure, name: str) -> str:
+def _img(figure, name: str, text: str | None = None) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode()
-    return f"<figure><img{_attr('alt', name)} src=\"data:image/png;base64,{data}\"><figcaption>{escape(name)}</figcaption></figure>"
+    return f"<figure><img{_attr('alt', text or name)} src=\"data:image/png;base64,{data}\"><figcaption>{escape(text or name)}</figcaption></figure>"
 
 
 def _failures(rows: list[dict]) -> str:
