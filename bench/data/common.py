@@ -40,6 +40,17 @@ def check_resize(value: object, where: str) -> str:
     return str(value)
 
 
+def check_decoding(background: object, max_pixels: object, resize: object, where: str) -> tuple[tuple[int, int, int], int, str]:
+    """A file dataset's decoding arguments checked: (RGB background, pixel limit, resize rule)."""
+    return parse_background(background, where), check_max_pixels(max_pixels, where), check_resize(resize, where)
+
+
+def decoding(background: tuple[int, int, int], max_pixels: int, resize: str = "square") -> dict:
+    """How the files were decoded, as a checkpoint records it so that `bench embed` decodes new files the same way
+    ("resize" only when it is not the default stretch, so older records read the same)."""
+    return {"background": list(background), "max_pixels": max_pixels, **({"resize": resize} if resize != "square" else {})}
+
+
 def check_max_pixels(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UserError(f"{where}: max_pixels = {value!r} — use 0 (Pillow's own limit) or the largest width × height to accept")

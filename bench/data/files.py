@@ -12,11 +12,10 @@ from bench.data.common import (
     IMAGE_SUFFIXES,
     ROLE_NAMES,
     check_labels,
-    check_max_pixels,
-    check_resize,
+    check_decoding,
     decode_images,
+    decoding,
     encode_labels,
-    parse_background,
 )
 from bench.errors import UserError
 from bench.plugins import SPLIT_NAMES, LabelledImages
@@ -35,7 +34,7 @@ def folder(root: str, image_size: int = 0, channels: int = 0, background: str = 
     any other file that is not an image is an error, so a stray file never silently changes a class.
     """
     where = "dataset folder"
-    rgb, max_pixels, resize = parse_background(background, where), check_max_pixels(max_pixels, where), check_resize(resize, where)
+    rgb, max_pixels, resize = check_decoding(background, max_pixels, resize, where)
     base, names, files = folder_files(root, where)
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[c] for c, _, _ in files], dtype=np.int64)
@@ -89,7 +88,7 @@ def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str =
     `image_size`, `channels`, `background`, `max_pixels` and `resize` as for `folder`.
     """
     where = "dataset csv"
-    rgb, max_pixels, resize = parse_background(background, where), check_max_pixels(max_pixels, where), check_resize(resize, where)
+    rgb, max_pixels, resize = check_decoding(background, max_pixels, resize, where)
     file, rows, paths, raw_labels, origins = manifest_entries(manifest, where)
     split = _all_or_none("split", [row.get("split") for _, row in rows], SPLIT_NAMES, origins, where)
     role = _all_or_none("role", [row.get("role") for _, row in rows], ROLE_NAMES, origins, where)
@@ -99,12 +98,6 @@ def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str =
     attributes = {"role": role} if role is not None else {}
     return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file), "decoding": decoding(rgb, max_pixels, resize)},
                           attributes=attributes)
-
-
-def decoding(background: tuple[int, int, int], max_pixels: int, resize: str = "square") -> dict:
-    """How the files were decoded, as a checkpoint records it so that `bench embed` decodes new files the same way
-    ("resize" only when it is not the default stretch, so older records read the same)."""
-    return {"background": list(background), "max_pixels": max_pixels, **({"resize": resize} if resize != "square" else {})}
 
 
 def manifest_entries(manifest: str | Path, where: str) -> tuple[Path, list, list[str], list[str], list[str]]:

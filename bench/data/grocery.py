@@ -7,8 +7,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from bench.data.common import check_labels, check_max_pixels, check_resize, decode_images, parse_background
-from bench.data.files import decoding
+from bench.data.common import check_decoding, check_labels, decode_images, decoding
 from bench.errors import UserError
 from bench.plugins import LabelledImages
 
@@ -30,7 +29,7 @@ def grocery(root: str = "~/data/GroceryStoreDataset", image_size: int = 224, cha
     `image_size` (default 224) with `resize = "shorter_center_crop"` (default: the shorter side to the size,
     then the centre square) or "square" (stretched); `channels`, `background`, `max_pixels` as for `folder`.
     """
-    rgb, max_pixels, resize = parse_background(background, WHERE), check_max_pixels(max_pixels, WHERE), check_resize(resize, WHERE)
+    rgb, max_pixels, resize = check_decoding(background, max_pixels, resize, WHERE)
     base = _dataset_folder(Path(root).expanduser())
     classes = _classes(base / "classes.csv")
     photos = [entry for name in LISTS for entry in _photos(base, name, classes)]

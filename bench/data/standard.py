@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.common import check_labels, check_max_pixels, check_resize, decode_images, parse_background
-from bench.data.files import decoding as decoding_record
+from bench.data.common import check_decoding, check_labels, decode_images, decoding as decoding_record
 from bench.errors import UserError, read_text
 from bench.plugins import LabelledImages
 
@@ -34,7 +33,7 @@ def cub(root: str, image_size: int = 0, channels: int = 0, background: str = "wh
     `image_size`, `channels`, `background`, `max_pixels` and `resize` as for `folder`.
     """
     where = "dataset cub"
-    decoding = _decoding_args(where, background, max_pixels, resize)
+    decoding = check_decoding(background, max_pixels, resize, where)
     base = _root(root, where, CUB_FIX, child="CUB_200_2011", marker="images.txt")
     names = _id_map(base / "classes.txt", where, CUB_FIX)
     paths = _id_map(base / "images.txt", where, CUB_FIX)
@@ -62,7 +61,7 @@ def cars196(root: str, image_size: int = 0, channels: int = 0, background: str =
     `class_names`. `image_size`, `channels`, `background`, `max_pixels` and `resize` as for `folder`.
     """
     where = "dataset cars196"
-    decoding = _decoding_args(where, background, max_pixels, resize)
+    decoding = check_decoding(background, max_pixels, resize, where)
     base = _root(root, where, CARS_FIX)
     file = base / "cars_annos.mat"
     rel, raw, class_names = _cars_annotations(file, where)
@@ -82,7 +81,7 @@ def sop(root: str, image_size: int = 0, channels: int = 0, background: str = "wh
     1.5 GB as uint8 RGB; 224 needs about 18 GB). `channels`, `background`, `max_pixels`, `resize` as for `folder`.
     """
     where = "dataset sop"
-    decoding = _decoding_args(where, background, max_pixels, resize)
+    decoding = check_decoding(background, max_pixels, resize, where)
     base = _root(root, where, SOP_FIX, child="Stanford_Online_Products", marker="Ebay_train.txt")
     parts = {s: _sop_rows(base / f"Ebay_{s}.txt", where) for s in ("train", "test")}
     both = {c for c, _, _ in parts["train"]} & {c for c, _, _ in parts["test"]}
@@ -108,7 +107,7 @@ def inshop(root: str, image_size: int = 0, channels: int = 0, background: str = 
     pair), counted in meta["split"]. `image_size`, `channels`, `background`, `max_pixels`, `resize` as for `folder`.
     """
     where = "dataset inshop"
-    decoding = _decoding_args(where, background, max_pixels, resize)
+    decoding = check_decoding(background, max_pixels, resize, where)
     base = _root(root, where, INSHOP_FIX)
     listing = base / "list_eval_partition.txt"
     if not listing.is_file() and (base / "Eval" / listing.name).is_file():
@@ -229,10 +228,6 @@ def _cars_annotations(file: Path, where: str) -> tuple[list[str], list[int], lis
 
 
 # ---------------------------------------------------------------- shared steps
-
-
-def _decoding_args(where: str, background: str, max_pixels: int, resize: str) -> tuple[tuple[int, int, int], int, str]:
-    return parse_background(background, where), check_max_pixels(max_pixels, where), check_resize(resize, where)
 
 
 def _root(root: str, where: str, fix: str, child: str = "", marker: str = "") -> Path:

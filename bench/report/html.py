@@ -62,12 +62,12 @@ SCRIPT = """
   // the number a cell carries: at its start, after an optional "p=" / "p<" / "p≤" (a p-value), with a Unicode
   // minus and thousands commas read as numbers; "p<0.001" sorts just below 0.001. NaN when the cell starts with text.
   function number(s) {
-    var m = /^(p\s*([=<\u2264])\s*)?([+\-\u2212]?(\d[\d,]*\.?\d*|\.\d+)(e[+\-]?\d+)?)/i.exec(s);
+    var m = /^(p\\s*([=<\\u2264])\\s*)?([+\\-\\u2212]?(\\d[\\d,]*\\.?\\d*|\\.\\d+)(e[+\\-]?\\d+)?)/i.exec(s);
     if (!m) { return NaN; }
-    var v = parseFloat(m[3].replace("\u2212", "-").replace(/,/g, ""));
+    var v = parseFloat(m[3].replace("\\u2212", "-").replace(/,/g, ""));
     return m[2] && m[2] !== "=" ? v * (1 - 1e-9) - 1e-300 : v;
   }
-  function missing(s) { return s === "" || s === "\u2014"; }
+  function missing(s) { return s === "" || s === "\\u2014"; }
   // A column sorts by number when at least half of its non-empty cells carry one; cells without a number (a
   // "(baseline)", "untested") then follow the numbers, and empty cells come last, whichever the direction.
   function sortBy(table, th, col) {
@@ -421,26 +421,24 @@ def _effects(groups: list | None, why: str, metric: str, empty: bool) -> str:
 
 
 CAPTIONS = {
-    "leaderboard": ("Each line's mean {metric} over its ok seeds, with the seeds' std as error bars, best on top", "MAX_BARS"),
-    "roc": ("Verification ROC of each line: true-accept against false-accept rate, the mean over its seeds", "MAX_LINES"),
-    "recall_at_k": ("Recall@k against k: how often a query's k nearest items hold one of its class, the mean over seeds", "MAX_LINES"),
-    "curves": ("{metric} along the budget on each line's learning-curve split (validation first), the mean over seeds ± std",
-               "MAX_LINES"),
+    "leaderboard": "Each line's mean {metric} over its ok seeds, with the seeds' std as error bars, best on top",
+    "roc": "Verification ROC of each line: true-accept against false-accept rate, the mean over its seeds",
+    "recall_at_k": "Recall@k against k: how often a query's k nearest items hold one of its class, the mean over seeds",
+    "curves": "{metric} along the budget on each line's learning-curve split (validation first), the mean over seeds ± std",
 }
 
 
 def caption(name: str, metric: str, frame: pd.DataFrame) -> str:
     """What a figure shows, and how many of its group's lines it draws when not all ("the best 12 of 24 lines")."""
-    from bench.report import plots
+    from bench.report.plots import MAX_BARS, MAX_LINES
 
     stem, _, group = name.partition("_group")
-    text, limit = CAPTIONS.get(stem, (name, "MAX_LINES"))
     groups = list(dict.fromkeys(frame["group"]))
     n = int((frame["group"] == groups[int(group) - 1 if group else 0]).sum()) if groups else 0
-    cap = getattr(plots, limit)
+    cap = MAX_BARS if stem == "leaderboard" else MAX_LINES
     shown = f"; the best {cap} of {n} lines" if n > cap else f"; all {n} lines" if n else ""
     where = f" (comparison group {group})" if group else ""
-    return text.format(metric=metric) + shown + where + "."
+    return CAPTIONS.get(stem, name).format(metric=metric) + shown + where + "."
 
 
 def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool) -> str:

@@ -25,9 +25,9 @@ import pandas as pd
 from bench.config import NOT_IDENTITY
 from bench.errors import UserError, check_output_file
 from bench.eval.definitions import definition, lower_is_better
-from bench.report.leaderboard import ABSENT, FIRST_KEYS, ranked
+from bench.report.leaderboard import ABSENT, FIRST_KEYS, STATS, ranked
 from bench.report.lines import as_text, configuration, current, flatten, lines_of
-from bench.report.plots import figure_files, varying_columns
+from bench.report.plots import figure_files, short_names, varying_columns
 from bench.results import latest_rows
 
 INSTALL = "pip install 'metric-bench[mlflow]'"
@@ -115,8 +115,7 @@ class Parent:
     end_ms: int | None = None
 
 
-COMPARISON = ("vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_adj", "critical", "detectable", "seeds_to_resolve",
-              "gain_vs_untrained", "resolve_target")  # the leaderboard's figures about the sort metric: logged as <metric>/<figure>
+COMPARISON = {*STATS, "gain_vs_untrained", "resolve_target"}  # the leaderboard's figures about the sort metric: <metric>/<figure>
 ABBREVIATIONS = ((r"^timm/", ""), (r"^efficientnet_", ""), (r"_imagenet$", ""), (r"^pml/", ""))
 FREEZE_NAMES = {"none": "", "backbone": "frozen", "backbone_bn_train": "frozen (BN train)"}
 DEFAULTS = ("none", "native")  # option values a run name leaves out
@@ -129,9 +128,7 @@ def run_names(frame: pd.DataFrame) -> list[str]:
     if not len(frame):
         return []
     varying = varying_columns(frame) or list(FIRST_KEYS[:2])  # the options the plots' legends name
-    short = {k: k.rsplit(".", 1)[-1] for k in varying}
-    if len(set(short.values())) < len(short):  # e.g. loss_args.distance and eval.distance: keep the full names
-        short = {k: k for k in varying}
+    short = short_names(varying)
     names = []
     for _, line in frame.iterrows():
         parts = []
@@ -214,6 +211,9 @@ def line_parent(line, metric: str, mark: pd.Series | None, label: str | None) ->
         elif column in COMPARISON and _number(value):
             parent.metrics[f"{metric}/{column}"] = float(value)
     for name in dict.fromkeys(k for r in line.ok for k, v in r["metrics"].items() if _number(v)):
+        if mark is not None and f"{name}_mean" in mark:  # a metric the leaderboard shows: its own mean ± std
+            parent.metrics[name], parent.metrics[f"{name}_std"] = float(mark[f"{name}_mean"]), float(mark[f"{name}_std"])
+            continue
         values = np.array([float(r["metrics"].get(name, math.nan)) for r in line.ok])
         with np.errstate(invalid="ignore"):  # an infinite value: its mean and std are not numbers, and are not logged
             parent.metrics[name] = float(values.mean())

@@ -98,15 +98,21 @@ def varying_columns(frame) -> list[str]:
     return varying
 
 
+def short_names(keys: list[str], among: list[str] | None = None) -> dict[str, str]:
+    """Each option's last part ("train.augment" → "augment"), or every full name when two of `among` (default: all
+    of `keys`) would read alike (e.g. train.seed and split.seed)."""
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    among = keys if among is None else among
+    return short if len({short[k] for k in among}) == len(among) else {k: k for k in keys}
+
+
 def line_labels(frame) -> tuple[list[str], str]:
     """A legend label per line from the configuration columns that differ between lines (those that follow
     from another left out), and the columns that are the same on every line as one subtitle."""
     keys = key_columns(frame)
     varying = varying_columns(frame) or list(FIRST_KEYS[:2])  # one configuration: name it
     same = [k for k in keys if frame[k].nunique() == 1]
-    short = {k: k.rsplit(".", 1)[-1] for k in keys}
-    if len(set(short[k] for k in varying)) < len(varying):  # e.g. train.seed and split.seed: keep the full names
-        short = {k: k for k in keys}
+    short = short_names(keys, among=varying)
 
     def part(key: str, value, named: bool = False) -> str:
         return f"{short[key]}={value}" if named or key not in FIRST_KEYS else str(value)
