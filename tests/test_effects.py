@@ -484,3 +484,57 @@ def test_the_table_corrects_its_p_values_by_holm_over_its_effects_and_shows_an_u
     assert rows[0][8] == "+0.050 … +0.150 · I² 50 %"
     assert rows[4][3:] == ["", "+0.100 (untested)", "—", "—", "1 of 1", "+0.100", "seeds only (untested: no variance)"]
     assert not found[4].tested and found[0].tested
+
+
+# --- backbone × loss, when the grid crosses them ----------------------------------------------------------------
+
+def crossed_rows(rng, cells, seeds: int = 3) -> list[dict]:
+    """Rows of (backbone, loss, D) lines with a backbone × loss interaction planted (n1's losses swap their order)."""
+    value = {("n0", "triplet"): 0.6, ("n0", "contrastive"): 0.5, ("n1", "triplet"): 0.4, ("n1", "contrastive"): 0.55, ("n0", "arcface"): 0.3}
+    return [row("a0", "b0", s, value[bb, loss] + 0.05 * (d == "d1") + rng.normal(0, 0.01), loss=loss, config={"backbone": bb, "D": d})
+            for bb, loss, d in cells for s in range(seeds)]
+
+
+def test_the_backbone_by_loss_cells_when_the_grid_crosses_them_and_nothing_otherwise():
+    """A level run with only some of the other axis's levels (arcface) is left out; the cells hold the other option at
+    the one setting every cell has (D = d0; d1 misses a cell); each cell's mean and interval are the seeds' mean and
+    t interval computed here; the markdown gives the table and the interaction term's share from the model above."""
+    from bench.report.effects import markdown
+
+    rng = np.random.default_rng(21)
+    cells = [(bb, loss, "d0") for bb in ("n0", "n1") for loss in ("triplet", "contrastive")]
+    rows = crossed_rows(rng, cells + [("n0", "triplet", "d1"), ("n0", "contrastive", "d1"), ("n1", "triplet", "d1")])
+    (group,) = effects(rows, FEW)
+    c = group.interaction
+    assert c.axes == ("backbone", "loss") and c.levels == [["n0", "n1"], ["triplet", "contrastive"]]
+    assert c.left_out == [] and c.held == "D=d0"
+    for bb, loss, _ in cells:
+        seeds = np.array([r["metrics"][FEW] for r in rows if (r["config"]["backbone"], r["config"]["loss"], r["config"]["D"]) == (bb, loss, "d0")])
+        half = stats.t.ppf(0.975, len(seeds) - 1) * seeds.std(ddof=1) / math.sqrt(len(seeds))
+        cell = c.cell(bb, loss)
+        assert (cell.mean, cell.low, cell.high) == pytest.approx((seeds.mean(), seeds.mean() - half, seeds.mean() + half), rel=1e-9)
+    text = markdown([group], FEW)
+    term = next(t for t in group.variance.terms if t.name == "backbone × loss")
+    assert f"**backbone × loss**: the mean {FEW} of each cell, the other options held at D=d0" in text
+    assert f"backbone × loss takes {term.share:.1%} of the variance (p<0.001)" in text and term.p < 0.001  # planted
+    assert f"| n1 | {c.cell('n1', 'triplet').mean:.3f} [" in text
+
+    # arcface ran with n0 alone: out of the cells (and, aliased, out of the model's terms)
+    (group,) = effects(rows + crossed_rows(rng, [("n0", "arcface", "d0")]), FEW)
+    assert group.interaction.left_out == ["arcface"] and group.interaction.levels == c.levels
+    text = markdown([group], FEW)
+    assert "as not run with every level of the other axis: arcface." in text
+    assert "backbone × loss is not in the model above (its notes say why)" in text
+
+    # no setting of D in every cell: each cell averages its own lines (configurations), weighted alike
+    rows = crossed_rows(rng, cells[:3] + [("n1", "contrastive", "d1"), ("n0", "triplet", "d1")])
+    c = effects(rows, FEW)[0].interaction
+    assert c.held == "" and c.cell("n0", "triplet").configurations == 2
+    assert c.cell("n0", "triplet").mean == pytest.approx(np.mean([np.mean([r["metrics"][FEW] for r in rows if (
+        r["config"]["backbone"], r["config"]["loss"], r["config"]["D"]) == ("n0", "triplet", d)]) for d in ("d0", "d1")]))
+    assert "each cell averaging the settings of the other options" in markdown(effects(rows, FEW), FEW)
+
+    # not crossed (n1 ran one loss), or one backbone: no cells, and the markdown says nothing of them
+    for cut in (cells[:3], [x for x in cells if x[0] == "n0"]):
+        (group,) = effects(crossed_rows(rng, cut), FEW)
+        assert group.interaction is None and "**backbone × loss**" not in markdown([group], FEW)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +16,11 @@ from sklearn.metrics import auc, roc_curve
 from bench.cli import main
 from bench.eval.verification import ROC_POINTS, downsample_roc, roc_metrics, verification_metrics
 from bench.report.leaderboard import table
-from bench.report.plots import FIGURES, MAX_LINES, figures, line_labels, mean_roc, roc_of
+from bench.report.names import line_names
+from bench.report.plots import FIGURES, LOG_ROC, MAX_LINES, Line, figures, legend, mean_roc, roc_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 # --- the ROC a row keeps ------------------------------------------------------------------------------------
@@ -137,12 +141,12 @@ def test_lines_are_ranked_like_the_leaderboard_and_read_the_roc_from_either_plac
     drawn, skipped = figures(ROWS, "verification_roc_auc")
     assert not skipped
     legend = [t.get_text() for t in drawn["roc"].axes[0].get_legend().get_texts()]
-    assert legend[0].startswith("resnet, triplet (AUC 0.880, 3 seeds)") and legend[2].startswith("koch, bce_l1 (AUC 0.705, 2 seeds)")
+    assert legend[0].startswith("resnet · triplet (AUC 0.880, 3 seeds)") and legend[2].startswith("koch · bce_l1 (AUC 0.705, 2 seeds)")
     assert legend[-1] == "chance"
     bars = [t.get_text() for t in drawn["leaderboard"].axes[0].get_yticklabels()]
-    assert bars == ["resnet, triplet (3 seeds)", "lite, contrastive (1 seed)", "koch, bce_l1 (2 seeds)"]
+    assert bars == ["resnet · triplet (3 seeds)", "lite · contrastive (1 seed)", "koch · bce_l1 (2 seeds)"]
     curves = [t.get_text() for t in drawn["curves"].axes[0].get_legend().get_texts()]
-    assert curves == ["resnet, triplet", "lite, contrastive"]  # koch has no curve
+    assert curves == ["resnet · triplet", "lite · contrastive"]  # koch has no curve
     drawn, skipped = figures(ROWS, "verification_eer")  # lower is better: the lowest mean on top
     bars = drawn["leaderboard"].axes[0]
     assert [t.get_text() for t in bars.get_yticklabels()][0].startswith("resnet") and "lower is better" in bars.get_title()
@@ -167,9 +171,62 @@ def test_labels_name_what_differs_and_leave_out_what_follows_from_it():
             r["config"] |= {"backbone_args": {"image_size": size}, "model": {"freeze": freeze}}
             r["cell_id"] = f"{backbone}-{freeze}"
             rows.append(r)
-    labels, subtitle = line_labels(table(rows))
-    assert labels == ["koch, freeze=bn", "koch, freeze=none", "conv4, freeze=bn", "conv4, freeze=none"]  # image_size follows from the backbone
+    frame = table(rows)
+    labels, subtitle = legend([Line(options, [], 0.0, 0.0) for _, options in frame.iterrows()])
+    assert labels == ["koch · freeze bn", "koch", "conv4 · freeze bn", "conv4"]  # image_size follows from the backbone
     assert subtitle == "loss=triplet, dataset=toy"
+
+
+LONG = "timm/efficientnet_lite0.ra_in1k_with_a_plugin_name_long_enough_to_fill_a_legend_line_"
+
+
+def test_legends_keep_the_options_that_tell_the_drawn_lines_apart():
+    """Lines with long backbone names that differ last in their augmentation and learning rate: every label drawn
+    names both (wrapped, never cut), and an option every drawn line shares (the preprocessing of the 12 best) is
+    said once in the title, not in each label — though the lines left out of the figure differ in it."""
+    rows, values = [], {}
+    for n, (backbone, augment, lr) in enumerate((b, a, lr) for b in "ab" for a in ("none", "koch") for lr in (1e-3, 1e-4, 3e-4)):
+        for preprocess in ("caffe", "native"):
+            value = (0.9 if preprocess == "caffe" else 0.5) - 0.01 * n  # every native line ranks below the caffe ones
+            r = row(LONG + backbone, "triplet", 0, value, lr=lr)
+            r["config"] |= {"model": {"preprocess": preprocess}, "train": {"augment": augment, "lr": lr}}
+            r["cell_id"] = f"{n}-{preprocess}"
+            rows.append(r)
+            values[round(value, 6)] = (backbone, augment, lr)
+    drawn, _ = figures(rows)
+    roc = drawn["roc"].axes[0]
+    labels = [t.get_text() for t in roc.get_legend().get_texts()][:-1]  # less "chance"
+    assert len(labels) == MAX_LINES == len(set(labels)) and any("\n" in label for label in labels)  # long ones wrapped
+    want = [f"{LONG[5:].replace('efficientnet_', '')}{b} · " + ("augment=koch · " if a == "koch" else "") + f"lr={lr}"
+            for b, a, lr in (values[k] for k in sorted(values, reverse=True)[:MAX_LINES])]
+    assert [label.split(" (AUC")[0].replace("\n", " ") for label in labels] == want  # nothing cut, no preprocessing
+    assert "preprocess=caffe" in roc.get_title()  # shared by the drawn lines: said once
+    bars = [t.get_text().replace("\n", " ") for t in drawn["leaderboard"].axes[0].get_yticklabels()]
+    assert len(bars) == 24 and sum("caffe" in b for b in bars) == 12  # the bars draw every line: there it tells them apart
+
+
+def test_legends_and_mlflow_run_names_follow_one_rule():
+    from bench.report.leaderboard import ranked
+    from bench.report.mlflow import run_names
+
+    for name, metric in (("seed_question", "few_shot_20way_1shot_accuracy"), ("product_question", "recall_at_1")):
+        rows = [json.loads(line) for line in (RESULTS / f"{name}.jsonl").read_text().splitlines()]
+        frame, _ = ranked(rows, metric)
+        assert run_names(frame) == line_names(frame)
+    assert "lite0 · triplet · frozen · caffe" in line_names(frame)
+
+
+def test_the_roc_on_a_log_false_accept_axis():
+    drawn, _ = figures(ROWS)
+    assert drawn["roc"].axes[0].get_xscale() == "linear" and LOG_ROC not in drawn  # the default stays linear
+    drawn, _ = figures(ROWS, log_fpr=True)
+    axes = drawn["roc"].axes[0]
+    assert axes.get_xscale() == "log" and 0 < axes.get_xlim()[0] < 0.1 and "log scale" in axes.get_xlabel()
+    drawn, _ = figures(ROWS, both_fpr_scales=True)
+    assert list(drawn)[:3] == ["leaderboard", "roc", LOG_ROC]
+    assert (drawn["roc"].axes[0].get_xscale(), drawn[LOG_ROC].axes[0].get_xscale()) == ("linear", "log")
+    same = lambda f: [t.get_text() for t in f.axes[0].get_legend().get_texts()]  # noqa: E731
+    assert same(drawn["roc"]) == same(drawn[LOG_ROC])
 
 
 def test_mean_roc_averages_tpr_at_each_fpr():
@@ -193,7 +250,7 @@ def test_several_files_merge_and_a_later_row_supersedes(tmp_path, monkeypatch, c
     write(tmp_path / "a.jsonl", ROWS)
     write(tmp_path / "b.jsonl", [row("lite", "contrastive", 1, 0.99)])  # the failed cell, rerun
     drawn, _ = figures([*ROWS, row("lite", "contrastive", 1, 0.99)])
-    assert drawn["leaderboard"].axes[0].get_yticklabels()[0].get_text() == "lite, contrastive (2 seeds)"
+    assert drawn["leaderboard"].axes[0].get_yticklabels()[0].get_text() == "lite · contrastive (2 seeds)"
     code, _, err = plot(tmp_path, monkeypatch, capsys, "a.jsonl", "b.jsonl", "--log-fpr")
     assert code == 0, err
     check_png(tmp_path / "a_plots" / "roc.png")

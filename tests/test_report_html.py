@@ -188,6 +188,38 @@ def test_figure_captions_say_what_they_show_and_how_many_lines(built):
     assert "recall_at_1 along the budget" in caption("curves", "recall_at_1", frame)
 
 
+def section(text: str, name: str) -> str:
+    return text.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+
+
+def test_the_roc_comes_on_both_false_accept_axes_linear_first(built):
+    plots = section(built[0].read_text(), "plots")
+    roc = re.search(r'<figure class="roc">(.*?)</figure>', plots, re.S)[1]
+    images = re.findall(r'<img class="fpr-(linear|log)"[^>]* src="data:image/png;base64,([^"]+)"', roc)
+    assert [kind for kind, _ in images] == ["linear", "log"] and images[0][1] != images[1][1]
+    assert re.search(r'<input type="checkbox" class="log-fpr">', roc)  # unticked: the linear axis, as before
+    assert plots.count("<img") == 5 and "roc_log" not in plots  # leaderboard, ROC ×2, recall@k, curves
+
+
+def test_the_backbone_by_loss_interaction_only_where_the_grid_crosses_them(built):
+    """The committed quick grid runs one loss: no interaction. Give its Koch and conv4 lines a second loss (with
+    conv4 gaining from it and Koch losing) and the effects section draws the interaction, leaving out Lite0 (run with
+    one loss)."""
+    rows = [json.loads(line) for line in SOURCE.read_text().splitlines() if line.strip()]
+    assert "interaction on" not in section(built[0].read_text(), "effects")
+    more = []
+    for r in rows:
+        if r["config"]["backbone"] in ("conv4", "koch") and r["config"]["loss"] == "triplet":
+            r = copy.deepcopy(r)
+            r["config"]["loss"], r["cell_id"] = "contrastive", "c" + r["cell_id"][1:]
+            r["metrics"][METRIC] += 0.1 if r["config"]["backbone"] == "conv4" else -0.1
+            more.append(r)
+    effects = section(page(rows + more, METRIC, "crossed", ["crossed.jsonl"]), "effects")
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", effects)
+    assert len(captions) == 2 and captions[1].startswith(f"the backbone × loss interaction on {METRIC}: the mean per loss")
+    assert "<strong>backbone × loss</strong>" in effects and "every level of the other axis: efficientnet_lite0_imagenet" in effects
+
+
 def test_one_line_errors_and_nothing_written(tmp_path, capsys):
     results = tmp_path / "r.jsonl"
     shutil.copy(SOURCE, results)
@@ -279,6 +311,23 @@ def test_the_page_in_a_real_browser(built, browser):
         assert len(shot.getcolors(maxcolors=1 << 20)) > 1, "a blank plot"
     assert browser.find_elements(By.CSS_SELECTOR, "svg.pareto g.front")  # the Pareto front is drawn
     assert browser.execute_script("return window.__pwned === undefined")
+
+
+def test_the_roc_switches_to_a_log_false_accept_axis_and_back(built, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(built[0].as_uri())
+    figure = browser.find_element(By.CSS_SELECTOR, "#plots figure.roc")
+    linear, log = figure.find_elements(By.CSS_SELECTOR, "img")
+    box = figure.find_element(By.CSS_SELECTOR, "input.log-fpr")
+    assert linear.is_displayed() and not log.is_displayed()  # the page opens on the linear axis
+    browser.execute_script("arguments[0].scrollIntoView()", box)
+    box.click()
+    assert log.is_displayed() and not linear.is_displayed()
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", log) > 0
+    box.click()
+    assert linear.is_displayed() and not log.is_displayed()
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
 CARRIED = re.compile(r"^(p\s*([=<\u2264])\s*)?([+\-\u2212]?(\d[\d,]*\.?\d*|\.\d+)(e[+\-]?\d+)?)", re.I)

@@ -17,12 +17,13 @@ from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
 from bench.report.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
 from bench.report.paired import Comparison, ItemBootstrap, contrast, contrast_seeds, holm, interval, shared_material
-from bench.report.variance import BALANCED, CONFIGURATION, Variance, variance
+from bench.report.variance import BALANCED, CONFIGURATION, Crossed, Variance, crossed, variance
 
 PLUGIN_ARGS = {"backbone": "backbone_args.", "loss": "loss_args.", "dataset": "dataset_args."}
 SEEDS_ONLY = "seeds only"
 RANDOM = "random over pairs"
 UNTRAINED_NOTE = "Untrained baselines are not in the model (they reset what acts in training, so they have no level of those axes)."
+CROSSED = ("backbone", "loss")  # the two axes whose interaction is shown (cell means) when the grid crosses them
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class GroupEffects:
     axes: dict[str, list[str]]  # every axis of the group and its levels, in grid order
     effects: list[Effect]
     variance: Variance
+    interaction: Crossed | None = None  # CROSSED's cell means, when the trained lines cross ≥ 2 levels of each
 
 
 def options(line: Line) -> dict:
@@ -289,8 +291,19 @@ def effects(rows: list[dict], metric: str, axes: list[str] | None = None, refere
         pairs = None if interactions is None else [(a, b) for a, b in interactions if a in model and b in model]
         notes += [f"{a} × {b} is not in this group's model: {', '.join(x for x in (a, b) if x not in model)} does not vary "
                   "among its trained lines." for a, b in interactions or [] if (a, b) not in pairs]
-        out.append(GroupEffects(label, group, found_effects, variance(data, model, pairs, shown=named, notes=notes)))
+        out.append(GroupEffects(label, group, found_effects, variance(data, model, pairs, shown=named, notes=notes),
+                                interaction(data, model, named, group, lines, flats[label])))
     return out
+
+
+def interaction(data: pd.DataFrame, model: list[str], named: list[str], group: dict[str, list[str]], lines: list[Line],
+                flat: list[dict]) -> Crossed | None:
+    """CROSSED's cells (bench.report.variance.crossed) when both axes are in the model and asked for, the other
+    options held at a setting every cell shares when there is one (a plugin's own arguments go with it)."""
+    if not set(CROSSED) <= set(model) & set(named):
+        return None
+    goes_with = set().union(*(following(a, group, lines, flat) for a in CROSSED))
+    return crossed(data, *CROSSED, [a for a in model if a not in CROSSED and a not in goes_with])
 
 
 def observations(lines: list[Line], axes: list[str], metric: str) -> pd.DataFrame:
@@ -343,6 +356,7 @@ def markdown(groups: list[GroupEffects], metric: str, title: str = "") -> str:
             out += ["seeds only: these rows have no per-item files (of this metric, for every line involved), so the "
                     "interval counts the seeds' spread, not the test items' noise.", ""]
         out += _variance_table(g.variance, metric) + [""]
+        out += _interaction_table(g, metric)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -379,6 +393,29 @@ def _effects_table(found: list[Effect]) -> list[str]:
             cells = [ABSENT] * 6 + [e.why + left]
         out.append("| " + " | ".join(_escape(c) for c in [e.axis, f"{e.level} vs {e.reference}", str(e.pairs), *cells]) + " |")
     return out
+
+
+def _interaction_table(g: GroupEffects, metric: str) -> list[str]:
+    """The crossed axes' cell means with their intervals, and the interaction term's share of the variance."""
+    c = g.interaction
+    if c is None:
+        return []
+    (a, b), name = c.axes, " × ".join(c.axes)
+    term = next((t for t in g.variance.terms if t.name == name), None)
+    share = (f"In the model above, {name} takes {term.share:.1%} of the variance" + ("" if math.isnan(term.p) else f" ({_p(term.p)})")
+             if term else f"{name} is not in the model above (its notes say why)")
+    held = (f"the other options held at {c.held}" if c.held else
+            "each cell averaging the settings of the other options it ran with (no setting is in every cell)")
+    out = [f"**{name}**: the mean {metric} of each cell, {held}, with its 95 % interval from the seeds' spread; the "
+           f"interaction is a difference between {b} levels that changes with the {a}. {share}.", "",
+           f"| {a} | " + " | ".join(_escape(f"{b} {y}") for y in c.levels[1]) + " |", "|---|" + "---:|" * len(c.levels[1])]
+    for x in c.levels[0]:
+        cells = [c.cell(x, y) for y in c.levels[1]]
+        out.append(f"| {_escape(x)} | " + " | ".join(f"{_n(k.mean)} [{_n(k.low)}, {_n(k.high)}]" if math.isfinite(k.low)
+                                                      else f"{_n(k.mean)} (untested)" for k in cells) + " |")
+    if c.left_out:
+        out += ["", f"Left out of these cells, as not run with every level of the other axis: {_escape(', '.join(c.left_out))}."]
+    return out + [""]
 
 
 def _spread(e: Effect) -> str:
@@ -443,6 +480,10 @@ def forest(groups: list[GroupEffects], metric: str):
 
 def _label(e: Effect) -> str:
     return f"{e.axis}: {e.level} vs {e.reference} ({e.pairs} pair{'s' * (e.pairs != 1)})"
+
+
+def _n(x: float) -> str:
+    return f"{x:.3f}".replace("-", "−")
 
 
 def _p(p: float) -> str:

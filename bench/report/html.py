@@ -48,6 +48,7 @@ svg.pareto{max-width:100%;height:auto}body{overflow-wrap:anywhere}
 .leaderboard .pin{position:sticky;z-index:1;background:#fff}.leaderboard th.pin{background:#f6f8fa}
 tr.best td.pin{background:#dafbe1}tr.close td.pin{background:#f0fbf3}.columns{font-size:13px;color:#57606a}.columns label{margin-right:12px}
 .hide-metrics .g-metrics,.hide-marks .g-marks,.hide-budget .g-budget{display:none}
+figure.roc img.fpr-log,figure.roc.log img.fpr-linear{display:none}figure.roc.log img.fpr-log{display:inline}label.scale{font-size:13px;color:#57606a}
 @media (max-width:640px){body{margin:12px auto;padding:0 10px}figure{margin:8px 0 16px}}
 pre{white-space:pre-wrap;margin:0;font-size:12px}code{background:#f6f8fa;padding:0 3px}
 """
@@ -111,6 +112,12 @@ SCRIPT = """
       table.classList.toggle("hide-" + box.getAttribute("data-group"), !box.checked);
       pin();
     });
+  });
+  // the ROC's FPR axis, linear or log: both are in the page, the box shows one
+  Array.prototype.forEach.call(document.querySelectorAll("input.log-fpr"), function (box) {
+    function show() { box.closest("figure").classList.toggle("log", box.checked); }
+    box.addEventListener("change", show);
+    show();  // a box the browser restored as ticked
   });
   Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
@@ -338,7 +345,7 @@ def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
     Pareto front marked, and the front as a table: the best line each budget buys."""
     if frame.empty:
         return ""
-    from bench.report.plots import line_labels
+    from bench.report.names import line_names
 
     out = ["<section id=\"cost\"><h2>Quality against training cost</h2>",
            "<p class=\"legend\">Each point is a line (mean over its ok seeds; hover for its name); filled green: the "
@@ -351,8 +358,7 @@ def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
     for n, group in enumerate(groups, 1):
         at = [i for i, g in enumerate(frame["group"]) if g == group]
         part = frame.iloc[at].reset_index(drop=True)
-        labels, _ = line_labels(part)
-        names = [f"#{k} {label}" for k, label in enumerate(labels, 1)]
+        names = [f"#{k} {name}" for k, name in enumerate(line_names(part), 1)]
         if len(groups) > 1:
             out.append(f"<h3>Comparison group {n} of {len(groups)}: {escape(str(group))}</h3>")
         flat = []
@@ -417,7 +423,24 @@ def _effects(groups: list | None, why: str, metric: str, empty: bool) -> str:
     if _has_matplotlib() and any(e.pairs for g in groups for e in g.effects):
         figure = _img(forest(groups, metric), "effects", f"Each factor effect on {metric}: the mean over its matched pairs of lines, "
                       "with its 95 % interval (colour: how the interval was computed).")
-    return f"{head}\n{_markdown_html(text)}\n{figure}</section>"
+    return f"{head}\n{_markdown_html(text)}\n{figure}{_interactions(groups, metric)}</section>"
+
+
+def _interactions(groups: list, metric: str) -> str:
+    """The interaction plot of each group whose trained lines cross backbone and loss; nothing for the others."""
+    if not _has_matplotlib():
+        return ""
+    from bench.report.plots import interaction
+
+    out = []
+    for g in (g for g in groups if g.interaction):
+        a, b = g.interaction.axes
+        where = f"{g.label}: " if len(groups) > 1 else ""
+        held = f"the other options held at {g.interaction.held}" if g.interaction.held else "each cell averaging the other options it ran with"
+        out.append(_img(interaction(g.interaction, metric, g.label if len(groups) > 1 else ""), "interaction",
+                        f"{where}the {a} × {b} interaction on {metric}: the mean per {b}, one line per {a}, with 95 % intervals "
+                        f"from the seeds ({held}); lines that are not parallel are the interaction."))
+    return "".join(out)
 
 
 CAPTIONS = {
@@ -447,11 +470,19 @@ def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool) -> s
         return ""
     if not _has_matplotlib():
         return f"{head}<p class=\"note\">Plots need matplotlib, which is not installed: {escape(PLOT_EXTRA)} adds them.</p></section>"
-    from bench.report.plots import figures
+    from bench.report.plots import LOG_ROC, figures
 
-    drawn, skipped = figures(rows, metric)
-    out = [head] + [_img(figure, name, caption(name, metric, frame)) for name, figure in drawn.items()]
-    out += [f"<p class=\"note\">{escape(name)}: not drawn — {escape(why)}</p>" for name, why in skipped.items()]
+    drawn, skipped = figures(rows, metric, both_fpr_scales=True)
+    out = [head]
+    for name, figure in drawn.items():
+        if name.startswith(LOG_ROC):
+            continue  # drawn with its linear twin
+        twin = name.replace("roc", LOG_ROC, 1)  # "roc_group2" → "roc_log_group2"
+        if name.partition("_group")[0] == "roc" and twin in drawn:
+            out.append(_roc_img(figure, drawn[twin], caption(name, metric, frame)))
+        else:
+            out.append(_img(figure, name, caption(name, metric, frame)))
+    out += [f"<p class=\"note\">{escape(name)}: not drawn — {escape(why)}</p>" for name, why in skipped.items() if not name.startswith(LOG_ROC)]
     return "\n".join(out) + "</section>"
 
 
@@ -465,11 +496,24 @@ def _has_matplotlib() -> bool:
     return True
 
 
-def _img(figure, name: str, text: str | None = None) -> str:
+def _png(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f"<figure><img{_attr('alt', text or name)} src=\"data:image/png;base64,{data}\"><figcaption>{escape(text or name)}</figcaption></figure>"
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(figure, name: str, text: str | None = None) -> str:
+    return f"<figure><img{_attr('alt', text or name)}{_attr('src', _png(figure))}><figcaption>{escape(text or name)}</figcaption></figure>"
+
+
+def _roc_img(linear, log, text: str) -> str:
+    """The ROC on a linear FPR axis (shown first) and on a log one, with a checkbox that swaps them: the log axis
+    spreads out the low false-accept region a TAR@FAR threshold reads."""
+    box = f"<label class=\"scale\"><input type=\"checkbox\" class=\"log-fpr\"> log false-accept (FPR) axis: the low-FAR region spread out</label>"
+    return (f"<figure class=\"roc\">{box}<br>"
+            f"<img class=\"fpr-linear\"{_attr('alt', text)}{_attr('src', _png(linear))}>"
+            f"<img class=\"fpr-log\"{_attr('alt', text + ' Log false-accept axis.')}{_attr('src', _png(log))}>"
+            f"<figcaption>{escape(text)}</figcaption></figure>")
 
 
 def _failures(rows: list[dict]) -> str:

@@ -9,24 +9,27 @@ import textwrap
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from bench.errors import UserError
-from bench.report.leaderboard import ABSENT, DEFAULT_METRIC, FIRST_KEYS, key_columns, lower_is_better, ranked
+from bench.report.leaderboard import DEFAULT_METRIC, lower_is_better, ranked
 from bench.report.lines import curve_of
+from bench.report.names import abbreviated, line_names, shared, short_names, varying_columns  # noqa: F401 (the last two: MLflow imports them from here)
 
 FIGURES = ("leaderboard", "roc", "recall_at_k", "curves")  # the PNGs' stems, in the order a leaderboard links them
+LOG_ROC = "roc_log"  # the ROC on a log FPR axis, when a page draws both
 MAX_LINES = 12  # more lines than this on one plot cannot be told apart; the best configurations are kept
 MAX_BARS = 30
-LABEL_CHARS = 80
+LABEL_CHARS = 60  # a longer legend label is wrapped onto more lines
 INSTALL = "pip install 'metric-bench[plot]'"
 RECALL = re.compile(r"recall_at_(\d+)\Z")
 
 
 @dataclass(frozen=True)
 class Line:
-    """One configuration as the plots draw it: its legend label, its ok rows (seeds), and the leaderboard's
-    mean and std of the sort metric."""
-    label: str
+    """One configuration as the plots draw it: its row of the leaderboard frame (its options; `legend` names it
+    among the lines a figure draws), its ok rows (seeds), and the leaderboard's mean and std of the sort metric."""
+    options: pd.Series
     rows: list[dict]
     mean: float
     std: float
@@ -43,31 +46,33 @@ def require_matplotlib():
     return matplotlib
 
 
-def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = False) -> tuple[dict, dict[str, str]]:
+def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = False,
+            both_fpr_scales: bool = False) -> tuple[dict, dict[str, str]]:
     """`({name: Figure}, {name: why it was not drawn})`, one figure of each stem in FIGURES per comparison group.
     Lines are grouped and ranked as in the leaderboard sorted by `metric` (best first), and lines of different
     groups (other test material, or scored another way) never share a figure: with one group the names are the
     stems, with several `<stem>_group<n>` (n from 1, in the leaderboard's group order), each titled with its
-    group. An unknown metric is a UserError."""
+    group. The ROC's FPR axis is log with `log_fpr`; `both_fpr_scales` adds the log one as LOG_ROC (after the
+    linear "roc", for a page that lets its reader switch). An unknown metric is a UserError."""
     require_matplotlib()
     frame, groups = ranked(rows, metric)
     if frame.empty:
         raise UserError("no ok rows: nothing to plot — run the grid (or rerun its failed cells) first")
     labels = list(dict.fromkeys(frame["group"]))
+    stems = [s for stem in FIGURES for s in ((stem, LOG_ROC) if stem == "roc" and both_fpr_scales else (stem,))]
     drawn, skipped = {}, {}
     for n, group in enumerate(labels, start=1):
         at = [i for i, g in enumerate(frame["group"]) if g == group]
         part = frame.iloc[at].reset_index(drop=True)
-        names, subtitle = line_labels(part)
-        if len(labels) > 1:
-            subtitle = f"comparison group {n} of {len(labels)}: {group}" + (f" — {subtitle}" if subtitle else "")
-        lines = [Line(name, [r for r in groups[i] if r.get("status") == "ok"], float(m), float(s))
-                 for name, i, m, s in zip(names, at, part[f"{metric}_mean"], part[f"{metric}_std"])]
-        drawers = {"leaderboard": lambda: leaderboard_bars(lines, metric, subtitle),
-                   "roc": lambda: roc_curves(lines, subtitle, log_fpr),
-                   "recall_at_k": lambda: recall_at_k(lines, subtitle),
-                   "curves": lambda: learning_curves(lines, metric, subtitle)}
-        for stem in FIGURES:
+        where = f"comparison group {n} of {len(labels)}: {group}" if len(labels) > 1 else ""
+        lines = [Line(options, [r for r in groups[i] if r.get("status") == "ok"], float(options[f"{metric}_mean"]),
+                      float(options[f"{metric}_std"])) for i, (_, options) in zip(at, part.iterrows())]
+        drawers = {"leaderboard": lambda: leaderboard_bars(lines, metric, where),
+                   "roc": lambda: roc_curves(lines, where, log_fpr),
+                   LOG_ROC: lambda: roc_curves(lines, where, True),
+                   "recall_at_k": lambda: recall_at_k(lines, where),
+                   "curves": lambda: learning_curves(lines, metric, where)}
+        for stem in stems:
             figure = drawers[stem]()
             name = stem if len(labels) == 1 else f"{stem}_group{n}"
             (skipped if isinstance(figure, str) else drawn)[name] = figure
@@ -86,49 +91,23 @@ def figure_files(folder) -> list:
     return found
 
 
-def varying_columns(frame) -> list[str]:
-    """The configuration columns that tell lines apart, in order, leaving out any that follows from one before it."""
-    varying: list[str] = []
-    for k in key_columns(frame):
-        # An option that follows from a column already in the label (image_size from the backbone, an empty
-        # curve from loss = none) tells lines apart no better and would push the options that do out of it.
-        follows = k not in FIRST_KEYS and any(frame.groupby(v)[k].nunique().max() == 1 for v in varying)
-        if frame[k].nunique() > 1 and not follows:
-            varying.append(k)
-    return varying
+def legend(lines: list[Line], where: str = "") -> tuple[list[str], str]:
+    """A label per line drawn, from the options that tell *these* lines apart (bench.report.names, the rule MLflow's
+    run names use), and the options they all share as a subtitle, after `where` (the comparison group) when given.
+    A long label is wrapped, never cut: the option cut off could be the one that tells two lines apart."""
+    frame = pd.DataFrame([line.options for line in lines])
+    labels = ["\n".join(textwrap.wrap(name, LABEL_CHARS, break_long_words=False)) for name in line_names(frame)]
+    same = shared(frame)
+    return labels, f"{where} — {same}" if where and same else where or same
 
 
-def short_names(keys: list[str], among: list[str] | None = None) -> dict[str, str]:
-    """Each option's last part ("train.augment" → "augment"), or every full name when two of `among` (default: all
-    of `keys`) would read alike (e.g. train.seed and split.seed)."""
-    short = {k: k.rsplit(".", 1)[-1] for k in keys}
-    among = keys if among is None else among
-    return short if len({short[k] for k in among}) == len(among) else {k: k for k in keys}
-
-
-def line_labels(frame) -> tuple[list[str], str]:
-    """A legend label per line from the configuration columns that differ between lines (those that follow
-    from another left out), and the columns that are the same on every line as one subtitle."""
-    keys = key_columns(frame)
-    varying = varying_columns(frame) or list(FIRST_KEYS[:2])  # one configuration: name it
-    same = [k for k in keys if frame[k].nunique() == 1]
-    short = short_names(keys, among=varying)
-
-    def part(key: str, value, named: bool = False) -> str:
-        return f"{short[key]}={value}" if named or key not in FIRST_KEYS else str(value)
-
-    labels = [", ".join(part(k, r[k]) for k in varying if r[k] != ABSENT) for _, r in frame.iterrows()]
-    labels = [label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…" for label in labels]
-    return labels, ", ".join(part(k, frame[k].iloc[0], named=True) for k in same if frame[k].iloc[0] != ABSENT)
-
-
-def _figure(title: str, subtitle: str, size: tuple[float, float] = (6.5, 5.5), legend: list[str] = ()):
+def _figure(title: str, subtitle: str, size: tuple[float, float] = (6.5, 5.5), labels: list[str] = ()):
     """A figure with one axes, titled, `size` inches plus the width of these labels (a legend at its right,
     or a bar chart's tick labels at its left), so long labels widen the figure instead of squeezing the plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    width = size[0] + (0.3 + 0.075 * max(map(len, legend)) if legend else 0.0)
+    width = size[0] + (0.3 + 0.075 * max(len(part) for label in labels for part in label.split("\n")) if labels else 0.0)
     figure = Figure(figsize=(width, size[1]), layout="constrained")
     FigureCanvasAgg(figure)  # Agg draws the PNG; no pyplot, so no global figure state or display backend
     axes = figure.add_subplot()
@@ -153,15 +132,16 @@ def _mean(values) -> float:
 
 # --- the leaderboard as bars ------------------------------------------------------------------------------
 
-def leaderboard_bars(lines: list[Line], metric: str, subtitle: str):
+def leaderboard_bars(lines: list[Line], metric: str, where: str):
     shown = [line for line in lines if math.isfinite(line.mean)][:MAX_BARS]
     if not shown:
         return f"no configuration has a finite {metric}"
     better = "lower" if lower_is_better(metric) else "higher"
     cut = f" (best {len(shown)} of {len(lines)})" if len(shown) < len(lines) else ""
-    labels = [f"{line.label} ({len(line.rows)} seed{'s' * (len(line.rows) != 1)})" for line in shown]
+    names, subtitle = legend(shown, where)
+    labels = [f"{name} ({len(line.rows)} seed{'s' * (len(line.rows) != 1)})" for name, line in zip(names, shown)]
     figure, axes = _figure(f"{metric} per configuration{cut}: mean ± std over ok seeds, {better} is better", subtitle,
-                           (5.5, 1.6 + 0.34 * len(shown)), legend=labels)
+                           (5.5, 1.6 + 0.34 * len(shown)), labels=labels)
     y = np.arange(len(shown))
     stds = [line.std if math.isfinite(line.std) else 0.0 for line in shown]  # one seed: no spread to draw
     bars = axes.barh(y, [line.mean for line in shown], xerr=stds, capsize=3, color="C0", alpha=0.8)
@@ -192,14 +172,15 @@ def mean_roc(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
     return grid, np.mean([np.interp(grid, fpr, tpr) for fpr, tpr in curves], axis=0)
 
 
-def roc_curves(lines: list[Line], subtitle: str, log_fpr: bool = False):
+def roc_curves(lines: list[Line], where: str, log_fpr: bool = False):
     drawable = [(line, curves) for line in lines if (curves := [c for r in line.rows if (c := roc_of(r)) is not None])]
     if not drawable:
         return "no row carries an ROC (rows written before metric-bench kept one, or verification was NaN)"
     drawable = drawable[:MAX_LINES]
-    labels = [f"{line.label} (AUC {_mean(r['metrics'].get('verification_roc_auc') for r in line.rows):.3f}, "
-              f"{len(curves)} seed{'s' * (len(curves) != 1)})" for line, curves in drawable]
-    figure, axes = _figure("ROC per configuration: mean TPR over ok seeds at each FPR (vertical averaging)", subtitle, legend=labels)
+    names, subtitle = legend([line for line, _ in drawable], where)
+    labels = [f"{name} (AUC {_mean(r['metrics'].get('verification_roc_auc') for r in line.rows):.3f}, "
+              f"{len(curves)} seed{'s' * (len(curves) != 1)})" for name, (line, curves) in zip(names, drawable)]
+    figure, axes = _figure("ROC per configuration: mean TPR over ok seeds at each FPR (vertical averaging)", subtitle, labels=labels)
     smallest = 1.0
     for i, ((line, curves), label) in enumerate(zip(drawable, labels)):
         fpr, tpr = mean_roc(curves)
@@ -219,17 +200,17 @@ def roc_curves(lines: list[Line], subtitle: str, log_fpr: bool = False):
 
 # --- recall@k -----------------------------------------------------------------------------------------------
 
-def recall_at_k(lines: list[Line], subtitle: str):
+def recall_at_k(lines: list[Line], where: str):
     ks = sorted({int(m.group(1)) for line in lines for r in line.rows for key in r["metrics"] if (m := RECALL.match(key))})
     if not ks:
         return "no row carries recall_at_<k>"
-    figure, axes = _figure("recall@k (hit rate: ≥ 1 same-class item in the top k), mean over ok seeds", subtitle,
-                           legend=[line.label for line in lines[:MAX_LINES]])
-    for i, line in enumerate(lines[:MAX_LINES]):
+    names, subtitle = legend(lines[:MAX_LINES], where)
+    figure, axes = _figure("recall@k (hit rate: ≥ 1 same-class item in the top k), mean over ok seeds", subtitle, labels=names)
+    for i, (line, name) in enumerate(zip(lines[:MAX_LINES], names)):
         points = [(k, _mean(r["metrics"].get(f"recall_at_{k}") for r in line.rows)) for k in ks]
         points = [(k, v) for k, v in points if math.isfinite(v)]
         if points:
-            axes.plot(*zip(*points), marker="o", label=line.label, **_style(i))
+            axes.plot(*zip(*points), marker="o", label=name, **_style(i))
     if ks[-1] >= 4 * ks[0]:  # k usually doubles (1, 2, 4, 8): even spacing on a log₂ axis
         axes.set_xscale("log", base=2)
     axes.set_xticks(ks, [str(k) for k in ks])
@@ -257,14 +238,15 @@ def curve_points(rows: list[dict], metric: str) -> tuple[dict[float, list[float]
     return at, splits
 
 
-def learning_curves(lines: list[Line], metric: str, subtitle: str):
-    drawable = [(line, *curve) for line in lines if (curve := curve_points(line.rows, metric))[0]]
+def learning_curves(lines: list[Line], metric: str, where: str):
+    drawable = [(line, *curve) for line in lines if (curve := curve_points(line.rows, metric))[0]][:MAX_LINES]
     if not drawable:
         return f"no row carries a learning curve with {metric} (set eval.curve in the grid)"
-    splits = set().union(*(s for _, _, s in drawable[:MAX_LINES]))
+    splits = set().union(*(s for _, _, s in drawable))
     title = f"{metric} during training (on {'/'.join(sorted(splits))}): mean over seeds, shaded ± std"
-    labels = [line.label + (f" [{'/'.join(sorted(split))}]" if len(splits) > 1 else "") for line, _, split in drawable[:MAX_LINES]]
-    figure, axes = _figure(title, subtitle, legend=labels)
+    names, subtitle = legend([line for line, _, _ in drawable], where)
+    labels = [name + (f" [{'/'.join(sorted(split))}]" if len(splits) > 1 else "") for name, (_, _, split) in zip(names, drawable)]
+    figure, axes = _figure(title, subtitle, labels=labels)
     for i, ((_, at, _), label) in enumerate(zip(drawable, labels)):
         fractions = sorted(at)
         means = np.array([np.mean(at[f]) for f in fractions])
@@ -272,6 +254,34 @@ def learning_curves(lines: list[Line], metric: str, subtitle: str):
         axes.plot(fractions, means, marker="o", label=label, **_style(i))
         axes.fill_between(fractions, means - stds, means + stds, color=_style(i)["color"], alpha=0.12, linewidth=0)
     axes.set_xlabel("fraction of the training budget")
+    axes.set_ylabel(metric)
+    _legend(axes)
+    return figure
+
+
+# --- two axes crossed: the interaction --------------------------------------------------------------------------
+
+def interaction(crossing, metric: str, where: str = ""):
+    """An interaction plot of a bench.report.variance.Crossed: the mean `metric` per level of its second axis (the
+    loss), one line per level of the first (the backbone), each with its 95 % interval; lines that are not parallel
+    are the interaction."""
+    require_matplotlib()
+    (a, b), (rows, columns) = crossing.axes, crossing.levels
+    held = f"{crossing.held} in every cell" if crossing.held else "each cell averages the other options it ran with"
+    names = [abbreviated(x) for x in rows]
+    figure, axes = _figure(f"{a} × {b}: mean {metric} per cell, 95 % interval (seeds)",
+                           f"{where} — {held}" if where else held, (5.0, 4.2), labels=names)
+    x = np.arange(len(columns), dtype=float)
+    for i, (level, name) in enumerate(zip(rows, names)):
+        cells = [crossing.cell(level, y) for y in columns]
+        means = np.array([c.mean for c in cells])
+        low = np.array([c.mean - c.low if math.isfinite(c.low) else 0.0 for c in cells])  # untested: the point alone
+        high = np.array([c.high - c.mean if math.isfinite(c.high) else 0.0 for c in cells])
+        shift = 0.06 * (i - (len(rows) - 1) / 2)  # side by side, so overlapping intervals stay readable
+        axes.errorbar(x + shift, means, yerr=[low, high], marker="o", capsize=3, label=name, **_style(i))
+    axes.set_xticks(x, [abbreviated(y) for y in columns])
+    axes.set_xlim(-0.5, len(columns) - 0.5)
+    axes.set_xlabel(b)
     axes.set_ylabel(metric)
     _legend(axes)
     return figure

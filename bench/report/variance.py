@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
+from bench.report.paired import contrast_seeds
 
 INSTALL = "pip install 'metric-bench[stats]'"
 CONFIGURATION = "configuration"  # the column naming a row's configuration (its line): its seeds are replicates
@@ -149,3 +150,71 @@ def design(data: pd.DataFrame, axes: list[str]) -> str:
     kind = BALANCED if complete and equal else " and ".join(w for w, bad in (("incomplete", not complete), ("unbalanced", not equal)) if bad)
     named = " × ".join(f"{a} ({n})" for a, n in zip(axes, levels))
     return f"{named}: {len(counts)} of {possible} level combinations present, {per} ({kind})"
+
+
+# --- two axes crossed: the cell means an interaction plot draws -------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """The mean of `y` over one (a level, b level) cell's configurations (each its mean over seeds, weighted
+    alike), with its 95 % interval from the seeds' spread (NaN when a configuration has one seed)."""
+    a: str
+    b: str
+    mean: float
+    low: float
+    high: float
+    configurations: int
+
+
+@dataclass(frozen=True)
+class Crossed:
+    """Two axes crossed: the levels every level of the other was run with, the cells, and what the cells hold of
+    the other axes (`held`: the one setting of them every cell has, or "" when none is shared: then each cell
+    averages the settings it was run with)."""
+    axes: tuple[str, str]
+    levels: tuple[list[str], list[str]]
+    cells: list[Cell]
+    held: str
+    left_out: list[str]  # levels not run with every level of the other axis
+
+    def cell(self, a: str, b: str) -> Cell:
+        return next(c for c in self.cells if (c.a, c.b) == (a, b))
+
+
+def crossed(data: pd.DataFrame, a: str, b: str, others: list[str] = ()) -> Crossed | None:
+    """The cells of `a` × `b` in `data` (observations: axes as text, CONFIGURATION, y), or None unless ≥ 2 levels of
+    each are crossed. Levels are dropped, the one missing the largest share of its cells first (on a tie, one of the
+    axis with more levels, the later one), until every remaining pair of levels has a cell; then, when one setting of
+    `others` is in every cell, only it is kept (the lines differ in a and b alone), else each cell averages its own."""
+    levels = [list(dict.fromkeys(data[a])), list(dict.fromkeys(data[b]))]
+    present = set(zip(data[a], data[b]))
+    left_out = []
+    while min(map(len, levels)) >= 2:
+        cells = [[(x, y) for y in levels[1]] for x in levels[0]], [[(x, y) for x in levels[0]] for y in levels[1]]
+        missing = [(sum(c not in present for c in row) / len(row), len(levels[axis]), n, axis, levels[axis][n])
+                   for axis in (0, 1) for n, row in enumerate(cells[axis])]
+        share, *_, axis, level = max(missing)
+        if share == 0:
+            break
+        levels[axis].remove(level)
+        left_out.append(level)
+    if min(map(len, levels)) < 2:
+        return None
+    block = data[data[a].isin(levels[0]) & data[b].isin(levels[1])]
+    held = ""
+    if others:
+        setting = [tuple(t) for t in block[list(others)].itertuples(index=False)]
+        covers = {s: {(x, y) for s2, x, y in zip(setting, block[a], block[b]) if s2 == s} for s in dict.fromkeys(setting)}
+        full = [s for s, cells in covers.items() if len(cells) == len(levels[0]) * len(levels[1])]
+        if full:
+            best = max(full, key=setting.count)  # the most seed rows; the first on a tie
+            block = block[[s == best for s in setting]]
+            held = ", ".join(f"{o}={v}" for o, v in zip(others, best))
+    cells = []
+    for x in levels[0]:
+        for y in levels[1]:
+            here = block[(block[a] == x) & (block[b] == y)]
+            seeds = [g.to_numpy(float) for _, g in here.groupby(CONFIGURATION)["y"]]
+            c = contrast_seeds([(v, False) for v in seeds], [1 / len(seeds)] * len(seeds))
+            cells.append(Cell(x, y, c.estimate, c.low, c.high, len(seeds)))
+    return Crossed((a, b), levels, cells, held, left_out)
