@@ -95,15 +95,27 @@ class ResultsWriter:
 
     def _write(self, data: bytes) -> None:
         """All of `data` on disk (written and fsynced), else a UserError naming the file and the cause: a full
-        disk must stop the run with one line, and the line it tore is skipped when the run is resumed."""
+        disk must stop the run with one line, and the file is cut back to where this write began, so no torn line
+        is left behind (the rows before it are kept)."""
+        start = self._file.seek(0, os.SEEK_END)
         try:
             view = memoryview(data)
             while view:
                 view = view[self._file.write(view):]
             os.fsync(self._file.fileno())
         except OSError as exc:
-            raise UserError(f"{self.path}: cannot write a result row ({exc.strerror or exc}) — the rows before it are kept; "
+            cut = self._cut_back(start)
+            raise UserError(f"{self.path}: cannot write a result row ({exc.strerror or exc}) — the rows before it are kept{cut}; "
                             "free space (or pass another --results path) and rerun the same command to continue") from None
+
+    def _cut_back(self, start: int) -> str:
+        """Truncate the file to `start` bytes (where the failed write began); what to add to the error."""
+        try:
+            os.ftruncate(self._file.fileno(), start)
+            os.fsync(self._file.fileno())
+        except OSError as exc:  # truncating frees space, so this is rare: the next run skips the torn line
+            return f", but its partial line could not be removed ({exc.strerror or exc}; the next run skips it)"
+        return " and the partial line removed"
 
     def close(self) -> None:
         self._file.close()

@@ -156,12 +156,15 @@ def test_a_results_file_on_a_full_disk_is_one_user_error_naming_it_and_the_cause
             writer.append(make_row("a"))
 
 
-def test_a_write_that_fails_part_way_is_a_user_error_and_the_torn_line_is_skipped_on_reopening(tmp_path, monkeypatch):
+def test_a_write_that_fails_part_way_is_a_user_error_and_leaves_no_torn_line(tmp_path, monkeypatch):
+    import warnings
+
     import bench.results as results_module
 
     path = tmp_path / "r.jsonl"
     with ResultsWriter(path) as writer:
         writer.append(make_row("a"))
+    before = path.read_bytes()
 
     class Full:  # the disk fills up: a write lands 10 bytes, the next raises ENOSPC
         def __init__(self, f):
@@ -179,10 +182,67 @@ def test_a_write_that_fails_part_way_is_a_user_error_and_the_torn_line_is_skippe
     with monkeypatch.context() as m:
         m.setattr(results_module, "open", lambda *a, **k: Full(open(*a, **k)), raising=False)
         with ResultsWriter(path) as writer:
-            with pytest.raises(UserError, match=rf"^{path}: cannot write a result row \(No space left on device\) — .*rerun"):
+            with pytest.raises(UserError, match=rf"^{path}: cannot write a result row \(No space left on device\) — the rows "
+                                                r"before it are kept and the partial line removed; .*rerun"):
                 writer.append(make_row("b"))
-    assert len(path.read_bytes().split(b"\n")[1]) == 10  # the torn line
+    assert path.read_bytes() == before  # cut back to the last complete line: no 10-byte fragment
     with ResultsWriter(path) as writer:
         writer.append(make_row("c"))
-    with pytest.warns(UserWarning, match=r":2: .*torn"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing torn to skip
         assert [r["cell_id"] for r in read_rows(path)] == ["a", "c"]
+
+
+def test_a_failed_append_that_cannot_cut_back_says_so_and_the_next_run_skips_the_line(tmp_path, monkeypatch):
+    import bench.results as results_module
+
+    path = tmp_path / "r.jsonl"
+
+    class Torn:  # half of each write lands, then the disk is full; truncating fails too
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError(28, "No space left on device")
+            return self.f.write(bytes(data[: len(data) // 2]))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def ftruncate(fd, size):
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as m:
+        m.setattr(results_module, "open", lambda *a, **k: Torn(open(*a, **k)), raising=False)
+        m.setattr(results_module.os, "ftruncate", ftruncate)
+        with ResultsWriter(path) as writer:
+            with pytest.raises(UserError, match=r"partial line could not be removed \(Input/output error; the next run skips it\)"):
+                writer.append(make_row("b"))
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("c"))
+    with pytest.warns(UserWarning, match=r":1: .*torn"):
+        assert [r["cell_id"] for r in read_rows(path)] == ["c"]
+
+
+def test_appending_until_a_real_small_tmpfs_is_full_leaves_only_complete_lines(tmp_path):
+    """A 32 KiB tmpfs (mounting needs root; skipped otherwise): rows of ~2 KB are appended until the disk is full;
+    the error names the file, and the file holds exactly the complete rows written before it."""
+    import subprocess
+
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        path = disk / "r.jsonl"
+        written = []
+        with ResultsWriter(path) as writer, pytest.raises(UserError, match=r"No space left on device.*partial line removed"):
+            for n in range(1000):
+                writer.append(make_row(f"c{n}", note="x" * 2000))
+                written.append(f"c{n}")
+        assert written and path.read_bytes().endswith(b"\n")
+        assert [r["cell_id"] for r in read_rows(path)] == written
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
