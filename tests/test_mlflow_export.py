@@ -1,12 +1,13 @@
 """`bench export mlflow` and `bench run --mlflow` against a real SQLite MLflow store, read back with MLflow's own
 client: one parent per leaderboard line (agreeing with the leaderboard), one child per cell with its metrics and
-learning curve, idempotent exports, a rerun row replacing its run, failed and trial rows kept, and the bad inputs."""
+learning curve, numbers as metrics and the evaluation's sizes as params (never a NaN, a narrow runs table), idempotent
+exports that write nothing, a rerun row replacing its run, failed and trial rows kept, and the bad inputs.
+Artifacts, commits and versions: tests/test_mlflow_provenance.py."""
 from __future__ import annotations
 
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,11 +19,13 @@ from mlflow import MlflowClient  # noqa: E402
 from bench.cli import main  # noqa: E402
 from bench.report.leaderboard import ranked  # noqa: E402
 from bench.report.lines import configuration  # noqa: E402
+from bench.report.mlflow import SIZE, plan  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 QUICK = RESULTS / "seed_question_quick.jsonl"  # 15 ok rows with learning curves, 8 lines
 SEARCH = RESULTS / "search.jsonl"  # trials (ok and pruned) of 3 studies, and their finals
+SEED = RESULTS / "seed_question.jsonl"  # 80 cells, 28 lines: lines still improving and not, steps ranges
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # inside MLflow's SQL store
 
 
@@ -68,12 +71,17 @@ def test_one_child_per_cell_under_one_parent_per_leaderboard_line(store, quick):
         parent = by_id[by_cell[seeds[0]["cell_id"]].data.tags["mlflow.parentRunId"]]
         assert {by_cell[r["cell_id"]].data.tags["mlflow.parentRunId"] for r in seeds} == {parent.info.run_id}
         assert parent.data.metrics["verification_roc_auc"] == pytest.approx(line["verification_roc_auc_mean"])  # the children's key
-        if not math.isnan(line["vs_best_p"]):
-            assert parent.data.metrics["verification_roc_auc/vs_best_p"] == pytest.approx(line["vs_best_p"])  # named after its metric
+        if not math.isnan(line["vs_best_p_adj"]):
+            assert parent.data.metrics["verification_roc_auc/vs_best_p_adj"] == pytest.approx(line["vs_best_p_adj"])  # named after its metric
+        else:
+            assert "verification_roc_auc/vs_best_p_adj" not in parent.data.metrics  # the best line has none: no NaN instead
         if not math.isnan(line["verification_roc_auc_std"]):
             assert parent.data.metrics["verification_roc_auc_std"] == pytest.approx(line["verification_roc_auc_std"])
-        assert parent.data.tags["vs_best"] == line["vs_best"] and parent.data.tags["comparison_group"] == line["group"]
-        assert parent.data.tags["still_improving"] == line["still_improving"]
+        assert parent.data.tags["vs_best"] == line["vs_best"] and "comparison_group" not in parent.data.tags  # one group: "all" says nothing
+        improving = parent.data.metrics.get("verification_roc_auc/still_improving")
+        assert improving == {"yes": 1.0, "no": 0.0}.get(line["still_improving"].split()[0]), line["still_improving"]
+        low, high = (int(s) for s in (line["steps_range"].split("–") * 2)[:2])
+        assert (parent.data.metrics["train/steps_min"], parent.data.metrics["train/steps_max"]) == (low, high)
 
 
 def test_runs_have_short_unique_names_and_parents_span_their_cells(store, quick):
@@ -97,22 +105,84 @@ def test_a_child_holds_its_rows_metrics_params_tags_and_curve(store, quick):
     _, children = runs(store, "quick")
     row = next(r for r in rows if r.get("curve"))
     child = next(c for c in children if c.data.tags["cell_id"] == row["cell_id"])
-    assert child.info.status == "FINISHED" and child.data.tags["status"] == "ok"
-    assert child.data.tags["finished_at"] == row["finished_at"] and child.data.tags["precision"] == row["precision"]
-    assert child.data.tags["env.device"] == row["env"]["device"] and child.data.tags["stopped_by"] == row["train"]["stopped_by"]
+    assert child.info.status == "FINISHED" and "status" not in child.data.tags  # the run's status says ok; a tag says any other
+    assert child.data.tags["speed_env"].startswith(row["env"]["device"]) and child.data.tags["speed_env"].endswith(row["precision"])
+    assert child.data.tags["stopped_by"] == row["train"]["stopped_by"] and f"torch {row['env']['versions']['torch']}" in child.data.tags["env.versions"]
     assert child.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]
     assert child.data.metrics["train/steps"] == row["train"]["steps"]
-    assert child.data.params["train.lr"] == json.dumps(row["config"]["train"]["lr"]) and child.data.params["backbone"] == row["config"]["backbone"]
+    assert child.data.params["backbone"] == row["config"]["backbone"] and child.data.params["seed"] == str(row["config"]["seed"])
+    assert "train.lr" not in child.data.params  # the same for every cell: in config.json, not a column
     history = MlflowClient(store).get_metric_history(child.info.run_id, "curve/val/verification_roc_auc")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
         [(p["steps"], p["metrics"]["verification_roc_auc"]) for p in row["curve"]]
 
 
-def test_exporting_again_adds_nothing(store, quick):
+def test_exporting_again_adds_nothing_and_writes_nothing(store, quick):
     path, _ = quick
-    before = {r.info.run_id for r in sum(runs(store, "quick"), [])}
+    before = {r.info.run_id: (r.data.tags, r.data.metrics, r.info.end_time) for r in sum(runs(store, "quick"), [])}
     assert export(store, "quick", path) == 0
-    assert {r.info.run_id for r in sum(runs(store, "quick"), [])} == before
+    assert {r.info.run_id: (r.data.tags, r.data.metrics, r.info.end_time) for r in sum(runs(store, "quick"), [])} == before  # no refresh either
+
+
+def test_numbers_are_metrics_sizes_are_params_and_the_table_stays_narrow(store, quick):
+    _, rows = quick
+    parents, children = runs(store, "quick")
+    metrics = {k for r in parents + children for k in r.data.metrics}
+    params = {k for r in parents + children for k in r.data.params}
+    tags = {k for r in parents + children for k in r.data.tags if not k.startswith("mlflow.")}
+    assert len(metrics) + len(params) + len(tags) <= 60, (sorted(metrics), sorted(params), sorted(tags))  # MLflow's runs table
+    assert all(math.isfinite(v) for r in parents + children for v in r.data.metrics.values())  # no NaN, no inf
+    assert not [k for k in metrics if SIZE.search(k)] and "verification_val_threshold" not in metrics  # no flat charts of constants
+    by_cell = {c.data.tags["cell_id"]: c for c in children}
+    for row in rows:
+        child = by_cell[row["cell_id"]]
+        sizes = {k: str(v) for k, v in row["metrics"].items() if SIZE.search(k) and k != "verification_different_pairs"}
+        assert sizes and {k: child.data.params[k] for k in sizes} == sizes  # the evaluation's counts, as the row says
+        assert child.data.params["distance"] == row["metrics"]["distance"] and child.data.params["verification_pair_rule"] == row["metrics"]["verification_pair_rule"]
+        scores = {k for k, v in row["metrics"].items() if isinstance(v, float) and math.isfinite(v) and not k.endswith(("_threshold", "stderr"))}
+        assert scores <= set(child.data.metrics), scores - set(child.data.metrics)
+    for parent in parents:
+        assert {"few_shot_classes", "verification_pairs", "backbone", "loss", "model.freeze"} <= set(parent.data.params)
+        assert {"still_improving", "steps_range", "curve_means", "few_shot_classes"}.isdisjoint(parent.data.tags)
+
+
+def test_the_leaderboards_marks_become_numbers():
+    """Each line's still-improving verdict as 0/1, its steps range as min and max, its mean learning curve at its seeds'
+    mean steps under the children's key, and no metric that is not a finite number, on a grid that has both verdicts."""
+    rows = read_rows(SEED)
+    metric = "few_shot_20way_1shot_accuracy"
+    frame, line_rows = ranked(rows, metric)
+    by_cells = {frozenset(r["cell_id"] for r in seeds): line for (_, line), seeds in zip(frame.iterrows(), line_rows)}
+    verdicts = set()
+    for parent in (p for p in plan(rows, metric) if p.kind == "line"):
+        line = by_cells[frozenset(parent.cells)]
+        said = {"yes": 1.0, "no": 0.0}.get(line["still_improving"].split()[0])
+        assert parent.metrics.get(f"{metric}/still_improving") == said
+        verdicts.add(said)
+        assert f"{parent.metrics['train/steps_min']:.0f}" in line["steps_range"] and f"{parent.metrics['train/steps_max']:.0f}" in line["steps_range"]
+        means = json.loads(line["curve_means"])
+        assert [v for _, v, _, _ in parent.curve] == pytest.approx([means[f][0] for f in sorted(means, key=float)])
+        assert all(k == f"curve/val/{metric}" for k, *_ in parent.curve) and [s for *_, s, _ in parent.curve] == sorted(s for *_, s, _ in parent.curve)
+        assert all(math.isfinite(v) for v in parent.metrics.values())
+    assert verdicts >= {0.0, 1.0}
+
+
+def test_another_sort_metric_replaces_the_parents_and_keeps_the_children(store, tmp_path):
+    """The parents' figures about the old metric cannot be deleted from a run, so those parents are replaced (no stale
+    figure, no NaN); the children are kept and gain the new metric's curve."""
+    path = write(tmp_path / "resort.jsonl", read_rows(QUICK)[:6])
+    assert export(store, "resort", path, extra=["--metric", "verification_roc_auc"]) == 0
+    before_parents, before = runs(store, "resort")
+    assert export(store, "resort", path, extra=["--metric", "recall_at_1"]) == 0
+    parents, children = runs(store, "resort")
+    assert {c.info.run_id for c in children} == {c.info.run_id for c in before}
+    figured = {p.info.run_id for p in before_parents if any(k.startswith("verification_roc_auc/") for k in p.data.metrics)}
+    assert figured and not figured & {p.info.run_id for p in parents} and len(parents) == len(before_parents)  # those replaced
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} <= {p.info.run_id for p in parents}
+    assert not [k for p in parents for k in p.data.metrics if k.startswith("verification_roc_auc/")]
+    curved = {r["cell_id"] for r in read_rows(path) if r.get("curve")}
+    assert curved and all("curve/val/recall_at_1" in c.data.metrics for c in children if c.data.tags["cell_id"] in curved)
+    assert MlflowClient(store).get_experiment_by_name("resort").tags["bench.sort_metric"] == "recall_at_1"
 
 
 def test_a_grown_file_adds_only_its_new_cells(store, tmp_path):
@@ -136,7 +206,9 @@ def test_a_rerun_row_replaces_its_cells_run(store, tmp_path):
     parents, children = runs(store, "rerun")
     mine = [c for c in children if c.data.tags["cell_id"] == rerun["cell_id"]]
     assert len(children) == 4 and len(mine) == 1
-    assert mine[0].data.metrics["verification_roc_auc"] == 0.123 and mine[0].data.tags["finished_at"] == rerun["finished_at"]
+    assert mine[0].data.metrics["verification_roc_auc"] == 0.123
+    assert json.loads(Path(MlflowClient(store).download_artifacts(mine[0].info.run_id, "row.json", str(tmp_path)))
+                      .read_text())["finished_at"] == rerun["finished_at"]
     frame, line_rows = ranked(rows[1:] + [rerun], "verification_roc_auc")
     line = next(i for i, seeds in enumerate(line_rows) if rerun["cell_id"] in {r["cell_id"] for r in seeds})
     parent = next(p for p in parents if p.info.run_id == mine[0].data.tags["mlflow.parentRunId"])
@@ -159,6 +231,7 @@ def test_failed_and_trial_rows_are_exported_with_their_status(store, tmp_path):
     assert by_cell[failed["cell_id"]].info.status == "FAILED" and by_cell[failed["cell_id"]].data.tags["status"] == "error"
     assert by_cell[failed["cell_id"]].data.tags["error"] == "RuntimeError: boom"
     assert by_cell[pruned["cell_id"]].info.status == "KILLED" and by_cell[pruned["cell_id"]].data.tags["status"] == "pruned"
+    assert by_cell[pruned["cell_id"]].data.params["train.lr"] == json.dumps(pruned["config"]["train"]["lr"])  # the option the study searched
     (study_run,) = [p for p in parents if p.data.tags["bench.kind"] == "study"]
     assert study_run.data.tags["study"] == study and study_run.data.metrics["trials"] == 2 and study_run.data.metrics["trials_pruned"] == 1
     assert {by_cell[r["cell_id"]].data.tags["mlflow.parentRunId"] for r in (trials[0], pruned)} == {study_run.info.run_id}
@@ -166,33 +239,12 @@ def test_failed_and_trial_rows_are_exported_with_their_status(store, tmp_path):
     assert by_cell[failed["cell_id"]].data.tags["mlflow.parentRunId"] == line
 
 
-def test_checkpoints_and_plots_are_linked_or_copied(store, tmp_path):
-    row = {**read_rows(QUICK)[0], "checkpoint": {"path": "art_checkpoints/c1", "weights_from": "last", "sha256": "0"}}
-    (tmp_path / "art_checkpoints" / "c1").mkdir(parents=True)
-    (tmp_path / "art_checkpoints" / "c1" / "checkpoint.json").write_text("{}")
-    (tmp_path / "art_plots").mkdir()
-    (tmp_path / "art_plots" / "leaderboard.png").write_bytes(b"png")
-    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run(git + ["init", "-q"], check=True)
-    subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "x"], check=True)
-    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    path = write(tmp_path / "art.jsonl", [row])
-    assert export(store, "linked", path) == 0 and export(store, "copied", path, extra=["--artifacts", "copy"]) == 0
-    (parent,), (child,) = runs(store, "linked")
-    assert child.data.tags["checkpoint"] == str((tmp_path / "art_checkpoints" / "c1").resolve())
-    assert parent.data.tags["plots"] == str((tmp_path / "art_plots").resolve())
-    assert child.data.tags["mlflow.source.git.commit"] == parent.data.tags["mlflow.source.git.commit"] == head
-    client = MlflowClient(store)
-    (parent,), (child,) = runs(store, "copied")
-    assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")] == ["checkpoint/checkpoint.json"]
-    assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == ["plots/leaderboard.png"]
-
-
 def test_bad_inputs_are_one_line_errors_and_create_no_store(tmp_path, capsys):
     path = shutil.copy(QUICK, tmp_path / "q.jsonl")
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "a_file").write_text("")
     assert main(["export", "mlflow", str(tmp_path / "missing.jsonl")]) == 2
+    assert main(["export", "mlflow"]) == 2 and main(["export", "mlflow", "--check"]) == 2  # nothing to export, no store to check
     assert main(["export", "mlflow", str(tmp_path / "empty.jsonl")]) == 2
     assert main(["export", "mlflow", str(path), "--tracking-uri", f"sqlite:///{tmp_path}/a_file/mlflow.db"]) == 2
     assert main(["export", "mlflow", str(path), "--metric", "recall_at_99"]) == 2
@@ -201,6 +253,7 @@ def test_bad_inputs_are_one_line_errors_and_create_no_store(tmp_path, capsys):
         main(["export", "mlflow", str(path), "--artifacts", "symlink"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
+    assert "give the results files" in err and "--check: give the store" in err
     assert "missing.jsonl" in err and "no result rows" in err and "a_file" in err and "recall_at_99" in err
     assert all(line.startswith(("error:", " ")) for line in err.splitlines() if line.strip())
     assert not list(tmp_path.glob("**/mlflow.db")) and not (tmp_path / "mlruns").exists()
@@ -211,7 +264,7 @@ def test_a_store_that_cannot_answer_fails_fast_in_one_line(tmp_path, monkeypatch
     does not read: each one line, exit 2, before any run is logged; `bench run --mlflow` stops before training."""
     import socket
 
-    from bench.report import mlflow as tracking
+    from bench.report import mlflow_access as tracking
 
     path = shutil.copy(QUICK, tmp_path / "q.jsonl")
     with socket.socket() as closed:  # a port nobody listens on
@@ -271,6 +324,8 @@ def test_run_logs_each_cell_as_its_row_is_written(store, tmp_path):
     assert main(["run", "--grid", str(tmp_path / "g.toml"), "--results", str(results), "--device", "cpu", "--mlflow", store]) == 0
     (row,) = read_rows(results)
     (parent,), (child,) = runs(store, "tracked")  # the experiment is the results file's stem
+    assert {"git_commit", "git_dirty"} <= set(row["env"])  # recorded at run time (None outside a git checkout)
+    assert child.data.tags.get("mlflow.source.git.commit") == row["env"]["git_commit"] == parent.data.tags.get("mlflow.source.git.commit")
     assert child.data.tags["cell_id"] == row["cell_id"] and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]
     assert parent.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]  # refreshed at the end

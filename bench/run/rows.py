@@ -2,8 +2,10 @@
 one row with the config, the status and the environment. Any executor calls `run_cell`."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import subprocess
 import time
 import traceback
 from datetime import datetime, timezone
@@ -92,7 +94,27 @@ def environment(device: torch.device, precision: str) -> dict:
         "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "precision": precision,
+        **source_state(),
     }
+
+
+@functools.cache  # once per process: every row of a run records the same checkout
+def source_state() -> dict:
+    """{"git_commit": HEAD of the git checkout whose bench/ runs, "git_dirty": whether its code — bench/, backbones/, losses/ — differs from it}; both
+    None when bench does not run from a checkout's tracked files (an installed package, no git)."""
+    git = ["git", "-C", str(Path(__file__).resolve().parents[1])]
+    quiet = {"capture_output": True, "text": True, "timeout": 10, "env": {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}}  # never touch the index
+    unknown = {"git_commit": None, "git_dirty": None}
+    try:
+        tracked = subprocess.run(git + ["ls-files", "--error-unmatch", "__init__.py"], **quiet)
+        status = subprocess.run(git + ["status", "--porcelain=v2", "--branch", "--untracked-files=no", "--", ".", "../backbones", "../losses"],
+                                **quiet)  # the code, not results files a run is writing
+    except (OSError, subprocess.SubprocessError):
+        return unknown
+    head = [ln.split()[2] for ln in status.stdout.splitlines() if ln.startswith("# branch.oid ")]
+    if tracked.returncode or status.returncode or not head or head[0] == "(initial)":
+        return unknown
+    return {"git_commit": head[0], "git_dirty": any(not ln.startswith("#") for ln in status.stdout.splitlines())}
 
 
 def device_name(device: torch.device) -> str:
