@@ -319,12 +319,47 @@ def render_stats_calibration(record: dict) -> str:
     return "\n\n".join(parts)
 
 
+# contention --------------------------------------------------------------------------------------------------
+
+def summarise_contention(raw: dict) -> dict:
+    """Per cell, threads and wait policy: the median step rate quiet and beside the hogs, the slowdown, what a fair
+    share of the cores would cost ((T + H) / C, at least 1) and the slowdown over it, and how each run was marked."""
+    cores, hogs = raw["cores"], raw["hogs"]
+    out = []
+    keys = list(dict.fromkeys((r["cell"], r["threads"], r["policy"]) for r in raw["runs"]))
+    for cell, threads, policy in keys:
+        runs = [r for r in raw["runs"] if (r["cell"], r["threads"], r["policy"]) == (cell, threads, policy)]
+        quiet = [r for r in runs if r["hogs"] == 0]
+        busy = [r for r in runs if r["hogs"] > 0]
+        rate = lambda rs: statistics.median(r["steps_per_second"] for r in rs) if rs else math.nan  # noqa: E731
+        fair = max(1.0, (threads + hogs) / cores)
+        slowdown = _ratio(rate(quiet), rate(busy))
+        out.append({"cell": cell, "threads": threads, "policy": policy, "quiet_steps_per_second": rate(quiet),
+                    "busy_steps_per_second": rate(busy), "slowdown": slowdown, "fair_slowdown": fair, "vs_fair": slowdown / fair,
+                    "quiet_core_wait": statistics.median(r["machine"]["core_wait_share"] or 0 for r in quiet) if quiet else math.nan,
+                    "busy_core_wait": statistics.median(r["machine"]["core_wait_share"] or 0 for r in busy) if busy else math.nan,
+                    "quiet_contended": sum(r["contended"] for r in quiet), "busy_contended": sum(r["contended"] for r in busy),
+                    "quiet_runs": len(quiet), "busy_runs": len(busy)})
+    return {"cells": out}
+
+
+def render_contention(record: dict) -> str:
+    s, raw = summarise_contention(record["raw"]), record["raw"]
+    rows = [[c["cell"], c["threads"], c["policy"], f"{c['quiet_steps_per_second']:.1f}", f"{c['busy_steps_per_second']:.1f}",
+             f"{c['slowdown']:.1f}×", f"{c['fair_slowdown']:.1f}×", f"{c['vs_fair']:.1f}×",
+             f"{c['quiet_core_wait']:.0%} / {c['busy_core_wait']:.0%}",
+             f"{c['quiet_contended']} of {c['quiet_runs']} / {c['busy_contended']} of {c['busy_runs']}"] for c in s["cells"]]
+    table = markdown(["cell", "threads", "OpenMP wait", "steps/s quiet", f"beside {raw['hogs']} hogs", "slowdown", "fair",
+                      "vs fair", "core wait quiet / busy", "marked contended quiet / busy"], rows, "lrlrrrrrrr")
+    return f"{provenance(record)}\n\n{table}"
+
+
 SUMMARISE = {"precision": summarise_precision, "frozen_cache": summarise_frozen_cache, "parallel": summarise_parallel,
              "eval_speed": summarise_eval_speed, "data_speed": summarise_data_speed, "threads": summarise_threads,
-             "thread_ops": summarise_thread_ops, "stats_calibration": summarise_stats_calibration}
+             "thread_ops": summarise_thread_ops, "stats_calibration": summarise_stats_calibration, "contention": summarise_contention}
 RENDER = {"precision": render_precision, "frozen_cache": render_frozen_cache, "parallel": render_parallel,
           "eval_speed": render_eval_speed, "data_speed": render_data_speed, "threads": render_threads,
-          "thread_ops": render_thread_ops, "stats_calibration": render_stats_calibration}
+          "thread_ops": render_thread_ops, "stats_calibration": render_stats_calibration, "contention": render_contention}
 
 
 def render(record: dict) -> str:

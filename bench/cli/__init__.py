@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, help="results JSONL (default results/<grid name>.jsonl)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--metric", help="leaderboard sort metric (default: the grid's [report] metric, else the [search] metric, else verification_roc_auc)")
-    run.add_argument("--rerun", default="none", choices=["none", "failed", "all"],
-                     help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; all: rerun every cell")
+    run.add_argument("--rerun", default="none", choices=["none", "failed", "contended", "all"],
+                     help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; contended: "
+                          "rerun cells whose max_seconds clock ran while a busy neighbour held the cores (the leaderboard marks them); "
+                          "all: rerun every cell")
     run.add_argument("--cell-timeout", type=finite_float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
     run.add_argument("--isolate", action="store_true", help="run each cell in its own process (kills hung plugins at --cell-timeout)")
     run.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
@@ -164,8 +166,13 @@ def _run_exit_code(grid, rows: list[dict], results: Path) -> int:
     """1 when a cell of the grid (its latest row, run now or before) ended error, oom or timeout, or a searched
     configuration has no result because none of its trials completed; else 0. `diverged` and `pruned` are results
     of a configuration, and a search's failed trials are part of its search (counted in its finals' rows)."""
+    from bench.run.clock import CONTENDED, contended
     from bench.run.runner import FAILED
 
+    if busy := sum(map(contended, rows)):  # a warning, not a failure: the rows are kept and marked
+        console.print(f"[yellow]{busy} of {len(rows)} cells ran their max_seconds clock while their threads waited for a core "
+                      f"≥ {CONTENDED:.0%} of the time (another process held the cores): marked contended in the leaderboard — "
+                      "`bench run --rerun contended` runs them again on a quieter machine[/]", highlight=False, soft_wrap=True)
     failed = sum(r.get("status") in FAILED for r in rows)
     empty = []
     if grid.search is not None:

@@ -23,6 +23,7 @@ import pandas as pd
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
+from bench.run.clock import CONTENDED, contended, core_wait
 from bench.report.budget import budget_sentence, curve_means
 from bench.report.lines import ABSENT, comparison_groups, current, flatten, line_env, lines_of, numerics
 from bench.report.verdicts import (ALPHA, NOT_SEPARATED, TARGET, UNTESTED as UNTESTED_TEXT, UNTESTED_COMPARISON, gain_vs_untrained, identical_seeds, selected, signed,
@@ -34,6 +35,9 @@ SHOWN = ("verification_roc_auc", "recall_at_1", "recall_at_2", "recall_at_4", "r
 FIRST_KEYS = ("backbone", "loss", "dataset")
 HEADERS = {"distance": "distance", "speed_env": "speed env"}  # key columns that are not config options → header
 STARVED = 0.8  # a seed stopped by max_seconds below this share of its line's most steps is marked
+CONTENDED_RULE = (f" *contended*: a seed whose max_seconds clock ran while its threads waited for a core at least {CONTENDED:.0%} of "
+                  "the time they were runnable (another process held the cores): it bought fewer steps than its share of "
+                  "the machine would have; `bench run --rerun contended` runs such cells again.")
 TEXT_VERDICTS = ("vs_best", "vs_best_test")  # versus_best's text columns; the others are numbers (NaN where untested)
 STATS = ("vs_best_test", "vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_p_adj", "critical", "detectable", "seeds_to_resolve")
 # the columns after the keys and metrics, in markdown order: frame column → markdown header
@@ -163,6 +167,9 @@ def _line(flat: dict, line, keys: list[str], shown: list[str], carried: set[str]
     if starved:  # the clock stopped a seed far short of the others: another machine's load, not the method
         out["stopped_by"] += " (" + ", ".join(f"seed {r['config'].get('seed')} at {r['train']['steps']} of {max(steps)} steps"
                                                for r in sorted(starved, key=_seed)) + ": short by the clock)"
+    if busy := [r for r in ok if contended(r)]:  # the clock ran while a neighbour held the cores, even with one seed
+        out["stopped_by"] += " (" + ", ".join(f"seed {r['config'].get('seed')} waited {core_wait(r):.0%}"
+                                               for r in sorted(busy, key=_seed)) + " of its time for a core: contended)"
     return out
 
 
@@ -208,6 +215,7 @@ def rules(frame: pd.DataFrame, metric: str) -> str:
             "has no such option. Seeds that failed or diverged are counted in *ok / seeds* and named in *not ok*; *steps* "
             "is the least–most over the ok seeds, and *stopped by* names a seed the max_seconds clock stopped at under "
             f"{STARVED:.0%} of its line's most steps (a loaded or slower machine, not the method)."
+            + (CONTENDED_RULE if frame["stopped_by"].str.contains(": contended)", regex=False).any() else "")
             + "".join(RULES[c].format(metric=metric, absent=ABSENT, alpha=ALPHA, target=_target(frame)) for c in shown_rules)
             + (AUC_ITEMS if metric == "verification_roc_auc" and "vs_best" in verdicts else ""))
 

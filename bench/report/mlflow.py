@@ -27,6 +27,7 @@ from bench.report.leaderboard import ABSENT, FIRST_KEYS, default_metric, key_col
 from bench.report.lines import as_text, configuration, curve_of, current, env_label, flatten, line_env, lines_of, speed_env
 from bench.report.names import line_names as run_names  # the plots' legends' rule: short, unique names per line
 from bench.results import latest_rows
+from bench.run.clock import contended, core_wait
 
 FORMAT = "2"  # what a child run holds; a store's runs of another format are logged again (part of a cell's content key)
 RUN_STATUS = {"ok": "FINISHED", "pruned": "KILLED"}  # every other status (error, oom, timeout, diverged) is FAILED
@@ -281,7 +282,10 @@ def cell_metrics(row: dict, metric: str) -> list[tuple[str, float]]:
     Counts are params (`protocol`); thresholds and the other standard errors stay in row.json."""
     out = [(k, float(v)) for k, v in (row.get("metrics") or {}).items()
            if _finite(v) and ((d := definition(k)) is None or d.direction != "none" or k == f"{metric}_stderr")]
-    return out + [(f"train/{k}", float(v)) for k, v in _train(row).items() if k in TRAIN and _finite(v)]
+    out += [(f"train/{k}", float(v)) for k, v in _train(row).items() if k in TRAIN and _finite(v)]
+    if (wait := core_wait(row)) is not None:  # what the clock got from the machine, and the leaderboard's mark (bench.run.clock)
+        out += [("train/core_wait_share", float(wait)), ("train/contended", float(contended(row)))]
+    return out
 
 
 def protocol(row: dict) -> dict[str, str]:

@@ -27,6 +27,7 @@ from bench.config import Cell
 from bench.errors import UserError
 from bench.plugins import LabelledImages
 from bench.run.cell import data_key
+from bench.run.clock import WAIT_POLICY
 from bench.run.diskcache import Caches
 from bench.run.isolation import EXIT_GRACE_S, describe_exit, run_isolated
 from bench.run.rows import failed_row, run_cell
@@ -240,7 +241,10 @@ class RayCells:
             self.started_here = True
         cpus, gpus = job.resources.get("cpus", 1), job.resources.get("gpus", 0)
         job = replace(job, threads=job.threads or int(cpus))
-        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run_remote)
+        # a cluster's workers do not inherit this process's environment: hand them its OpenMP wait policy (bench.run.clock)
+        policy = {WAIT_POLICY: os.environ[WAIT_POLICY]} if WAIT_POLICY in os.environ else {}
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0,
+                            **({"runtime_env": {"env_vars": policy}} if policy else {}))(_run_remote)
         refs = self.refs
         refs.update({key: ray.put(value) for key, value in data.items() if key not in refs})
         pending = {}

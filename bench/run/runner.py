@@ -17,6 +17,7 @@ from bench.errors import UserError
 from bench.eval.knn import DISTANCES
 from bench.eval.metrics import evaluate
 from bench.items import write_items
+from bench.run.clock import contended
 from bench.plugins import BACKBONES, DATASETS, LOSSES, BatchKind, InputSpec, LabelledImages
 from bench.results import ResultsWriter, latest_rows, read_rows, require_current_schema
 from bench.run.adapt import freeze
@@ -35,7 +36,7 @@ class RunOptions:
     """How to run a grid; none of this is part of a cell's identity."""
 
     device: str = "auto"  # auto | cpu | cuda
-    rerun: str = "none"  # none: skip cells with a row; failed: also rerun error/oom/timeout; all: rerun every cell
+    rerun: str = "none"  # none: skip cells with a row; failed: also rerun error/oom/timeout; contended: rows a busy neighbour starved; all: every cell
     cell_timeout: float | None = None  # hard wall-clock limit per cell (build + train + evaluate)
     isolate: bool = False  # each cell in a child process, killed when it outlives cell_timeout
     plugins: tuple[str, ...] = ()  # --plugin modules, imported again in child processes
@@ -88,7 +89,7 @@ def run_grid(grid: Grid, results_path: Path, options: RunOptions = RunOptions(),
             total = len(plain) + (search.planned() if search else 0)
             console.print(f"grid {grid.name}: {pending} of {total} cells{' and trials' if search else ''} to run on {where} → {results_path}", highlight=False)
             if not pending:
-                console.print("every cell already has a row; nothing to run (use --rerun failed|all to run again)")
+                console.print("every cell already has a row; nothing to run (use --rerun failed|contended|all to run again)")
             elif difference := speed_difference(list(latest_rows(record).values()), grid.name,
                                                 this_run_speed(options.executor, options.workers, options.threads, grid.resources,
                                                                resolve_device(options.device) if options.executor == "local" else None)):
@@ -166,7 +167,8 @@ def select_cells(cells: list[Cell], rows: list[dict], rerun: str) -> list[Cell]:
     latest = latest_rows(rows)
     if rerun == "all":
         return list(cells)
-    return [c for c in cells if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id]["status"] in FAILED)]
+    return [c for c in cells if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id]["status"] in FAILED)
+            or (rerun == "contended" and contended(latest[c.cell_id]))]
 
 
 def preflight(cells: list[Cell], console: Console) -> dict[str, LabelledImages]:

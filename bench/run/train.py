@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench.config import Budget, TrainConfig
+from bench.run.clock import Meter
 from bench.plugins import Loss
 from bench.run.sampling import BatchSampler
 
@@ -33,6 +34,7 @@ class TrainResult:
     charged_seconds: float  # time charged for work done outside the loop (a frozen trunk's one-time feature extraction)
     curve_seconds: float = 0.0  # learning-curve evaluations, with the budget's clock stopped
     warmup_seconds: float = 0.0  # the untimed warm-up step before the clock started (see `warm_up`)
+    machine: dict | None = None  # what the clock's spans got from the machine (bench.run.clock.Meter.record)
 
 
 def budget_reached(budget: Budget, steps: int, samples: int, seconds: float, next_samples: int = 1) -> str | None:
@@ -113,6 +115,7 @@ def train(
     warmup_seconds = warm_up(model, loss_fn, inputs, labels, warmup_prepare or prepare, sampler, cfg,
                              _fit(cfg.batch_size, budget, 0), device, bf16)
     start = time.perf_counter()
+    meter = Meter(torch.get_num_threads())
 
     def clock() -> float:
         return time.perf_counter() - start - paused + charge_at_start
@@ -120,11 +123,13 @@ def train(
     def reached(fraction: float) -> bool:
         nonlocal paused
         t = time.perf_counter()
+        meter.stop_span()
         seconds = clock()
         stop = on_curve(fraction, Progress(steps, samples, seconds, budget_fraction(budget, steps, samples, seconds)))
         model.train()
         loss_fn.train()
         paused += time.perf_counter() - t
+        meter.start_span()
         return bool(stop)
 
     scheduled = cfg.schedule != "constant" or cfg.warmup > 0
@@ -169,9 +174,10 @@ def train(
         for fraction in points:  # 1.0, and any point the budget ended before (an exact max_samples may stop short)
             reached(fraction)
     wall = time.perf_counter() - start - paused
+    machine = meter.record()
     final = sum(recent) / len(recent) if recent else float("nan")
     return TrainResult(steps, samples, wall + charge_at_start, stopped_by, final, data_seconds, compute_seconds, wall, charge_at_start, paused,
-                       warmup_seconds)
+                       warmup_seconds, machine)
 
 
 def warm_up(model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, sampler: BatchSampler,

@@ -1,0 +1,100 @@
+"""A busy neighbour beside a seconds-bound cell: real CPU hogs on the cell's one core, a real `bench run`. The row
+records what the clock got from the machine, the leaderboard marks the cell *contended* (one seed is enough), the
+run says so, and `--rerun contended` runs it again. The clock module's own arithmetic is checked without hogs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.run.clock import CONTENDED, Meter, contended, core_wait
+
+GRID = """name = "busy"
+[budget]
+max_seconds = 1.5
+[axes]
+backbone = ["conv4"]
+loss = ["triplet"]
+dataset = ["digits"]
+seed = [0]
+[backbone.conv4]
+image_size = 16
+"""
+HOG = "while True: pass"
+pinned = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/task"),
+                            reason="needs Linux (CPU affinity and per-thread scheduler statistics)")
+
+
+def bench(cwd, *args, cpu: int | None = None):
+    """`bench run` in a fresh process, pinned to `cpu` (with one torch thread) when given."""
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    return subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--results", "r/busy.jsonl", "--threads", "1", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300, preexec_fn=pin)
+
+
+@pinned
+def test_a_cell_beside_two_hogs_on_its_core_is_marked_contended_and_rerun(tmp_path):
+    (tmp_path / "g.toml").write_text(GRID)
+    cpu = min(os.sched_getaffinity(0))
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG], preexec_fn=lambda: os.sched_setaffinity(0, {cpu})) for _ in range(2)]
+    try:
+        done = bench(tmp_path, cpu=cpu)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads((tmp_path / "r" / "busy.jsonl").read_text().splitlines()[0])
+    machine = row["train"]["machine"]
+    assert machine["threads"] == 1 and machine["wall_seconds"] >= 1.0 and machine["cpu_seconds"] > 0
+    assert machine["core_wait_share"] >= 0.5 and machine["cpu_share"] < 0.5, machine  # a third of one core, not all of it
+    assert machine["omp_wait_policy"] == "PASSIVE" and {"load_start", "load_end"} <= set(machine)
+    assert contended(row) and row["train"]["stopped_by"] == "max_seconds"
+    board = (tmp_path / "r" / "busy.md").read_text()
+    assert "waited" in board and ": contended)" in board and "*contended*" in board
+    said = " ".join((done.stdout + done.stderr).split())  # rich wraps at the terminal's width
+    assert "marked contended in the leaderboard" in said and "--rerun contended" in said
+    again = bench(tmp_path, "--rerun", "contended")  # no hogs now; only the contended cell runs, its new row supersedes
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len((tmp_path / "r" / "busy.jsonl").read_text().splitlines()) == 2
+
+
+def test_only_a_seconds_bound_ok_row_that_waited_is_contended():
+    def row(share, stopped_by="max_seconds", status="ok"):
+        return {"status": status, "train": {"stopped_by": stopped_by, "machine": {"core_wait_share": share}}}
+
+    assert contended(row(CONTENDED)) and not contended(row(CONTENDED - 0.01))
+    assert not contended(row(0.9, stopped_by="max_steps"))  # the load cost it time, not steps
+    assert not contended(row(0.9, status="error")) and not contended(row(None))
+    assert not contended({"status": "ok", "train": {"stopped_by": "max_seconds"}}) and core_wait({}) is None  # older rows
+
+
+@pinned
+def test_the_meter_leaves_out_paused_spans_and_counts_cpu_per_thread():
+    meter = Meter(threads=2)
+    x = 0
+    for i in range(3_000_000):  # ~0.2 s of one busy thread
+        x += i
+    meter.stop_span()
+    import time
+
+    time.sleep(0.3)  # a paused span (a learning-curve evaluation): not in the record
+    meter.start_span()
+    out = meter.record()
+    assert out["wall_seconds"] < 0.3 + 0.25 and out["threads"] == 2
+    assert 0.2 < out["cpu_share"] <= 0.55  # one of two threads busy: about half
+    assert 0 <= out["core_wait_share"] < 1
+
+
+def test_mlflow_children_carry_the_wait_and_the_mark():
+    from bench.report.mlflow import cell_metrics
+
+    row = {"status": "ok", "metrics": {"verification_roc_auc": 0.8},
+           "train": {"steps": 5, "samples": 160, "seconds": 1.5, "stopped_by": "max_seconds", "machine": {"core_wait_share": 0.6}}}
+    got = dict(cell_metrics(row, "verification_roc_auc"))
+    assert got["train/contended"] == 1.0 and got["train/core_wait_share"] == 0.6
+    row["train"]["machine"]["core_wait_share"] = 0.01
+    assert dict(cell_metrics(row, "verification_roc_auc"))["train/contended"] == 0.0
+    del row["train"]["machine"]  # an older row: nothing said
+    assert "train/contended" not in dict(cell_metrics(row, "verification_roc_auc"))
