@@ -2,7 +2,8 @@
 the evaluator keeps, the file format, and the per-item values whose mean (or ROC-AUC) is a row's metric.
 
 A paired comparison of two cells uses the items they share (the same test images, episodes and pairs, which
-their `material.*` digests certify); rows without items fall back to seed-level tests.
+their `material.*` digests certify); rows without items fall back to seed-level tests. The file also keeps the
+cell's test ROC vertices (ROC_FPR, ROC_TPR) for the plots: a few hundred of them would be half a small row.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import re
 import warnings
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -22,6 +24,8 @@ import numpy as np
 ITEMS_SCHEMA = 1
 ITEM_PAIRS = 5000  # the most verification pairs a cell keeps (rank uint16 + same bool: ~9 KB compressed)
 FIXED_POINT = 65535  # r_precision and map_at_r are kept as round(value * FIXED_POINT) in uint16
+ROC_FPR, ROC_TPR = "verification.roc_fpr", "verification.roc_tpr"  # float64: the values a row kept inline before,
+# exactly (6 significant digits), so a plot draws the same curve from either; optional, so ITEMS_SCHEMA stays 1
 
 _FEW_SHOT = re.compile(r"few_shot_\d+way_\d+shot(_within_[A-Za-z0-9_]+)?_accuracy\Z")
 _RECALL = re.compile(r"recall_at_(\d+)\Z")
@@ -46,6 +50,19 @@ def material_digest(*parts: np.ndarray | None) -> str:
 def fixed_point(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] as uint16 round(value * 65535): within 7.7e-6 of the value."""
     return np.rint(np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0) * FIXED_POINT).astype(np.uint16)
+
+
+def roc_items(roc: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    """The ROC vertices a cell's evaluation kept (`verification_roc`: {"fpr": [...], "tpr": [...]}) as items arrays."""
+    return {ROC_FPR: np.asarray(roc["fpr"], dtype=np.float64), ROC_TPR: np.asarray(roc["tpr"], dtype=np.float64)}
+
+
+def roc_vertices(items: Mapping[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fpr, tpr) of the ROC kept in a cell's items, or None: no items, or items from before the ROC moved there."""
+    if not items or ROC_FPR not in items or ROC_TPR not in items:
+        return None
+    fpr, tpr = np.asarray(items[ROC_FPR], dtype=float), np.asarray(items[ROC_TPR], dtype=float)
+    return (fpr, tpr) if len(fpr) and fpr.shape == tpr.shape else None
 
 
 def items_folder(results_path: Path) -> Path:
@@ -90,10 +107,36 @@ def write_items(results_path: Path, cell_id: str, items: dict[str, np.ndarray],
     return {"file": target.relative_to(folder.parent).as_posix(), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def read_items(results_path: Path, row: dict) -> dict[str, np.ndarray] | None:
-    """The arrays `write_items` wrote for `row` (without `schema`), or None: the row has no "items", or the file
-    is missing, unreadable, of a newer schema or not the one the row names (its sha256 differs; the cell was
-    rerun into another results file, or the file was edited); those say so in one warning naming the file."""
+class Arrays(Mapping):
+    """The arrays of an items file whose bytes matched the row's sha256, each decoded on first use: a view needs a
+    metric's two or three of a file's ~18 (never the ROC's), and at 10,000 cells decoding them all was most of
+    `bench leaderboard`'s time. Holds the compressed bytes, smaller than the arrays they decode to."""
+
+    def __init__(self, npz):
+        self._npz, self._names, self._decoded = npz, tuple(n for n in npz.files if n != "schema"), {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._decoded:
+            if name not in self._names:
+                raise KeyError(name)
+            self._decoded[name] = self._npz[name]
+        return self._decoded[name]
+
+    def __contains__(self, name) -> bool:  # without decoding (Mapping's default would)
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def read_items(results_path: Path, row: dict) -> Arrays | None:
+    """The arrays `write_items` wrote for `row` (without `schema`; a Mapping that decodes each on first use), or
+    None: the row has no "items", or the file is missing, unreadable, of a newer schema or not the one the row
+    names (its sha256 differs; the cell was rerun into another results file, or the file was edited); those say
+    so in one warning naming the file."""
     path = items_path(results_path, row)
     if path is None:
         return None
@@ -105,17 +148,18 @@ def read_items(results_path: Path, row: dict) -> dict[str, np.ndarray] | None:
     if hashlib.sha256(data).hexdigest() != row["items"].get("sha256"):
         warnings.warn(f"{path}: sha256 differs from the row's (the file was replaced or edited); the row's items are ignored", stacklevel=2)
         return None
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+    try:  # the bytes are the ones written (their sha256 is the row's), so a member decoded later decodes as written
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("one array, not an .npz archive")
+        schema = int(npz["schema"]) if "schema" in npz.files else 0
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         warnings.warn(f"{path}: not a readable items file ({exc}); the row's items are ignored", stacklevel=2)
         return None
-    schema = int(arrays.pop("schema", 0))
     if schema > ITEMS_SCHEMA:
         warnings.warn(f"{path}: items schema {schema} is newer than this metric-bench's {ITEMS_SCHEMA}; upgrade to read it", stacklevel=2)
         return None
-    return arrays
+    return Arrays(npz)
 
 
 @dataclass(frozen=True)

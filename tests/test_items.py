@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import auc, roc_auc_score
 
 from bench.config import EvalConfig
 from bench.eval.fewshot import WITHIN_GROUP_STREAM, class_pools, draw_episodes, draw_group_episodes, group_codes, pools_by_group
 from bench.eval.metrics import evaluate
 from bench.eval.verification import item_pairs, select_pairs
 from bench.items import (ITEM_PAIRS, ItemScores, item_metric, item_scores, items_folder, items_path, read_items,
-                         write_items)
+                         roc_vertices, write_items)
 
 KS = (1, 2, 4)
 
@@ -208,8 +208,11 @@ def test_items_file_round_trip_and_a_changed_file_is_refused(tmp_path):
     assert entry["file"] == "r_items/c0ffee.npz" and items_path(results, {"items": entry}) == items_folder(results) / "c0ffee.npz"
     data = (tmp_path / entry["file"]).read_bytes()
     assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
-    got = read_items(results, {"items": entry})
+    got = read_items(results, {"items": entry})  # a Mapping that decodes an array when it is first asked for
     assert got.keys() == items.keys() and all(np.array_equal(got[k], items[k]) for k in items)
+    assert len(got) == 2 and "schema" not in got and got.get("verification.rank") is None
+    with pytest.raises(KeyError):
+        got["schema"]
     assert read_items(results, {"cell_id": "c0ffee"}) is None
     write_items(results, "c0ffee", {**items, "retrieval.first_hit": np.array([2, 2, 2], dtype=np.uint16)})  # a rerun's file
     with pytest.warns(UserWarning, match="c0ffee.npz: sha256 differs"):
@@ -302,8 +305,25 @@ def test_search_trials_keep_no_items_and_its_finals_do(bench_run):
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     trials = [r for r in rows if "trial" in r["config"]]
     others = [r for r in rows if "trial" not in r["config"]]
-    assert len(trials) == 2 and all(r["status"] == "ok" and "items" not in r for r in trials)
+    assert len(trials) == 2 and all(r["status"] == "ok" and "items" not in r and "roc" not in r for r in trials)
     assert {r["config"]["loss"] for r in others} == {"contrastive", "none"} and all(read_items(results, r) for r in others)
+
+
+def test_a_cells_roc_is_kept_in_its_items_file_and_its_row_stays_small(bench_run):
+    from bench.report.plots import roc_of
+    from bench.report.rows import items_loader
+
+    results, _ = bench_run("r.jsonl", grid=GRID.replace('"contrastive", "triplet", "none"', '"contrastive"'))
+    [line] = results.read_text().splitlines()
+    row = json.loads(line)
+    assert row["status"] == "ok" and "roc" not in row and "verification_roc" not in row["metrics"]
+    fpr, tpr = roc_vertices(read_items(results, row))
+    inline = len(json.dumps({"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}}))
+    assert len(line) < 7000 < len(line) + inline  # 4.8 KB; the ROC's ~270 vertices inline made it 10.2 KB
+    assert (fpr[0], fpr[-1], tpr[-1]) == (0.0, 1.0, 1.0) and np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert auc(fpr, tpr) == pytest.approx(row["metrics"]["verification_roc_auc"], abs=0.5 / 99 + 1e-5)  # downsample_roc's bound
+    drawn = roc_of(row, items_loader([results]))  # what the plots draw
+    assert np.array_equal(drawn[0], fpr) and np.array_equal(drawn[1], tpr)
 
 
 def test_an_unwritable_items_folder_keeps_every_row_and_warns_once(bench_run, tmp_path):

@@ -211,3 +211,14 @@ def test_check_of_a_server_or_a_file_store_says_there_is_no_schema_to_compare(tm
     assert main(["export", "mlflow", "--check", "--tracking-uri", (tmp_path / "runs").as_uri()]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "an MLflow server, version 3.99.0" in out[0] and "has no database schema" in out[1] and not (tmp_path / "runs").exists()
+
+
+def test_a_cells_items_file_with_its_roc_is_logged_beside_its_row(store, tmp_path):
+    row = read_rows(QUICK)[0]
+    row = {**row, "cell_id": "withitems", "items": {**(row.get("items") or {}), "file": "it_items/withitems.npz"}}
+    (tmp_path / "it_items").mkdir()
+    (tmp_path / "it_items" / "withitems.npz").write_bytes(b"npz")
+    path = write(tmp_path / "it.jsonl", [row])
+    assert export(store, "items", path) == 0
+    (_, ), (child,) = runs(store, "items")
+    assert artifacts(store, child) == ["config.json", "row.json", "withitems.npz"]

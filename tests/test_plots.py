@@ -15,9 +15,11 @@ from sklearn.metrics import auc, roc_curve
 
 from bench.cli import main
 from bench.eval.verification import ROC_POINTS, downsample_roc, roc_metrics, verification_metrics
+from bench.items import roc_items, write_items
 from bench.report.leaderboard import table
 from bench.report.names import line_names
 from bench.report.plots import FIGURES, LOG_ROC, MAX_LINES, Line, figures, legend, mean_roc, roc_of
+from bench.report.rows import items_loader
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -234,6 +236,36 @@ def test_mean_roc_averages_tpr_at_each_fpr():
     assert fpr.tolist() == [0.0, 0.5, 1.0] and tpr.tolist() == [0.25, 0.75, 1.0]
     one = (np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.5, 1.0]))
     assert mean_roc([one]) is one  # one seed: its vertical step kept
+
+
+def roc_in_items(path: Path, rows: list[dict]) -> list[dict]:
+    """`rows` as bench run writes them now: each ROC in the cell's items file beside the results file `path`, none in the row."""
+    out = []
+    for r in rows:
+        roc = r.get("roc") or r["metrics"].get("verification_roc")
+        r = {**{k: v for k, v in r.items() if k != "roc"}, "metrics": {k: v for k, v in r["metrics"].items() if k != "verification_roc"}}
+        out.append({**r, "items": write_items(path, r["cell_id"], roc_items(roc))} if roc else r)
+    return out
+
+
+def test_rows_whose_roc_is_in_their_items_file_draw_the_same_curves_and_mix_with_older_rows(tmp_path, monkeypatch, capsys):
+    new = roc_in_items(tmp_path / "new.jsonl", ROWS)
+    assert all("roc" not in r and "verification_roc" not in r["metrics"] for r in new) and sum("items" in r for r in new) == 6
+    old, _ = figures(ROWS, both_fpr_scales=True)
+    drawn, skipped = figures(new, both_fpr_scales=True, items=items_loader([tmp_path / "new.jsonl"]))
+    assert not skipped
+    for stem in ("roc", LOG_ROC):
+        want, got = old[stem].axes[0].get_lines(), drawn[stem].axes[0].get_lines()
+        assert [line.get_label() for line in got] == [line.get_label() for line in want] and len(got) == 4  # 3 lines + chance
+        assert all(np.array_equal(a.get_xydata(), b.get_xydata()) for a, b in zip(want, got))
+    assert "items files" in figures(new)[1]["roc"]  # without them there is no curve to draw, and the reason says where it is
+    mixed = new[:3] + ROWS[3:]  # a file resumed across the change: older rows keep theirs inline
+    drawn, _ = figures(mixed, items=items_loader([tmp_path / "new.jsonl"]))
+    assert [line.get_label() for line in drawn["roc"].axes[0].get_lines()] == [line.get_label() for line in old["roc"].axes[0].get_lines()]
+    write(tmp_path / "new.jsonl", new)
+    code, _, err = plot(tmp_path, monkeypatch, capsys, "new.jsonl", "--out", "figs")  # `bench plot` reads the items files
+    assert code == 0 and "roc.png" not in err, err
+    check_png(tmp_path / "figs" / "roc.png")
 
 
 def test_figures_without_data_are_skipped_with_a_reason(tmp_path, monkeypatch, capsys):

@@ -246,3 +246,17 @@ def test_appending_until_a_real_small_tmpfs_is_full_leaves_only_complete_lines(t
         assert [r["cell_id"] for r in read_rows(path)] == written
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_file_whose_older_rows_keep_the_roc_inline_still_resumes(tmp_path):
+    """Rows written before the ROC moved to the items file (bench.items.ROC_FPR) carry it as "roc": the same schema,
+    so a grid resumes into the same file, and both kinds of row read back as they were written."""
+    from bench.results import require_current_schema
+
+    path = tmp_path / "r.jsonl"
+    with ResultsWriter(path) as writer:
+        writer.append(make_row("before", roc={"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.75, 1.0]}))
+        writer.append(make_row("after", items={"file": "r_items/after.npz", "sha256": "0" * 64, "bytes": 1}))
+    rows = read_rows(path)
+    require_current_schema(rows, path)  # no UserError: nothing to rerun
+    assert [r["cell_id"] for r in rows] == ["before", "after"] and rows[0]["roc"]["tpr"] == [0.0, 0.75, 1.0] and "roc" not in rows[1]

@@ -38,8 +38,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not any(r.get("status") == "ok" for r in rows):
         raise UserError(f"{', '.join(map(str, args.results))}: no ok rows, nothing to plot — run the grid (or --rerun failed) first")
     from bench.report.leaderboard import default_metric
+    from bench.report.rows import items_loader
 
-    drawn, skipped = plots.figures(rows, args.metric or default_metric(rows), args.log_fpr)  # an unknown --metric fails here, before any file
+    drawn, skipped = plots.figures(rows, args.metric or default_metric(rows), args.log_fpr,  # an unknown --metric fails here, before any file
+                                   items=items_loader(args.results))  # new rows keep their ROC in their items files
     try:
         out.mkdir(parents=True, exist_ok=True)
         for stale in plots.figure_files(out):  # an earlier drawing's figures (e.g. of groups that no longer exist)

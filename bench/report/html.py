@@ -17,6 +17,7 @@ import pandas as pd
 from bench.config import UNTRAINED as UNTRAINED_LOSS
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
+from bench.run.clock import CONTENDED
 from bench.report import pareto
 from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, group_notes, key_columns, mark_columns, mean_std, metric_columns,
                                       ranked, varies, verdict)
@@ -141,7 +142,7 @@ def page(rows: list[dict], metric: str, title: str, sources: list[str], items=No
     frame, line_rows = ranked(rows, metric, items)
     groups, why = _effect_groups(rows, metric, items, frame.empty)
     sections = [_answer(frame, groups, metric), _leaderboard(frame, metric), _cost(frame, line_rows, metric),
-                _effects(groups, why, metric, frame.empty), _plots(rows, metric, frame, frame.empty), _failures(rows),
+                _effects(groups, why, metric, frame.empty), _plots(rows, metric, frame, frame.empty, items), _failures(rows),
                 _overview(rows, sources, metric), _glossary()]
     head = ['<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
             # No network and no script but ours, even if a string escaped the escaping: the browser refuses it.
@@ -244,6 +245,7 @@ GLOSSARY = {
     "natural": "train.augment: the Reality Check's flip and random resized crop of 16–100 % of the area.",
     "best@": "selected: train.select = best — the curve point (fraction of the budget) best on validation, per seed, is the one scored on test.",
     "untrained": "loss none: the backbone's own features before any training, scored as the trained lines are.",
+    "contended": f"stopped by: the seed's max_seconds clock ran while its threads waited for a core at least {CONTENDED:.0%} of the time they were runnable — another process held the cores, so it bought fewer steps than its share of the machine; `bench run --rerun contended` runs it again.",
 }
 
 
@@ -256,6 +258,8 @@ def _explained(text: str) -> str | None:
     """The glossary's explanation of a table cell's value (a protocol term), else None."""
     if text in GLOSSARY and text not in ("none", "untrained"):
         return GLOSSARY[text]
+    if text.endswith(": contended)"):
+        return GLOSSARY["contended"]
     return GLOSSARY["best@"] if text.startswith("best@") else None
 
 
@@ -464,7 +468,7 @@ def caption(name: str, metric: str, frame: pd.DataFrame) -> str:
     return CAPTIONS.get(stem, name).format(metric=metric) + shown + where + "."
 
 
-def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool) -> str:
+def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool, items=None) -> str:
     head = "<section id=\"plots\"><h2>Plots</h2>"
     if empty:
         return ""
@@ -472,7 +476,7 @@ def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool) -> s
         return f"{head}<p class=\"note\">Plots need matplotlib, which is not installed: {escape(PLOT_EXTRA)} adds them.</p></section>"
     from bench.report.plots import LOG_ROC, figures
 
-    drawn, skipped = figures(rows, metric, both_fpr_scales=True)
+    drawn, skipped = figures(rows, metric, both_fpr_scales=True, items=items)  # new rows' ROCs are in their items files
     out = [head]
     for name, figure in drawn.items():
         if name.startswith(LOG_ROC):

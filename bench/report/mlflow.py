@@ -272,8 +272,17 @@ def cell_run(row: dict, folders: list[Path], metric: str | None = None, options:
 
 
 def cell_files(row: dict) -> dict[str, str]:
-    """A child run's artifacts (path → text): its config, and the whole row (every figure, the full curves, the ROC)."""
+    """A child run's artifacts (path → text): its config, and the whole row (every figure, the full curves; the ROC of
+    a newer row is in its items file, `cell_items`)."""
     return {"config.json": _json(row.get("config", {})), "row.json": _json(row)}
+
+
+def cell_items(row: dict, folders: list[Path]) -> Path | None:
+    """The row's per-item file (its test items' outcomes and its ROC) in the first results folder that has it."""
+    entry = row.get("items")
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        return None
+    return next((f / entry["file"] for f in folders if (f / entry["file"]).is_file()), None)
 
 
 def cell_metrics(row: dict, metric: str) -> list[tuple[str, float]]:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from bench.errors import UserError
 from bench.report.leaderboard import FIRST_KEYS
-from bench.report.mlflow import Parent, cell_files, cell_run, content_key, provisional
+from bench.report.mlflow import Parent, cell_files, cell_items, cell_run, content_key, provisional
 from bench.report.mlflow_access import SQL, WRITER, import_mlflow, schema_error, sqlite_file
 from bench.report.plots import FIGURES, figure_files
 from bench.results import latest_rows
@@ -139,6 +139,8 @@ class Store:
         if self.artifacts in ("log", "copy"):
             for path, text in cell_files(row).items():
                 self.client.log_text(run_id, text, path)
+            if (items := cell_items(row, self.folders)) is not None:  # per-item outcomes and the ROC
+                self.client.log_artifact(run_id, str(items))
         if self.artifacts == "copy" and spec.checkpoint is not None and spec.checkpoint.is_dir():
             self.client.log_artifacts(run_id, str(spec.checkpoint), "checkpoint")
         self.client.set_terminated(run_id, spec.status, end_time=spec.end_ms)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
+from bench.items import roc_vertices
 from bench.report.leaderboard import DEFAULT_METRIC, lower_is_better, ranked
 from bench.report.lines import curve_of
 from bench.report.names import abbreviated, line_names, shared, short_names, varying_columns  # noqa: F401 (the last two: MLflow imports them from here)
@@ -47,13 +48,14 @@ def require_matplotlib():
 
 
 def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = False,
-            both_fpr_scales: bool = False) -> tuple[dict, dict[str, str]]:
+            both_fpr_scales: bool = False, items=None) -> tuple[dict, dict[str, str]]:
     """`({name: Figure}, {name: why it was not drawn})`, one figure of each stem in FIGURES per comparison group.
     Lines are grouped and ranked as in the leaderboard sorted by `metric` (best first), and lines of different
     groups (other test material, or scored another way) never share a figure: with one group the names are the
     stems, with several `<stem>_group<n>` (n from 1, in the leaderboard's group order), each titled with its
     group. The ROC's FPR axis is log with `log_fpr`; `both_fpr_scales` adds the log one as LOG_ROC (after the
-    linear "roc", for a page that lets its reader switch). An unknown metric is a UserError."""
+    linear "roc", for a page that lets its reader switch). `items(row)` gives a row's items (bench.report.rows.
+    items_loader), where rows written since the ROC left the row keep it. An unknown metric is a UserError."""
     require_matplotlib()
     frame, groups = ranked(rows, metric)
     if frame.empty:
@@ -68,8 +70,8 @@ def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = Fals
         lines = [Line(options, [r for r in groups[i] if r.get("status") == "ok"], float(options[f"{metric}_mean"]),
                       float(options[f"{metric}_std"])) for i, (_, options) in zip(at, part.iterrows())]
         drawers = {"leaderboard": lambda: leaderboard_bars(lines, metric, where),
-                   "roc": lambda: roc_curves(lines, where, log_fpr),
-                   LOG_ROC: lambda: roc_curves(lines, where, True),
+                   "roc": lambda: roc_curves(lines, where, log_fpr, items),
+                   LOG_ROC: lambda: roc_curves(lines, where, True, items),
                    "recall_at_k": lambda: recall_at_k(lines, where),
                    "curves": lambda: learning_curves(lines, metric, where)}
         for stem in stems:
@@ -155,9 +157,12 @@ def leaderboard_bars(lines: list[Line], metric: str, where: str):
 
 # --- ROC ----------------------------------------------------------------------------------------------------
 
-def roc_of(row: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """A row's kept ROC vertices (`row["roc"]`, or `verification_roc` in its metrics), or None."""
+def roc_of(row: dict, items=None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A row's kept ROC vertices, or None: in the row for rows written before the ROC moved to the items file
+    (`row["roc"]`, or `verification_roc` in its metrics), else from its items (`items(row)`, when given)."""
     roc = row.get("roc") or row.get("metrics", {}).get("verification_roc")
+    if roc is None and items is not None:
+        return roc_vertices(items(row))
     if not isinstance(roc, dict) or not roc.get("fpr") or len(roc["fpr"]) != len(roc.get("tpr", ())):
         return None
     return np.asarray(roc["fpr"], dtype=float), np.asarray(roc["tpr"], dtype=float)
@@ -172,11 +177,16 @@ def mean_roc(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
     return grid, np.mean([np.interp(grid, fpr, tpr) for fpr, tpr in curves], axis=0)
 
 
-def roc_curves(lines: list[Line], where: str, log_fpr: bool = False):
-    drawable = [(line, curves) for line in lines if (curves := [c for r in line.rows if (c := roc_of(r)) is not None])]
+def roc_curves(lines: list[Line], where: str, log_fpr: bool = False, items=None):
+    drawable = []
+    for line in lines:  # the best MAX_LINES lines that have a curve; the items of the others are never read
+        if len(drawable) == MAX_LINES:
+            break
+        if curves := [c for r in line.rows if (c := roc_of(r, items)) is not None]:
+            drawable.append((line, curves))
     if not drawable:
-        return "no row carries an ROC (rows written before metric-bench kept one, or verification was NaN)"
-    drawable = drawable[:MAX_LINES]
+        return ("no row carries an ROC (rows written before metric-bench kept one, verification was NaN, "
+                "or the items files that keep it are missing)")
     names, subtitle = legend([line for line, _ in drawable], where)
     labels = [f"{name} (AUC {_mean(r['metrics'].get('verification_roc_auc') for r in line.rows):.3f}, "
               f"{len(curves)} seed{'s' * (len(curves) != 1)})" for name, (line, curves) in zip(names, drawable)]

@@ -18,6 +18,7 @@ from bench.data.preprocess import fit_to_spec, normalize
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
 from bench.eval.metrics import evaluate
+from bench.items import roc_items
 from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
 from bench.run.adapt import apply_preprocess, freeze, input_check
 from bench.run.checkpoint import checkpoint_meta, save_checkpoint
@@ -189,7 +190,11 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
             metrics, nonfinite = score(val_idx)
     else:  # the row's metrics, and the outcome of each test item behind them (the coordinator writes them beside the row)
         metrics, nonfinite = score_test(items)
-    roc = metrics.pop("verification_roc", None)  # a few hundred points for `bench plot`, kept beside the metrics
+    # the ROC's few hundred vertices (for `bench plot`) would be half a tiny cell's row: its items file keeps them;
+    # a trial's validation ROC is not kept (no view draws a trial)
+    roc = metrics.pop("verification_roc", None)
+    if roc and cell.trial is None:
+        items.update(roc_items(roc))
     # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
     diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None
     check_deadline(deadline, "evaluation")
@@ -211,7 +216,6 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     steps = max(result.steps, 1)
     return {
         **({"checkpoint": saved} if saved else {}),
-        **({"roc": roc} if roc else {}),
         **({"_items": items} if items else {}),  # numpy arrays, for the coordinator only: never part of the JSONL row
         "metrics": metrics,
         **({"diverged": diverged} if diverged else {}),

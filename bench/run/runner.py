@@ -134,7 +134,8 @@ def items_keeper(results_path: Path, warn: Callable[[str], None]) -> Callable[[d
     def failed(exc: OSError) -> None:
         if not failures:
             warn(f"items not kept: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''} — rows are written without "
-                 "their per-item outcomes, so paired comparisons of those cells fall back to seed-level tests")
+                 "their per-item outcomes and ROC, so paired comparisons of those cells fall back to seed-level tests and "
+                 "`bench plot` draws no ROC for them")
         failures.append(exc)
 
     def keep(row: dict) -> dict:
