@@ -14,6 +14,17 @@ SCHEMA = 2  # 2: precision defaults to "auto" (cell ids changed), balanced verif
 # is no part of a cell's identity and files holding both kinds of row still resume; the plots read either place.
 
 
+SPEED_FIELDS = ("device", "torch_threads", "cpu_model", "precision")  # what a second of training buys depends on
+
+
+def speed_env(row: dict) -> dict:
+    """What a second of training bought on this row's machine: device, torch threads, CPU model and the precision
+    that ran (`row["precision"]`); a field the row lacks is None (unknown)."""
+    env = row.get("env") or {}
+    return {"device": env.get("device"), "torch_threads": env.get("torch_threads"), "cpu_model": env.get("cpu_model"),
+            "precision": row.get("precision", env.get("precision"))}
+
+
 ROW_KEYS = {"config": dict, "status": str}  # what every row has; ok rows also have OK_ROW_KEYS
 OK_ROW_KEYS = ("metrics", "train")
 

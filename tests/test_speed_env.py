@@ -8,7 +8,8 @@ import torch
 
 import bench.run.rows as rows_module
 from bench.cli import main
-from bench.run.rows import cpu_model, speed_difference, speed_environment, this_run_speed
+from bench.results import speed_env as speed_environment
+from bench.run.rows import cpu_model, speed_difference, this_run_speed
 
 GRID = """name = "{name}"
 [budget]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.config import UNTRAINED
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
@@ -74,7 +74,7 @@ def level_text(value) -> str:
 
 
 def is_baseline(line: Line) -> bool:
-    return line.config.get("loss") == UNTRAINED_LOSS
+    return line.config.get("loss") == UNTRAINED
 
 
 def group_axes(lines: list[Line], flat: list[dict]) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from html import escape
 
 import pandas as pd
 
-from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.config import UNTRAINED
 from bench.errors import UserError
 from bench.eval.definitions import lower_is_better
 from bench.run.clock import CONTENDED
@@ -318,7 +318,7 @@ def _table(part: pd.DataFrame, cells: dict[str, list[str]], metric: str) -> str:
                 _td(str(r.get("steps_range") or r["steps"]), r["steps"], "num g-budget"), _td(r["stopped_by"], cls="long g-budget")]
         verdict_text = str(r.get("vs_best"))
         mark = "best" if verdict_text == "best" else "close" if verdict_text == "not separated" or verdict_text.startswith("equivalent") else ""
-        mark = mark or ("baseline" if r.get("loss") == UNTRAINED_LOSS else "")
+        mark = mark or ("baseline" if r.get("loss") == UNTRAINED else "")
         body.append(f"<tr{_attr('class', mark) if mark else ''}>" + "".join(row) + "</tr>")
     return (COLUMN_GROUPS + "<div class=\"scroll\"><table class=\"sortable leaderboard\">\n<thead><tr>" + "".join(heads) + "</tr></thead>\n<tbody>\n"
             + "\n".join(body) + "\n</tbody>\n</table></div>")

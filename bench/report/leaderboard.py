@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.config import UNTRAINED
 from bench.errors import UserError
 from bench.eval.definitions import definition, lower_is_better
 from bench.run.clock import CONTENDED, contended, core_wait
@@ -249,7 +249,7 @@ def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
 def varies(frame: pd.DataFrame, column: str) -> bool:
     """Whether a key column tells the trained lines apart: an option that differs only on untrained baselines (which
     reset what acts in training: eval.curve, train.select, model.freeze, the head) tells nothing there."""
-    trained = frame[frame["loss"] != _show(UNTRAINED_LOSS)] if "loss" in frame else frame
+    trained = frame[frame["loss"] != _show(UNTRAINED)] if "loss" in frame else frame
     return (trained if len(trained) else frame)[column].nunique() > 1
 
 
@@ -363,7 +363,7 @@ def mark_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
                                   for _, r in frame.iterrows()]
         cells["detectable"] = [_detectable(r) for _, r in frame.iterrows()]
     if "gain_vs_untrained" in frame:
-        cells["gain_vs_untrained"] = ["(baseline)" if loss == _show(UNTRAINED_LOSS) else ABSENT if math.isnan(g) else signed(g)
+        cells["gain_vs_untrained"] = ["(baseline)" if loss == _show(UNTRAINED) else ABSENT if math.isnan(g) else signed(g)
                                       for loss, g in zip(frame["loss"], frame["gain_vs_untrained"])]
     shown = {c: v for c, v in cells.items() if any(x != ABSENT for x in v)}
     if "best" not in shown.get("vs_best", []):  # nothing had 2 seeds: a column of "untested" alone is noise

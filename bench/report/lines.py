@@ -15,12 +15,11 @@ import re
 from dataclasses import dataclass
 
 from bench.config import NOT_IDENTITY
-from bench.results import latest_rows
+from bench.results import SPEED_FIELDS, latest_rows, speed_env
 
 ABSENT = "—"  # shown for a key a configuration does not have
 TRAINING_ONLY_EVAL = ("curve", "select_metric")  # eval options that only act while training (a baseline has neither)
 NOT_TEST_MATERIAL = ("distance", *TRAINING_ONLY_EVAL)  # eval options that do not change what a group scores
-SPEED_FIELDS = ("device", "torch_threads", "cpu_model", "precision")  # what a second of training buys depends on
 SECONDS = "max_seconds"
 
 
@@ -82,14 +81,6 @@ def lines_of(rows: list[dict]) -> list[Line]:
 
 
 # --- the speed environment ----------------------------------------------------------------------------------
-
-def speed_env(row: dict) -> dict:
-    """What a second of training bought on this row's machine: device, torch threads, CPU model and the precision
-    that ran (`row["precision"]`); a field the row lacks is None (unknown)."""
-    env = row.get("env") or {}
-    return {"device": env.get("device"), "torch_threads": env.get("torch_threads"), "cpu_model": env.get("cpu_model"),
-            "precision": row.get("precision", env.get("precision"))}
-
 
 def by_speed_env(seeds: list[dict]) -> list[Line]:
     """One line for a configuration's seeds, or several when its ok seeds ran in different environments that change

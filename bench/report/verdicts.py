@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import ttest_1samp
 
 from bench.config import HEAD_ARGS
-from bench.config import UNTRAINED as UNTRAINED_LOSS
+from bench.config import UNTRAINED
 from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line, curve_of
 from bench.report.paired import UNTESTED as UNTESTED_PAIR, Comparison, ItemBootstrap, compare_seeds, contrast, seeds_to_resolve, shared_material
@@ -168,12 +168,12 @@ def gain_vs_untrained(all_lines: list[Line], metric: str) -> dict[str, list]:
     """
     pools: dict[str, list[float]] = {}
     for line in all_lines:
-        if line.config.get("loss") == UNTRAINED_LOSS:
+        if line.config.get("loss") == UNTRAINED:
             pools.setdefault(untrained_key(line.config, line.distance), []).extend(values(line, metric))
     base, gain = [], []
     for line in all_lines:
         pool = pools.get(untrained_key(line.config, line.distance), [])
-        b = float(np.mean(pool)) if pool and line.config.get("loss") != UNTRAINED_LOSS else math.nan
+        b = float(np.mean(pool)) if pool and line.config.get("loss") != UNTRAINED else math.nan
         v = values(line, metric)
         base.append(b)
         gain.append(better(metric) * (v.mean() - b) if len(v) and not math.isnan(b) else math.nan)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable, Iterator
-from unittest import mock
 
 import torch
 
@@ -36,6 +35,21 @@ Event = tuple[str, Cell, "dict | None"]
 HARD_GRACE_S = 30.0  # a worker still busy this long past --cell-timeout is killed (the cell's own check failed)
 POLL_S = 2.0
 
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """os.environ with `values` set while the block runs (a process started inside inherits them), then as before."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 @dataclass(frozen=True)
 class Job:
@@ -130,7 +144,7 @@ class LocalWorkers:
         def spawn(slot: int):
             parent, child = ctx.Pipe()
             # one GPU per worker: the child inherits the environment as it is when it starts
-            with mock.patch.dict(os.environ, {"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {}):
+            with environment({"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {}):
                 proc = ctx.Process(target=_serve, args=(child, data, job), daemon=True)
                 proc.start()
             child.close()

@@ -17,7 +17,7 @@ import torch
 
 from bench.config import Cell
 from bench.plugins import LabelledImages
-from bench.results import SCHEMA
+from bench.results import SCHEMA, SPEED_FIELDS, speed_env
 from bench.run.cell import CellTimeout, measure, use_bf16
 
 
@@ -132,17 +132,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-SPEED = ("device", "cpu_model", "torch_threads", "precision")  # what a seconds-bound cell's speed depends on
-
-
-def speed_environment(row: dict) -> dict:
-    """A row's speed environment: env.device, env.cpu_model, env.torch_threads and the precision that ran
-    (None for a field the row lacks)."""
-    env = row.get("env") or {}
-    return {"device": env.get("device"), "cpu_model": env.get("cpu_model"), "torch_threads": env.get("torch_threads"),
-            "precision": row.get("precision")}
-
-
 def this_run_speed(executor: str, workers: int, threads: int | None, resources: dict, device: torch.device | None) -> Callable[[dict], dict]:
     """This run's speed environment for a row's cell, as a row this run writes would record it; None where the
     node that runs the cell decides (the device, CPU and an "auto" precision on Ray or Slurm: `device` None)."""
@@ -168,8 +157,8 @@ def speed_difference(rows: list[dict], grid_name: str, speed: Callable[[dict], d
                and ((r.get("config") or {}).get("budget") or {}).get("max_seconds") is not None]
     changes: dict[str, set] = {}
     for row in seconds:
-        theirs, ours = speed_environment(row), speed(row)
-        for field in SPEED:
+        theirs, ours = speed_env(row), speed(row)
+        for field in SPEED_FIELDS:
             if theirs[field] is not None and ours[field] is not None and theirs[field] != ours[field]:
                 changes.setdefault(field, set()).add(f"{theirs[field]} → {ours[field]}")
     if not changes:
