@@ -1,8 +1,8 @@
-"""Executors side by side in one run: the quickstart grid in this process, in 1 worker × all threads, in
+"""Executors side by side in one run: a 20-cell digits grid (benchmarks/parallel_grid.toml: the quickstart at 6e8cbe3) in this process, in 1 worker × all threads, in
 N workers × 1 thread, on a local Ray instance and through submitit's local executor; then the disk cache's
 gain on a second run of a frozen-backbone grid. Prints wall times and each executor's overhead.
 
-    .venv/bin/python benchmarks/parallel.py [--grid examples/quickstart.toml] [--repeats 1]
+    .venv/bin/python benchmarks/parallel.py [--grid benchmarks/parallel_grid.toml] [--repeats 1]
 
 Overhead is wall time over the in-process run at the same total threads, minus 1; with 2 cores, N workers
 × 1 thread compete for the same cores, so their speed-up measures what parallel cells gain over threads.
@@ -43,7 +43,7 @@ def timed(folder: Path, grid: Path, results: str, *args: str) -> tuple[float, li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", type=Path, default=Path("examples/quickstart.toml"))
+    parser.add_argument("--grid", type=Path, default=Path("benchmarks/parallel_grid.toml"))
     parser.add_argument("--repeats", type=int, default=1, help="run every executor this many times, interleaved; tables show medians")
     record.add_out_argument(parser, "parallel")
     args = parser.parse_args()
