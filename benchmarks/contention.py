@@ -28,7 +28,7 @@ import record
 import tables
 
 CELLS = {  # name → the grid's cell (one backbone, one loss, digits)
-    "head on cached Lite0 features": ('efficientnet_lite0_imagenet', "contrastive", 'freeze = "backbone"', 64),
+    "head on cached Lite0 features": ('efficientnet_lite0_imagenet', "contrastive", 'freeze = "backbone"', 32),
     "conv4 from scratch": ("conv4", "triplet", 'freeze = "none"', 28),
     "fine-tuned Lite0": ('efficientnet_lite0_imagenet', "contrastive", 'freeze = "none"', 64),
 }
