@@ -180,3 +180,43 @@ def test_thread_ops_counts_the_modules_whose_kernels_differ_by_kind(tmp_path, ca
     assert rows["BatchNorm"]["count"] == "2" and rows["BatchNorm"]["forward differs (max)"] == "1 (5.0e-03)"
     assert rows["BatchNorm"]["input gradient differs (max)"] == "0"  # a module without an input gradient (None) does not count
     assert rows["Conv 1x1"]["weight gradient differs (max)"] == "1 (3.0e-07)" and rows["ReLU"]["forward differs (max)"] == "0"
+
+
+def test_eval_profile_ratios_and_projection_come_from_the_raw_figures():
+    import eval_profile
+
+    def run(kind, version, curve, test, diff=0.0):  # each phase: (seconds, forward seconds, images embedded)
+        phase = lambda seconds, embed, images: {"seconds": seconds, "embed_seconds": embed, "embed_images": images,  # noqa: E731
+                                                "embed_calls": 1, **{f: 0.1 for f in eval_profile.METRIC_FUNCTIONS}}
+        return {"kind": kind, "version": version, "repeat": 0, "steps": 8, "items_seconds": 0.01, "phases": {"curve": phase(*curve), "test": phase(*test)},
+                "metrics": {"map_at_r": 0.5 + diff, "few_shot_20way_1shot_accuracy": None}, "curve_metrics": [{"map_at_r": 0.25}]}
+
+    # koch after: 100 fewer test images, and a neighbour slowed its forward passes; the projection costs them at 0.02 s an image
+    raw = {"before": "abc1234", "runs": [run("koch", "before", (4.0, 2.0, 100), (10.0, 8.0, 400)),
+                                         run("koch", "after", (3.0, 2.5, 100), (6.0, 5.5, 300), diff=1e-9),
+                                         run("conv4", "before", (1.0, 0.5, 100), (2.0, 1.0, 400)), run("conv4", "after", (1.0, 0.5, 100), (1.0, 0.75, 300))],
+           "evaluate_command": {"before": [{"import_seconds": 3.0, "wall_seconds": 4.0}], "after": [{"import_seconds": 1.0, "wall_seconds": 2.0}]},
+           "seed_question": {"rows": [{"kind": "koch", "curve_seconds": 8.0, "eval_seconds": 20.0, "train_wall_seconds": 32.0, "warmup_seconds": 0.0},
+                                      {"kind": "conv4", "curve_seconds": 2.0, "eval_seconds": 4.0, "train_wall_seconds": 32.0, "warmup_seconds": 0.0},
+                                      {"kind": "lite0_frozen", "curve_seconds": 1.0, "eval_seconds": 1.0, "train_wall_seconds": 30.0, "warmup_seconds": 0.0}]}}
+    s = eval_profile.summarise(raw)
+    assert s["kinds"]["koch"]["ratio"] == pytest.approx({"curve": (2.0 + 0.5) / 4.0, "test": (0.02 * 300 + 0.5) / 10.0})
+    assert s["kinds"]["conv4"]["ratio"] == pytest.approx({"curve": 1.0, "test": (0.0025 * 300 + 0.25) / 2.0})
+    assert s["kinds"]["koch"]["max_metric_diff"] == pytest.approx(1e-9) and s["kinds"]["conv4"]["max_metric_diff"] == 0  # NaN (null) agrees with NaN
+    q = s["seed_question"]
+    assert q["clock_seconds"] == 130.0 and q["evaluation_seconds"] == 36.0 and q["rows_covered"] == 2
+    projected = 8 * 0.625 + 20 * 0.65 + 2 * 1.0 + 4 * 0.5 + 2.0  # an unprofiled kind stays as it was
+    assert q["projected_evaluation_seconds"] == pytest.approx(projected) and q["projected_share"] == pytest.approx(projected / (130.0 - 36.0 + projected))
+    assert q["projected_forward_seconds"] == pytest.approx(8 * 2.0 / 4.0 + 20 * 6.0 / 10.0 + 2 * 0.5 + 4 * 0.75 / 2.0)
+    assert s["evaluate_command"]["after"] == {"import_seconds": 1.0, "wall_seconds": 2.0}
+    rec = {"raw": raw, "machine": {"cpu_model": "x", "cores": 2, "torch_threads": 2, "fast_bf16": False}, "versions": {}, "date": "2026-12-06",
+           "command": "python benchmarks/eval_profile.py"}
+    text = eval_profile.render(rec)
+    assert "| koch | before | 4.00 | 2.00 (100) |" in text and f"({projected / (130.0 - 36.0 + projected):.1%})" in text
+
+
+def test_eval_profile_knows_every_kind_of_the_seed_questions_rows():
+    import eval_profile
+
+    rows = eval_profile.seed_question_rows(Path(__file__).resolve().parent.parent / "results" / "seed_question.jsonl")
+    assert {eval_profile.kind_of(r) for r in rows} == set(eval_profile.KINDS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -131,3 +133,15 @@ def test_evaluate_rejects_missing_and_corrupt_files(tmp_path):
         run(["evaluate", str(tmp_path / "bad.npz")])
     with pytest.raises(UserError, match="--episodes 0 must be positive"):
         run(["evaluate", str(write(tmp_path, embeddings=np.zeros((3, 2)), labels=np.arange(3))), "--episodes", "0"])
+
+
+def test_evaluate_loads_neither_scikit_learn_nor_scipy(tmp_path):
+    """Half of `bench evaluate`'s import time was scikit-learn's and scipy's, for a ROC curve and a rank: the
+    metrics now need neither (checked against both in tests/test_eval_metrics.py), so a fresh process never loads them."""
+    x, y = clustered_arrays()
+    path = write(tmp_path, embeddings=x, labels=y)
+    code = ("import sys\nfrom bench.cli import main\nrc = main(['evaluate', sys.argv[1], '--episodes', '20'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pandas', 'pytorch_metric_learning'}))\nsys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -13,16 +13,18 @@ from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 from scipy.optimize import brentq
+from scipy.spatial.distance import cdist
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve
 from test_metrics import DISTANCES, clustered, ref_distance
 
 from bench.config import EvalConfig
 from bench.errors import UserError
-from bench.eval.fewshot import class_pools, draw_episodes, few_shot_accuracy
-from bench.eval.knn import faiss_available, nearest_neighbours
+from bench.eval.fewshot import _EPISODES, class_pools, draw_episodes, few_shot_accuracy
+from bench.eval.knn import _ranking_matrix, faiss_available, nearest_neighbours, smallest_k
 from bench.eval.metrics import evaluate
 from bench.eval.retrieval import retrieval_metrics
-from bench.eval.verification import _unrank_pairs, roc_metrics, select_pairs, verification_metrics
+from bench.eval.verification import (_first_occurrences, _gathered_pair_distances, _pair_distance, _select_pairs, _unrank_pairs, roc_metrics,
+                                     roc_of_distances, select_pairs, verification_metrics)
 
 PML_DISTANCE = {"cosine": CosineSimilarity(), "euclidean": LpDistance(normalize_embeddings=False),
                 "l1": LpDistance(normalize_embeddings=False, p=1)}
@@ -414,3 +416,137 @@ def test_evaluate_rejects_bad_input_in_one_line(embeddings, labels, message):
 def test_evaluate_rejects_gallery_of_another_dimension():
     with pytest.raises(UserError, match="gallery: embeddings have 3 dimensions"):
         evaluate(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), "cosine", gallery=torch.randn(4, 3), gallery_labels=torch.tensor([0, 0, 1, 1]))
+
+
+# ------------------------------------------------------------- the fast paths against slow, obvious ones
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_roc_of_distances_is_sklearns_roc_curve_value_for_value(seed):
+    rng = np.random.default_rng(seed)
+    for n in (2, 3, 50, 3000):
+        same = rng.random(n) < (0.5, 0.05, 0.3, 0.01)[seed]
+        same[0], same[-1] = True, False  # both kinds
+        dist = rng.normal(size=n)
+        if seed % 2:
+            dist = np.round(dist, 1)  # ties, within and across kinds
+        if seed == 2:
+            dist = dist.astype(np.float32).astype(np.float64)  # what pair_distances hands over
+        for mine, theirs in zip(roc_of_distances(same, dist), roc_curve(same, -dist)):
+            assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+        assert roc_metrics(same, dist, ())["verification_roc_auc"] == roc_auc_score(same, -dist)
+
+
+@pytest.mark.parametrize("finish", [False, True])
+def test_smallest_k_is_a_stable_sort_of_each_row(finish):
+    g = torch.Generator().manual_seed(5)
+    root = (lambda x: x.clamp_min_(0).sqrt_()) if finish else None  # cdist's own clamp and square root
+    for rows, n, k in [(0, 10, 3), (7, 1, 1), (7, 9, 9), (7, 10, 5), (7, 11, 6), (30, 257, 5), (30, 1000, 19), (5, 3000, 99)]:
+        for values in (torch.randint(-3, 4, (rows, n), generator=g).float(),  # ties everywhere, the k-th place too
+                       torch.randn(rows, n, generator=g, dtype=torch.float64)):
+            if rows:
+                values[:, 0] = float("inf")  # a query's own column
+            expected = (root(values.clone()) if finish else values).sort(dim=1, stable=True).indices[:, :k]
+            assert torch.equal(smallest_k(values.clone(), k, root), expected), (rows, n, k)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "l1"])
+def test_ranking_is_torch_cdist_bit_for_bit(distance):
+    g = torch.Generator().manual_seed(6)
+    for n_query, n_gallery, dim in [(3, 5, 2), (30, 20, 3), (20, 40, 8), (93, 600, 128)]:
+        q, gallery = torch.randn(n_query, dim, generator=g), torch.randn(n_gallery, dim, generator=g)
+        assert torch.equal(_ranking_matrix(q, gallery, distance), torch.cdist(q, gallery, p=2.0 if distance == "euclidean" else 1.0))
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_gathered_pair_distances_are_the_pairs_distances_bit_for_bit(distance):
+    g = torch.Generator().manual_seed(7)
+    for dtype in (torch.float32, torch.float64):
+        x, other = torch.randn(50, 33, generator=g, dtype=dtype), torch.randn(40, 33, generator=g, dtype=dtype)
+        i, j = torch.randint(0, 50, (701,), generator=g), torch.randint(0, 40, (701,), generator=g)
+        for step in (1, 7, 10**6):
+            assert torch.equal(_gathered_pair_distances(x, other, i, j, distance, step), _pair_distance(x[i], other[j], distance))
+
+
+def test_first_occurrences_are_numpy_uniques():
+    rng = np.random.default_rng(8)
+    for n, high in [(0, 5), (1, 5), (10, 3), (1000, 50), (100_000, 10**9)]:
+        values = rng.integers(0, high, n)
+        assert np.array_equal(_first_occurrences(values), np.unique(values, return_index=True)[1])
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_metrics_on_random_data_match_pml_sklearn_and_brute_force(distance):
+    # 600 images of 30 classes: 19 neighbours among 599 (smallest_k's block bound at work), 20,000 of 179,700 pairs (sampled)
+    x, y = clustered([20] * 30, dim=16, spread=1.0, seed=91, dtype=torch.float32)
+    got = evaluate(x, y, distance, EvalConfig(max_pairs=20_000, episodes=50, recall_k=(1, 4)), seed=3)
+    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count",
+                              device=torch.device("cpu"), knn_func=CustomKNN(PML_DISTANCE[distance]))
+    pml = calc.get_accuracy(x, y)
+    assert got["precision_at_1"] == pytest.approx(pml["precision_at_1"], abs=1e-12)
+    assert got["r_precision"] == pytest.approx(pml["r_precision"], abs=1e-12)
+    assert got["map_at_r"] == pytest.approx(pml["mean_average_precision_at_r"], abs=1e-12)
+    d = cdist(x.double().numpy(), x.double().numpy(), {"l1": "cityblock"}.get(distance, distance))  # scipy, in float64
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1, kind="stable")
+    hit = y.numpy()[order] == y.numpy()[:, None]
+    assert got["recall_at_4"] == pytest.approx(hit[:, :4].any(1).mean(), abs=1e-12)
+    pairs = select_pairs(y, 20_000, 3)
+    i, j = pairs["i"].numpy(), pairs["j"].numpy()
+    assert pairs["rule"] == "sampled"
+    assert got["verification_roc_auc"] == pytest.approx(roc_auc_score(y.numpy()[i] == y.numpy()[j], -d[i, j]), abs=1e-6)
+    assert 0.6 < got["verification_roc_auc"] < 0.99 and 0.1 < got["map_at_r"] < 0.9  # neither trivial nor perfect
+
+
+def test_label_work_remembered_between_evaluations_is_a_fresh_draw():
+    """The pair sample and the episodes depend on the labels and the seed alone, so a grid draws them once; a
+    caller that writes into what it got changes nothing for the next one."""
+    y = torch.arange(400) % 23
+    first = select_pairs(y, 3000, 4)
+    first["i"][:] = 0
+    again, fresh = select_pairs(y, 3000, 4), _select_pairs(y, 3000, 4)
+    assert torch.equal(again["i"], fresh["i"]) and torch.equal(again["j"], fresh["j"]) and again["rule"] == "sampled"
+    x = torch.randn(400, 5, generator=torch.Generator().manual_seed(9))
+    items = [{}, {}]
+    scores = [few_shot_accuracy(x, y, "cosine", 5, 1, 40, 2, items=kept) for kept in items]
+    _EPISODES.kept.clear()
+    fresh_items: dict = {}
+    assert few_shot_accuracy(x, y, "cosine", 5, 1, 40, 2, items=fresh_items) == scores[0] == scores[1]
+    assert all(np.array_equal(fresh_items[k], kept[k]) for kept in items for k in fresh_items)
+
+
+def test_a_cell_embeds_each_image_once_per_weights_and_reuses_exactly(monkeypatch):
+    """The test score's validation threshold takes the selected curve point's validation embeddings: what embedding
+    the validation images again with the restored weights gives, bit for bit; no (weights, images) is embedded twice."""
+    import hashlib
+
+    from bench.builtins import load_builtins
+    from bench.grid import parse_grid
+    from bench.plugins import DATASETS
+    from bench.run import cell as cell_module
+
+    load_builtins()
+    cell = parse_grid({"budget": {"max_steps": 4}, "train": {"select": "best", "batch_size": 16}, "split": {"val_fraction": 0.2},
+                       "eval": {"curve": [0.5, 1.0], "episodes": 10, "n_way": 3}, "backbone": {"conv4": {"image_size": 28}},
+                       "axes": {"backbone": ["conv4"], "loss": ["contrastive"], "dataset": ["digits"]}}, "g").cells[0]
+    real_embed, real_evaluate = cell_module.embed, cell_module.evaluate
+    calls, last, checked = [], {}, []
+
+    def fingerprint(*tensors):
+        return hashlib.sha256(b"".join(t.detach().contiguous().numpy().tobytes() for t in tensors)).hexdigest()
+
+    def spy_embed(model, inputs, *args):
+        calls.append((fingerprint(*model.state_dict().values()), fingerprint(inputs)))
+        last.update(model=model, args=args, **({} if "val" in last else {"val": inputs}))  # the first call: the curve's validation split
+        return real_embed(model, inputs, *args)
+
+    def spy_evaluate(*args, **kwargs):
+        if kwargs.get("val_embeddings") is not None:
+            checked.append(torch.equal(kwargs["val_embeddings"], real_embed(last["model"], last["val"], *last["args"])))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(cell_module, "embed", spy_embed)
+    monkeypatch.setattr(cell_module, "evaluate", spy_evaluate)
+    out = cell_module.train_and_evaluate(cell, DATASETS.get("digits").factory(), {}, torch.device("cpu"), lambda *a, **k: None, None)
+    assert checked == [True] and out["train"]["selected"]
+    assert len(calls) == 3 and len(set(calls)) == 3  # the two curve points' validation images, then the test images only

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from bench.eval import metrics, verification
 from bench.eval.metrics import nearest_neighbours, recall_at_k, verification_roc_auc
@@ -108,19 +108,20 @@ def test_sampled_roc_auc_is_close_to_exact(distance):
 
 
 def test_sampled_pairs_are_distinct_images_and_unbiased(monkeypatch):
-    """Capture what the sampled path hands to roc_curve: no pair of an image with itself (distance 0)
+    """Capture what the sampled path hands to the ROC: no pair of an image with itself (distance 0)
     and a same-class fraction close to the population's."""
     embeddings, labels = clustered([4] * 25, seed=8)  # 100 images, 4950 pairs, 150 of them same-class
     seen = {}
+    real = verification.roc_of_distances
 
-    def spy_curve(y_true, y_score):
-        seen["y"], seen["s"] = np.asarray(y_true), np.asarray(y_score)
-        return roc_curve(y_true, y_score)
+    def spy_curve(same, dist):
+        seen["y"], seen["d"] = np.asarray(same), np.asarray(dist)
+        return real(same, dist)
 
-    monkeypatch.setattr(verification, "roc_curve", spy_curve)
+    monkeypatch.setattr(verification, "roc_of_distances", spy_curve)
     verification_roc_auc(embeddings, labels, "euclidean", max_pairs=4000, seed=0)
     assert len(seen["y"]) == 4000
-    assert (seen["s"] < 0).all()  # -distance; a self-pair would score exactly 0
+    assert (seen["d"] > 0).all()  # a self-pair would be at distance exactly 0
     population = 150 / 4950
     assert abs(seen["y"].mean() - population) < 0.015
 

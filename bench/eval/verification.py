@@ -7,12 +7,14 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
-from sklearn.metrics import auc, roc_curve
 
 from bench.eval.knn import check_distance, distances
+from bench.eval.memo import Memo, digest
 from bench.items import ITEM_PAIRS, material_digest
 
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+GATHER_BYTES = 4 * 2**20  # one side of a chunk of pairs' gathered vectors in `pair_distances`
+_SAMPLES = Memo(lambda pairs: {**pairs, "i": pairs["i"].clone(), "j": pairs["j"].clone()}, keep=2)  # up to 32 MB each (2M pairs)
 ITEMS_STREAM = 2  # the kept pairs draw from default_rng([2, seed]); the pair sample itself from default_rng(seed)
 
 
@@ -21,7 +23,15 @@ def select_pairs(labels: torch.Tensor, max_pairs: int, seed: int, gallery_labels
     otherwise exactly `max_pairs` distinct pairs, stratified: same-class and different-class pairs are drawn
     separately (seeded, uniformly without replacement) in their population proportion, so the sample has
     the population's same-class fraction up to rounding. With `gallery_labels`, pairs are (query i,
-    gallery j) instead, every one in row-major order or a sample by the same rule."""
+    gallery j) instead, every one in row-major order or a sample by the same rule. A sample is remembered for
+    the next call with the same labels (bench.eval.memo): a grid scores the same test labels in every cell."""
+    n = len(labels)
+    if (n * (n - 1) // 2 if gallery_labels is None else n * len(gallery_labels)) <= max_pairs:
+        return _select_pairs(labels, max_pairs, seed, gallery_labels)
+    return _SAMPLES.get(digest(labels, gallery_labels, max_pairs, seed), lambda: _select_pairs(labels, max_pairs, seed, gallery_labels))
+
+
+def _select_pairs(labels: torch.Tensor, max_pairs: int, seed: int, gallery_labels: torch.Tensor | None = None) -> dict:
     if gallery_labels is not None:
         return _select_cross_pairs(labels, gallery_labels, max_pairs, seed)
     n = len(labels)
@@ -86,9 +96,19 @@ def _distinct_integers(rng: np.random.Generator, population: int, size: int) -> 
     out = np.empty(0, dtype=np.int64)
     while len(out) < size:
         draw = np.concatenate([out, rng.integers(0, population, size - len(out) + 64)])
-        _, first = np.unique(draw, return_index=True)
-        out = draw[np.sort(first)]
+        out = draw[np.sort(_first_occurrences(draw))]
     return out[:size]
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """The index of each distinct value's first occurrence, as np.unique(values, return_index=True)[1]:
+    numpy's unique sorts stably (a mergesort argsort, ~5x slower than its vectorised quicksort on int64),
+    so this sorts unstably and takes the smallest index within each run of equal values."""
+    if not len(values):
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(values)
+    ordered = values[order]
+    return np.minimum.reduceat(order, np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]])))
 
 
 def _same_class_pairs(per_class: np.ndarray, unrank_same, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +148,29 @@ def pair_distances(embeddings: torch.Tensor, pairs: dict, distance: str, memory_
     # all pairs or the embeddings are wide (Koch's 4096-d): 3,120 × 4096-d, 1M pairs: 50 s → 2 s.
     if len(embeddings) * len(other) <= len(i) * (dim // 16 if distance != "l1" else 10):
         return _sampled_pairs_by_rows(embeddings, i, j, distance, chunk, other)
-    step = max(1, int(memory_mb * 2**20) // (12 * dim))
-    return torch.cat([_pair_distance(embeddings[i[s:s + step]], other[j[s:s + step]], distance) for s in range(0, len(i), step)])
+    return _gathered_pair_distances(embeddings, other, i, j, distance, min(int(memory_mb * 2**20) // (12 * dim), GATHER_BYTES // (4 * dim)))
+
+
+def _gathered_pair_distances(embeddings: torch.Tensor, other: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str,
+                             step: int) -> torch.Tensor:
+    """`_pair_distance` of every (embeddings[i], other[j]), `step` pairs at a time: a few MB of gathered vectors
+    stay in cache between the gather and the distance, index_select into two reused buffers gathers several
+    times faster than indexing with a tensor, and nothing is allocated per chunk (a fresh pair of buffers per
+    chunk, between the kept results, sometimes left the heap 1 GB larger). The values are `_pair_distance`'s."""
+    check_distance(distance)
+    step = max(1, min(step, len(i)))
+    out = torch.empty(len(i), dtype=torch.promote_types(embeddings.dtype, other.dtype))
+    a, b = torch.empty(step, embeddings.shape[1], dtype=embeddings.dtype), torch.empty(step, other.shape[1], dtype=other.dtype)
+    for s in range(0, len(i), step):
+        n = min(step, len(i) - s)
+        left, right = torch.index_select(embeddings, 0, i[s:s + n], out=a[:n]), torch.index_select(other, 0, j[s:s + n], out=b[:n])
+        if distance == "cosine":
+            out[s:s + n] = 1.0 - torch.nn.functional.cosine_similarity(left, right, dim=1)
+        elif distance == "euclidean":
+            torch.linalg.vector_norm(left.sub_(right), dim=1, out=out[s:s + n])
+        else:
+            torch.sum(left.sub_(right).abs_(), 1, out=out[s:s + n])
+    return out
 
 
 def _sampled_pairs_by_rows(embeddings: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str, chunk: int,
@@ -137,7 +178,7 @@ def _sampled_pairs_by_rows(embeddings: torch.Tensor, i: torch.Tensor, j: torch.T
     other = embeddings if other is None else other
     i, j = torch.as_tensor(i), torch.as_tensor(j)
     out = torch.empty(len(i), dtype=embeddings.dtype)
-    order = torch.argsort(i)
+    order = torch.from_numpy(np.argsort(i.numpy()))  # any order of equal i will do; numpy's vectorised sort is ~3x torch's
     sorted_i = i[order]
     for start in range(0, len(embeddings), chunk):
         lo, hi = torch.searchsorted(sorted_i, torch.tensor([start, start + chunk])).tolist()
@@ -173,7 +214,7 @@ ROC_POINTS = 300  # the most ROC points a row keeps (about 5 kB of JSON), enough
 
 
 def downsample_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = ROC_POINTS) -> dict[str, list[float]]:
-    """At most `points` vertices of the ROC (`fpr`, `tpr` from `roc_curve`), chosen so its shape survives.
+    """At most `points` vertices of the ROC (`fpr`, `tpr` from `roc_of_distances`), chosen so its shape survives.
 
     Rule: the first and last vertex, and around each value g of an FPR grid the last vertex with FPR ≤ g and
     the one after it. Two thirds of the grid is linear in [0, 1], so the kept polyline misses the full
@@ -194,6 +235,27 @@ def downsample_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = ROC_POINTS) -
     return {"fpr": [float(f"{x:.6g}") for x in fpr[keep]], "tpr": [float(f"{x:.6g}") for x in tpr[keep]]}
 
 
+def roc_of_distances(same: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`sklearn.metrics.roc_curve(same, -dist)` (drop_intermediate=True), value for value: (fpr, tpr, thresholds)
+    with thresholds in score units (−distance, inf first). Both kinds of pair must be present.
+
+    Written here because scikit-learn's sorts the scores stably with their labels (a mergesort argsort) after
+    validating the labels (np.unique over every pair): a quarter of a 2M-pair verification's time. A vertex
+    depends only on the counts at or below each distinct distance, so numpy's vectorised sort of the
+    distances and of the same-class pairs' distances, and a search of one in the other, give the same
+    counts in a few times less time (tests/test_eval_metrics.py compares every array with scikit-learn's)."""
+    ordered = np.sort(dist)
+    ends = np.concatenate([np.flatnonzero(ordered[1:] != ordered[:-1]), [len(ordered) - 1]])  # the last pair at each distance
+    tps = np.searchsorted(np.sort(dist[same]), ordered[ends], side="right").astype(np.float64)
+    fps = 1 + ends - tps
+    thresholds = -ordered[ends].astype(np.float64)
+    if len(fps) > 2:  # scikit-learn's drop_intermediate: keep the corners
+        keep = np.flatnonzero(np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]]))
+        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+    tps, fps = np.concatenate([[0.0], tps]), np.concatenate([[0.0], fps])
+    return fps / fps[-1], tps / tps[-1], np.concatenate([[np.inf], thresholds])
+
+
 def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...], roc_points: int = ROC_POINTS) -> dict:
     """From sklearn's ROC of score = −distance:
     - `verification_roc_auc`: area under it (what `roc_auc_score` returns).
@@ -210,8 +272,8 @@ def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...], 
             "verification_balanced_accuracy_best_threshold", "verification_best_threshold"]
     if same.all() or not same.any():
         return dict.fromkeys(keys, float("nan"))
-    fpr, tpr, thresholds = roc_curve(same, -dist)
-    out = {"verification_roc_auc": float(auc(fpr, tpr))}
+    fpr, tpr, thresholds = roc_of_distances(same, dist)
+    out = {"verification_roc_auc": float(_trapezoid(tpr, fpr))}  # sklearn's `auc` of this curve (its x never decreases)
     gap = tpr + fpr - 1  # < 0 before the crossing, ≥ 0 from it on; non-decreasing along the curve
     at = int(np.argmax(gap >= 0))
     f0, f1, g0, g1 = fpr[at - 1], fpr[at], gap[at - 1], gap[at]
@@ -254,7 +316,7 @@ def pair_items(pairs: dict, same: np.ndarray, dist: np.ndarray, seed: int) -> di
     and `material.verification`, the digest of their (i, j) and same flags."""
     keep = item_pairs(same, seed)
     i, j = np.asarray(pairs["i"])[keep], np.asarray(pairs["j"])[keep]
-    return {"verification.rank": (rankdata(dist[keep], method="dense") - 1).astype(np.uint16),
+    return {"verification.rank": np.unique(dist[keep], return_inverse=True)[1].astype(np.uint16),  # scipy's rankdata(method="dense") − 1
             "verification.same": same[keep].astype(bool),
             "material.verification": np.array(material_digest(i, j, same[keep]))}
 

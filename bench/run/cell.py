@@ -127,14 +127,28 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
 
     roles = data.attributes.get("role")
 
-    def score(idx: np.ndarray, **extra) -> tuple[dict, int]:
-        """Every metric of the images `idx` as `model` embeds them now; (metrics, how many embeddings are not finite).
-        When the images have roles, queries are searched against the gallery only (the In-Shop protocol)."""
+    # Embeddings by (the weights, as the optimizer steps that made them; which images), so that no images are
+    # embedded twice with the same weights: the selected curve point's validation embeddings are those the test
+    # score's threshold needs, and a curve scored on test ends with the final weights' test embeddings. Only
+    # the current and the selected weights' are kept.
+    embedded: dict = {}
+    weights: list = [0]  # optimizer steps behind the weights (and BatchNorm statistics) `model` holds now
+
+    def embed_once(what: tuple, idx: np.ndarray) -> torch.Tensor:
+        key = (weights[0], *what)
+        if key not in embedded:
+            embedded[key] = embed(model, inputs[idx], prepare_eval, cell.eval.batch_size, device, bf16)
+        return embedded[key]
+
+    def score(idx: np.ndarray, split: str, **extra) -> tuple[dict, int]:
+        """Every metric of the images `idx` (the `split`: "val" or "test") as `model` embeds them now; (metrics, how
+        many embeddings are not finite). When the images have roles, queries are searched against the gallery only
+        (the In-Shop protocol)."""
         queries, gallery = (idx[roles[idx] == "query"], idx[roles[idx] == "gallery"]) if roles is not None and (roles[idx] != "").any() else (idx, None)
-        emb = embed(model, inputs[queries], prepare_eval, cell.eval.batch_size, device, bf16)
+        emb = embed_once((split, "all" if gallery is None else "queries"), queries)
         scored_dim[0] = emb.shape[1]
         if gallery is not None:
-            extra["gallery"] = embed(model, inputs[gallery], prepare_eval, cell.eval.batch_size, device, bf16)
+            extra["gallery"] = embed_once((split, "gallery"), gallery)
             extra["gallery_labels"] = labels[gallery]
         bad = sum(int((~torch.isfinite(e).all(1)).sum()) for e in (emb, extra.get("val_embeddings"), extra.get("gallery")) if e is not None)
         if bad:
@@ -149,8 +163,8 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     def score_test(items: dict | None = None) -> tuple[dict, int]:
         """The test split as `model` embeds it now, with a threshold chosen on the validation split when there is one;
         `items` (a dict) collects the per-test-item outcomes (bench.items)."""
-        val = embed(model, inputs[val_idx], prepare_eval, cell.eval.batch_size, device, bf16) if len(val_idx) else None
-        return score(test_idx, items=items, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
+        val = embed_once(("val", "all"), val_idx) if len(val_idx) else None
+        return score(test_idx, "test", items=items, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
 
     curve: list[dict] = []
     select = _Selection(cell, model)
@@ -158,7 +172,11 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
 
     def on_curve(fraction: float, at) -> bool:
         report(info=f"curve point {fraction:g} on {curve_on}")
-        metrics, bad = score(val_idx if len(val_idx) else test_idx, roc_points=0)  # a curve point keeps no ROC
+        weights[0] = at.steps
+        kept = {at.steps, select.best["steps"] if select.best else None}
+        for key in [key for key in embedded if key[0] not in kept]:
+            del embedded[key]
+        metrics, bad = score(val_idx if len(val_idx) else test_idx, curve_on, roc_points=0)  # a curve point keeps no ROC
         curve.append({"fraction": fraction, "progress": at.progress, "steps": at.steps, "samples": at.samples,
                       "seconds": at.seconds, "on": curve_on, "metrics": metrics, **({"nonfinite": bad} if bad else {})})
         select.offer(fraction, at.steps, metrics)
@@ -179,6 +197,8 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     check_deadline(deadline, "training")
     last = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.train.save == "last" and select.state is not None else None
     selected = select.restore()
+    # a diverged step ran its forward pass (BatchNorm's running statistics moved) but was never counted
+    weights[0] = selected["steps"] if selected else ("diverged" if result.stopped_by == "diverged" else result.steps)
     report(info="evaluating")
     start = time.perf_counter()
     items: dict = {}  # stays empty for a search trial, scored on validation, and for non-finite embeddings
@@ -187,7 +207,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
             # pruned: the curve point that pruned it is its last score; else the end of training was just scored
             metrics, nonfinite = curve[-1]["metrics"], curve[-1].get("nonfinite", 0)
         else:
-            metrics, nonfinite = score(val_idx)
+            metrics, nonfinite = score(val_idx, "val")
     else:  # the row's metrics, and the outcome of each test item behind them (the coordinator writes them beside the row)
         metrics, nonfinite = score_test(items)
     # the ROC's few hundred vertices (for `bench plot`) would be half a tiny cell's row: its items file keeps them;
@@ -203,6 +223,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         # save = "last" while the test split scored the validation-selected weights: a checkpoint's metadata
         # describes the weights in it, so the last weights get their own validation threshold and test metrics
         model.load_state_dict(last)
+        weights[0] = "diverged" if result.stopped_by == "diverged" else result.steps
         kept, bad = score_test()
         if bad:
             warn(f"train.save = \"last\": the last weights give {bad} NaN or inf embeddings (the selected ones were scored), so no checkpoint is kept")
