@@ -72,20 +72,25 @@ def test_only_a_seconds_bound_ok_row_that_waited_is_contended():
 
 @pinned
 def test_the_meter_leaves_out_paused_spans_and_counts_cpu_per_thread():
-    meter = Meter(threads=2)
-    x = 0
-    for i in range(3_000_000):  # ~0.2 s of one busy thread
-        x += i
-    meter.stop_span()
     import time
 
+    begun = time.perf_counter()
+    meter = Meter(threads=2)
+    x = 0
+    for i in range(3_000_000):  # one busy thread of the two counted
+        x += i
+    meter.stop_span()
+    paused = time.perf_counter()
     time.sleep(0.3)  # a paused span (a learning-curve evaluation): not in the record
+    resumed = time.perf_counter()
     meter.start_span()
     out = meter.record()
-    assert out["wall_seconds"] < 0.3 + 0.25 and out["threads"] == 2
-    assert 0.2 < out["cpu_share"] <= 0.55  # one of two threads busy: about half
+    ended = time.perf_counter()
+    assert out["wall_seconds"] <= (ended - begun) - (resumed - paused) + 1e-3  # the paused span left out
+    assert out["threads"] == 2 and out["cpu_seconds"] > 0
+    assert abs(out["cpu_share"] - out["cpu_seconds"] / (out["wall_seconds"] * 2)) < 2e-3  # CPU ÷ (wall × threads)
+    assert out["cpu_share"] <= 0.55  # one of two threads busy: at most about half
     assert 0 <= out["core_wait_share"] < 1
-
 
 def test_mlflow_children_carry_the_wait_and_the_mark():
     from bench.report.mlflow import cell_metrics

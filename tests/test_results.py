@@ -156,6 +156,22 @@ def test_a_results_file_on_a_full_disk_is_one_user_error_naming_it_and_the_cause
             writer.append(make_row("a"))
 
 
+class FillingDisk:
+    """A results file on a disk that fills up: the first write lands what `lands` keeps of it, later ones raise ENOSPC."""
+
+    def __init__(self, f, lands):
+        self.f, self.lands, self.calls = f, lands, 0
+
+    def write(self, data):
+        self.calls += 1
+        if self.calls > 1:
+            raise OSError(28, "No space left on device")
+        return self.f.write(bytes(self.lands(data)))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
 def test_a_write_that_fails_part_way_is_a_user_error_and_leaves_no_torn_line(tmp_path, monkeypatch):
     import warnings
 
@@ -166,21 +182,8 @@ def test_a_write_that_fails_part_way_is_a_user_error_and_leaves_no_torn_line(tmp
         writer.append(make_row("a"))
     before = path.read_bytes()
 
-    class Full:  # the disk fills up: a write lands 10 bytes, the next raises ENOSPC
-        def __init__(self, f):
-            self.f, self.calls = f, 0
-
-        def write(self, data):
-            self.calls += 1
-            if self.calls > 1:
-                raise OSError(28, "No space left on device")
-            return self.f.write(bytes(data[:10]))
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
     with monkeypatch.context() as m:
-        m.setattr(results_module, "open", lambda *a, **k: Full(open(*a, **k)), raising=False)
+        m.setattr(results_module, "open", lambda *a, **k: FillingDisk(open(*a, **k), lands=lambda data: data[:10]), raising=False)
         with ResultsWriter(path) as writer:
             with pytest.raises(UserError, match=rf"^{path}: cannot write a result row \(No space left on device\) — the rows "
                                                 r"before it are kept and the partial line removed; .*rerun"):
@@ -198,24 +201,11 @@ def test_a_failed_append_that_cannot_cut_back_says_so_and_the_next_run_skips_the
 
     path = tmp_path / "r.jsonl"
 
-    class Torn:  # half of each write lands, then the disk is full; truncating fails too
-        def __init__(self, f):
-            self.f, self.calls = f, 0
-
-        def write(self, data):
-            self.calls += 1
-            if self.calls > 1:
-                raise OSError(28, "No space left on device")
-            return self.f.write(bytes(data[: len(data) // 2]))
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
     def ftruncate(fd, size):
         raise OSError(5, "Input/output error")
 
     with monkeypatch.context() as m:
-        m.setattr(results_module, "open", lambda *a, **k: Torn(open(*a, **k)), raising=False)
+        m.setattr(results_module, "open", lambda *a, **k: FillingDisk(open(*a, **k), lands=lambda data: data[: len(data) // 2]), raising=False)
         m.setattr(results_module.os, "ftruncate", ftruncate)
         with ResultsWriter(path) as writer:
             with pytest.raises(UserError, match=r"partial line could not be removed \(Input/output error; the next run skips it\)"):
