@@ -24,7 +24,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast + channels_last where the hardware has fast bf16, else fp32
+    precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast where the hardware has fast bf16, else fp32 (CPU convolutions run channels-last either way)
     m_per_class: int = 4  # images per class in m_per_class batches
     augment: Literal["none", "koch", "flip_crop", "natural"] = "none"  # training images only; koch: Koch et al.'s affine; natural: the Reality Check's flip + crop
     schedule: Literal["constant", "cosine"] = "constant"  # lr schedule over the fraction of the binding budget limit

@@ -78,9 +78,9 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     frozen = freeze(backbone, cell.model.freeze, cell.model.unfrozen_stages)
     loss_fn = LOSSES.get(cell.loss).factory(backbone.embed_dim, **cell.loss_args)
     bf16 = use_bf16(cell.train.precision, device)
-    channels_last = bf16 and device.type == "cpu"
+    channels_last = device.type == "cpu"  # oneDNN's convolutions on NHWC (`train.embed` says why)
     backbone.to(device)
-    if channels_last:  # with bf16 autocast, oneDNN's fast convolutions want NHWC
+    if channels_last:
         backbone.to(memory_format=torch.channels_last)
     loss_fn.to(device)
     native = backbone.input_spec
@@ -109,6 +109,11 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     if cached:  # a frozen trunk sees each image once per grid; only the head trains
         inputs, per_image = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content)
         model, prepare_train, prepare_eval = backbone.head, _identity, _identity
+    elif not trains and feature_cache and backbone.input_spec.pretrained:
+        # the untrained baseline of pretrained weights scores the very features its frozen lines train heads on
+        cached = True
+        inputs, _ = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content, timed=False)
+        model, prepare_train, prepare_eval = torch.nn.Identity(), _identity, _identity
     else:
         model, inputs, prepare_eval = (backbone if trains else backbone.trunk), images, prepare_images
         prepare_train = prepare_images if augment.transform is None else (lambda batch: prepare_images(augment(batch)))
@@ -345,7 +350,7 @@ def _extract(trunk, images, prepare, size, device, bf16) -> tuple[torch.Tensor, 
     return (torch.cat([head, rest]) if len(images) > size else head), per_image
 
 
-def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report, content) -> tuple[torch.Tensor, float]:
+def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report, content, timed: bool = True) -> tuple[torch.Tensor, float]:
     """Trunk features of every image, cached per (backbone and its weights, preprocess, data, input, precision),
     and the trunk's forward seconds per image measured in this run. A trunk that is not pretrained depends on the
     seed's initialisation, so the seed joins the key. The timing depends on the device, the threads, the
@@ -363,6 +368,8 @@ def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16,
 
     features, _ = cached_tensor(caches, key, make, content)
     timing = ("trunk seconds per image", key, size, str(device), torch.get_num_threads())
+    if not timed:  # an untrained baseline charges nothing
+        return features, 0.0
     if "per_image" in made:
         caches[timing] = made["per_image"]
     elif timing not in caches:
