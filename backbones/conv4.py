@@ -1,5 +1,6 @@
 """Vinyals et al. 2016, "Matching Networks for One Shot Learning", and Snell, Swersky & Zemel 2017,
 "Prototypical Networks for Few-shot Learning": the few-shot literature's four-block CNN ("Conv-4")."""
+
 from __future__ import annotations
 
 import torch

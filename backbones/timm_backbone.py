@@ -1,4 +1,5 @@
 """Any timm model as a backbone, `timm/<name>`: timm's pooled features plus a linear projection to embed_dim."""
+
 from __future__ import annotations
 
 import functools
@@ -43,8 +44,7 @@ def make_backbone(trunk: nn.Module, embed_dim: int, image_size: int, head: str, 
     return TimmBackbone(trunk, embed_dim, InputSpec(size, 3, mean, std, pretrained=pretrained), head)
 
 
-def build_timm(model_name: str, embed_dim: int = 128, pretrained: bool = False, image_size: int = 0, weights: str = "",
-               head: str = "linear") -> TimmBackbone:
+def build_timm(model_name: str, embed_dim: int = 128, pretrained: bool = False, image_size: int = 0, weights: str = "", head: str = "linear") -> TimmBackbone:
     """`image_size = 0` keeps the model's pretrained input size. `pretrained = true` downloads through timm's
     hub (or its local cache); `weights` loads a local .safetensors/.pth state_dict instead. `head` is
     `linear` (to embed_dim) or `sigmoid4096` (embed_dim is then 4096)."""
@@ -71,7 +71,9 @@ def load_weights(model: nn.Module, path: str, name: str) -> None:
         else:  # weights_only: a weights file can hold tensors, never code to run
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{name}: cannot read weights {str(file)!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) — give a plain state_dict (.safetensors or .pth)") from None
+        raise UserError(
+            f"{name}: cannot read weights {str(file)!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}) — give a plain state_dict (.safetensors or .pth)"
+        ) from None
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -83,6 +85,7 @@ def load_weights(model: nn.Module, path: str, name: str) -> None:
     unexpected = sorted(state.keys() - own.keys())
     shapes = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
     if missing or unexpected or shapes:
+
         def few(keys):
             return f"{len(keys)} (e.g. {', '.join(keys[:2])})" if keys else "0"
 

@@ -1,11 +1,12 @@
 """Untrained baselines (loss = "none"): which trained cells a baseline serves, and one baseline per distance
 those cells are scored with. One definition for the grid (which baselines run) and the leaderboard (which
 baseline a line's gain is measured against: same key, same scored distance `metrics.distance`)."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from bench.config import HEAD_ARGS, UNTRAINED, Cell
 
@@ -47,7 +48,8 @@ def with_baseline_per_distance(cells: Iterable[Cell], scored: Callable[[Cell], s
         distances = needed.get(untrained_key(cell.to_dict()), set()) if cell.loss == UNTRAINED else set()
         current = cell.eval.distance or own
         keep = cell.loss != UNTRAINED or not distances or cell.eval.distance is not None or current in distances
-        for made in ([cell] if keep else []) + [dataclasses.replace(cell, eval=dataclasses.replace(cell.eval, distance=d))
-                                                 for d in sorted(distances - {current})]:
+        for made in ([cell] if keep else []) + [
+            dataclasses.replace(cell, eval=dataclasses.replace(cell.eval, distance=d)) for d in sorted(distances - {current})
+        ]:
             out.setdefault(made.cell_id, made)
     return list(out.values())

@@ -3,10 +3,11 @@
 Kept apart from `bench.plugins` (the Protocols and registries) so that the registries never import the
 plugins that import them. Cheap: no model is built.
 """
+
 from __future__ import annotations
 
 
 def load_builtins() -> None:
-    import backbones  # noqa: F401
-    import bench.data.datasets  # noqa: F401
-    import losses  # noqa: F401
+    import bench.backbones
+    import bench.data.datasets
+    import bench.losses  # noqa: F401

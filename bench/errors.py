@@ -3,11 +3,12 @@
 The checks every command shares live here too, so each class of bad input is caught at one root: text
 files that must be readable UTF-8, paths that must be (or become) regular files, numbers that must be finite.
 """
+
 from __future__ import annotations
 
 import math
-import tempfile
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -15,12 +16,21 @@ class UserError(Exception):
     """A problem with what the user gave us (a file, a name, an argument), not a bug in the harness."""
 
 
-ALIASES = {"learning_rate": "lr", "epochs": "max_steps", "steps": "max_steps", "seconds": "max_seconds",
-           "samples": "max_samples", "wd": "weight_decay", "bs": "batch_size", "img_size": "image_size", "size": "image_size"}
+ALIASES = {
+    "learning_rate": "lr",
+    "epochs": "max_steps",
+    "steps": "max_steps",
+    "seconds": "max_seconds",
+    "samples": "max_samples",
+    "wd": "weight_decay",
+    "bs": "batch_size",
+    "img_size": "image_size",
+    "size": "image_size",
+}
 
 
 def did_you_mean(key: str, allowed) -> str:
-    """"did you mean 'lr'? " when `key` is close to one of `allowed`, or to a name users give it elsewhere
+    """ "did you mean 'lr'? " when `key` is close to one of `allowed`, or to a name users give it elsewhere
     (`learning_rate` for `lr`; difflib, as the registries' names), else ""."""
     import difflib
 

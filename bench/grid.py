@@ -1,4 +1,5 @@
 """grid.toml → validated, frozen cells. Everything a cell needs is checked here, before any training."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,11 +17,11 @@ import tomllib
 from bench.baselines import with_baseline_per_distance
 from bench.builtins import load_builtins
 from bench.config import HEAD_ARGS, NOT_IDENTITY, SECTIONS, UNTRAINED, Budget, Cell, Grid, ModelConfig, TrainConfig
+from bench.config.metrics import definition
+from bench.config.space import TRIAL_SEED, Dimension, SearchSpec, parse_search
 from bench.errors import UserError, did_you_mean, nonfinite_numbers, read_text
-from bench.eval.definitions import definition
 from bench.plugins import BACKBONES, DATASETS, LOSSES
 from bench.registry import Registry
-from bench.search.space import TRIAL_SEED, Dimension, SearchSpec, parse_search
 from bench.typecheck import check_call_args, matches, resolved_hints, type_name
 
 RESOURCES = {"cpus": int, "gpus": float, "mem_gb": float}
@@ -38,9 +39,11 @@ INERT = (
 )
 FAMILIES: dict[str, Registry] = {"backbone": BACKBONES, "loss": LOSSES, "dataset": DATASETS}
 TOP_KEYS = ("name", "axes", "exclude", *SECTIONS, *FAMILIES, "resources", "slurm", "search", "report")
-REPORT = {"metric": "the score every view ranks lines by unless --metric says otherwise (default: a search's metric, else verification_roc_auc)",
-          "equivalence": "the margin δ within which a line is 'equivalent' to the best (its simultaneous interval inside ±δ); none by default",
-          "target": "the difference 'seeds to detect' is asked of (default 0.02)"}
+REPORT = {
+    "metric": "the score every view ranks lines by unless --metric says otherwise (default: a search's metric, else verification_roc_auc)",
+    "equivalence": "the margin δ within which a line is 'equivalent' to the best (its simultaneous interval inside ±δ); none by default",
+    "target": "the difference 'seeds to detect' is asked of (default 0.02)",
+}
 CALL_SKIP = {"backbone": (), "loss": ("embed_dim",), "dataset": ()}  # arguments the runner passes itself
 
 
@@ -95,7 +98,7 @@ def _report(table: Any, where: str) -> dict:
     """[report]: the views' metric (a score) and positive finite numbers for the other keys of REPORT (what the
     leaderboard, report, effects, plots and MLflow read from the rows)."""
     if not isinstance(table, dict):
-        raise UserError(f"{where}: [report] must be a table, e.g. [report] metric = \"recall_at_1\"")
+        raise UserError(f'{where}: [report] must be a table, e.g. [report] metric = "recall_at_1"')
     _no_unknown(table, tuple(REPORT), where, "[report]")
     for key, value in table.items():
         if key == "metric":
@@ -248,15 +251,21 @@ def _make_cell(point: dict, static: dict, sections: dict, where: str) -> Cell:
     overrides = {s: {k.split(".", 1)[1]: v for k, v in point.items() if k.startswith(s + ".")} for s in SECTIONS}
     made = {s: dataclasses.replace(sections[s], **{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()}) for s, o in overrides.items()}
     return Cell(
-        backbone=point["backbone"], loss=point["loss"], dataset=point["dataset"], seed=point["seed"],
-        backbone_args=args["backbone"], loss_args=args["loss"], dataset_args=args["dataset"], **made,
+        backbone=point["backbone"],
+        loss=point["loss"],
+        dataset=point["dataset"],
+        seed=point["seed"],
+        backbone_args=args["backbone"],
+        loss_args=args["loss"],
+        dataset_args=args["dataset"],
+        **made,
     )
 
 
 def _check_cell(cell: Cell, where: str) -> None:
     """Checks that involve more than one option of a cell."""
     if cell.train.select == "best" and not cell.eval.curve:
-        raise UserError(f"{where}: train.select = \"best\" chooses among curve points and eval.curve is empty — set e.g. eval.curve = [0.25, 0.5, 1.0]")
+        raise UserError(f'{where}: train.select = "best" chooses among curve points and eval.curve is empty — set e.g. eval.curve = [0.25, 0.5, 1.0]')
 
 
 def _without_inert_options(cell: Cell) -> Cell:
@@ -267,9 +276,13 @@ def _without_inert_options(cell: Cell) -> Cell:
         # not part of a cell's identity, so keeping it makes no new cell)
         train = TrainConfig(precision=cell.train.precision, save=cell.train.save)
         return dataclasses.replace(
-            cell, train=train, model=ModelConfig(preprocess=cell.model.preprocess),
-            eval=dataclasses.replace(cell.eval, curve=()), backbone_args={k: v for k, v in cell.backbone_args.items() if k not in HEAD_ARGS},
-            split=cell.split if cell.split.folds > 0 else dataclasses.replace(cell.split, fold=0))  # split.fold as in trained cells
+            cell,
+            train=train,
+            model=ModelConfig(preprocess=cell.model.preprocess),
+            eval=dataclasses.replace(cell.eval, curve=()),
+            backbone_args={k: v for k, v in cell.backbone_args.items() if k not in HEAD_ARGS},
+            split=cell.split if cell.split.folds > 0 else dataclasses.replace(cell.split, fold=0),
+        )  # split.fold as in trained cells
     kind = _batch_kind(cell.loss, cell.loss_args)
     for section, option, acts, _ in INERT:
         if not acts(cell, kind):
@@ -318,7 +331,9 @@ def searched_in(cell: Cell, dims: tuple[Dimension, ...]) -> tuple[Dimension, ...
         return ()
     kind = _batch_kind(cell.loss, cell.loss_args)
     inert = {f"{s}.{o}" for s, o, acts, _ in INERT if not acts(cell, kind)}
-    return tuple(d for d in dims if d.option not in inert and (d.section in SECTIONS or _takes(FAMILIES[d.section].get(getattr(cell, d.section)).factory, d.name)))
+    return tuple(
+        d for d in dims if d.option not in inert and (d.section in SECTIONS or _takes(FAMILIES[d.section].get(getattr(cell, d.section)).factory, d.name))
+    )
 
 
 def with_params(cell: Cell, params: dict, **changes) -> Cell:
@@ -339,8 +354,10 @@ def _check_search(spec: SearchSpec, axes: dict, cells: list[Cell], where: str) -
     if len(axes.get("split.fold", [])) > 1:
         raise UserError(f"{where}: [search] with a split.fold axis — a trial scores every fold of split.folds in turn; remove the axis")
     if TRIAL_SEED in axes["seed"]:
-        raise UserError(f"{where}: [axes] seed lists {TRIAL_SEED}, the seed [search] trials train on — "
-                        "a final replicate must be a run the search never saw; use another seed")
+        raise UserError(
+            f"{where}: [axes] seed lists {TRIAL_SEED}, the seed [search] trials train on — "
+            "a final replicate must be a run the search never saw; use another seed"
+        )
     dims = []
     for dim in spec.dims:
         at = f"{where}: [search] {dim.option!r}"
@@ -350,7 +367,9 @@ def _check_search(spec: SearchSpec, axes: dict, cells: list[Cell], where: str) -
             raise UserError(f"{at} changes what is kept, not what is measured — it cannot be searched")
         takers = [c for c in cells if dim in searched_in(c, spec.dims)]
         if not takers:
-            raise UserError(f"{at} acts in no trained cell of this grid (no {dim.section} in axes.{dim.section} takes {dim.name!r}, or the option is inert) — remove it")
+            raise UserError(
+                f"{at} acts in no trained cell of this grid (no {dim.section} in axes.{dim.section} takes {dim.name!r}, or the option is inert) — remove it"
+            )
         if dim.section in SECTIONS:
             if dim.name not in {f.name for f in dataclasses.fields(SECTIONS[dim.section])}:
                 raise UserError(f"{at}: [{dim.section}] has no option {dim.name!r}")
@@ -361,14 +380,17 @@ def _check_search(spec: SearchSpec, axes: dict, cells: list[Cell], where: str) -
             for cell in takers:
                 factory = FAMILIES[dim.section].get(getattr(cell, dim.section)).factory
                 for value in dim.edge_values():
-                    _check_args_once(factory, {**getattr(cell, f"{dim.section}_args"), dim.name: value},
-                                     f"{at} ({getattr(cell, dim.section)})", CALL_SKIP[dim.section])
+                    _check_args_once(
+                        factory, {**getattr(cell, f"{dim.section}_args"), dim.name: value}, f"{at} ({getattr(cell, dim.section)})", CALL_SKIP[dim.section]
+                    )
             hint = resolved_hints(factory, inspect.signature(factory).parameters, at).get(dim.name, inspect.Parameter.empty)
         if dim.option == "train.precision":
             raise UserError(f"{at} cannot be searched: precision is a property of the machine a run is on, not of the method — set train.precision in [train]")
         if dim.option == "train.batch_size" and any(c.budget.max_steps is not None for c in takers):
-            raise UserError(f"{at} cannot be searched under budget.max_steps: a larger batch buys more images with the same steps — "
-                            "budget by max_samples (or max_seconds) alone, or list batch sizes as an axis")
+            raise UserError(
+                f"{at} cannot be searched under budget.max_steps: a larger batch buys more images with the same steps — "
+                "budget by max_samples (or max_seconds) alone, or list batch sizes as an axis"
+            )
         if dim.kind != "choices" and hint is not inspect.Parameter.empty:
             # the option's type decides (its bounds passed the type check above); an unannotated one follows its bounds
             dim = dataclasses.replace(dim, integer=not matches(0.5, hint))

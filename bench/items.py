@@ -5,6 +5,7 @@ A paired comparison of two cells uses the items they share (the same test images
 their `material.*` digests certify); rows without items fall back to seed-level tests. The file also keeps the
 cell's test ROC vertices (ROC_FPR, ROC_TPR) for the plots: a few hundred of them would be half a small row.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,10 +15,10 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -79,8 +80,7 @@ def items_path(results_path: Path, row: dict) -> Path | None:
     return Path(results_path).parent / entry["file"]
 
 
-def write_items(results_path: Path, cell_id: str, items: dict[str, np.ndarray],
-                on_error: Callable[[OSError], None] | None = None) -> dict | None:
+def write_items(results_path: Path, cell_id: str, items: dict[str, np.ndarray], on_error: Callable[[OSError], None] | None = None) -> dict | None:
     """Write `items` to <items folder>/<cell_id>.npz (compressed, with a 0-d `schema`) through a temporary
     file in the same folder and os.replace, so a reader never sees half a file and a rerun replaces it.
     Returns the row's entry {"file" (relative to the results file's folder), "sha256" (of the file's bytes),
@@ -194,8 +194,7 @@ def item_scores(items: dict[str, np.ndarray], metric: str) -> ItemScores | None:
     if metric == "verification_roc_auc":
         if "verification.rank" not in items:
             return None
-        return ItemScores("auc", str(items["material.verification"]), items["verification.rank"].astype(np.float64),
-                          items["verification.same"].astype(bool))
+        return ItemScores("auc", str(items["material.verification"]), items["verification.rank"].astype(np.float64), items["verification.same"].astype(bool))
     return None
 
 

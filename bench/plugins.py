@@ -1,4 +1,5 @@
 """The plugin interfaces (Protocols) and the three registries every part of the harness shares."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -81,17 +82,18 @@ class LabelledImages:
         # ValueError, not assert: a dataset plugin's mistake must be a clear one-line error (asserts vanish under -O)
         n = len(self.labels)
         if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
-            raise ValueError(f"images must be a uint8 numpy array (N, C, H, W) with C = 1 or 3, got {getattr(self.images, 'dtype', type(self.images).__name__)} "
-                             f"of shape {getattr(self.images, 'shape', '?')}")
+            raise ValueError(
+                f"images must be a uint8 numpy array (N, C, H, W) with C = 1 or 3, got {getattr(self.images, 'dtype', type(self.images).__name__)} "
+                f"of shape {getattr(self.images, 'shape', '?')}"
+            )
         if not isinstance(self.labels, np.ndarray) or self.labels.ndim != 1 or self.labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be a 1-D integer numpy array, got {getattr(self.labels, 'dtype', type(self.labels).__name__)}")
         if len(self.images) != n:
             raise ValueError(f"{len(self.images)} images but {n} labels — one label per image")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(f"labels must index class_names (0..{len(self.class_names) - 1}), got {self.labels.min()}..{self.labels.max()}")
-        if self.split is not None:
-            if len(self.split) != n or not set(np.unique(self.split)) <= set(SPLIT_NAMES):
-                raise ValueError(f"split must give one of {SPLIT_NAMES} per image ({len(self.split)} values for {n} images)")
+        if self.split is not None and (len(self.split) != n or not set(np.unique(self.split)) <= set(SPLIT_NAMES)):
+            raise ValueError(f"split must give one of {SPLIT_NAMES} per image ({len(self.split)} values for {n} images)")
         for key, values in self.attributes.items():
             if len(values) != n:
                 raise ValueError(f"attribute {key!r} has {len(values)} values for {n} images — attributes are per image")
@@ -106,4 +108,3 @@ BACKBONES: Registry[Backbone] = Registry("backbone", group="metric_bench.backbon
 LOSSES: Registry[Loss] = Registry("loss", group="metric_bench.losses")
 DATASETS: Registry[LabelledImages] = Registry("dataset", group="metric_bench.datasets")
 REGISTRIES = {"backbones": BACKBONES, "losses": LOSSES, "datasets": DATASETS}
-

@@ -1,12 +1,14 @@
 """One generic registry for backbones, losses and datasets, with entry-point plugins loaded lazily."""
+
 from __future__ import annotations
 
 import difflib
 import fnmatch
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from bench.errors import UserError
 
@@ -96,9 +98,7 @@ class Registry(Generic[T]):
             raise UserError(self._broken[name])
         close = difflib.get_close_matches(name, list(self._entries), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UserError(
-            f"unknown {self.family} {name!r}: {hint}run `bench ls {self.family}s` to see the names"
-        )
+        raise UserError(f"unknown {self.family} {name!r}: {hint}run `bench ls {self.family}s` to see the names")
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -122,4 +122,3 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         self._load_plugins()
         return iter(sorted(self._entries))
-

@@ -1,4 +1,5 @@
 """Append-only JSONL result rows: one line per finished cell, flushed and fsynced, one writer per file."""
+
 from __future__ import annotations
 
 import fcntl
@@ -21,8 +22,12 @@ def speed_env(row: dict) -> dict:
     """What a second of training bought on this row's machine: device, torch threads, CPU model and the precision
     that ran (`row["precision"]`); a field the row lacks is None (unknown)."""
     env = row.get("env") or {}
-    return {"device": env.get("device"), "torch_threads": env.get("torch_threads"), "cpu_model": env.get("cpu_model"),
-            "precision": row.get("precision", env.get("precision"))}
+    return {
+        "device": env.get("device"),
+        "torch_threads": env.get("torch_threads"),
+        "cpu_model": env.get("cpu_model"),
+        "precision": row.get("precision", env.get("precision")),
+    }
 
 
 ROW_KEYS = {"config": dict, "status": str}  # what every row has; ok rows also have OK_ROW_KEYS
@@ -42,18 +47,22 @@ def read_rows(path: str | Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            warnings.warn(f"{path}:{number}: ignoring a torn or corrupt line (an interrupted write?)")
+            warnings.warn(f"{path}:{number}: ignoring a torn or corrupt line (an interrupted write?)", stacklevel=2)
             continue
         if not isinstance(row, dict) or "cell_id" not in row:
-            warnings.warn(f"{path}:{number}: ignoring a line that is not a metric-bench row")
+            warnings.warn(f"{path}:{number}: ignoring a line that is not a metric-bench row", stacklevel=2)
             continue
         if isinstance(row.get("schema", 0), int) and row.get("schema", 0) > SCHEMA:  # a newer shape: say so first
-            raise UserError(f"{path}: written by a newer metric-bench (row schema {row['schema']} > {SCHEMA}) — upgrade metric-bench or use another results file")
+            raise UserError(
+                f"{path}: written by a newer metric-bench (row schema {row['schema']} > {SCHEMA}) — upgrade metric-bench or use another results file"
+            )
         missing = [k for k in ROW_KEYS if not isinstance(row.get(k), ROW_KEYS[k])]
         missing += [k for k in OK_ROW_KEYS if row.get("status") == "ok" and not isinstance(row.get(k), dict)]
         if missing:
-            raise UserError(f"{path}:{number}: a row with cell_id but no valid {', '.join(missing)} — not a metric-bench results file "
-                            f"(or another tool's schema); give a file written by `bench run`")
+            raise UserError(
+                f"{path}:{number}: a row with cell_id but no valid {', '.join(missing)} — not a metric-bench results file "
+                f"(or another tool's schema); give a file written by `bench run`"
+            )
         rows.append(row)
     return rows
 
@@ -73,8 +82,10 @@ def require_current_schema(rows: list[dict], path: str | Path) -> None:
     default), so resuming would silently rerun every cell next to rows it can no longer match."""
     old = sorted({row.get("schema", 0) for row in rows if row.get("schema", 0) < SCHEMA})
     if old:
-        raise UserError(f"{path}: rows of results schema {', '.join(map(str, old))} (this metric-bench writes {SCHEMA}; cell ids changed) "
-                        f"— rerun into a new file with --results NEW.jsonl, or move this one aside; `bench leaderboard` still reads it")
+        raise UserError(
+            f"{path}: rows of results schema {', '.join(map(str, old))} (this metric-bench writes {SCHEMA}; cell ids changed) "
+            f"— rerun into a new file with --results NEW.jsonl, or move this one aside; `bench leaderboard` still reads it"
+        )
 
 
 def latest_rows(rows: list[dict]) -> dict[str, dict]:
@@ -89,7 +100,7 @@ class ResultsWriter:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab+", buffering=0)  # unbuffered: a failed write raises in append, not later in close
+            self._file = open(self.path, "ab+", buffering=0)  # noqa: SIM115 (held for the writer's life); unbuffered: a failed write raises in append, not later in close
         except OSError as exc:
             raise UserError(f"{self.path}: cannot write results ({exc.strerror}) — pass a writable --results path") from None
         try:
@@ -114,12 +125,14 @@ class ResultsWriter:
         try:
             view = memoryview(data)
             while view:
-                view = view[self._file.write(view):]
+                view = view[self._file.write(view) :]
             os.fsync(self._file.fileno())
         except OSError as exc:
             cut = self._cut_back(start)
-            raise UserError(f"{self.path}: cannot write a result row ({exc.strerror or exc}) — the rows before it are kept{cut}; "
-                            "free space (or pass another --results path) and rerun the same command to continue") from None
+            raise UserError(
+                f"{self.path}: cannot write a result row ({exc.strerror or exc}) — the rows before it are kept{cut}; "
+                "free space (or pass another --results path) and rerun the same command to continue"
+            ) from None
 
     def _cut_back(self, start: int) -> str:
         """Truncate the file to `start` bytes (where the failed write began); what to add to the error."""
@@ -138,3 +151,20 @@ class ResultsWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# The clock's fairness, read from a row (written by bench.run.clock's Meter as train.machine)
+CONTENDED = 0.2  # a seconds-bound row whose threads waited for a core this share of their runnable time is marked
+
+
+def core_wait(row: dict) -> float | None:
+    """The row's `train.machine.core_wait_share`, or None (an older row, or no scheduler statistics)."""
+    return ((row.get("train") or {}).get("machine") or {}).get("core_wait_share")
+
+
+def contended(row: dict) -> bool:
+    """True when an ok row's training was stopped by its max_seconds clock while its threads waited for a core
+    at least CONTENDED of their runnable time: a busy neighbour bought it fewer steps, not the method. A row
+    bound by steps or samples is never contended: the load cost it time, not results."""
+    share = core_wait(row)
+    return row.get("status") == "ok" and (row.get("train") or {}).get("stopped_by") == "max_seconds" and share is not None and share >= CONTENDED

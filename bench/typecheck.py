@@ -1,4 +1,5 @@
 """Checks TOML values against Python annotations, so a wrong type fails before training, not mid-grid."""
+
 from __future__ import annotations
 
 import functools
@@ -6,7 +7,8 @@ import inspect
 import types
 import typing
 import warnings
-from typing import Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Any, Literal, Union
 
 from bench.errors import did_you_mean
 from bench.registry import PluginWarning
@@ -91,6 +93,10 @@ def resolved_hints(factory: Callable, params: dict[str, inspect.Parameter], wher
             holder = types.SimpleNamespace(__annotations__={name: param.annotation})
             hints[name] = typing.get_type_hints(holder, globalns=module_globals)[name]
         except Exception as exc:
-            warnings.warn(f"{where}: cannot resolve the type hint {param.annotation!r} of argument {name!r} "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())}); its values are not type-checked", PluginWarning, stacklevel=3)
+            warnings.warn(
+                f"{where}: cannot resolve the type hint {param.annotation!r} of argument {name!r} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())}); its values are not type-checked",
+                PluginWarning,
+                stacklevel=3,
+            )
     return hints

@@ -14,6 +14,7 @@ slow down by about (T + H) / C (capped below at 1): *vs fair* is the measured sl
 figures go to results/benchmarks/contention.json (--out), which benchmarks/tables.py renders. Run it on an
 otherwise quiet machine: the hogs are the only neighbours it means to measure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,9 @@ import record
 import tables
 
 CELLS = {  # name → the grid's cell (one backbone, one loss, digits)
-    "head on cached Lite0 features": ('efficientnet_lite0_imagenet', "contrastive", 'freeze = "backbone"', 32),
+    "head on cached Lite0 features": ("efficientnet_lite0_imagenet", "contrastive", 'freeze = "backbone"', 32),
     "conv4 from scratch": ("conv4", "triplet", 'freeze = "none"', 28),
-    "fine-tuned Lite0": ('efficientnet_lite0_imagenet', "contrastive", 'freeze = "none"', 64),
+    "fine-tuned Lite0": ("efficientnet_lite0_imagenet", "contrastive", 'freeze = "none"', 64),
 }
 POLICIES = {"spin then sleep (GNU default)": {"GOMP_SPINCOUNT": "300000"}, "passive (bench's default)": {"OMP_WAIT_POLICY": "PASSIVE"}}
 GRID = """name = "cell"
@@ -62,21 +63,30 @@ def run_cell(folder: Path, cell: str, threads: int, hogs: int, policy: str, seco
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | POLICIES[policy]
     busy = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(hogs)]
     try:
-        record.bench_run(folder, "--grid", "grid.toml", "--results", str(results), "--threads", str(threads),
-                         "--cache-dir", str(folder / "cache"), env=env)
+        record.bench_run(folder, "--grid", "grid.toml", "--results", str(results), "--threads", str(threads), "--cache-dir", str(folder / "cache"), env=env)
     finally:
         for p in busy:
             p.kill()
             p.wait()
     row = json.loads(results.read_text().splitlines()[-1])
     train, machine = row["train"], row["train"]["machine"]
-    return {"cell": cell, "threads": threads, "hogs": hogs, "policy": policy, "steps": train["steps"], "stopped_by": train["stopped_by"],
-            "loop_seconds": machine["wall_seconds"], "steps_per_second": train["steps"] / machine["wall_seconds"],
-            "charged_seconds": train["charged_seconds"], "machine": machine, "contended": _contended(row)}
+    return {
+        "cell": cell,
+        "threads": threads,
+        "hogs": hogs,
+        "policy": policy,
+        "steps": train["steps"],
+        "stopped_by": train["stopped_by"],
+        "loop_seconds": machine["wall_seconds"],
+        "steps_per_second": train["steps"] / machine["wall_seconds"],
+        "charged_seconds": train["charged_seconds"],
+        "machine": machine,
+        "contended": _contended(row),
+    }
 
 
 def _contended(row: dict) -> bool:
-    from bench.run.clock import contended
+    from bench.results import contended
 
     return contended(row)
 
@@ -95,8 +105,11 @@ def main() -> None:
             for n, (cell, threads, hogs, policy) in enumerate(conditions, 1):
                 run = run_cell(Path(tmp), cell, threads, hogs, policy, args.seconds)
                 runs.append(run | {"repeat": repeat})
-                print(f"[{n}/{len(conditions)}] {cell} · {threads} threads · {hogs} hogs · {policy}: {run['steps']} steps, "
-                      f"{run['steps_per_second']:.1f}/s, core wait {run['machine']['core_wait_share']}", file=sys.stderr)
+                print(
+                    f"[{n}/{len(conditions)}] {cell} · {threads} threads · {hogs} hogs · {policy}: {run['steps']} steps, "
+                    f"{run['steps_per_second']:.1f}/s, core wait {run['machine']['core_wait_share']}",
+                    file=sys.stderr,
+                )
     raw = {"cores": os.cpu_count(), "seconds": args.seconds, "hogs": args.hogs, "runs": runs}
     record.write("contention", args, raw, tables.summarise_contention(raw))
     print(tables.render_contention(json.loads(args.out.read_text())))

@@ -1,6 +1,7 @@
 """How long the data side takes next to training: dataset decode times, and one augmentation of a batch as
 a ratio of one Koch-CNN training step on the same batch, written to results/benchmarks/data_speed.json (--out)
 and rendered by benchmarks/tables.py. Run: .venv/bin/python benchmarks/data_speed.py [cpu|cuda]"""
+
 from __future__ import annotations
 
 import argparse
@@ -9,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import record
 import tables
+import torch
+
 from bench.data.augment import make_augment
 from bench.data.datasets import mnist, omniglot
 
@@ -36,10 +37,18 @@ def seconds(fn, repeat: int = 1) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("device", nargs="?", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--omniglot", type=Path, default=OMNIGLOT,
-                        help="folder with the Omniglot small-set zips (default: data/omniglot or ../shared/data/omniglot when present)")
-    parser.add_argument("--fashion-mnist", type=Path, default=DEBIAN_FASHION if DEBIAN_FASHION.is_dir() else None,
-                        help="folder with the Fashion-MNIST idx .gz files (default: Debian's, when present)")
+    parser.add_argument(
+        "--omniglot",
+        type=Path,
+        default=OMNIGLOT,
+        help="folder with the Omniglot small-set zips (default: data/omniglot or ../shared/data/omniglot when present)",
+    )
+    parser.add_argument(
+        "--fashion-mnist",
+        type=Path,
+        default=DEBIAN_FASHION if DEBIAN_FASHION.is_dir() else None,
+        help="folder with the Fashion-MNIST idx .gz files (default: Debian's, when present)",
+    )
     record.add_out_argument(parser, "data_speed")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -54,7 +63,7 @@ def main() -> None:
         data = mnist(str(args.fashion_mnist), "fashion-mnist")
         decode.append({"dataset": "fashion-mnist (idx .gz)", "images": len(data.labels), "seconds": time.perf_counter() - start})
 
-    from backbones.koch import koch
+    from bench.backbones.koch import koch
 
     model = koch().to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)

@@ -18,6 +18,7 @@ ratio costs the forward passes at the before run's seconds per image times the i
 
 Figures go to results/benchmarks/eval_profile.json (--out); `--render FILE` prints its tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,9 @@ def child(kind: str, steps: int, threads: int, omniglot: str) -> dict:
     """Train one cell of `kind` for `steps` steps and score it, timing what its evaluation does."""
     import dataclasses
 
-    import bench  # noqa: F401  before torch: bench sets OpenMP's wait policy, as in `bench run`
     import torch
+
+    import bench  # noqa: F401  before torch: bench sets OpenMP's wait policy, as in `bench run`
     from bench.config import Budget
     from bench.eval import metrics
     from bench.grid import load_grid
@@ -75,8 +77,7 @@ def child(kind: str, steps: int, threads: int, omniglot: str) -> dict:
 
     torch.set_num_threads(threads)
     phase = ["setup"]  # before the first curve point: a frozen trunk's feature extraction (charged to training)
-    spent: dict = {p: {"embed_seconds": 0.0, "embed_images": 0, "embed_calls": 0, **{f: 0.0 for f in METRIC_FUNCTIONS}}
-                   for p in ("setup", *PHASES)}
+    spent: dict = {p: {"embed_seconds": 0.0, "embed_images": 0, "embed_calls": 0, **{f: 0.0 for f in METRIC_FUNCTIONS}} for p in ("setup", *PHASES)}
 
     def timed(module, name: str, images: bool = False):
         inner = getattr(module, name)
@@ -93,6 +94,7 @@ def child(kind: str, steps: int, threads: int, omniglot: str) -> dict:
                     into["embed_calls"] += 1
                 else:
                     into[name] += time.perf_counter() - start
+
         setattr(module, name, wrapper)
 
     timed(cell_module, "embed", images=True)
@@ -107,8 +109,11 @@ def child(kind: str, steps: int, threads: int, omniglot: str) -> dict:
 
     backbone, loss, freeze = KINDS[kind]
     grid = load_grid(record.ROOT / "examples" / "seed_question.toml")
-    [cell] = [c for c in grid.cells if (c.backbone, c.loss, c.model.freeze, c.model.preprocess, c.train.augment, c.seed)
-              == (backbone, loss, freeze, "native", "none", 0)]
+    [cell] = [
+        c
+        for c in grid.cells
+        if (c.backbone, c.loss, c.model.freeze, c.model.preprocess, c.train.augment, c.seed) == (backbone, loss, freeze, "native", "none", 0)
+    ]
     cell = dataclasses.replace(cell, budget=Budget(max_steps=steps), dataset_args={**cell.dataset_args, "root": omniglot})
     data = load_datasets([cell], _Quiet())[cell_module.data_key(cell)]
     out = cell_module.train_and_evaluate(cell, data, {}, torch.device("cpu"), report, None, True, lambda message: None)
@@ -117,9 +122,14 @@ def child(kind: str, steps: int, threads: int, omniglot: str) -> dict:
         items_keeper(Path(tmp) / "r.jsonl", lambda message: None)({"cell_id": "profile", **out})
         items_seconds = time.perf_counter() - start
     seconds = {"curve": out["train"]["curve_seconds"], "test": out["eval_seconds"]}
-    return {"kind": kind, "steps": out["train"]["steps"], "items_seconds": items_seconds,
-            "phases": {p: {"seconds": seconds[p], **spent[p]} for p in PHASES},
-            "metrics": _numbers(out["metrics"]), "curve_metrics": [_numbers(point["metrics"]) for point in out.get("curve", [])]}
+    return {
+        "kind": kind,
+        "steps": out["train"]["steps"],
+        "items_seconds": items_seconds,
+        "phases": {p: {"seconds": seconds[p], **spent[p]} for p in PHASES},
+        "metrics": _numbers(out["metrics"]),
+        "curve_metrics": [_numbers(point["metrics"]) for point in out.get("curve", [])],
+    }
 
 
 def child_layouts(threads: int, images: int = 512, repeats: int = 5) -> list[dict]:
@@ -128,8 +138,9 @@ def child_layouts(threads: int, images: int = 512, repeats: int = 5) -> list[dic
     their embeddings are (the largest relative L2 difference)."""
     import copy
 
-    import bench  # noqa: F401  before torch, as in `bench run`
     import torch
+
+    import bench  # noqa: F401  before torch, as in `bench run`
     from bench.builtins import load_builtins
     from bench.plugins import BACKBONES
 
@@ -155,8 +166,7 @@ def child_layouts(threads: int, images: int = 512, repeats: int = 5) -> list[dic
                 seconds[layout].append(time.perf_counter() - start)
         reference = embedded["default"]
         difference = float(((embedded["channels_last"] - reference).norm(dim=1) / reference.norm(dim=1)).max())
-        out.append({"network": name, **{f"{k}_ms_per_image": min(v) / images * 1e3 for k, v in seconds.items()},
-                    "max_relative_difference": difference})
+        out.append({"network": name, **{f"{k}_ms_per_image": min(v) / images * 1e3 for k, v in seconds.items()}, "max_relative_difference": difference})
     return out
 
 
@@ -184,8 +194,12 @@ def code_of(rev: str, folder: Path) -> Path:
 
 def run_child(code: Path, kind: str, args: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}  # `bench` from `code`, before the editable install's finder
-    done = subprocess.run([sys.executable, __file__, "--child", kind, "--steps", str(args.steps), "--threads", str(args.threads),
-                           "--omniglot", str(args.omniglot)], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--steps", str(args.steps), "--threads", str(args.threads), "--omniglot", str(args.omniglot)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{kind} with the code in {code} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -195,8 +209,9 @@ def evaluate_command(code: Path, npz: Path) -> dict:
     """`python -m bench evaluate` from `code`: the imports' seconds (-X importtime's self times summed; the
     largest top-level imports by cumulative time) and, in a second run without it, the wall seconds."""
     env = {**os.environ, "PYTHONPATH": str(code)}
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "bench", "evaluate", str(npz)], capture_output=True, text=True,
-                          cwd=code, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bench", "evaluate", str(npz)], capture_output=True, text=True, cwd=code, env=env, check=True
+    )
     total, top = 0, {}
     for line in done.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "self [us]" not in line:
@@ -257,14 +272,33 @@ def main() -> None:
             for kind in args.cells:
                 for version in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
                     runs.append({"version": version, "repeat": repeat, **run_child(codes[version], kind, args)})
-                    print(f"{kind} ({version}): curve {runs[-1]['phases']['curve']['seconds']:.2f} s, "
-                          f"test {runs[-1]['phases']['test']['seconds']:.2f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"{kind} ({version}): curve {runs[-1]['phases']['curve']['seconds']:.2f} s, test {runs[-1]['phases']['test']['seconds']:.2f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     rows = seed_question_rows(args.rows)
-    raw = {"before": args.before, "steps": args.steps, "threads": args.threads, "runs": runs, "evaluate_command": commands, "layouts": layouts,
-           "seed_question": {"path": str(args.rows.relative_to(record.ROOT)) if args.rows.is_relative_to(record.ROOT) else str(args.rows),
-                             "rows": [{"kind": kind_of(r), "curve_seconds": r["train"]["curve_seconds"], "eval_seconds": r["eval_seconds"],
-                                       "train_wall_seconds": r["train"]["wall_seconds"], "warmup_seconds": r["train"].get("warmup_seconds", 0.0)}
-                                      for r in rows]}}
+    raw = {
+        "before": args.before,
+        "steps": args.steps,
+        "threads": args.threads,
+        "runs": runs,
+        "evaluate_command": commands,
+        "layouts": layouts,
+        "seed_question": {
+            "path": str(args.rows.relative_to(record.ROOT)) if args.rows.is_relative_to(record.ROOT) else str(args.rows),
+            "rows": [
+                {
+                    "kind": kind_of(r),
+                    "curve_seconds": r["train"]["curve_seconds"],
+                    "eval_seconds": r["eval_seconds"],
+                    "train_wall_seconds": r["train"]["wall_seconds"],
+                    "warmup_seconds": r["train"].get("warmup_seconds", 0.0),
+                }
+                for r in rows
+            ],
+        },
+    }
     out = record.write("eval_profile", args, raw, summarise(raw))
     print(render(json.loads(out.read_text())))
 
@@ -281,17 +315,32 @@ def summarise(raw: dict) -> dict:
         entry = {}
         for version in ("before", "after"):
             runs = [r for r in raw["runs"] if r["kind"] == kind and r["version"] == version]
-            med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
-            entry[version] = {p: {"seconds": med(lambda r: r["phases"][p]["seconds"]),
-                                  "embed_seconds": med(lambda r: r["phases"][p]["embed_seconds"]),
-                                  "embed_images": med(lambda r: r["phases"][p]["embed_images"]),
-                                  **{f: med(lambda r: r["phases"][p][f]) for f in METRIC_FUNCTIONS}} for p in PHASES}
+            med = lambda f: statistics.median(f(r) for r in runs)
+            entry[version] = {
+                p: {
+                    "seconds": med(lambda r: r["phases"][p]["seconds"]),
+                    "embed_seconds": med(lambda r: r["phases"][p]["embed_seconds"]),
+                    "embed_images": med(lambda r: r["phases"][p]["embed_images"]),
+                    **{f: med(lambda r: r["phases"][p][f]) for f in METRIC_FUNCTIONS},
+                }
+                for p in PHASES
+            }
             entry[version]["items_seconds"] = med(lambda r: r["items_seconds"])
-        pairs = [(b, a) for b in raw["runs"] for a in raw["runs"]
-                 if b["kind"] == a["kind"] == kind and b["version"] == "before" and a["version"] == "after" and b["repeat"] == a["repeat"]]
-        entry["max_metric_diff"] = max((_difference(b_m[k], a_m.get(k)) for b, a in pairs
-                                        for b_m, a_m in [(b["metrics"], a["metrics"]), *zip(b["curve_metrics"], a["curve_metrics"])]
-                                        for k in b_m), default=0.0)
+        pairs = [
+            (b, a)
+            for b in raw["runs"]
+            for a in raw["runs"]
+            if b["kind"] == a["kind"] == kind and b["version"] == "before" and a["version"] == "after" and b["repeat"] == a["repeat"]
+        ]
+        entry["max_metric_diff"] = max(
+            (
+                _difference(b_m[k], a_m.get(k))
+                for b, a in pairs
+                for b_m, a_m in [(b["metrics"], a["metrics"]), *zip(b["curve_metrics"], a["curve_metrics"])]
+                for k in b_m
+            ),
+            default=0.0,
+        )
         expected = {p: _expected(entry["before"][p], entry["after"][p]) for p in PHASES}
         entry["ratio"] = {p: sum(expected[p]) / max(entry["before"][p]["seconds"], 1e-9) for p in PHASES}
         entry["forward_ratio"] = {p: expected[p][0] / max(entry["before"][p]["seconds"], 1e-9) for p in PHASES}
@@ -300,17 +349,32 @@ def summarise(raw: dict) -> dict:
     clock = sum(r["train_wall_seconds"] + r["warmup_seconds"] + r["curve_seconds"] + r["eval_seconds"] for r in rows)
     evaluation = sum(r["curve_seconds"] + r["eval_seconds"] for r in rows)
     covered = [r for r in rows if r["kind"] in per_kind]
-    projected = sum(r["curve_seconds"] * per_kind[r["kind"]]["ratio"]["curve"] + r["eval_seconds"] * per_kind[r["kind"]]["ratio"]["test"]
-                    for r in covered) + sum(r["curve_seconds"] + r["eval_seconds"] for r in rows if r["kind"] not in per_kind)
-    forward = sum(r["curve_seconds"] * per_kind[r["kind"]]["forward_ratio"]["curve"] + r["eval_seconds"] * per_kind[r["kind"]]["forward_ratio"]["test"]
-                  for r in covered)
-    command = {v: {k: statistics.median(c[k] for c in raw["evaluate_command"][v]) for k in ("import_seconds", "wall_seconds")}
-               for v in ("before", "after") if raw["evaluate_command"][v]}
-    return {"kinds": per_kind, "evaluate_command": command,
-            "seed_question": {"rows": len(rows), "rows_covered": len(covered), "clock_seconds": clock, "evaluation_seconds": evaluation,
-                              "evaluation_share": evaluation / clock, "projected_evaluation_seconds": projected,
-                              "projected_share": projected / (clock - evaluation + projected),
-                              "projected_forward_seconds": forward, "projected_share_without_forward": (projected - forward) / (clock - evaluation + projected)}}
+    projected = sum(
+        r["curve_seconds"] * per_kind[r["kind"]]["ratio"]["curve"] + r["eval_seconds"] * per_kind[r["kind"]]["ratio"]["test"] for r in covered
+    ) + sum(r["curve_seconds"] + r["eval_seconds"] for r in rows if r["kind"] not in per_kind)
+    forward = sum(
+        r["curve_seconds"] * per_kind[r["kind"]]["forward_ratio"]["curve"] + r["eval_seconds"] * per_kind[r["kind"]]["forward_ratio"]["test"] for r in covered
+    )
+    command = {
+        v: {k: statistics.median(c[k] for c in raw["evaluate_command"][v]) for k in ("import_seconds", "wall_seconds")}
+        for v in ("before", "after")
+        if raw["evaluate_command"][v]
+    }
+    return {
+        "kinds": per_kind,
+        "evaluate_command": command,
+        "seed_question": {
+            "rows": len(rows),
+            "rows_covered": len(covered),
+            "clock_seconds": clock,
+            "evaluation_seconds": evaluation,
+            "evaluation_share": evaluation / clock,
+            "projected_evaluation_seconds": projected,
+            "projected_share": projected / (clock - evaluation + projected),
+            "projected_forward_seconds": forward,
+            "projected_share_without_forward": (projected - forward) / (clock - evaluation + projected),
+        },
+    }
 
 
 def _expected(before: dict, after: dict) -> tuple[float, float]:
@@ -340,37 +404,76 @@ def render(rec: dict) -> str:
             cells = [kind if version == "before" else "", version]
             for p in parts:
                 metric = sum(v[p][f] for f in METRIC_FUNCTIONS)
-                cells += [f"{v[p]['seconds']:.2f}", f"{v[p]['embed_seconds']:.2f} ({v[p]['embed_images']:.0f})", f"{metric:.2f}",
-                          f"{max(v[p]['seconds'] - v[p]['embed_seconds'] - metric, 0):.2f}"]
+                cells += [
+                    f"{v[p]['seconds']:.2f}",
+                    f"{v[p]['embed_seconds']:.2f} ({v[p]['embed_images']:.0f})",
+                    f"{metric:.2f}",
+                    f"{max(v[p]['seconds'] - v[p]['embed_seconds'] - metric, 0):.2f}",
+                ]
             before_total = e["before"]["curve"]["seconds"] + e["before"]["test"]["seconds"]
             expected = sum(sum(_expected(e["before"][p], v[p])) for p in parts) / before_total
-            cells += [f"{v['items_seconds']:.3f}", f"{(v['curve']['seconds'] + v['test']['seconds']) / before_total:.2f}",
-                      f"{expected:.2f}", f"{e['max_metric_diff']:.0e}" if version == "after" else ""]
+            cells += [
+                f"{v['items_seconds']:.3f}",
+                f"{(v['curve']['seconds'] + v['test']['seconds']) / before_total:.2f}",
+                f"{expected:.2f}",
+                f"{e['max_metric_diff']:.0e}" if version == "after" else "",
+            ]
             rows.append(cells)
-    header = ["cell", "code", "curve s", "curve forward s (images)", "curve metrics s", "curve other s",
-              "test s", "test forward s (images)", "test metrics s", "test other s", "items write s", "vs before",
-              "vs before, forward at before's s/image", "max metric diff"]
+    header = [
+        "cell",
+        "code",
+        "curve s",
+        "curve forward s (images)",
+        "curve metrics s",
+        "curve other s",
+        "test s",
+        "test forward s (images)",
+        "test metrics s",
+        "test other s",
+        "items write s",
+        "vs before",
+        "vs before, forward at before's s/image",
+        "max metric diff",
+    ]
     breakdown = tables.markdown(header, rows, "llrrrrrrrrrrrr")
     metric_rows = []
     for kind, e in s["kinds"].items():
         for version in ("before", "after"):
-            metric_rows.append([kind if version == "before" else "", version,
-                                *(f"{e[version][p][f]:.3f}" for p in parts for f in METRIC_FUNCTIONS)])
-    short = {"verification_metrics": "verification", "retrieval_metrics": "retrieval", "few_shot_accuracy": "few-shot",
-             "within_group_few_shot_accuracy": "within-group few-shot"}
+            metric_rows.append([kind if version == "before" else "", version, *(f"{e[version][p][f]:.3f}" for p in parts for f in METRIC_FUNCTIONS)])
+    short = {
+        "verification_metrics": "verification",
+        "retrieval_metrics": "retrieval",
+        "few_shot_accuracy": "few-shot",
+        "within_group_few_shot_accuracy": "within-group few-shot",
+    }
     metrics_table = tables.markdown(["cell", "code", *(f"{p} {short[f]} s" for p in parts for f in METRIC_FUNCTIONS)], metric_rows, "ll" + "r" * 8)
     q = s["seed_question"]
     c = s["evaluate_command"]
-    command = tables.markdown(["`bench evaluate` (3,120 × 128)", "imports s (-X importtime)", "wall s"],
-                              [[v, f"{c[v]['import_seconds']:.2f}", f"{c[v]['wall_seconds']:.2f}"] for v in c], "lrr")
-    share = (f"Seed question ({q['rows']} rows, {q['rows_covered']} of a profiled kind): evaluation {q['evaluation_seconds']:.0f} s of "
-             f"{q['clock_seconds']:.0f} s of the rows' clocks ({q['evaluation_share']:.1%}); projected with these ratios "
-             f"{q['projected_evaluation_seconds']:.0f} s ({q['projected_share']:.1%}), of which forward passes "
-             f"{q['projected_forward_seconds']:.0f} s (without them {q['projected_share_without_forward']:.1%}).")
-    layouts = tables.markdown(["network (fresh weights, 64 a batch)", "default ms/image", "channels-last ms/image", "speed-up", "max relative difference"],
-                              [[r["network"], f"{r['default_ms_per_image']:.2f}", f"{r['channels_last_ms_per_image']:.2f}",
-                                f"{r['default_ms_per_image'] / r['channels_last_ms_per_image']:.2f}×", f"{r['max_relative_difference']:.1e}"]
-                               for r in rec["raw"].get("layouts", [])], "lrrrr")
+    command = tables.markdown(
+        ["`bench evaluate` (3,120 × 128)", "imports s (-X importtime)", "wall s"],
+        [[v, f"{c[v]['import_seconds']:.2f}", f"{c[v]['wall_seconds']:.2f}"] for v in c],
+        "lrr",
+    )
+    share = (
+        f"Seed question ({q['rows']} rows, {q['rows_covered']} of a profiled kind): evaluation {q['evaluation_seconds']:.0f} s of "
+        f"{q['clock_seconds']:.0f} s of the rows' clocks ({q['evaluation_share']:.1%}); projected with these ratios "
+        f"{q['projected_evaluation_seconds']:.0f} s ({q['projected_share']:.1%}), of which forward passes "
+        f"{q['projected_forward_seconds']:.0f} s (without them {q['projected_share_without_forward']:.1%})."
+    )
+    layouts = tables.markdown(
+        ["network (fresh weights, 64 a batch)", "default ms/image", "channels-last ms/image", "speed-up", "max relative difference"],
+        [
+            [
+                r["network"],
+                f"{r['default_ms_per_image']:.2f}",
+                f"{r['channels_last_ms_per_image']:.2f}",
+                f"{r['default_ms_per_image'] / r['channels_last_ms_per_image']:.2f}×",
+                f"{r['max_relative_difference']:.1e}",
+            ]
+            for r in rec["raw"].get("layouts", [])
+        ],
+        "lrrrr",
+    )
     return f"{tables.provenance(rec)} Before: `{rec['raw']['before']}`.\n\n{breakdown}\n\n{metrics_table}\n\n{command}\n\n{layouts}\n\n{share}"
 
 

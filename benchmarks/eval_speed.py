@@ -11,6 +11,7 @@ queries and we use torch. The scikit-learn reference scores the same stratified 
 gathering both vectors of 2,000,000 pairs at once needs 3 × pairs × dim × 4 bytes (12 GB at 512-d), which
 got the child killed on a 24 GiB machine. Every figure goes to results/benchmarks/eval_speed.json (--out),
 which benchmarks/tables.py renders."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import record
 import tables
 
@@ -81,11 +81,17 @@ def child(method: str, path: str, pairs: int, chunk_mb: float) -> dict:
         chosen = select_pairs(y, pairs, 0)
         i, j = chosen["i"].numpy(), chosen["j"].numpy()
         step = sklearn_chunk(xn.shape[1], chunk_mb)
-        dist = np.concatenate([paired_distances(xn[i[s:s + step]], xn[j[s:s + step]]) for s in range(0, len(i), step)])
+        dist = np.concatenate([paired_distances(xn[i[s : s + step]], xn[j[s : s + step]]) for s in range(0, len(i), step)])
         values = {"roc_auc": float(roc_auc_score(yn[i] == yn[j], -dist))}
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_mb": _rss_mb("VmHWM") - base, "peak_reset": reset, "base_rss_mb": base,
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "values": values}
+    return {
+        "seconds": seconds,
+        "peak_mb": _rss_mb("VmHWM") - base,
+        "peak_reset": reset,
+        "base_rss_mb": base,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "values": values,
+    }
 
 
 def sklearn_chunk(dim: int, chunk_mb: float) -> int:
@@ -115,8 +121,9 @@ def _rss_mb(field: str) -> float:
 
 
 def measure(method: str, path: str, pairs: int, chunk_mb: float) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", method, path, "--pairs", str(pairs), "--sklearn-chunk-mb", str(chunk_mb)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", method, path, "--pairs", str(pairs), "--sklearn-chunk-mb", str(chunk_mb)], capture_output=True, text=True
+    )
     if done.returncode != 0:  # e.g. -9: killed for memory
         raise SystemExit(f"{method} on {path} exited {done.returncode}:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -153,16 +160,36 @@ def main() -> None:
                     path = f"{tmp}/{kind}_{n}_{dim}.npz"
                     np.savez(path, x=x, y=y)
                     for ours, theirs, label in COMPARISONS:
-                        case = {"kind": kind, "n": n, "dim": dim, "comparison": label, "methods": [ours, theirs], "ours": [], "theirs": [],
-                                "peak_estimate_mb": {m: peak_estimate_mb(m, n, dim, args.pairs, args.sklearn_chunk_mb) for m in (ours, theirs)}}
+                        case = {
+                            "kind": kind,
+                            "n": n,
+                            "dim": dim,
+                            "comparison": label,
+                            "methods": [ours, theirs],
+                            "ours": [],
+                            "theirs": [],
+                            "peak_estimate_mb": {m: peak_estimate_mb(m, n, dim, args.pairs, args.sklearn_chunk_mb) for m in (ours, theirs)},
+                        }
                         for _ in range(args.repeats):
                             case["ours"].append(measure(ours, path, args.pairs, args.sklearn_chunk_mb))
                             case["theirs"].append(measure(theirs, path, args.pairs, args.sklearn_chunk_mb))
                         cases.append(case)
-                        print(f"{kind} {n}×{dim} {label}: ours {case['ours'][-1]['seconds']:.2f} s, theirs {case['theirs'][-1]['seconds']:.2f} s",
-                              file=sys.stderr, flush=True)
-    raw = {"knn": knn, "distance": "euclidean", "images_per_class": 100, "pairs": args.pairs, "ours_retrieval_memory_mb": OURS_RETRIEVAL_MB,
-           "ours_auc_memory_mb": OURS_AUC_MB, "pml_batch": PML_BATCH, "sklearn_chunk_mb": args.sklearn_chunk_mb, "cases": cases}
+                        print(
+                            f"{kind} {n}×{dim} {label}: ours {case['ours'][-1]['seconds']:.2f} s, theirs {case['theirs'][-1]['seconds']:.2f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+    raw = {
+        "knn": knn,
+        "distance": "euclidean",
+        "images_per_class": 100,
+        "pairs": args.pairs,
+        "ours_retrieval_memory_mb": OURS_RETRIEVAL_MB,
+        "ours_auc_memory_mb": OURS_AUC_MB,
+        "pml_batch": PML_BATCH,
+        "sklearn_chunk_mb": args.sklearn_chunk_mb,
+        "cases": cases,
+    }
     out = record.write("eval_speed", args, raw, tables.summarise_eval_speed(raw))
     print(tables.render(json.loads(out.read_text())))
 

@@ -4,6 +4,7 @@ every cell's figures go to results/benchmarks/frozen_cache.json (--out), which b
 
     .venv/bin/python benchmarks/frozen_cache.py [--seeds 6] [--steps 100] [--image-size 96] [--repeats 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,20 @@ def run(folder: Path, name: str, extra: list[str], **fmt) -> tuple[float, list[d
 
 def cells(rows: list[dict]) -> list[dict]:
     # wall time: a cached cell's train.seconds also holds the charged trunk time (the budget's clock)
-    return [{"loss": r["config"]["loss"], "seed": r["config"]["seed"], "status": r["status"], "stopped_by": r["train"].get("stopped_by"),
-             "feature_cache": r["train"].get("feature_cache"), "train_seconds": r["train"]["seconds"],
-             "train_wall_seconds": r["train"].get("wall_seconds", r["train"]["seconds"]), "eval_seconds": r["eval_seconds"],
-             "metrics": {m: r["metrics"][m] for m in METRICS}} for r in rows]
+    return [
+        {
+            "loss": r["config"]["loss"],
+            "seed": r["config"]["seed"],
+            "status": r["status"],
+            "stopped_by": r["train"].get("stopped_by"),
+            "feature_cache": r["train"].get("feature_cache"),
+            "train_seconds": r["train"]["seconds"],
+            "train_wall_seconds": r["train"].get("wall_seconds", r["train"]["seconds"]),
+            "eval_seconds": r["eval_seconds"],
+            "metrics": {m: r["metrics"][m] for m in METRICS},
+        }
+        for r in rows
+    ]
 
 
 def main() -> None:
@@ -62,17 +73,27 @@ def main() -> None:
     args = parser.parse_args()
     fmt = dict(steps=args.steps, seeds=list(range(args.seeds)), size=args.image_size, backbone=args.backbone)
     repeats = []
-    for repeat in range(args.repeats):
+    for _repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             cached_s, cached = run(folder, "cached", [], **fmt)
             plain_s, plain = run(folder, "plain", ["--no-feature-cache"], **fmt)
         repeats.append({"cached": {"wall_seconds": cached_s, "cells": cells(cached)}, "plain": {"wall_seconds": plain_s, "cells": cells(plain)}})
-    raw = {"backbone": args.backbone, "image_size": args.image_size, "dataset": "digits", "steps": args.steps, "batch_size": 32,
-           "losses": LOSSES, "seeds": args.seeds, "repeats": repeats}
+    raw = {
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "dataset": "digits",
+        "steps": args.steps,
+        "batch_size": 32,
+        "losses": LOSSES,
+        "seeds": args.seeds,
+        "repeats": repeats,
+    }
     out = record.write("frozen_cache", args, raw, tables.summarise_frozen_cache(raw))
-    print(f"{len(repeats[0]['cached']['cells'])} cells: {args.backbone} frozen at {args.image_size} px, digits, {args.steps} steps × 32 images, "
-          f"{len(LOSSES)} losses × {args.seeds} seeds\n")
+    print(
+        f"{len(repeats[0]['cached']['cells'])} cells: {args.backbone} frozen at {args.image_size} px, digits, {args.steps} steps × 32 images, "
+        f"{len(LOSSES)} losses × {args.seeds} seeds\n"
+    )
     print(tables.render(json.loads(out.read_text())))
 
 

@@ -8,6 +8,7 @@ Overhead is wall time over the in-process run at the same total threads, minus 1
 × 1 thread compete for the same cores, so their speed-up measures what parallel cells gain over threads.
 Every run's figures go to results/benchmarks/parallel.json (--out), which benchmarks/tables.py renders.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,13 @@ def main() -> None:
     record.add_out_argument(parser, "parallel")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    variants = [("in-process", []), (f"1 worker × {cores} threads", ["--workers", "1", "--threads", str(cores)]),
-                (f"{cores} workers × 1 thread", ["--workers", str(cores), "--threads", "1"]),
-                (f"Ray, {cores} CPUs (1 per cell)", ["--executor", "ray"]),
-                (f"submitit-local, {cores} jobs × 1 thread", ["--executor", "submitit-local", "--workers", str(cores), "--threads", "1"])]
+    variants = [
+        ("in-process", []),
+        (f"1 worker × {cores} threads", ["--workers", "1", "--threads", str(cores)]),
+        (f"{cores} workers × 1 thread", ["--workers", str(cores), "--threads", "1"]),
+        (f"Ray, {cores} CPUs (1 per cell)", ["--executor", "ray"]),
+        (f"submitit-local, {cores} jobs × 1 thread", ["--executor", "submitit-local", "--workers", str(cores), "--threads", "1"]),
+    ]
     runs = {name: [] for name, _ in variants}
     cache_runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,15 +66,17 @@ def main() -> None:
         for repeat in range(args.repeats):
             for i, (name, extra) in enumerate(variants):
                 seconds, got = timed(folder, grid, f"{repeat}-{i}.jsonl", "--no-disk-cache", *extra)
-                runs[name].append({"seconds": seconds, "ok": sum(r["status"] == "ok" for r in got), "total": len(got),
-                                   "statuses": [r["status"] for r in got]})
+                runs[name].append({"seconds": seconds, "ok": sum(r["status"] == "ok" for r in got), "total": len(got), "statuses": [r["status"] for r in got]})
             cold, _ = timed(folder, folder / "frozen.toml", f"cold{repeat}.jsonl", "--cache-dir", f"cache{repeat}")
             warm, _ = timed(folder, folder / "frozen.toml", f"warm{repeat}.jsonl", "--cache-dir", f"cache{repeat}")
             shutil.rmtree(folder / f"cache{repeat}", ignore_errors=True)
             cache_runs.append({"cold_seconds": cold, "warm_seconds": warm})
-    raw = {"grid": str(args.grid), "cores": cores,
-           "variants": [{"name": name, "args": ["--no-disk-cache", *extra], "runs": runs[name]} for name, extra in variants],
-           "disk_cache": {"grid": "frozen EfficientNet-Lite0 grid (6 cells, 96 px, digits)", "toml": FROZEN, "runs": cache_runs}}
+    raw = {
+        "grid": str(args.grid),
+        "cores": cores,
+        "variants": [{"name": name, "args": ["--no-disk-cache", *extra], "runs": runs[name]} for name, extra in variants],
+        "disk_cache": {"grid": "frozen EfficientNet-Lite0 grid (6 cells, 96 px, digits)", "toml": FROZEN, "runs": cache_runs},
+    }
     out = record.write("parallel", args, raw, tables.summarise_parallel(raw))
     print(f"{args.grid} ({raw['variants'][0]['runs'][0]['total']} cells), {cores} cores\n")
     print(tables.render(json.loads(out.read_text())))

@@ -7,6 +7,7 @@ Speed is training images per second of wall time and achieved GFLOP/s (FLOPs per
 torch.utils.flop_counter); metrics are means over seeds, and the last column is bf16 − fp32. Every cell's
 figures go to results/benchmarks/precision.json (--out); benchmarks/tables.py renders the tables from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,10 +59,19 @@ def main() -> None:
         (folder / "g.toml").write_text(GRID.format(steps=args.steps, seeds=list(range(args.seeds)), dataset=dataset, dataset_table=table))
         record.bench_run(folder, "--grid", "g.toml", "--results", "r.jsonl")
         rows = [json.loads(line) for line in (folder / "r.jsonl").read_text().splitlines()]
-    cells = [{"backbone": r["config"]["backbone"], "precision_setting": r["config"]["train"]["precision"], "precision": r["precision"],
-              "seed": r["config"]["seed"], "status": r["status"], "torch_threads": r["env"]["torch_threads"],
-              **{k: r["train"][k] for k in ("samples", "steps", "wall_seconds", "seconds", "gflop_per_second", "images_per_second")},
-              "metrics": {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}} for r in rows]
+    cells = [
+        {
+            "backbone": r["config"]["backbone"],
+            "precision_setting": r["config"]["train"]["precision"],
+            "precision": r["precision"],
+            "seed": r["config"]["seed"],
+            "status": r["status"],
+            "torch_threads": r["env"]["torch_threads"],
+            **{k: r["train"][k] for k in ("samples", "steps", "wall_seconds", "seconds", "gflop_per_second", "images_per_second")},
+            "metrics": {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+        }
+        for r in rows
+    ]
     raw = {"dataset": dataset, "loss": "triplet", "batch_size": 32, "cells": cells}
     out = record.write("precision", args, raw, tables.summarise_precision(raw))
     print(f"{dataset}, triplet loss, {args.steps} steps × 32 images, {args.seeds} seeds, {rows[0]['env']['torch_threads']} torch threads\n")

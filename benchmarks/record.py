@@ -1,6 +1,7 @@
 """What every benchmark writes: one JSON file under results/benchmarks/ with the machine, the versions, the
 command, the date, every raw measurement and the figures the README quotes (computed from the raw ones by
 benchmarks/tables.py, which also renders the README's tables from the file)."""
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,16 @@ def machine() -> dict:
         memory_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
     except (OSError, StopIteration):
         memory_kb = None
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "fast_bf16": bool(flags & {"amx_bf16", "avx512_bf16"}), "bf16_flags": sorted(flags & {"amx_bf16", "avx512_bf16"}),
-            "memory_gib": None if memory_kb is None else round(memory_kb / 2**20, 1),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "platform": platform.platform()}
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "fast_bf16": bool(flags & {"amx_bf16", "avx512_bf16"}),
+        "bf16_flags": sorted(flags & {"amx_bf16", "avx512_bf16"}),
+        "memory_gib": None if memory_kb is None else round(memory_kb / 2**20, 1),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }
 
 
 def versions() -> dict:
@@ -79,9 +86,17 @@ def _git(*args: str) -> str | None:
 def write(name: str, args: argparse.Namespace, raw: dict, summary: dict) -> Path:
     """The whole record, written to a temporary file then renamed, so a killed run leaves nothing half-written."""
     out: Path = args.out
-    record = {"benchmark": name, "schema": 1, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": shlex.join(["python", *sys.argv]), "arguments": {k: _plain(v) for k, v in vars(args).items() if k != "out"},
-              "machine": machine(), "versions": versions(), "raw": raw, "summary": summary}
+    record = {
+        "benchmark": name,
+        "schema": 1,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", *sys.argv]),
+        "arguments": {k: _plain(v) for k, v in vars(args).items() if k != "out"},
+        "machine": machine(),
+        "versions": versions(),
+        "raw": raw,
+        "summary": summary,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(_finite(record), indent=1, allow_nan=False) + "\n")

@@ -8,6 +8,7 @@ committed figures: --before 8feacd1, the code before the move). Figures go to re
     .venv/bin/python benchmarks/row_size.py [--results results/seed_question.jsonl] [--metric M] [--rows 10000] [--repeats 5]
                                             [--before REV]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,7 @@ def shares(rows: list[dict]) -> dict[str, dict[str, float]]:
     for row in rows:
         for key, value in row.items():
             sizes[key] += len(json.dumps({key: value}, sort_keys=True, allow_nan=True)) - 2
-            for sub, inner in (value.items() if isinstance(value, dict) else ()):
+            for sub, inner in value.items() if isinstance(value, dict) else ():
                 sizes[f"{key}.{sub}"] += len(json.dumps({sub: inner}, sort_keys=True, allow_nan=True)) - 2
     total = sum(len(line(r)) for r in rows)
     return {k: {"bytes": round(n / len(rows)), "share": round(n / total, 4)} for k, n in sizes.most_common()}
@@ -117,10 +118,14 @@ def loading(paths: dict[str, Path], metric: str, repeats: int, before: tuple[str
     """Seconds to read each of `paths` ({variant: results file}): bench.results.read_rows in this process, `bench
     leaderboard` and `jq` as a user runs them; with `before` (variant, its file, a folder with another revision's
     code), also that code's `bench leaderboard` on that file. The variants take turns, so a busy neighbour slows all alike."""
-    leaderboard = lambda path, code=record.ROOT: command(sys.executable, "-m", "bench", "leaderboard", str(path), "--metric", metric,  # noqa: E731
-                                                         "--out", str(path.with_suffix(".md")), code=code)
-    readers = {"read_rows_seconds": lambda path: read_rows(path), "leaderboard_seconds": leaderboard,
-               **({"jq_seconds": lambda path: command("jq", "-c", f'.metrics["{metric}"]', str(path))} if shutil.which("jq") else {})}
+    leaderboard = lambda path, code=record.ROOT: command(
+        sys.executable, "-m", "bench", "leaderboard", str(path), "--metric", metric, "--out", str(path.with_suffix(".md")), code=code
+    )
+    readers = {
+        "read_rows_seconds": lambda path: read_rows(path),
+        "leaderboard_seconds": leaderboard,
+        **({"jq_seconds": lambda path: command("jq", "-c", f'.metrics["{metric}"]', str(path))} if shutil.which("jq") else {}),
+    }
     out = {v: {"bytes": p.stat().st_size, "rows": len(read_rows(p)), **{k: [] for k in readers}} for v, p in paths.items()}
     if before:
         out[before[0]]["leaderboard_seconds_code_before"] = []
@@ -149,9 +154,15 @@ def tiny_cell(folder: Path) -> dict:
     [row] = read_rows(folder / "tiny.jsonl")
     arrays = read_items(folder / "tiny.jsonl", row)
     without_roc = write_items(folder / "bare.jsonl", row["cell_id"], {k: v for k, v in arrays.items() if k not in (ROC_FPR, ROC_TPR)})
-    return {"row_bytes": len(line(row)), "row_bytes_roc_inline": len(line(inline(row, arrays))), "roc_vertices": len(arrays[ROC_FPR]),
-            "items_bytes": row["items"]["bytes"], "items_bytes_without_roc": without_roc["bytes"],
-            "shares": shares([row]), "shares_roc_inline": shares([inline(row, arrays)])}
+    return {
+        "row_bytes": len(line(row)),
+        "row_bytes_roc_inline": len(line(inline(row, arrays))),
+        "roc_vertices": len(arrays[ROC_FPR]),
+        "items_bytes": row["items"]["bytes"],
+        "items_bytes_without_roc": without_roc["bytes"],
+        "shares": shares([row]),
+        "shares_roc_inline": shares([inline(row, arrays)]),
+    }
 
 
 def main() -> None:
@@ -160,8 +171,11 @@ def main() -> None:
     parser.add_argument("--metric", default="few_shot_20way_1shot_accuracy", help="the leaderboard's --metric for those rows")
     parser.add_argument("--rows", type=int, default=10_000, help="rows of the synthetic file")
     parser.add_argument("--repeats", type=int, default=5, help="timings per figure (the leaderboard's: half as many); medians are reported")
-    parser.add_argument("--before", metavar="REV", help="also time `bench leaderboard` of this git revision's code on the rows with the "
-                        "ROC inline (the code before the ROC moved)")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also time `bench leaderboard` of this git revision's code on the rows with the ROC inline (the code before the ROC moved)",
+    )
     record.add_out_argument(parser, "row_size")
     args = parser.parse_args()
 
@@ -177,14 +191,17 @@ def main() -> None:
             synthetic[variant].parent.mkdir()
             repeated(committed[variant], synthetic[variant], args.rows)
         code = code_of(args.before, tmp / "before") if args.before else None
-        raw["committed"] = {v: {**f, "shares": shares(kept[v])} for v, f in loading(
-            committed, args.metric, args.repeats, code and ("roc_inline", committed["roc_inline"], code)).items()}
+        raw["committed"] = {
+            v: {**f, "shares": shares(kept[v])}
+            for v, f in loading(committed, args.metric, args.repeats, code and ("roc_inline", committed["roc_inline"], code)).items()
+        }
         raw["synthetic"] = loading(synthetic, args.metric, args.repeats, code and ("roc_inline", synthetic["roc_inline"], code))
         md = {v: p.with_suffix(".md").read_bytes() for v, p in committed.items()}
         pngs = sorted(p.name for p in (tmp / "roc_inline_plots").iterdir())
-        raw["same_views"] = {"leaderboard_md": md["roc_inline"] == md["roc_in_items"],
-                             "plots": {name: filecmp.cmp(tmp / "roc_inline_plots" / name, tmp / "roc_in_items_plots" / name, shallow=False)
-                                       for name in pngs}}
+        raw["same_views"] = {
+            "leaderboard_md": md["roc_inline"] == md["roc_in_items"],
+            "plots": {name: filecmp.cmp(tmp / "roc_inline_plots" / name, tmp / "roc_in_items_plots" / name, shallow=False) for name in pngs},
+        }
     summary = summarise(raw)
     record.write("row_size", args, raw, summary)
     print(json.dumps(summary, indent=1))
@@ -193,14 +210,19 @@ def main() -> None:
 def summarise(raw: dict) -> dict:
     """Medians, and the new figure as a ratio of the old one (below 1: smaller or faster)."""
     tiny = raw["tiny_cell"]
-    out = {"tiny_cell": {"row_bytes": tiny["row_bytes"], "row_bytes_roc_inline": tiny["row_bytes_roc_inline"],
-                         "row_ratio": round(tiny["row_bytes"] / tiny["row_bytes_roc_inline"], 3),
-                         "items_bytes": tiny["items_bytes"], "items_bytes_without_roc": tiny["items_bytes_without_roc"]},
-           "same_views": raw["same_views"]["leaderboard_md"] and all(raw["same_views"]["plots"].values())}
+    out = {
+        "tiny_cell": {
+            "row_bytes": tiny["row_bytes"],
+            "row_bytes_roc_inline": tiny["row_bytes_roc_inline"],
+            "row_ratio": round(tiny["row_bytes"] / tiny["row_bytes_roc_inline"], 3),
+            "items_bytes": tiny["items_bytes"],
+            "items_bytes_without_roc": tiny["items_bytes_without_roc"],
+        },
+        "same_views": raw["same_views"]["leaderboard_md"] and all(raw["same_views"]["plots"].values()),
+    }
     for part in ("committed", "synthetic"):
         old, new = raw[part]["roc_inline"], raw[part]["roc_in_items"]
-        figures = {"rows": new["rows"], "bytes_per_row": [old["bytes_per_row"], new["bytes_per_row"]],
-                   "bytes_ratio": round(new["bytes"] / old["bytes"], 3)}
+        figures = {"rows": new["rows"], "bytes_per_row": [old["bytes_per_row"], new["bytes_per_row"]], "bytes_ratio": round(new["bytes"] / old["bytes"], 3)}
         for key in ("read_rows_seconds", "leaderboard_seconds", "jq_seconds"):
             if key in old:
                 before, after = round(statistics.median(old[key]), 4), round(statistics.median(new[key]), 4)

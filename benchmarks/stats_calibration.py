@@ -11,6 +11,7 @@ every line shares (an episode hard for one line is hard for all), a line × epis
 different episodes hard: sd 0.05), a per-seed shift (each line's seed sd drawn in 0.01–0.03) and binomial
 seed × episode noise. A line of identical replicates is one run repeated (a frozen trunk scored untrained).
 The truth of line a − line b is μ_a − μ_b (the population mean over episodes and seeds)."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,11 @@ def simulate_lines(rng, means: list[float], seeds: int | list[int], fixed: tuple
     for index, (mu, n) in enumerate(zip(means, counts)):
         interaction = rng.normal(0, 0.05, items)
         spread = rng.uniform(0.01, 0.03)
+
         def one(shift: bool = True):
             p = np.clip(difficulty + mu + interaction + (rng.normal(0, spread) if shift else 0.0), 0.01, 0.99)
             return rng.binomial(QUERIES, p).astype(np.uint8)
+
         runs = [one(shift=False)] * n if index in fixed else [one() for _ in range(n)]
         out.append(runs)
     return out
@@ -54,8 +57,14 @@ def lines_of(simulated, material: str, with_items: bool = True):
         rows = []
         for s, correct in enumerate(runs):
             items = {METRIC: correct, f"{METRIC}.queries": np.array(QUERIES, np.uint16), f"material.{METRIC}": np.array(material)}
-            rows.append({"config": {"backbone": f"line{index}", "seed": s}, "status": "ok",
-                         "metrics": {METRIC: float(correct.mean() / QUERIES)}, "_items": items if with_items else None})
+            rows.append(
+                {
+                    "config": {"backbone": f"line{index}", "seed": s},
+                    "status": "ok",
+                    "metrics": {METRIC: float(correct.mean() / QUERIES)},
+                    "_items": items if with_items else None,
+                }
+            )
         lines.append(Line(tuple(rows)))
     return lines
 
@@ -65,6 +74,7 @@ def load(row: dict):
 
 
 # --- scenarios: each returns one replicate's outcome ----------------------------------------------------------
+
 
 def family_replicate(seed: int, means: list[float], seeds: int, with_items: bool = True) -> dict:
     """One comparison group judged by versus_best: which lines were called below, and whether every simultaneous
@@ -76,8 +86,7 @@ def family_replicate(seed: int, means: list[float], seeds: int, with_items: bool
     out = versus_best(lines, METRIC, load)
     best = out["vs_best"].index("best")
     below = [v == "below" for v in out["vs_best"]]
-    covered = all(math.isnan(lo) or lo <= means[i] - means[best] <= hi
-                  for i, (lo, hi) in enumerate(zip(out["vs_best_low"], out["vs_best_high"])))
+    covered = all(math.isnan(lo) or lo <= means[i] - means[best] <= hi for i, (lo, hi) in enumerate(zip(out["vs_best_low"], out["vs_best_high"])))
     return {"below": below, "covered": covered, "untested": sum(v == "untested" for v in out["vs_best"])}
 
 
@@ -105,23 +114,64 @@ def scenarios(replicates: int) -> list[dict]:
     out = []
     for k in (2, 5, 10, 25):
         for n in (2, 3, 5):
-            out.append({"name": f"null, {k} lines, {n} seeds", "kind": "family", "group": "null", "lines": k, "seeds": n,
-                        "kwargs": {"means": [0.0] * k, "seeds": n}})
+            out.append(
+                {"name": f"null, {k} lines, {n} seeds", "kind": "family", "group": "null", "lines": k, "seeds": n, "kwargs": {"means": [0.0] * k, "seeds": n}}
+            )
     for n in (2, 3, 5):
-        out.append({"name": f"3 tied top + 3 lower (0.03, 0.04, 0.05), {n} seeds", "kind": "family", "group": "tied top",
-                    "lines": 6, "seeds": n, "kwargs": {"means": [0.05, 0.05, 0.05, 0.02, 0.01, 0.0], "seeds": n}})
+        out.append(
+            {
+                "name": f"3 tied top + 3 lower (0.03, 0.04, 0.05), {n} seeds",
+                "kind": "family",
+                "group": "tied top",
+                "lines": 6,
+                "seeds": n,
+                "kwargs": {"means": [0.05, 0.05, 0.05, 0.02, 0.01, 0.0], "seeds": n},
+            }
+        )
     for n in (3, 5):
-        out.append({"name": f"null, 5 lines, {n} seeds, seeds only (no items)", "kind": "family", "group": "null, seeds only",
-                    "lines": 5, "seeds": n, "kwargs": {"means": [0.0] * 5, "seeds": n, "with_items": False}})
+        out.append(
+            {
+                "name": f"null, 5 lines, {n} seeds, seeds only (no items)",
+                "kind": "family",
+                "group": "null, seeds only",
+                "lines": 5,
+                "seeds": n,
+                "kwargs": {"means": [0.0] * 5, "seeds": n, "with_items": False},
+            }
+        )
     for n in (2, 3, 5):
         for gap in (0.0, 0.02):
-            out.append({"name": f"{n} v {n} seeds, gap {gap}", "kind": "pair", "group": "pair", "seeds": n, "gap": gap,
-                        "kwargs": {"seeds_a": n, "seeds_b": n, "gap": gap, "fixed_b": False}})
-            out.append({"name": f"{n} seeds v identical replicates, gap {gap}", "kind": "pair", "group": "pair v identical",
-                        "seeds": n, "gap": gap, "kwargs": {"seeds_a": n, "seeds_b": 3, "gap": gap, "fixed_b": True}})
+            out.append(
+                {
+                    "name": f"{n} v {n} seeds, gap {gap}",
+                    "kind": "pair",
+                    "group": "pair",
+                    "seeds": n,
+                    "gap": gap,
+                    "kwargs": {"seeds_a": n, "seeds_b": n, "gap": gap, "fixed_b": False},
+                }
+            )
+            out.append(
+                {
+                    "name": f"{n} seeds v identical replicates, gap {gap}",
+                    "kind": "pair",
+                    "group": "pair v identical",
+                    "seeds": n,
+                    "gap": gap,
+                    "kwargs": {"seeds_a": n, "seeds_b": 3, "gap": gap, "fixed_b": True},
+                }
+            )
     for n in (3,):
-        out.append({"name": f"{n} v {n} seeds, gap 0.0, seeds only (no items)", "kind": "pair", "group": "pair, seeds only",
-                    "seeds": n, "gap": 0.0, "kwargs": {"seeds_a": n, "seeds_b": n, "gap": 0.0, "fixed_b": False, "with_items": False}})
+        out.append(
+            {
+                "name": f"{n} v {n} seeds, gap 0.0, seeds only (no items)",
+                "kind": "pair",
+                "group": "pair, seeds only",
+                "seeds": n,
+                "gap": 0.0,
+                "kwargs": {"seeds_a": n, "seeds_b": n, "gap": 0.0, "fixed_b": False, "with_items": False},
+            }
+        )
     for s in out:
         s["replicates"] = replicates
     return out
@@ -130,7 +180,7 @@ def scenarios(replicates: int) -> list[dict]:
 def summarise(scenario: dict, results: list[dict]) -> dict:
     """The figures of one scenario, with their Monte-Carlo standard errors."""
     n = len(results)
-    rate = lambda hits: (hits / n, math.sqrt(max(hits, 1) * (n - max(hits, 1)) / n) / n)  # noqa: E731
+    rate = lambda hits: (hits / n, math.sqrt(max(hits, 1) * (n - max(hits, 1)) / n) / n)
     out = {"name": scenario["name"], "group": scenario["group"], "replicates": n}
     if scenario["kind"] == "family":
         means = scenario["kwargs"]["means"]

@@ -11,6 +11,7 @@ in fp32 and in bf16 autocast + channels_last (what `precision = "auto"` runs on 
 Differences are max |a − b| / max |a| (0 = bit-identical). Everything goes to results/benchmarks/thread_ops.json
 (--out), which benchmarks/tables.py renders.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,9 @@ import copy
 import json
 
 import numpy as np
-import torch
-
 import record
 import tables
+import torch
 
 THREADS = (1, 2)
 
@@ -78,16 +78,23 @@ def whole_step(backbone, loss_fn, x, y, threads: int, bf16: bool, pin_norms: boo
         emb = model(x)
         loss = loss_fn(emb.float(), y)
     loss.backward()
-    return {"embeddings": emb.detach().float(), "loss": loss.detach(), "flat": torch.cat([p.grad.double().flatten() for p in model.parameters() if p.grad is not None]),
-            "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}}
+    return {
+        "embeddings": emb.detach().float(),
+        "loss": loss.detach(),
+        "flat": torch.cat([p.grad.double().flatten() for p in model.parameters() if p.grad is not None]),
+        "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None},
+    }
 
 
 def leaf_inputs(backbone, x, bf16: bool) -> list[tuple[str, torch.nn.Module, torch.Tensor]]:
     """Every leaf module, and every module with parameters of its own (timm's BatchNormAct2d holds its activation),
     with the input it saw in one forward pass."""
     seen: list[tuple[str, torch.nn.Module, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda m, inp, out, name=name: seen.append((name, m, inp[0].detach().clone())))
-             for name, m in backbone.named_modules() if not list(m.children()) or list(m.parameters(recurse=False))]
+    hooks = [
+        m.register_forward_hook(lambda m, inp, out, name=name: seen.append((name, m, inp[0].detach().clone())))
+        for name, m in backbone.named_modules()
+        if not list(m.children()) or list(m.parameters(recurse=False))
+    ]
     model = copy.deepcopy(backbone)  # hooks survive the copy; BatchNorm's running stats stay untouched in `backbone`
     for h in hooks:
         h.remove()
@@ -111,8 +118,7 @@ def module_alone(module, inp: torch.Tensor, threads: int, bf16: bool, seed: int)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32).to(out.dtype)
     params = [p for p in m.parameters() if p.requires_grad]
     grads = torch.autograd.grad(out, ([x] if x.requires_grad else []) + params, g, allow_unused=True)
-    return {"out": out.detach(), "grad_in": grads[0] if x.requires_grad else None,
-            "grad_params": list(grads[1 if x.requires_grad else 0:])}
+    return {"out": out.detach(), "grad_in": grads[0] if x.requires_grad else None, "grad_params": list(grads[1 if x.requires_grad else 0 :])}
 
 
 def describe(module: torch.nn.Module) -> str:
@@ -133,33 +139,45 @@ def main() -> None:
     raw = {"image_size": args.image_size, "batch": list(x.shape), "threads": list(THREADS), "precisions": {}}
     for precision, bf16 in (("fp32", False), ("bf16", True)):
         a, b = (whole_step(backbone, loss_fn, x, y, t, bf16) for t in THREADS)
-        grad_norm = lambda s: torch.sqrt(sum((g.float() ** 2).sum() for g in s["grads"].values()))  # noqa: E731
-        flat = lambda s: torch.cat([g.float().flatten() for g in s["grads"].values()])  # noqa: E731
-        whole = {"embeddings": rel(a["embeddings"], b["embeddings"]), "loss": rel(a["loss"], b["loss"]),
-                 "gradient": float((flat(a) - flat(b)).norm() / flat(a).norm()),
-                 "gradient_norm": float(abs(grad_norm(a) - grad_norm(b)) / grad_norm(a)),
-                 "gradient_cosine": float(torch.nn.functional.cosine_similarity(flat(a).double(), flat(b).double(), dim=0))}
+        grad_norm = lambda s: torch.sqrt(sum((g.float() ** 2).sum() for g in s["grads"].values()))
+        flat = lambda s: torch.cat([g.float().flatten() for g in s["grads"].values()])
+        whole = {
+            "embeddings": rel(a["embeddings"], b["embeddings"]),
+            "loss": rel(a["loss"], b["loss"]),
+            "gradient": float((flat(a) - flat(b)).norm() / flat(a).norm()),
+            "gradient_norm": float(abs(grad_norm(a) - grad_norm(b)) / grad_norm(a)),
+            "gradient_cosine": float(torch.nn.functional.cosine_similarity(flat(a).double(), flat(b).double(), dim=0)),
+        }
         torch.set_num_threads(THREADS[0])
         modules = []
         for i, (name, module, inp) in enumerate(leaf_inputs(backbone, x, bf16)):
             one, two = (module_alone(module, inp, t, bf16, seed=i) for t in THREADS)
-            modules.append({"module": name, "kind": describe(module), "input": list(inp.shape),
-                            "forward": rel(one["out"], two["out"]), "grad_input": rel(one["grad_in"], two["grad_in"]),
-                            "grad_weights": max([rel(p, q) for p, q in zip(one["grad_params"], two["grad_params"]) if p is not None] or [0.0])})
+            modules.append(
+                {
+                    "module": name,
+                    "kind": describe(module),
+                    "input": list(inp.shape),
+                    "forward": rel(one["out"], two["out"]),
+                    "grad_input": rel(one["grad_in"], two["grad_in"]),
+                    "grad_weights": max([rel(p, q) for p, q in zip(one["grad_params"], two["grad_params"]) if p is not None] or [0.0]),
+                }
+            )
         torch.set_num_threads(THREADS[0])
         e1 = whole_step(backbone, loss_fn, x, y, THREADS[0], bf16)["embeddings"]  # reference: the same run twice is identical
         raw["precisions"][precision] = {"whole_step": whole, "repeat_1_thread": rel(a["embeddings"], e1), "modules": modules}
         print(precision, json.dumps(whole))
     # bf16 against fp32 (1 thread), as is and with BatchNorm pinned to fp32: is the bf16 step itself close to fp32's?
-    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
+    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))
     ref = whole_step(backbone, loss_fn, x, y, THREADS[0], False)
     raw["versus_fp32"] = {}
     for name, pin in (("bf16", False), ("bf16, BatchNorm pinned to fp32", True)):
         a, b = (whole_step(backbone, loss_fn, x, y, t, True, pin_norms=pin) for t in THREADS)
-        raw["versus_fp32"][name] = {"embeddings_1_vs_2_threads": rel(a["embeddings"], b["embeddings"]),
-                                    "gradient_cosine_1_vs_2_threads": cos(a["flat"], b["flat"]),
-                                    "embeddings_vs_fp32": rel(ref["embeddings"], a["embeddings"]),
-                                    "gradient_cosine_vs_fp32": cos(ref["flat"], a["flat"])}
+        raw["versus_fp32"][name] = {
+            "embeddings_1_vs_2_threads": rel(a["embeddings"], b["embeddings"]),
+            "gradient_cosine_1_vs_2_threads": cos(a["flat"], b["flat"]),
+            "embeddings_vs_fp32": rel(ref["embeddings"], a["embeddings"]),
+            "gradient_cosine_vs_fp32": cos(ref["flat"], a["flat"]),
+        }
         print(name, json.dumps(raw["versus_fp32"][name]))
     out = record.write("thread_ops", args, raw, tables.summarise_thread_ops(raw))
     print(tables.render(json.loads(out.read_text())))

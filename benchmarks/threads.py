@@ -9,6 +9,7 @@ Cells (Omniglot's small sets, triplet loss, 65 px; 28 px for conv4): EfficientNe
 frozen (BatchNorm in eval mode) and conv4 from scratch. Every figure goes to results/benchmarks/threads.json (--out),
 which benchmarks/tables.py renders.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,14 +67,23 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="threads-"))  # kept when a run fails, with its rows: nothing measured is lost
     (folder / "g.toml").write_text(GRID.format(steps=args.steps, seeds=list(range(args.seeds)), root=root))
     for threads in args.threads:
-        seconds = record.bench_run(folder, "--grid", "g.toml", "--results", f"t{threads}.jsonl", "--threads", str(threads),
-                                   "--no-disk-cache")
+        seconds = record.bench_run(folder, "--grid", "g.toml", "--results", f"t{threads}.jsonl", "--threads", str(threads), "--no-disk-cache")
         for line in (folder / f"t{threads}.jsonl").read_text().splitlines():
             r = json.loads(line)
-            cells.append({"cell_id": r["cell_id"], "backbone": r["config"]["backbone"], "freeze": r["config"]["model"]["freeze"],
-                          "precision": r["precision"], "seed": r["config"]["seed"], "threads": r["env"]["torch_threads"],
-                          "status": r["status"], "steps": r.get("train", {}).get("steps"), "run_seconds": seconds,
-                          "metrics": {m: r.get("metrics", {}).get(m) for m in METRICS}})
+            cells.append(
+                {
+                    "cell_id": r["cell_id"],
+                    "backbone": r["config"]["backbone"],
+                    "freeze": r["config"]["model"]["freeze"],
+                    "precision": r["precision"],
+                    "seed": r["config"]["seed"],
+                    "threads": r["env"]["torch_threads"],
+                    "status": r["status"],
+                    "steps": r.get("train", {}).get("steps"),
+                    "run_seconds": seconds,
+                    "metrics": {m: r.get("metrics", {}).get(m) for m in METRICS},
+                }
+            )
     shutil.rmtree(folder)
     raw = {"steps": args.steps, "seeds": args.seeds, "threads": args.threads, "metrics": list(METRICS), "cells": cells}
     out = record.write("threads", args, raw, tables.summarise_threads(raw))

@@ -5,6 +5,7 @@
 The seed question's tables (`examples/seed_question_summary.py`) on recall@1, with recall@8, ROC-AUC and 20-way
 one-shot beside it; then each untrained backbone's own features, and the configurations still improving.
 """
+
 from __future__ import annotations
 
 import sys

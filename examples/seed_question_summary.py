@@ -7,22 +7,26 @@ beside the untrained features of the same backbone and input. Then every configu
 improving when its budget ended, by the leaderboard's rule. `examples/product_question_summary.py` reuses these
 functions with its own metrics.
 """
+
 from __future__ import annotations
 
 import sys
 
 import pandas as pd
 
-from bench.report.leaderboard import table
+from bench.report.table import table
 from bench.results import latest_rows, read_rows
 
 FEW_SHOT = "few_shot_20way_1shot_accuracy"
 WITHIN = "few_shot_20way_1shot_within_alphabet_accuracy"
 COLUMNS = {"within alphabet": WITHIN, "ROC-AUC": "verification_roc_auc", "recall@1": "recall_at_1"}  # beside the headline
-NAMES = {("koch", "none"): "Koch's CNN, from scratch", ("conv4", "none"): "conv4, from scratch",
-         ("efficientnet_lite0_imagenet", "none"): "Lite0, fine-tuned",
-         ("efficientnet_lite0_imagenet", "backbone"): "Lite0, frozen, BatchNorm in eval mode",
-         ("efficientnet_lite0_imagenet", "backbone_bn_train"): "Lite0, frozen, BatchNorm left in train mode"}
+NAMES = {
+    ("koch", "none"): "Koch's CNN, from scratch",
+    ("conv4", "none"): "conv4, from scratch",
+    ("efficientnet_lite0_imagenet", "none"): "Lite0, fine-tuned",
+    ("efficientnet_lite0_imagenet", "backbone"): "Lite0, frozen, BatchNorm in eval mode",
+    ("efficientnet_lite0_imagenet", "backbone_bn_train"): "Lite0, frozen, BatchNorm left in train mode",
+}
 
 
 def frame(rows: list[dict], metrics: list[str]) -> pd.DataFrame:
@@ -32,9 +36,19 @@ def frame(rows: list[dict], metrics: list[str]) -> pd.DataFrame:
         if r["status"] != "ok":
             continue
         c, m, t = r["config"], r["metrics"], r["train"]
-        out.append({"backbone": c["backbone"], "loss": c["loss"], "seed": c["seed"], "freeze": c["model"]["freeze"],
-                    "preprocess": c["model"]["preprocess"], "augment": c.get("train", {}).get("augment", "none"),
-                    **{k: m.get(k, float("nan")) for k in metrics}, "steps": t["steps"], "by_seconds": t["stopped_by"] == "max_seconds"})
+        out.append(
+            {
+                "backbone": c["backbone"],
+                "loss": c["loss"],
+                "seed": c["seed"],
+                "freeze": c["model"]["freeze"],
+                "preprocess": c["model"]["preprocess"],
+                "augment": c.get("train", {}).get("augment", "none"),
+                **{k: m.get(k, float("nan")) for k in metrics},
+                "steps": t["steps"],
+                "by_seconds": t["stopped_by"] == "max_seconds",
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -42,8 +56,10 @@ def arms(df: pd.DataFrame, metric: str, title: str, columns: dict[str, str], unt
     """The arms table on `metric` (headed `title`), with `columns` ({header: metric}) beside it."""
     base = df[df.loss == "none"].groupby(["backbone", "preprocess"])[metric].mean()
     trained = df[df.loss != "none"]
-    lines = [f"| arm | preprocess | cells | {title} (± seed sd within a configuration) | {' | '.join(columns)} | {untrained_title} | mean steps | stopped by seconds |",
-             "|---|---|---:|---:|" + "---:|" * len(columns) + "---:|---:|---:|"]
+    lines = [
+        f"| arm | preprocess | cells | {title} (± seed sd within a configuration) | {' | '.join(columns)} | {untrained_title} | mean steps | stopped by seconds |",
+        "|---|---|---:|---:|" + "---:|" * len(columns) + "---:|---:|---:|",
+    ]
     table_rows = []
     for (backbone, freeze, preprocess, augment), g in trained.groupby(["backbone", "freeze", "preprocess", "augment"]):
         # the seed sd within a configuration, pooled over the arm's configurations (its losses): what another seed moves
@@ -52,8 +68,13 @@ def arms(df: pd.DataFrame, metric: str, title: str, columns: dict[str, str], unt
         untrained = base.get((backbone, preprocess), float("nan"))
         name = NAMES.get((backbone, freeze), f"{backbone} {freeze}") + (f", {augment} augmentation" if augment != "none" else "")
         beside = " | ".join(f"{g[k].mean():.3f}" for k in columns.values())
-        table_rows.append((g[metric].mean(), f"| {name} | {preprocess} | {len(g)} | {g[metric].mean():.3f} ± {seed_sd:.3f} | {beside} | "
-                           f"{untrained:.3f} | {g.steps.mean():.0f} | {int(g.by_seconds.sum())} of {len(g)} |"))
+        table_rows.append(
+            (
+                g[metric].mean(),
+                f"| {name} | {preprocess} | {len(g)} | {g[metric].mean():.3f} ± {seed_sd:.3f} | {beside} | "
+                f"{untrained:.3f} | {g.steps.mean():.0f} | {int(g.by_seconds.sum())} of {len(g)} |",
+            )
+        )
     return "\n".join(lines + [line for _, line in sorted(table_rows, reverse=True)])
 
 
@@ -62,9 +83,11 @@ def improving(rows: list[dict], metric: str) -> str:
     still = board[board["still_improving"].astype(str).str.startswith("yes")]
     lines = [f"Still improving at the end of the budget ({len(still)} of {int((board['loss'] != 'none').sum())} trained configurations):"]
     for _, r in still.iterrows():
-        lines.append(f"- {r['backbone']} · {r['loss']} · freeze {r.get('model.freeze', 'none')} · {r.get('model.preprocess', 'native')} · "
-                     f"augment {r.get('train.augment', 'none')}: "
-                     f"{r['still_improving']}")
+        lines.append(
+            f"- {r['backbone']} · {r['loss']} · freeze {r.get('model.freeze', 'none')} · {r.get('model.preprocess', 'native')} · "
+            f"augment {r.get('train.augment', 'none')}: "
+            f"{r['still_improving']}"
+        )
     return "\n".join(lines)
 
 

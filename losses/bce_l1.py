@@ -1,4 +1,5 @@
 """Koch et al. 2015's siamese head: p(same) = sigmoid(w · |e₁ − e₂| + b), trained with binary cross-entropy."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Losses from pytorch-metric-learning: `contrastive` on pairs, `triplet` on triplets, `pml/<Name>` on m-per-class batches."""
+
 from __future__ import annotations
 
 import functools
@@ -65,10 +66,7 @@ def _supported(cls) -> bool:
     from pytorch_metric_learning.losses import BaseMetricLossFunction
     from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
 
-    return (
-        inspect.isclass(cls) and issubclass(cls, BaseMetricLossFunction)
-        and not issubclass(cls, WeightRegularizerMixin) and cls.__name__ not in _UNSUPPORTED
-    )
+    return inspect.isclass(cls) and issubclass(cls, BaseMetricLossFunction) and not issubclass(cls, WeightRegularizerMixin) and cls.__name__ not in _UNSUPPORTED
 
 
 def _resolve(name: str):

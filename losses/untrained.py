@@ -1,6 +1,7 @@
 """`loss = "none"`: the untrained baseline. The cell does not train; it scores the backbone's own embedding
 (the trunk's pooled features, no randomly initialised head), so every trained configuration has a row that
 says whether training helped at all."""
+
 from __future__ import annotations
 
 import torch

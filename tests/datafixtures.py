@@ -1,4 +1,5 @@
 """Small on-disk datasets written by the tests themselves: PNG folders, CSV manifests, idx files, Omniglot zips."""
+
 from __future__ import annotations
 
 import gzip
@@ -117,16 +118,21 @@ def noise_classes(root: Path, layout: dict[str, dict[str, int]], seed: int = 0, 
     return root
 
 
-GROCERY_HEADER = ("Class Name (str),Class ID (int),Coarse Class Name (str),Coarse Class ID (int),"
-                  "Iconic Image Path (str),Product Description Path (str)")
+GROCERY_HEADER = "Class Name (str),Class ID (int),Coarse Class Name (str),Coarse Class ID (int),Iconic Image Path (str),Product Description Path (str)"
 
 
 def make_grocery(root: Path, products: dict[str, tuple[str, int]] | None = None, seed: int = 0) -> Path:
     """A miniature Grocery Store release at root/dataset: {product: (coarse class, shop photos)}; photos are
     24×32 (portrait, like the release's 348×464) class-coloured noise, iconic images 20×20 JPEGs; the photos
     are dealt round-robin into train.txt, val.txt and test.txt as the release lists them."""
-    products = products or {"Pink-Lady": ("Apple", 4), "Royal-Gala": ("Apple", 3), "Banana": ("Banana", 4),
-                            "Oat-Milk": ("Oat-Milk", 3), "Leek": ("Leek", 3), "Cabbage": ("Cabbage", 4)}
+    products = products or {
+        "Pink-Lady": ("Apple", 4),
+        "Royal-Gala": ("Apple", 3),
+        "Banana": ("Banana", 4),
+        "Oat-Milk": ("Oat-Milk", 3),
+        "Leek": ("Leek", 3),
+        "Cabbage": ("Cabbage", 4),
+    }
     base, rng = root / "dataset", np.random.default_rng(seed)
     coarse_ids = {c: i for i, c in enumerate(dict.fromkeys(c for c, _ in products.values()))}
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}

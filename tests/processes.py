@@ -1,4 +1,5 @@
 """`bench run` in a child process, as a user runs it, and killed mid-grid with SIGKILL (the resume tests)."""
+
 from __future__ import annotations
 
 import signal

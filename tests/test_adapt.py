@@ -1,4 +1,5 @@
 """Preprocessing modes, freezing modes and the input check, against obvious formulas and real updates."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """Batched augmentation: shapes, seeding, identities, Koch's ranges, and the warp against a slow per-pixel reference."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,10 @@ def test_shape_dtype_and_seed_determinism(name, channels):
         assert not torch.equal(other(x), ya) and not torch.equal(ya, x)
 
 
-@pytest.mark.parametrize("transform", [KochAffine(rotation=0.0, shear=0.0, scale=(1.0, 1.0), translate=0.0, p=1.0), KochAffine(p=0.0),
-                                       FlipCrop(flip_p=0.0, area=(1.0, 1.0), ratio=(1.0, 1.0))])
+@pytest.mark.parametrize(
+    "transform",
+    [KochAffine(rotation=0.0, shear=0.0, scale=(1.0, 1.0), translate=0.0, p=1.0), KochAffine(p=0.0), FlipCrop(flip_p=0.0, area=(1.0, 1.0), ratio=(1.0, 1.0))],
+)
 def test_zero_ranges_are_the_identity(transform):
     x = _batch(c=3)
     assert torch.equal(Augment("t", transform, 0)(x), x)
@@ -53,8 +56,12 @@ def test_translation_and_rotation_move_pixels_where_expected():
 
     def params(rotation=0.0, translate=(0.0, 0.0)):
         d = torch.float64
-        return {"rotation": torch.tensor([rotation], dtype=d), "shear": torch.zeros((1, 2), dtype=d),
-                "scale": torch.ones((1, 2), dtype=d), "translate": torch.tensor([translate], dtype=d)}
+        return {
+            "rotation": torch.tensor([rotation], dtype=d),
+            "shear": torch.zeros((1, 2), dtype=d),
+            "scale": torch.ones((1, 2), dtype=d),
+            "translate": torch.tensor([translate], dtype=d),
+        }
 
     moved = warp(x, k.theta(params(translate=(2.0, -1.0)), 9, 9), "zeros")
     assert (moved[0, 0] == 255).nonzero().tolist() == [[1, 8]]  # +2 px in x (right), -1 px in y (up)
@@ -75,8 +82,7 @@ def _reference_koch(image: np.ndarray, rotation, shear, scale, translate) -> np.
             x0, y0 = int(math.floor(sx)), int(math.floor(sy))
             x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
             fx, fy = sx - x0, sy - y0
-            out[i, j] = (image[y0, x0] * (1 - fx) * (1 - fy) + image[y0, x1] * fx * (1 - fy)
-                         + image[y1, x0] * (1 - fx) * fy + image[y1, x1] * fx * fy)
+            out[i, j] = image[y0, x0] * (1 - fx) * (1 - fy) + image[y0, x1] * fx * (1 - fy) + image[y1, x0] * (1 - fx) * fy + image[y1, x1] * fx * fy
     return out
 
 
@@ -86,8 +92,9 @@ def test_koch_warp_matches_a_per_pixel_reference_on_a_non_square_image():
     params = k.sample(3, torch.Generator().manual_seed(2))
     y = warp(x, k.theta(params, 11, 15), "border")
     for n in range(3):
-        expected = _reference_koch(x[n, 0].double().numpy(), params["rotation"][n].item(), params["shear"][n].tolist(),
-                                   params["scale"][n].tolist(), params["translate"][n].tolist())
+        expected = _reference_koch(
+            x[n, 0].double().numpy(), params["rotation"][n].item(), params["shear"][n].tolist(), params["scale"][n].tolist(), params["translate"][n].tolist()
+        )
         assert np.abs(y[n, 0].double().numpy() - expected).max() <= 1.0  # the warp rounds to uint8
 
 
@@ -115,4 +122,8 @@ def test_natural_is_the_reality_checks_random_resized_crop_and_flip():
 def test_unknown_augmentation_suggests_a_name():
     with pytest.raises(UserError, match="did you mean 'koch'"):
         make_augment("kosh", 0)
-    assert make_augment("koch", 3).record() == {"name": "koch", "seed": 3, "params": {"rotation": 10.0, "shear": 0.3, "scale": (0.8, 1.2), "translate": 2.0, "p": 0.5, "padding": "border"}}
+    assert make_augment("koch", 3).record() == {
+        "name": "koch",
+        "seed": 3,
+        "params": {"rotation": 10.0, "shear": 0.3, "scale": (0.8, 1.2), "translate": 2.0, "p": 0.5, "padding": "border"},
+    }

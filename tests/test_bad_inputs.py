@@ -1,4 +1,5 @@
 """The catalogue of bad inputs: each exits 2 with one line naming the input and the fix, and writes nothing."""
+
 import json
 from importlib.metadata import EntryPoint
 
@@ -30,13 +31,22 @@ GRIDS = {
     "malformed TOML": (GOOD.replace("[budget]", "[budget"), "not valid TOML"),
     "unknown top-level key": ("learning_rate = 0.1\n" + GOOD, "unknown key 'learning_rate' in top level; allowed:"),
     "a typo of a [train] key": (GOOD + "\n[train]\nlerning_rate = 0.1\n", "unknown key 'lerning_rate' in [train]; did you mean 'lr'? allowed:"),
-    "unknown section key": (edit("max_steps = 1", "max_steps = 1\nmax_epochs = 2"), "unknown key 'max_epochs' in [budget]; did you mean 'max_steps'? allowed: max_steps"),
+    "unknown section key": (
+        edit("max_steps = 1", "max_steps = 1\nmax_epochs = 2"),
+        "unknown key 'max_epochs' in [budget]; did you mean 'max_steps'? allowed: max_steps",
+    ),
     "unknown backbone": (edit('["timm/resnet10t"]\nloss', '["kosh"]\nloss'), "unknown backbone 'kosh': did you mean koch?"),
     "unknown timm model": (GOOD.replace("resnet10t", "resnet10x"), "unknown timm model 'resnet10x': did you mean timm/resnet10t"),
     "unknown loss": (edit('["triplet"]', '["triplets"]'), "unknown loss 'triplets': did you mean triplet?"),
-    "unknown pml loss": (edit('["triplet"]', '["pml/MultiSimilarity"]'), "unknown pytorch-metric-learning loss 'MultiSimilarity': did you mean pml/MultiSimilarityLoss"),
+    "unknown pml loss": (
+        edit('["triplet"]', '["pml/MultiSimilarity"]'),
+        "unknown pytorch-metric-learning loss 'MultiSimilarity': did you mean pml/MultiSimilarityLoss",
+    ),
     "unknown dataset": (edit('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["digit"]'), "unknown dataset 'digit': did you mean digits?"),
-    "wrong plugin argument name": (edit("image_size = 32", "img_size = 32"), "unknown argument 'img_size'; did you mean 'image_size'? it takes embed_dim, pretrained, image_size"),
+    "wrong plugin argument name": (
+        edit("image_size = 32", "img_size = 32"),
+        "unknown argument 'img_size'; did you mean 'image_size'? it takes embed_dim, pretrained, image_size",
+    ),
     "wrong plugin argument type": (edit("image_size = 32", 'image_size = "32"'), "argument 'image_size' = '32' should be int"),
     "plugin argument the plugin rejects": (GOOD + '\n[loss.triplet]\nmargin = "wide"\n', "argument 'margin' = 'wide' should be float"),
     "arguments for a plugin not in the grid": (GOOD + "\n[backbone.koch]\nimage_size = 65\n", "sets arguments for a backbone not in axes.backbone"),
@@ -47,17 +57,32 @@ GRIDS = {
     "non-positive list element": (GOOD + "\n[eval]\nrecall_k = [0, -1]\n", "recall_k = [0, -1] must be positive (every element)"),
     "negative FAR": (GOOD + "\n[eval]\ntar_far = [-1.0]\n", "tar_far = [-1.0] must be positive (every element)"),
     "FAR above 1": (GOOD + "\n[eval]\ntar_far = [0.01, 1.5]\n", "every element must be a fraction between 0 and 1"),
-    "fold axis without folds": (edit('loss = ["triplet"]', 'loss = ["triplet"]\n"split.fold" = [0, 1]'), "'split.fold' changes nothing in any cell: it acts only with split.folds > 0"),
-    "unfrozen_stages axis without all_but_last_n": (edit('loss = ["triplet"]', 'loss = ["triplet"]\n"model.unfrozen_stages" = [1, 2]'), "acts only with model.freeze = \"all_but_last_n\""),
-    "m_per_class axis with a triplet loss": (edit('loss = ["triplet"]', 'loss = ["triplet"]\n"train.m_per_class" = [2, 4]'), "acts only with losses that take m-per-class batches"),
+    "fold axis without folds": (
+        edit('loss = ["triplet"]', 'loss = ["triplet"]\n"split.fold" = [0, 1]'),
+        "'split.fold' changes nothing in any cell: it acts only with split.folds > 0",
+    ),
+    "unfrozen_stages axis without all_but_last_n": (
+        edit('loss = ["triplet"]', 'loss = ["triplet"]\n"model.unfrozen_stages" = [1, 2]'),
+        'acts only with model.freeze = "all_but_last_n"',
+    ),
+    "m_per_class axis with a triplet loss": (
+        edit('loss = ["triplet"]', 'loss = ["triplet"]\n"train.m_per_class" = [2, 4]'),
+        "acts only with losses that take m-per-class batches",
+    ),
     "no budget": (edit("max_steps = 1", ""), "[budget] sets no limit"),
     "zero budget": (edit("max_steps = 1", "max_steps = 0"), "max_steps = 0 must be positive"),
     "negative budget": (edit("max_steps = 1", "max_seconds = -3.0"), "max_seconds = -3.0 must be positive"),
     "seed not an int": (edit('loss = ["triplet"]', 'loss = ["triplet"]\nseed = [1.5]'), "seed = [1.5] must be a list of integers"),
     "bad optimizer": (GOOD + '\n[train]\noptimizer = "adamax"\n', "optimizer = 'adamax' should be 'adam' | 'adamw' | 'sgd'"),
     "batch too small for the loss": (GOOD + "\n[train]\nbatch_size = 2\n", "train.batch_size = 2 is too small for triplet"),
-    "backbone that cannot be built": (edit('["timm/resnet10t"]', '["koch"]').replace('[backbone."timm/resnet10t"]\nimage_size = 32', "[backbone.koch]\nimage_size = 30"), "backbone 'koch' (image_size=30) cannot be built"),
-    "missing dataset root": (edit('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["folder"]') + '\n[dataset.folder]\nroot = "/no/such/dir"\n', "'/no/such/dir' is not a directory"),
+    "backbone that cannot be built": (
+        edit('["timm/resnet10t"]', '["koch"]').replace('[backbone."timm/resnet10t"]\nimage_size = 32', "[backbone.koch]\nimage_size = 30"),
+        "backbone 'koch' (image_size=30) cannot be built",
+    ),
+    "missing dataset root": (
+        edit('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["folder"]') + '\n[dataset.folder]\nroot = "/no/such/dir"\n',
+        "'/no/such/dir' is not a directory",
+    ),
     "exclude removes everything": (GOOD + '\n[[exclude]]\nloss = "triplet"\n', "[[exclude]] removes every cell"),
 }
 
@@ -186,16 +211,19 @@ def test_grid_path_that_is_not_readable_text(kind, expected, tmp_path, monkeypat
     if kind == "folder":
         (tmp_path / "grid.toml").mkdir()
     else:
-        (tmp_path / "grid.toml").write_bytes(b"name = \"x\"\n\xff\xfe\x00\x81 binary")
+        (tmp_path / "grid.toml").write_bytes(b'name = "x"\n\xff\xfe\x00\x81 binary')
     code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml"])
     assert_one_line_exit_2(code, err, expected, tmp_path)
 
 
-@pytest.mark.parametrize("setup,flag,expected", [
-    ("mkdir r.jsonl", "r.jsonl", "r.jsonl: is a folder — give a file path to --results"),
-    ("mkdir r.md", "r.jsonl", "r.md: is a folder — give a file path to --results (its leaderboard .md)"),
-    ("touch afile", "afile/sub/r.jsonl", "afile is a file, not a folder"),
-])
+@pytest.mark.parametrize(
+    "setup,flag,expected",
+    [
+        ("mkdir r.jsonl", "r.jsonl", "r.jsonl: is a folder — give a file path to --results"),
+        ("mkdir r.md", "r.jsonl", "r.md: is a folder — give a file path to --results (its leaderboard .md)"),
+        ("touch afile", "afile/sub/r.jsonl", "afile is a file, not a folder"),
+    ],
+)
 def test_results_path_that_cannot_be_a_file(setup, flag, expected, tmp_path, monkeypatch, capsys):
     command, name = setup.split()
     (tmp_path / name).mkdir() if command == "mkdir" else (tmp_path / name).write_text("")
@@ -205,11 +233,14 @@ def test_results_path_that_cannot_be_a_file(setup, flag, expected, tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["grid.toml", name])  # nothing written
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--cell-timeout", "inf"], "'inf' must be a finite number"),
-    (["--cell-timeout", "nan"], "'nan' must be a finite number"),
-    (["--rerun", "some"], "invalid choice: 'some'"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--cell-timeout", "inf"], "'inf' must be a finite number"),
+        (["--cell-timeout", "nan"], "'nan' must be a finite number"),
+        (["--rerun", "some"], "invalid choice: 'some'"),
+    ],
+)
 def test_bad_options_are_one_line(args, expected, tmp_path, monkeypatch, capsys):
     (tmp_path / "grid.toml").write_text(GOOD)
     with pytest.raises(SystemExit) as exit_:
@@ -272,7 +303,7 @@ def test_leaderboard_of_files_that_are_not_results(tmp_path, monkeypatch, capsys
     assert not list(tmp_path.glob("*.md"))
 
 
-BAD_PLUGINS = '''
+BAD_PLUGINS = """
 import numpy as np
 import torch
 from bench.plugins import BACKBONES, DATASETS, LOSSES, InputSpec, LabelledImages
@@ -305,7 +336,7 @@ def mismatched_lengths():
 @DATASETS.register("not_images")
 def not_images():
     return {"images": [], "labels": []}
-'''
+"""
 
 
 @pytest.fixture
@@ -320,13 +351,16 @@ def bad_plugins(tmp_path, monkeypatch):
     sys.modules.pop("bad_plugins_mod", None)
 
 
-@pytest.mark.parametrize("change,expected", [
-    (('["timm/resnet10t"]', '["returns_a_dict"]'), "backbone 'returns_a_dict' returned dict, not a torch.nn.Module"),
-    (('["timm/resnet10t"]', '["no_input_spec"]'), "backbone 'no_input_spec' has input_spec = None"),
-    (('["triplet"]', '["no_batch_kind"]'), "loss 'no_batch_kind' declares batch = 'quadruplets'"),
-    (('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["mismatched_lengths"]'), "10 images but 9 labels"),
-    (('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["not_images"]'), "dataset 'not_images' returned dict, not bench.plugins.LabelledImages"),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        (('["timm/resnet10t"]', '["returns_a_dict"]'), "backbone 'returns_a_dict' returned dict, not a torch.nn.Module"),
+        (('["timm/resnet10t"]', '["no_input_spec"]'), "backbone 'no_input_spec' has input_spec = None"),
+        (('["triplet"]', '["no_batch_kind"]'), "loss 'no_batch_kind' declares batch = 'quadruplets'"),
+        (('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["mismatched_lengths"]'), "10 images but 9 labels"),
+        (('loss = ["triplet"]', 'loss = ["triplet"]\ndataset = ["not_images"]'), "dataset 'not_images' returned dict, not bench.plugins.LabelledImages"),
+    ],
+)
 def test_plugins_that_break_their_protocol(change, expected, bad_plugins, tmp_path, monkeypatch, capsys):
     text = GOOD.replace(*change)
     if "returns_a_dict" in text or "no_input_spec" in text:
@@ -345,8 +379,7 @@ def test_a_grid_typo_is_reported_before_torch_is_imported(tmp_path, command):
 
     (tmp_path / "g.toml").write_text(GOOD + "\n[train]\nlerning_rate = 0.1\n")
     args = ["--grid", "g.toml"] if command == "run" else ["g.toml"]
-    probe = ("import sys\nfrom bench.cli import main\ncode = main([" + ", ".join(repr(a) for a in [command, *args]) + "])\n"
-             "print(code, 'torch' in sys.modules)")
+    probe = "import sys\nfrom bench.cli import main\ncode = main([" + ", ".join(repr(a) for a in [command, *args]) + "])\nprint(code, 'torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
     assert "did you mean 'lr'?" in proc.stderr

@@ -1,4 +1,5 @@
 """The untrained baseline (loss = "none") runs once per distance its trained lines are scored with."""
+
 import json
 
 import pytest
@@ -62,8 +63,9 @@ def test_a_baseline_no_trained_line_uses_is_not_run_and_explicit_distances_are_k
     two = grid('["bce_l1", "triplet", "none"]', '"model.preprocess" = ["native", "unit"]\n')
     got = sorted((c.model.preprocess, c.eval.distance or "cosine") for c in baselines(two))
     assert got == [("native", "cosine"), ("native", "l1"), ("unit", "cosine"), ("unit", "l1")]
-    excluded = grid('["bce_l1", "triplet", "none"]', '"model.preprocess" = ["native", "unit"]\n',
-                    tail='[[exclude]]\nloss = "bce_l1"\n"model.preprocess" = "unit"\n')
+    excluded = grid(
+        '["bce_l1", "triplet", "none"]', '"model.preprocess" = ["native", "unit"]\n', tail='[[exclude]]\nloss = "bce_l1"\n"model.preprocess" = "unit"\n'
+    )
     got = sorted((c.model.preprocess, c.eval.distance or "cosine") for c in baselines(excluded))
     assert got == [("native", "cosine"), ("native", "l1"), ("unit", "cosine")]
 
@@ -84,9 +86,11 @@ class ArgDistanceLoss(nn.Module):
 @pytest.fixture
 def arg_loss():
     if "test_arg_distance" not in LOSSES:
+
         @LOSSES.register("test_arg_distance")
         def make(embed_dim: int, distance: str = "euclidean"):
             return ArgDistanceLoss(distance)
+
     yield "test_arg_distance"
 
 

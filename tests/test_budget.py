@@ -1,6 +1,7 @@
 """The training loop's budgets: each limit, exact `max_samples`, `max_seconds` at the first step boundary
 past it, time charged at the start for a frozen trunk's one-time extraction, and the untimed warm-up step
 that leaves training bit-identical."""
+
 import itertools
 import random
 
@@ -35,8 +36,19 @@ def run(budget, batch="triplets", batch_size=12, charge=0.0, clock_step=None, mo
         ticks = itertools.count()
         monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(ticks) * clock_step)
     inputs, labels = data()
-    return train(nn.Linear(4, 3), TinyLoss(batch), inputs, labels, lambda x: x, TrainConfig(batch_size=batch_size), budget,
-                 seed=0, device=torch.device("cpu"), bf16=False, charge_at_start=charge)
+    return train(
+        nn.Linear(4, 3),
+        TinyLoss(batch),
+        inputs,
+        labels,
+        lambda x: x,
+        TrainConfig(batch_size=batch_size),
+        budget,
+        seed=0,
+        device=torch.device("cpu"),
+        bf16=False,
+        charge_at_start=charge,
+    )
 
 
 def test_budget_reached_each_limit():
@@ -50,8 +62,10 @@ def test_budget_reached_each_limit():
     assert budget_reached(Budget(max_steps=1, max_seconds=1.0), 1, 1, 5.0) == "max_steps"  # order: steps first
 
 
-@pytest.mark.parametrize("limit,batch,expected", [(45, "triplets", 45), (44, "triplets", 42), (50, "pairs", 48),
-                                                  (40, "pairs", 36), (44, "pairs", 44), (36, "m_per_class", 36), (30, "m_per_class", 24)])
+@pytest.mark.parametrize(
+    "limit,batch,expected",
+    [(45, "triplets", 45), (44, "triplets", 42), (50, "pairs", 48), (40, "pairs", 36), (44, "pairs", 44), (36, "m_per_class", 36), (30, "m_per_class", 24)],
+)
 def test_max_samples_is_never_exceeded(limit, batch, expected):
     # 12 images a step; the last batch shrinks to what is left when the loss can learn from it (≥ 3 for
     # triplets, ≥ 8 for pairs, ≥ 2 classes × m for m-per-class), else training stops short of the limit.
@@ -125,12 +139,22 @@ def test_the_warm_up_step_leaves_max_steps_training_bit_identical(monkeypatch):
         torch.manual_seed(0)
         model, loss = NoisyNet(), StatefulLoss()
         inputs, labels = data()
-        noisy = lambda x: x + 0.1 * torch.randn_like(x) + float(np.random.rand()) + random.random()  # noqa: E731  every stream
+        noisy = lambda x: x + 0.1 * torch.randn_like(x) + float(np.random.rand()) + random.random()
         with monkeypatch.context() as m:
             if not warm:  # the loop as it was before the warm-up step
                 m.setattr(train_module, "warm_up", lambda *a, **k: 0.0)
-            result = train(model, loss, inputs, labels, noisy, TrainConfig(batch_size=12, optimizer="adam"), Budget(max_steps=6),
-                           seed=0, device=torch.device("cpu"), bf16=False)
+            result = train(
+                model,
+                loss,
+                inputs,
+                labels,
+                noisy,
+                TrainConfig(batch_size=12, optimizer="adam"),
+                Budget(max_steps=6),
+                seed=0,
+                device=torch.device("cpu"),
+                bf16=False,
+            )
         after = (torch.rand(3), np.random.rand(), random.random())  # the streams go on where training left them
         return result, model, loss, after
 

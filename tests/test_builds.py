@@ -1,4 +1,5 @@
 """Walk every registered backbone, loss and dataset and build it (OML does this for its registries)."""
+
 import numpy as np
 import pytest
 import torch
@@ -63,11 +64,17 @@ def test_every_dataset_builds(tmp_path):
     write_idx_set(tmp_path / "idx", gz=True)
     omniglot_zip(tmp_path / "omniglot" / "images_background.zip", "images_background", {"Greek": 2})
     omniglot_zip(tmp_path / "omniglot" / "images_evaluation.zip", "images_evaluation", {"Tifinagh": 2})
-    args = {"folder": {"root": str(tmp_path / "folder")}, "csv": {"manifest": str(manifest)},
-            "mnist": {"root": str(tmp_path / "idx")}, "omniglot": {"root": str(tmp_path / "omniglot")},
-            "grocery": {"root": str(make_grocery(tmp_path / "grocery")), "image_size": 16}, "cub": {"root": str(make_cub(tmp_path)), "image_size": 8},
-            "cars196": {"root": str(make_cars(tmp_path / "cars")), "image_size": 8}, "sop": {"root": str(make_sop(tmp_path)), "image_size": 8},
-            "inshop": {"root": str(make_inshop(tmp_path / "inshop")), "image_size": 8}}
+    args = {
+        "folder": {"root": str(tmp_path / "folder")},
+        "csv": {"manifest": str(manifest)},
+        "mnist": {"root": str(tmp_path / "idx")},
+        "omniglot": {"root": str(tmp_path / "omniglot")},
+        "grocery": {"root": str(make_grocery(tmp_path / "grocery")), "image_size": 16},
+        "cub": {"root": str(make_cub(tmp_path)), "image_size": 8},
+        "cars196": {"root": str(make_cars(tmp_path / "cars")), "image_size": 8},
+        "sop": {"root": str(make_sop(tmp_path)), "image_size": 8},
+        "inshop": {"root": str(make_inshop(tmp_path / "inshop")), "image_size": 8},
+    }
     for name, _ in DATASETS.list():
         data = DATASETS.get(name).factory(**args.get(name, {}))
         assert isinstance(data, LabelledImages) and len(data.class_names) >= 2

@@ -1,6 +1,7 @@
 """Using what a grid found: checkpoints (train.save), `bench embed` with the cell's exact input pipeline,
 `bench verify` at the checkpoint's validation threshold, and the weights' hash check. A checkpoint's
 metadata (threshold, distance, metrics) is checked against its own weights for every save × select."""
+
 import json
 from pathlib import Path
 
@@ -66,8 +67,7 @@ def runs(tmp_path_factory):
             assert main(["run", "--grid", f"{save}.toml"]) == 0
     finally:
         os.chdir(old)
-    rows = {(save, row["config"]["train"]["select"]): row for save in ("last", "best", "none")
-            for row in read_rows(cwd / "results" / f"ck_{save}.jsonl")}
+    rows = {(save, row["config"]["train"]["select"]): row for save in ("last", "best", "none") for row in read_rows(cwd / "results" / f"ck_{save}.jsonl")}
     return cwd, rows
 
 
@@ -115,8 +115,7 @@ def test_a_checkpoint_round_trip_scores_what_the_cell_scored(trained, monkeypatc
     # the same images and split as the cell, scored by the same evaluation: the cell's metrics again
     from bench.eval.metrics import evaluate
 
-    again = evaluate(emb[test_idx], labels[test_idx], meta["distance"], cell.eval, cell.split.seed,
-                     val_embeddings=emb[val_idx], val_labels=labels[val_idx])
+    again = evaluate(emb[test_idx], labels[test_idx], meta["distance"], cell.eval, cell.split.seed, val_embeddings=emb[val_idx], val_labels=labels[val_idx])
     assert again["distance"] == meta["distance"] == row["metrics"]["distance"] == "l1"
     for key in ("verification_roc_auc", "recall_at_1", "map_at_r", "verification_val_threshold"):
         assert again[key] == pytest.approx(row["metrics"][key], abs=1e-4), key
@@ -153,7 +152,9 @@ def test_a_checkpoints_threshold_distance_and_metrics_are_those_of_its_own_weigh
         capsys.readouterr()
         assert main(["verify", str(folder), str(a), str(b)]) == 0
         out = capsys.readouterr().out
-        assert out.startswith(f"{a} vs {b}: l1 distance ") and float(out.split("distance ")[1].split()[0]) == pytest.approx(test_dist[k], abs=max(tol, 1e-6))  # printed to 6 decimals
+        assert out.startswith(f"{a} vs {b}: l1 distance ") and float(out.split("distance ")[1].split()[0]) == pytest.approx(
+            test_dist[k], abs=max(tol, 1e-6)
+        )  # printed to 6 decimals
         assert out.rstrip().endswith("same" if test_dist[k] <= threshold else "different"), out
 
 
@@ -218,8 +219,7 @@ def test_an_untrained_winner_saves_a_checkpoint_that_embed_and_verify_use(tmp_pa
     from bench.grid import load_grid
 
     images = make_images(tmp_path / "images")
-    grid = GRID.format(name="base", save="last", root=images).replace('loss = ["triplet"]', 'loss = ["none"]').replace(
-        '"train.select" = ["last", "best"]', "")
+    grid = GRID.format(name="base", save="last", root=images).replace('loss = ["triplet"]', 'loss = ["none"]').replace('"train.select" = ["last", "best"]', "")
     (tmp_path / "g.toml").write_text(grid)
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--grid", "g.toml"]) == 0
@@ -231,8 +231,7 @@ def test_an_untrained_winner_saves_a_checkpoint_that_embed_and_verify_use(tmp_pa
     cell = next(c for c in load_grid(tmp_path / "g.toml").cells if c.cell_id == row["cell_id"])
     assert cell.cell_id == next(c for c in load_grid(tmp_path / "g.toml").cells).cell_id  # save is not part of the identity
     emb, labels, val_idx, test_idx = embed_all_for(tmp_path, folder, cell)
-    again = evaluate(emb[test_idx], labels[test_idx], meta["distance"], cell.eval, cell.split.seed,
-                     val_embeddings=emb[val_idx], val_labels=labels[val_idx])
+    again = evaluate(emb[test_idx], labels[test_idx], meta["distance"], cell.eval, cell.split.seed, val_embeddings=emb[val_idx], val_labels=labels[val_idx])
     for key in ("verification_roc_auc", "recall_at_1", "verification_val_threshold"):
         assert again[key] == pytest.approx(row["metrics"][key], abs=1e-4), key
     capsys.readouterr()

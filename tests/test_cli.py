@@ -1,4 +1,5 @@
 """End to end through the `bench` CLI as a user runs it: a real (tiny) grid, resume, leaderboard, errors."""
+
 import json
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_bad_grid_exits_2_with_one_line_and_writes_nothing(tmp_path):
 
 
 def test_missing_dataset_root_fails_before_writing(tmp_path, cli):
-    grid = GRID.replace('seed = [0, 1]', 'seed = [0]\ndataset = ["folder"]') + f'\n[dataset.folder]\nroot = "{tmp_path / "nope"}"\n'
+    grid = GRID.replace("seed = [0, 1]", 'seed = [0]\ndataset = ["folder"]') + f'\n[dataset.folder]\nroot = "{tmp_path / "nope"}"\n'
     (tmp_path / "g.toml").write_text(grid)
     proc = cli("run", "--grid", "g.toml", cwd=tmp_path)
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
@@ -164,8 +165,10 @@ def test_validate_prints_cells_and_ls_lists_plugins(tmp_path, cli):
     (tmp_path / "freeze.toml").write_text(freeze)
     proc = cli("validate", "freeze.toml", cwd=tmp_path)
     assert proc.returncode == 0 and "model.freeze" in proc.stdout  # every axis that varies is a column
-    wide = freeze.replace('seed = [0, 1]', 'seed = [0, 1]\n"train.weight_decay" = [0.0, 0.0001]\n"eval.distance" = ["cosine", "euclidean"]\n'
-                                           '"train.schedule" = ["constant", "cosine"]')
+    wide = freeze.replace(
+        "seed = [0, 1]",
+        'seed = [0, 1]\n"train.weight_decay" = [0.0, 0.0001]\n"eval.distance" = ["cosine", "euclidean"]\n"train.schedule" = ["constant", "cosine"]',
+    )
     (tmp_path / "wide.toml").write_text(wide)
     proc = cli("validate", "wide.toml", cwd=tmp_path)
     for name in ("backbone_args.image_size", "backbone_args.embed_dim", "train.weight_decay", "eval.distance", "train.schedule"):
@@ -180,7 +183,7 @@ def test_validate_prints_cells_and_ls_lists_plugins(tmp_path, cli):
 
 def test_validate_runs_the_checks_run_makes_before_training(tmp_path, cli):
     # A missing dataset root and a batch too small for the loss pass the grid parser but not `bench run`.
-    grid = GRID.replace('seed = [0, 1]', 'seed = [0]\ndataset = ["folder"]') + f'\n[dataset.folder]\nroot = "{tmp_path / "nope"}"\n'
+    grid = GRID.replace("seed = [0, 1]", 'seed = [0]\ndataset = ["folder"]') + f'\n[dataset.folder]\nroot = "{tmp_path / "nope"}"\n'
     (tmp_path / "g.toml").write_text(grid)
     proc = cli("validate", "g.toml", cwd=tmp_path)
     assert proc.returncode == 2 and "is not a directory" in proc.stderr

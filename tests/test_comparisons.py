@@ -1,5 +1,6 @@
 """What the leaderboard compares: comparison groups, the baseline at the same distance, identical replicates,
 seeds split by speed environment, a search file's own metric, and standard errors beside (never as) scores."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ from scipy import stats
 from test_leaderboard import _cells, board, by_backbone, cell, welch_by_hand, write
 
 from bench.errors import UserError
-from bench.report.leaderboard import markdown, ranked, table
+from bench.report.leaderboard import markdown
+from bench.report.table import ranked, table
 
 FEW_SHOT = "few_shot_20way_1shot_accuracy"
 
@@ -36,6 +38,7 @@ def tables(text: str) -> dict[str, list[dict]]:
 
 # --- 1. comparison groups ------------------------------------------------------------------------------------
 
+
 def test_lines_are_ranked_and_tested_only_within_the_data_they_score():
     # contrastive is the best on the hard dataset; triplet on the easy one must not make it "below"
     rows = [cell("r", "contrastive", s, v, dataset="hard") for s, v in enumerate([0.80, 0.81, 0.82])]
@@ -46,8 +49,11 @@ def test_lines_are_ranked_and_tested_only_within_the_data_they_score():
     assert got[("contrastive", "hard")]["vs_best"] == "best" and got[("triplet", "easy")]["vs_best"] == "best"
     p = welch_by_hand([0.80, 0.81, 0.82], [0.70, 0.72, 0.71])
     assert got[("triplet", "hard")]["vs_best_p"] == pytest.approx(p, rel=1e-9)
-    assert list(zip(frame["group"], frame["loss"])) == [("dataset = hard", "contrastive"), ("dataset = hard", "triplet"),
-                                                        ("dataset = easy", "triplet")]  # groups in grid order, best first
+    assert list(zip(frame["group"], frame["loss"])) == [
+        ("dataset = hard", "contrastive"),
+        ("dataset = hard", "triplet"),
+        ("dataset = easy", "triplet"),
+    ]  # groups in grid order, best first
     text = markdown(frame)
     assert list(tables(text)) == ["dataset = hard", "dataset = easy"]
     hard, easy = tables(text)["dataset = hard"], tables(text)["dataset = easy"]
@@ -63,8 +69,11 @@ def test_a_split_or_evaluation_axis_makes_groups_but_the_distance_curve_and_sele
     rows += [cell("b", "l", s, 0.8 + 0.01 * s, eval={"distance": "l1", "curve": [0.5, 1.0], "select_metric": "recall_at_1"}) for s in range(2)]
     rows += [cell("c", "l", s, 0.85, eval={"recall_k": [1, 4]}) for s in range(2)]
     frame = table(rows)
-    assert sorted(set(frame["group"])) == ['eval.recall_k = [1, 2], split.seed = 0', 'eval.recall_k = [1, 2], split.seed = 1',
-                                           'eval.recall_k = [1, 4], split.seed = 0']
+    assert sorted(set(frame["group"])) == [
+        "eval.recall_k = [1, 2], split.seed = 0",
+        "eval.recall_k = [1, 2], split.seed = 1",
+        "eval.recall_k = [1, 4], split.seed = 0",
+    ]
     first = frame[frame["group"] == "eval.recall_k = [1, 2], split.seed = 0"]
     assert list(first["backbone"]) == ["a", "b"]  # b's distance, curve and selection metric are its method
     assert list(first["vs_best"])[0] == "best" and all(v == "best" for v in frame[frame["group"] != first["group"].iloc[0]]["vs_best"])
@@ -75,6 +84,7 @@ def test_a_split_or_evaluation_axis_makes_groups_but_the_distance_curve_and_sele
 
 
 # --- 2. the untrained baseline at the distance the line was scored with -------------------------------------
+
 
 def scored(r: dict, distance: str) -> dict:
     r["metrics"]["distance"] = distance
@@ -96,8 +106,14 @@ def test_gain_vs_untrained_is_against_the_baseline_scored_with_the_same_distance
     assert got[("lite", "triplet")]["gain_vs_untrained"] == pytest.approx(0.51 - 0.44)
     assert math.isnan(got[("koch", "bce_l1")]["gain_vs_untrained"])  # never a gain against another distance
     shown = {(c["backbone"], c["loss"], c["distance"]): c["gain vs untrained"] for c in tables(markdown(frame))[""]}
-    assert shown == {("lite", "bce_l1", "l1"): "+0.035", ("lite", "triplet", "cosine"): "+0.070", ("koch", "bce_l1", "l1"): "—",
-                     ("lite", "none", "cosine"): "(baseline)", ("lite", "none", "l1"): "(baseline)", ("koch", "none", "cosine"): "(baseline)"}
+    assert shown == {
+        ("lite", "bce_l1", "l1"): "+0.035",
+        ("lite", "triplet", "cosine"): "+0.070",
+        ("koch", "bce_l1", "l1"): "—",
+        ("lite", "none", "cosine"): "(baseline)",
+        ("lite", "none", "l1"): "(baseline)",
+        ("koch", "none", "cosine"): "(baseline)",
+    }
     assert "scored with the same distance" in markdown(frame)
 
 
@@ -109,6 +125,7 @@ def test_the_distance_column_shows_only_where_distances_differ_within_a_group():
 
 
 # --- 3. identical replicates are one observation ------------------------------------------------------------
+
 
 def fixed(backbone, value, seeds=3, metric="verification_roc_auc"):
     return [cell(backbone, "none", s, value, metric=metric) for s in range(seeds)]  # every metric identical across seeds
@@ -136,13 +153,20 @@ def test_a_fixed_value_can_be_the_best_and_two_fixed_values_without_items_are_un
     rows += [cell("solo", "triplet", 0, 0.95)]
     got = {b: (r["vs_best"], r["vs_best_test"]) for b, r in by_backbone(table(rows)).items()}
     no_variance = "no variance (identical seeds, no per-item files)"
-    assert got == {"solo": ("1 seed: untested", "—"), "base": ("best", "—"), "same": ("untested", no_variance),
-                   "low": ("untested", no_variance), "trained": ("below", "1-sample")}
+    assert got == {
+        "solo": ("1 seed: untested", "—"),
+        "base": ("best", "—"),
+        "same": ("untested", no_variance),
+        "low": ("untested", no_variance),
+        "trained": ("below", "1-sample"),
+    }
 
 
 def test_identical_seeds_are_one_gain_for_still_improving():
-    points = [{"fraction": f, "progress": f, "steps": int(10 * f), "samples": 0, "seconds": f, "on": "val",
-               "metrics": {"verification_roc_auc": v}} for f, v in ((0.5, 0.80), (1.0, 0.85))]
+    points = [
+        {"fraction": f, "progress": f, "steps": int(10 * f), "samples": 0, "seconds": f, "on": "val", "metrics": {"verification_roc_auc": v}}
+        for f, v in ((0.5, 0.80), (1.0, 0.85))
+    ]
     rows = [{**r, "curve": points} for r in fixed("deterministic", 0.85)]
     assert table(rows)["still_improving"].tolist() == ["untested (+0.050, 1 distinct value)"]
 
@@ -157,6 +181,7 @@ def test_seeds_equal_on_the_sort_metric_alone_stay_separate_observations():
 
 # --- 9. seeds bought by seconds on different machines are not pooled ----------------------------------------
 
+
 def timed(seed, value, threads, stopped_by="max_seconds", cpu="Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", status="ok"):
     r = cell("conv4", "triplet", seed, value)
     r["env"] = {"device": "cpu", "torch_threads": threads, **({"cpu_model": cpu} if cpu else {})}
@@ -169,8 +194,10 @@ def timed(seed, value, threads, stopped_by="max_seconds", cpu="Intel(R) Xeon(R) 
 def test_seconds_bound_seeds_from_different_speed_environments_are_separate_lines():
     rows = [timed(0, 0.80, 2), timed(1, 0.82, 2), timed(2, 0.70, 1), timed(3, 0.71, 1), timed(4, 0.5, 1, status="error")]
     frame = table(rows)
-    assert list(frame["speed_env"]) == ["cpu 2 threads Intel Xeon Platinum 8375C CPU @ 2.90GHz bf16",
-                                        "cpu 1 threads Intel Xeon Platinum 8375C CPU @ 2.90GHz bf16"]
+    assert list(frame["speed_env"]) == [
+        "cpu 2 threads Intel Xeon Platinum 8375C CPU @ 2.90GHz bf16",
+        "cpu 1 threads Intel Xeon Platinum 8375C CPU @ 2.90GHz bf16",
+    ]
     assert list(frame["ok"]) == [2, 2] and list(frame["seeds"]) == [2, 3]  # the failed seed joins its environment's line
     header = _cells(next(ln for ln in markdown(frame).splitlines() if ln.startswith("| #")))
     assert "speed env" in header and "separate lines" in markdown(frame)
@@ -209,8 +236,13 @@ def test_rows_without_a_cpu_model_are_compared_on_the_fields_they_have():
 
 # --- 6. a search file sorts by its search metric --------------------------------------------------------------
 
+
 def search_rows(metric=FEW_SHOT):
-    final = [measured(cell(name, "triplet", s, v, metric=FEW_SHOT), verification_roc_auc=auc) for name, v, auc in (("a", 0.6, 0.7), ("b", 0.5, 0.9)) for s in range(2)]
+    final = [
+        measured(cell(name, "triplet", s, v, metric=FEW_SHOT), verification_roc_auc=auc)
+        for name, v, auc in (("a", 0.6, 0.7), ("b", 0.5, 0.9))
+        for s in range(2)
+    ]
     for r in final:
         r["search"] = {"role": "final", "study": r["config"]["backbone"], "trial": 0, "trials": 1, "params": {}, "metric": metric, "objective": 0.5}
     trial = cell("a", "triplet", 9, 0.4, metric=FEW_SHOT, trial={"study": "a", "number": 0, "params": {}, "metric": metric})
@@ -225,13 +257,16 @@ def test_a_search_file_sorts_by_its_search_metric_unless_metric_is_given(tmp_pat
     assert f"Sorted by **{FEW_SHOT}**" in text and [c["backbone"] for c in tables(text)[""]] == ["a", "b"]
     code, err = board(tmp_path, monkeypatch, capsys, "s.jsonl", "--metric", "verification_roc_auc")
     assert code == 0 and [c["backbone"] for c in tables((tmp_path / "s.md").read_text())[""]] == ["b", "a"]
-    write(tmp_path / "two.jsonl", search_rows() + [{**r, "cell_id": r["cell_id"] + "x", "search": {**r["search"], "metric": "recall_at_1"}}
-                                                   for r in search_rows()[:1]])
+    write(
+        tmp_path / "two.jsonl",
+        search_rows() + [{**r, "cell_id": r["cell_id"] + "x", "search": {**r["search"], "metric": "recall_at_1"}} for r in search_rows()[:1]],
+    )
     code, err = board(tmp_path, monkeypatch, capsys, "two.jsonl")
     assert code == 2 and len(err.splitlines()) == 1 and "searches with different metrics" in err and not (tmp_path / "two.md").exists()
 
 
 # --- 7. a standard error is shown beside its score, never taken for one ------------------------------------------
+
 
 def test_a_standard_error_is_not_a_sort_metric_and_is_shown_beside_its_score(tmp_path, monkeypatch, capsys):
     rows = [measured(cell("a", "triplet", s, v, metric=FEW_SHOT), **{f"{FEW_SHOT}_stderr": se}) for s, (v, se) in enumerate([(0.55, 0.006), (0.56, 0.008)])]

@@ -1,4 +1,5 @@
 """Grid expansion and strict validation: every mistake fails before training with file + key + fix."""
+
 import pytest
 
 from bench.config import Cell
@@ -80,7 +81,10 @@ def test_cell_id_is_stable_and_config_sensitive():
         ({"axes": {"backbone": ["koch"], "loss": ["triplet"], "colour": [1]}}, r"unknown axis 'colour'"),
         ({"axes": {"backbone": ["koch"], "loss": ["triplet"], "loss.alpha": [1]}}, r"no loss in axes.loss takes argument 'alpha'"),
         ({"axes": {"backbone": ["koch"], "loss": ["triplet"], "train.lr": ["x"]}}, r"lr = 'x' should be float"),
-        ({"backbone": {"koch": {"image_sise": 65}}}, r'\[backbone."koch"\]: unknown argument .image_sise.; did you mean .image_size.\? it takes image_size, channels' ),
+        (
+            {"backbone": {"koch": {"image_sise": 65}}},
+            r'\[backbone."koch"\]: unknown argument .image_sise.; did you mean .image_size.\? it takes image_size, channels',
+        ),
         ({"backbone": {"koch": {"image_size": "big"}}}, r"argument 'image_size' = 'big' should be int"),
         ({"loss": {"triplet": {"margin": True}}}, r"argument 'margin' = True should be float"),
         ({"backbone": {"resnet": {"x": 1}}}, r"sets arguments for a backbone not in axes.backbone"),
@@ -111,8 +115,15 @@ def test_grid_name_defaults_to_file_stem(tmp_path):
 
 def test_options_that_cannot_act_do_not_make_cells():
     # m_per_class acts only for m-per-class losses; unfrozen_stages only with all_but_last_n; fold only with folds.
-    raw = grid(axes={"backbone": ["timm/resnet10t"], "loss": ["triplet", "pml/MultiSimilarityLoss"],
-                     "train.m_per_class": [2, 4], "model.freeze": ["none", "all_but_last_n"], "model.unfrozen_stages": [1, 2]})
+    raw = grid(
+        axes={
+            "backbone": ["timm/resnet10t"],
+            "loss": ["triplet", "pml/MultiSimilarityLoss"],
+            "train.m_per_class": [2, 4],
+            "model.freeze": ["none", "all_but_last_n"],
+            "model.unfrozen_stages": [1, 2],
+        }
+    )
     g = parse_grid(raw, "g.toml")
     # triplet: m_per_class inert → 1 × (none: 1 + all_but_last_n: 2) = 3; MultiSimilarity: 2 × 3 = 6
     assert len(g.cells) == 9
@@ -137,9 +148,10 @@ def test_every_toml_block_in_the_readme_validates():
 
     import tomllib
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    root = Path(__file__).parent.parent
+    readme = "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
-    assert blocks, "the README has no ```toml blocks"
+    assert blocks, "the README and docs have no ```toml blocks"
     checked = 0
     for block in blocks:
         raw = tomllib.loads(block)
@@ -165,8 +177,13 @@ def test_report_table_is_checked_and_kept_out_of_the_cells_identity():
     assert judged.report == {"equivalence": 0.01, "target": 0.03} and plain.report == {}
     assert [c.cell_id for c in judged.cells] == [c.cell_id for c in plain.cells]  # how lines are judged is not what a cell is
     assert parse_grid(grid(report={"metric": "recall_at_1"}), "g.toml").report == {"metric": "recall_at_1"}
-    for bad, said in (({"equivalence": -1}, "must be a positive number"), ({"margin": 0.1}, "unknown key 'margin' in \\[report\\]; allowed: metric, equivalence, target"),
-                      ({"target": True}, "must be a positive number"), ({"metric": "recall_at_one"}, "metric = 'recall_at_one' is not a score"),
-                      ({"metric": "verification_pairs"}, "is not a score"), ({"metric": 1}, "metric = 1 is not a score")):
+    for bad, said in (
+        ({"equivalence": -1}, "must be a positive number"),
+        ({"margin": 0.1}, "unknown key 'margin' in \\[report\\]; allowed: metric, equivalence, target"),
+        ({"target": True}, "must be a positive number"),
+        ({"metric": "recall_at_one"}, "metric = 'recall_at_one' is not a score"),
+        ({"metric": "verification_pairs"}, "is not a score"),
+        ({"metric": 1}, "metric = 1 is not a score"),
+    ):
         with pytest.raises(UserError, match=said):
             parse_grid(grid(report=bad), "g.toml")

@@ -1,6 +1,7 @@
 """A busy neighbour beside a seconds-bound cell: real CPU hogs on the cell's one core, a real `bench run`. The row
 records what the clock got from the machine, the leaderboard marks the cell *contended* (one seed is enough), the
 run says so, and `--rerun contended` runs it again. The clock module's own arithmetic is checked without hogs."""
+
 import json
 import os
 import subprocess
@@ -8,7 +9,8 @@ import sys
 
 import pytest
 
-from bench.run.clock import CONTENDED, Meter, contended, core_wait
+from bench.results import CONTENDED, contended, core_wait
+from bench.run.clock import Meter
 
 GRID = """name = "busy"
 [budget]
@@ -22,15 +24,22 @@ seed = [0]
 image_size = 16
 """
 HOG = "while True: pass"
-pinned = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/task"),
-                            reason="needs Linux (CPU affinity and per-thread scheduler statistics)")
+pinned = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/task"), reason="needs Linux (CPU affinity and per-thread scheduler statistics)"
+)
 
 
 def bench(cwd, *args, cpu: int | None = None):
     """`bench run` in a fresh process, pinned to `cpu` (with one torch thread) when given."""
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-    return subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--results", "r/busy.jsonl", "--threads", "1", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300, preexec_fn=pin)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--results", "r/busy.jsonl", "--threads", "1", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=pin,
+    )
 
 
 @pinned
@@ -92,11 +101,15 @@ def test_the_meter_leaves_out_paused_spans_and_counts_cpu_per_thread():
     assert out["cpu_share"] <= 0.55  # one of two threads busy: at most about half
     assert 0 <= out["core_wait_share"] < 1
 
-def test_mlflow_children_carry_the_wait_and_the_mark():
-    from bench.report.mlflow import cell_metrics
 
-    row = {"status": "ok", "metrics": {"verification_roc_auc": 0.8},
-           "train": {"steps": 5, "samples": 160, "seconds": 1.5, "stopped_by": "max_seconds", "machine": {"core_wait_share": 0.6}}}
+def test_mlflow_children_carry_the_wait_and_the_mark():
+    from bench.export.mlflow import cell_metrics
+
+    row = {
+        "status": "ok",
+        "metrics": {"verification_roc_auc": 0.8},
+        "train": {"steps": 5, "samples": 160, "seconds": 1.5, "stopped_by": "max_seconds", "machine": {"core_wait_share": 0.6}},
+    }
     got = dict(cell_metrics(row, "verification_roc_auc"))
     assert got["train/contended"] == 1.0 and got["train/core_wait_share"] == 0.6
     row["train"]["machine"]["core_wait_share"] = 0.01

@@ -1,4 +1,5 @@
 """The built-in `conv4` backbone (Vinyals et al. 2016, Snell et al. 2017): shapes, size, it trains, it is listed."""
+
 from __future__ import annotations
 
 import pytest

@@ -2,6 +2,7 @@
 trunk's and a head's forward passes advance: a frozen trunk without augmentation is charged one extraction of
 the training images and then the head's steps, with or without the feature cache; the charged time per
 image is measured in each run, never taken from an earlier run's disk cache."""
+
 import json
 import math
 import time

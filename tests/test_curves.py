@@ -1,5 +1,6 @@
 """Trust: the untrained baseline (`loss = "none"`), learning curves, selection on validation, the lr schedule, and the
 ranking along the budget (bench.report.budget)."""
+
 import itertools
 import json
 import re
@@ -18,8 +19,9 @@ from bench.config import Budget, TrainConfig
 from bench.errors import UserError
 from bench.grid import parse_grid
 from bench.report.budget import NOISE_Z, curve_means, flips
-from bench.report.leaderboard import markdown, table
+from bench.report.leaderboard import markdown
 from bench.report.lines import Line
+from bench.report.table import table
 from bench.run.cell import _Selection
 from bench.run.train import budget_fraction, lr_factor, train
 
@@ -37,8 +39,20 @@ def run_train(budget, curve=(0.25, 0.5, 1.0), cfg=TrainConfig(batch_size=12), mo
         monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(ticks) * clock_step)
     points = []
     labels = torch.arange(6).repeat_interleave(8)
-    result = train(nn.Linear(4, 3), TinyLoss(), torch.randn(len(labels), 4), labels, lambda x: x, cfg, budget, 0,
-                   torch.device("cpu"), False, curve=curve, on_curve=on_curve or (lambda f, at: points.append((f, at))))
+    result = train(
+        nn.Linear(4, 3),
+        TinyLoss(),
+        torch.randn(len(labels), 4),
+        labels,
+        lambda x: x,
+        cfg,
+        budget,
+        0,
+        torch.device("cpu"),
+        False,
+        curve=curve,
+        on_curve=on_curve or (lambda f, at: points.append((f, at))),
+    )
     return result, points
 
 
@@ -92,16 +106,28 @@ def test_schedule_lr_at_known_fractions(monkeypatch):
     lrs = []
     labels = torch.arange(6).repeat_interleave(8)
     cfg = TrainConfig(batch_size=12, lr=0.1, schedule="cosine", warmup=0.25)
-    train(nn.Linear(4, 3), TinyLoss(), torch.randn(48, 4), labels, lambda x: x, cfg, Budget(max_steps=8), 0, torch.device("cpu"), False,
-          on_step=lambda *a: lrs.append(seen[0].param_groups[0]["lr"]))
+    train(
+        nn.Linear(4, 3),
+        TinyLoss(),
+        torch.randn(48, 4),
+        labels,
+        lambda x: x,
+        cfg,
+        Budget(max_steps=8),
+        0,
+        torch.device("cpu"),
+        False,
+        on_step=lambda *a: lrs.append(seen[0].param_groups[0]["lr"]),
+    )
     expected = [0.1 * lr_factor("cosine", 0.25, step / 8) for step in range(8)]  # set before step `step + 1`
     assert lrs == pytest.approx(expected)
 
 
 def test_selection_keeps_the_best_validation_point_and_restores_its_weights():
     model = nn.Linear(2, 2)
-    cell = parse_grid({"budget": {"max_steps": 1}, "axes": {"backbone": ["koch"], "loss": ["bce_l1"]},
-                       "train": {"select": "best"}, "eval": {"curve": [0.5, 1.0]}}, "g").cells[0]
+    cell = parse_grid(
+        {"budget": {"max_steps": 1}, "axes": {"backbone": ["koch"], "loss": ["bce_l1"]}, "train": {"select": "best"}, "eval": {"curve": [0.5, 1.0]}}, "g"
+    ).cells[0]
     select = _Selection(cell, model)
     for fraction, auc in ((0.25, 0.6), (0.5, 0.8), (0.75, float("nan")), (1.0, 0.7)):
         nn.init.constant_(model.weight, fraction)
@@ -109,8 +135,15 @@ def test_selection_keeps_the_best_validation_point_and_restores_its_weights():
     chosen = select.restore()
     assert chosen == {"fraction": 0.5, "steps": 50, "metric": "verification_roc_auc", "value": 0.8}
     assert torch.all(model.weight == 0.5)  # the weights of that point, not the last
-    eer = parse_grid({"budget": {"max_steps": 1}, "axes": {"backbone": ["koch"], "loss": ["bce_l1"]},
-                      "train": {"select": "best"}, "eval": {"curve": [1.0], "select_metric": "verification_eer"}}, "g").cells[0]
+    eer = parse_grid(
+        {
+            "budget": {"max_steps": 1},
+            "axes": {"backbone": ["koch"], "loss": ["bce_l1"]},
+            "train": {"select": "best"},
+            "eval": {"curve": [1.0], "select_metric": "verification_eer"},
+        },
+        "g",
+    ).cells[0]
     select = _Selection(eer, model)
     for fraction, value in ((0.5, 0.3), (1.0, 0.2)):
         select.offer(fraction, 1, {"verification_eer": value})
@@ -185,7 +218,7 @@ def test_curve_and_selection_rows_rerun_identically(tmp_path, monkeypatch):
     for a, b in zip(first, second):
         assert a["cell_id"] == b["cell_id"]
         assert json.dumps(a["metrics"], sort_keys=True) == json.dumps(b["metrics"], sort_keys=True)
-        timeless = lambda curve: json.dumps([{k: v for k, v in p.items() if k not in ("seconds", "progress")} for p in curve or []], sort_keys=True)  # noqa: E731
+        timeless = lambda curve: json.dumps([{k: v for k, v in p.items() if k not in ("seconds", "progress")} for p in curve or []], sort_keys=True)
         assert timeless(a.get("curve")) == timeless(b.get("curve"))  # everything but wall-clock time
         assert a["train"].get("selected") == b["train"].get("selected")
     trained = [r for r in first if r["config"]["loss"] == "triplet"]
@@ -216,8 +249,7 @@ AUC = "verification_roc_auc"
 
 
 def seeds_curve(values: dict[float, float]) -> list[dict]:
-    return [{"fraction": f, "progress": f, "steps": int(100 * f), "samples": 0, "seconds": f, "on": "val",
-             "metrics": {AUC: v}} for f, v in values.items()]
+    return [{"fraction": f, "progress": f, "steps": int(100 * f), "samples": 0, "seconds": f, "on": "val", "metrics": {AUC: v}} for f, v in values.items()]
 
 
 def flip_rows(spread: float, seeds: int = 3) -> list[dict]:
@@ -263,8 +295,9 @@ def test_flips_against_welch_t_statistics_from_scipy():
     fractions = (0.125, 0.25, 0.5, 1.0)
     for _ in range(20):
         values = rng.normal(0.5, 0.03, (6, 1, len(fractions))) + rng.normal(0, rng.uniform(0.002, 0.03), (6, 3, len(fractions)))
-        lines = [Line(tuple(cell("r", f"l{i}", s, v[-1], curve=seeds_curve(dict(zip(fractions, v)))) for s, v in enumerate(seeds)))
-                 for i, seeds in enumerate(values)]
+        lines = [
+            Line(tuple(cell("r", f"l{i}", s, v[-1], curve=seeds_curve(dict(zip(fractions, v)))) for s, v in enumerate(seeds))) for i, seeds in enumerate(values)
+        ]
         names = [f"L{i}" for i in range(6)]
         found = flips([curve_means(line, AUC) for line in lines], names, AUC)
         want, changed = set(), 0
@@ -277,6 +310,5 @@ def test_flips_against_welch_t_statistics_from_scipy():
             if abs(t[-1]) > NOISE_Z and clear:
                 lead, trail = (i, j) if d[-1] > 0 else (j, i)
                 want.add((names[trail], names[lead], fractions[clear[-1]]))
-        got = {(m[1], m[2], {"1/8": 0.125, "1/4": 0.25, "1/2": 0.5}[m[3]])
-               for m in (re.match(r"(L\d) led (L\d) until (\S+) ", text) for text in found.said)}
+        got = {(m[1], m[2], {"1/8": 0.125, "1/4": 0.25, "1/2": 0.5}[m[3]]) for m in (re.match(r"(L\d) led (L\d) until (\S+) ", text) for text in found.said)}
         assert got == want and found.within_noise == changed - len(want) and found.unknown_spread == 0

@@ -1,4 +1,5 @@
 """Every dataset loader on small on-disk fixtures, the class-disjoint split and k-fold, and the bad-data catalogue."""
+
 from __future__ import annotations
 
 import gzip
@@ -69,8 +70,16 @@ def test_palette_png_with_transparency_decodes_without_warning(tmp_path, channel
 
 
 def test_csv_manifest_relative_paths_int_labels_and_own_split(tmp_path):
-    rows = [("img/a0.png", 3, "train"), ("img/a1.png", 3, "train"), ("img/b0.png", 10, "train"), ("img/b1.png", 10, "train"),
-            ("other/c0.png", 2, "test"), ("other/c1.png", 2, "test"), ("other/d0.png", "x", "test"), ("other/d1.png", "x", "test")]
+    rows = [
+        ("img/a0.png", 3, "train"),
+        ("img/a1.png", 3, "train"),
+        ("img/b0.png", 10, "train"),
+        ("img/b1.png", 10, "train"),
+        ("other/c0.png", 2, "test"),
+        ("other/c1.png", 2, "test"),
+        ("other/d0.png", "x", "test"),
+        ("other/d1.png", "x", "test"),
+    ]
     manifest = make_csv(tmp_path / "cat", rows)
     data = csv(str(manifest))
     assert data.class_names == ("2", "3", "10", "x")  # integers numerically, then names
@@ -201,7 +210,7 @@ def test_kfold_partitions_the_non_test_classes():
     vals = [_classes(data, r[1]) for r in runs]
     assert set().union(*vals) == set(range(23)) - test and sum(map(len, vals)) == 23 - len(test)  # disjoint and covering
     assert sorted(map(len, vals)) == [4, 4, 4, 4]  # 16 non-test classes in near-equal folds
-    for (train, val, _, record), k in zip(runs, range(4)):
+    for (train, _val, _, record), k in zip(runs, range(4)):
         assert _classes(data, train) == set(range(23)) - test - vals[k] and record["fold"] == k and record["folds"] == 4
 
 
@@ -213,16 +222,19 @@ def test_dataset_split_wins_for_test_and_val_comes_from_the_rest():
     assert _classes(own_val, split_classes(own_val, 0.4, 0)[1]) == {3, 4}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"test_fraction": 0.05}, "the test part has 0 class(es) of 10"),
-    ({"test_fraction": 0.9}, "the train part has 1 class(es)"),
-    ({"test_fraction": 0.4, "folds": 6}, "the val part has 1 class(es)"),
-    ({"test_fraction": 0.4, "folds": 3, "fold": 3}, "fold in 0..folds-1"),
-    ({"test_fraction": 0.4, "folds": 3, "val_fraction": 0.2}, "both split.folds and split.val_fraction"),
-    ({"test_fraction": 0.4, "test_classes": ["c01", "c1"]}, "unknown class 'c1' — did you mean"),
-    ({"test_fraction": 0.4, "test_classes": ["c01", "c02"], "val_classes": ["c02", "c03"]}, "in both the test and the val"),
-    ({"test_fraction": 1.0}, "must each be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"test_fraction": 0.05}, "the test part has 0 class(es) of 10"),
+        ({"test_fraction": 0.9}, "the train part has 1 class(es)"),
+        ({"test_fraction": 0.4, "folds": 6}, "the val part has 1 class(es)"),
+        ({"test_fraction": 0.4, "folds": 3, "fold": 3}, "fold in 0..folds-1"),
+        ({"test_fraction": 0.4, "folds": 3, "val_fraction": 0.2}, "both split.folds and split.val_fraction"),
+        ({"test_fraction": 0.4, "test_classes": ["c01", "c1"]}, "unknown class 'c1' — did you mean"),
+        ({"test_fraction": 0.4, "test_classes": ["c01", "c02"], "val_classes": ["c02", "c03"]}, "in both the test and the val"),
+        ({"test_fraction": 1.0}, "must each be in [0, 1)"),
+    ],
+)
 def test_split_errors_are_one_line(kwargs, message):
     with pytest.raises(UserError) as exc:
         split_classes(_synthetic(10), seed=0, **kwargs)
@@ -238,7 +250,7 @@ def test_digits_split_matches_the_spine():
 
 
 def _csv_case(rows, header="path,label,split"):
-    return lambda root: (lambda: csv(str(make_csv(root, rows, header))))
+    return lambda root: lambda: csv(str(make_csv(root, rows, header)))
 
 
 def _bad_png(root):
@@ -289,30 +301,46 @@ def _omniglot_not_png(root):
 BAD_DATA = {
     "missing root": (lambda root: lambda: folder(str(root / "nope")), ["nope", "is not a directory", "set dataset.folder.root"]),
     "empty folder": (lambda root: lambda: folder(str(root)), ["has no class sub-folders", "one sub-folder per class"]),
-    "class folder without images": (lambda root: (make_folder(root), (root / "fox").mkdir(), lambda: folder(str(root)))[-1], ["'fox' (0)", "fewer than 2 images"]),
+    "class folder without images": (
+        lambda root: (make_folder(root), (root / "fox").mkdir(), lambda: folder(str(root)))[-1],
+        ["'fox' (0)", "fewer than 2 images"],
+    ),
     "unreadable image": (_bad_png, ["broken.png", "cannot read image", "fix or remove"]),
     "truncated image": (_truncated_png, ["half.png", "cannot read image"]),
     "non-image file": (_stray_file, ["notes.txt", "is not an image file", "remove it"]),
-    "class with one image": (lambda root: (make_folder(root, {"cat": 2, "dog": 1}), lambda: folder(str(root)))[-1], ["'dog' (1)", "fewer than 2 images", "add images or remove"]),
+    "class with one image": (
+        lambda root: (make_folder(root, {"cat": 2, "dog": 1}), lambda: folder(str(root)))[-1],
+        ["'dog' (1)", "fewer than 2 images", "add images or remove"],
+    ),
     "one class": (lambda root: (make_folder(root, {"cat": 3}), lambda: folder(str(root)))[-1], ["found 1 class(es)", "at least 2"]),
     "sizes differ": (_mixed_sizes, ["big.png", "9x8", "set image_size"]),
     "csv missing manifest": (lambda root: lambda: csv(str(root / "gone.csv")), ["gone.csv", "does not exist", "path,label"]),
     "csv missing label column": (_csv_case([("a.png", "x")], header="path,class"), ["manifest.csv", "no 'label' column", "path,label[,split]"]),
     "csv no rows": (_csv_case([], header="path,label"), ["manifest.csv", "no rows"]),
-    "csv duplicate path": (_csv_case([("a.png", "x", "train"), ("./a.png", "y", "train")]), ["manifest.csv", "'./a.png' on lines 2 and 3", "remove the duplicate"]),
+    "csv duplicate path": (
+        _csv_case([("a.png", "x", "train"), ("./a.png", "y", "train")]),
+        ["manifest.csv", "'./a.png' on lines 2 and 3", "remove the duplicate"],
+    ),
     "csv missing image": (_csv_case([("a.png", "x", "train"), ("missing.jpg", "x", "train")]), ["missing.jpg", "line 3", "does not exist"]),
     "csv float label": (_csv_case([("a.png", "3.0", "train"), ("b.png", "3", "train")]), ["manifest.csv' line 2", "'3.0'", "strings or ints"]),
     "csv empty label": (_csv_case([("a.png", "x", "train"), ("b.png", "", "train")]), ["line 3", "empty label"]),
     "csv bad split value": (_csv_case([("a.png", "x", "train"), ("b.png", "x", "holdout")]), ["line 3", "'holdout'", "train, val, test"]),
-    "csv one class in a split": (_csv_case([(f"{c}{i}.png", c, s) for c, s in (("a", "train"), ("b", "train"), ("c", "test")) for i in range(2)]),
-                                 ["manifest.csv", "'test' split has only class 'c'", "at least 2 classes"]),
-    "csv class in two splits": (_csv_case([(f"{c}{i}.png", c, "test" if (c, i) == ("b", 1) else "train") for c in "abcd" for i in range(2)]),
-                                ["manifest.csv", "class 'b' is in splits test, train", "class-disjoint"]),
+    "csv one class in a split": (
+        _csv_case([(f"{c}{i}.png", c, s) for c, s in (("a", "train"), ("b", "train"), ("c", "test")) for i in range(2)]),
+        ["manifest.csv", "'test' split has only class 'c'", "at least 2 classes"],
+    ),
+    "csv class in two splits": (
+        _csv_case([(f"{c}{i}.png", c, "test" if (c, i) == ("b", 1) else "train") for c in "abcd" for i in range(2)]),
+        ["manifest.csv", "class 'b' is in splits test, train", "class-disjoint"],
+    ),
     "idx missing": (lambda root: lambda: mnist(str(root)), ["train-images-idx3-ubyte", "set download = true"]),
     "idx truncated": (_truncated_idx, ["t10k-images-idx3-ubyte.gz", "truncated"]),
     "idx not idx": (_not_idx, ["train-labels-idx1-ubyte", "idx header"]),
     "omniglot missing zip": (lambda root: lambda: omniglot(str(root)), ["images_background.zip", "set download = true"]),
-    "omniglot no download for small sets": (lambda root: lambda: omniglot(str(root), "images_background_small1", download=True), ["images_background_small1", "torchvision can download only"]),
+    "omniglot no download for small sets": (
+        lambda root: lambda: omniglot(str(root), "images_background_small1", download=True),
+        ["images_background_small1", "torchvision can download only"],
+    ),
     "omniglot stray file": (_omniglot_not_png, ["readme.txt", "images_background.zip", "original release"]),
 }
 
@@ -329,9 +357,15 @@ def test_bad_data_is_one_line_naming_path_and_fix(tmp_path, case):
         assert part in message, f"{part!r} not in {message!r}"
 
 
-@pytest.mark.parametrize("labels, message", [
-    ([1, 2.5], "label 2.5 of type float"), (["a", None], "type NoneType"), ([True, False], "type bool"), (["a", " "], "empty label"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([1, 2.5], "label 2.5 of type float"),
+        (["a", None], "type NoneType"),
+        ([True, False], "type bool"),
+        (["a", " "], "empty label"),
+    ],
+)
 def test_labels_must_be_strings_or_ints(labels, message):
     with pytest.raises(UserError, match="labels must be strings or ints|empty label") as exc:
         encode_labels(labels, "dataset test")

@@ -1,5 +1,6 @@
 """Product-image decoding through the `folder` loader: alpha blended onto the background, palette, CMYK and
 16-bit grey converted, EXIF orientation applied, the decompression-bomb limit a one-line error."""
+
 from __future__ import annotations
 
 import warnings
@@ -17,8 +18,9 @@ from bench.errors import UserError
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
-def load_first(root: Path, image: Image.Image, name: str = "0.png", size: tuple[int, int] | None = None, save_args: dict | None = None,
-               **dataset_args) -> np.ndarray:
+def load_first(
+    root: Path, image: Image.Image, name: str = "0.png", size: tuple[int, int] | None = None, save_args: dict | None = None, **dataset_args
+) -> np.ndarray:
     """`image` as the first file of a two-class folder dataset (the rest opaque gray), as `folder` decodes it: (C, H, W)."""
     save_image(root / "a" / name, image, **(save_args or {}))
     for path in (root / "a" / "1.png", root / "b" / "0.png", root / "b" / "1.png"):
@@ -78,10 +80,13 @@ PALETTE = np.array([(255, 0, 0), (0, 128, 255), (10, 200, 30)], dtype=np.uint8)
 INDICES = np.array([[0, 1, 2], [2, 1, 0]])
 
 
-@pytest.mark.parametrize("suffix, transparency, alpha", [
-    (".png", bytes([0, 128, 255]), [0, 128, 255]),  # a tRNS chunk: one alpha per palette entry
-    (".gif", 1, [255, 0, 255]),  # one transparent palette index
-])
+@pytest.mark.parametrize(
+    "suffix, transparency, alpha",
+    [
+        (".png", bytes([0, 128, 255]), [0, 128, 255]),  # a tRNS chunk: one alpha per palette entry
+        (".gif", 1, [255, 0, 255]),  # one transparent palette index
+    ],
+)
 @pytest.mark.parametrize("channels", [3, 1])
 def test_palette_with_transparency_is_blended(tmp_path, suffix, transparency, alpha, channels):
     image = Image.new("P", (3, 2))
@@ -143,15 +148,21 @@ def test_image_over_the_pixel_limit_is_a_one_line_error(tmp_path, monkeypatch, l
     assert "\n" not in message and " — " in message
     for part in (str(tmp_path / "cat" / "0.png"), "64 pixels", "resize it", "max_pixels = 64"):
         assert part in message, f"{part!r} not in {message!r}"
-    assert Image.MAX_IMAGE_PIXELS == limit  # put back after the failed load
+    assert limit == Image.MAX_IMAGE_PIXELS  # put back after the failed load
     data = folder(str(tmp_path), max_pixels=64)
-    assert data.images.shape == (7, 1, 8, 8) and Image.MAX_IMAGE_PIXELS == limit
+    assert data.images.shape == (7, 1, 8, 8) and limit == Image.MAX_IMAGE_PIXELS
 
 
-@pytest.mark.parametrize("args, part", [
-    ({"background": "grey"}, "background = 'grey'"), ({"background": "#12345"}, "'#12345'"), ({"background": "#gg0000"}, "'#gg0000'"),
-    ({"background": 0}, "background = 0"), ({"max_pixels": -1}, "max_pixels = -1"),
-])
+@pytest.mark.parametrize(
+    "args, part",
+    [
+        ({"background": "grey"}, "background = 'grey'"),
+        ({"background": "#12345"}, "'#12345'"),
+        ({"background": "#gg0000"}, "'#gg0000'"),
+        ({"background": 0}, "background = 0"),
+        ({"max_pixels": -1}, "max_pixels = -1"),
+    ],
+)
 @pytest.mark.parametrize("loader", ["folder", "csv"])
 def test_bad_background_or_max_pixels_is_a_one_line_error(tmp_path, args, part, loader):
     with pytest.raises(UserError) as exc:

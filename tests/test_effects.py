@@ -2,6 +2,7 @@
 and how much its pairs disagree (random over pairs when they do), and each axis's share of the variance, on synthetic
 grids with planted effects (checked against a loop over pairs written here and against statsmodels' anova_lm called
 directly), with and without per-item files, and the bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,10 @@ from scipy import stats
 
 from bench.cli import main
 from bench.items import write_items
-from bench.report.verdicts import signed
-from bench.report.effects import Effect, effects
-from bench.report.effects import heterogeneity, random_over_pairs
+from bench.report.effects import Effect, effects, heterogeneity, random_over_pairs
 from bench.report.paired import Comparison
 from bench.report.variance import REPLICATES
+from bench.report.verdicts import signed
 
 FEW = "few_shot_5way_1shot_accuracy"
 TRUTH_A = 0.10  # a1 − a0 at b0; at b1 the interaction adds 2 × 0.04
@@ -33,12 +33,28 @@ def planted(a: str, b: str) -> float:
 
 
 def row(a: str, b: str, seed: int, value: float, *, loss: str = "triplet", config: dict | None = None, **metrics) -> dict:
-    cfg = {"backbone": "net", "loss": loss, "dataset": "toy", "seed": seed, "A": a, "B": b, "loss_args": {},
-           "train": {"batch_size": 32, "lr": 0.001}, "split": {"seed": 0}, "eval": {"episodes": 400}, **(config or {})}
+    cfg = {
+        "backbone": "net",
+        "loss": loss,
+        "dataset": "toy",
+        "seed": seed,
+        "A": a,
+        "B": b,
+        "loss_args": {},
+        "train": {"batch_size": 32, "lr": 0.001},
+        "split": {"seed": 0},
+        "eval": {"episodes": 400},
+        **(config or {}),
+    }
     cell = f"{a}-{b}-{loss}-{seed}-{json.dumps(config, sort_keys=True)}"
-    return {"schema": 2, "cell_id": cell, "status": "ok", "config": cfg,
-            "metrics": {FEW: value, f"{FEW}_stderr": 0.01, "verification_pairs": 100, **metrics},
-            "train": {"stopped_by": "steps", "steps": 100}}
+    return {
+        "schema": 2,
+        "cell_id": cell,
+        "status": "ok",
+        "config": cfg,
+        "metrics": {FEW: value, f"{FEW}_stderr": 0.01, "verification_pairs": 100, **metrics},
+        "train": {"stopped_by": "steps", "steps": 100},
+    }
 
 
 def grid(rng, corners=(("a0", "b0"), ("a0", "b1"), ("a1", "b0"), ("a1", "b1")), seeds: int = 3, sd: float = 0.01) -> list[dict]:
@@ -85,7 +101,7 @@ def welch(parts: list[tuple[float, np.ndarray]]) -> tuple[float, float]:
     """(se², df) of Σ c · mean(values) over (c, values) by hand: Σ c² s²/n and Satterthwaite's df."""
     pieces = [(c * c * np.var(v, ddof=1) / len(v), len(v) - 1) for c, v in parts]
     se2 = sum(x for x, _ in pieces)
-    return se2, se2 ** 2 / sum(x * x / d for x, d in pieces)
+    return se2, se2**2 / sum(x * x / d for x, d in pieces)
 
 
 def pairs_by_hand(rows: list[dict], pairs: list[tuple[tuple[str, str], tuple[str, str]]]) -> dict:
@@ -102,13 +118,14 @@ def pairs_by_hand(rows: list[dict], pairs: list[tuple[tuple[str, str], tuple[str
     half = stats.t.ppf(0.975, df) * math.sqrt(se2)
     out = {"estimate": estimate, "fixed": (estimate - half, estimate + half), "diffs": diffs, "tau2": tau2, "i2": i2}
     var = se2 + tau2 / k
-    df_random = var ** 2 / (se2 ** 2 / df + (tau2 / k) ** 2 / (k - 1))
+    df_random = var**2 / (se2**2 / df + (tau2 / k) ** 2 / (k - 1))
     half = stats.t.ppf(0.975, df_random) * math.sqrt(var)
     out["random"] = (estimate - half, estimate + half)
     return out
 
 
 # --- planted effects ------------------------------------------------------------------------------------------
+
 
 def test_planted_effects_are_recovered_and_agree_with_a_loop_over_pairs_and_with_anova_lm(tmp_path, capsys):
     rows = grid(np.random.default_rng(0))
@@ -124,8 +141,7 @@ def test_planted_effects_are_recovered_and_agree_with_a_loop_over_pairs_and_with
     assert a.i2 > 0.9 and b.i2 > 0.9
 
     # the matched-pair mean, each pair's difference, τ², I² and both intervals, by a loop over the pairs
-    for effect, pairs in ((a, [(("a1", bl), ("a0", bl)) for bl in ("b0", "b1")]),
-                          (b, [((al, "b1"), (al, "b0")) for al in ("a0", "a1")])):
+    for effect, pairs in ((a, [(("a1", bl), ("a0", bl)) for bl in ("b0", "b1")]), (b, [((al, "b1"), (al, "b0")) for al in ("a0", "a1")])):
         want = pairs_by_hand(rows, pairs)
         assert effect.estimate == pytest.approx(want["estimate"], abs=1e-12)
         assert (effect.smallest, effect.largest) == pytest.approx((min(want["diffs"]), max(want["diffs"])), abs=1e-12)
@@ -146,7 +162,7 @@ def test_planted_effects_are_recovered_and_agree_with_a_loop_over_pairs_and_with
         assert got[name].sum_sq == pytest.approx(want.loc[term, "sum_sq"], rel=1e-9)
         assert got[name].share == pytest.approx(want.loc[term, "sum_sq"] / total, rel=1e-9)
     assert got["A × B"].p < 0.001 and got["A × B"].share > 0.05
-    assert got["A × B"].F == pytest.approx(want.loc["C(A):C(B)", "F"], rel=1e-9)
+    assert pytest.approx(want.loc["C(A):C(B)", "F"], rel=1e-9) == got["A × B"].F
     shares = [t.share for t in got.values() if t.name != REPLICATES]
     assert sum(shares) == pytest.approx(1.0)  # complete and balanced: the shares add up
     # the model is saturated: its residual is the replicates' own spread
@@ -158,9 +174,16 @@ def test_planted_effects_are_recovered_and_agree_with_a_loop_over_pairs_and_with
     code, out, err = cli(capsys, path, "--metric", FEW, "--interaction", "A:B", "--out", tmp_path / "effects.md")
     assert code == 0, err
     cells = table_rows(out)[("A", "a1 vs a0")]
-    assert cells[2:] == ["2", "B: b0, b1", f"{signed(a.estimate)} [{signed(a.low)}, {signed(a.high)}]", f"p={a.p:.2g}",
-                         cells[6], "2 of 2", f"{signed(a.smallest)} … {signed(a.largest)} · I² {100 * a.i2:.0f} %",
-                         "random over pairs · seeds only"]
+    assert cells[2:] == [
+        "2",
+        "B: b0, b1",
+        f"{signed(a.estimate)} [{signed(a.low)}, {signed(a.high)}]",
+        f"p={a.p:.2g}",
+        cells[6],
+        "2 of 2",
+        f"{signed(a.smallest)} … {signed(a.largest)} · I² {100 * a.i2:.0f} %",
+        "random over pairs · seeds only",
+    ]
     assert "seeds only: these rows have no per-item files" in out
     assert "| A × B |" in out and (tmp_path / "effects.md").read_text() == out
 
@@ -201,12 +224,13 @@ def test_an_incomplete_grid_uses_only_the_pairs_that_exist(tmp_path, capsys):
 
 
 def test_options_only_the_baseline_resets_are_no_axis_and_the_baseline_pairs_on_what_it_shares():
-    trained = {"train": {"batch_size": 32, "lr": 0.001, "select": "best"}, "eval": {"episodes": 400, "curve": [0.5, 1.0]},
-               "backbone_args": {"embed_dim": 64}}
-    untrained = {"train": {"batch_size": 32, "lr": 0.001, "select": "last"}, "eval": {"episodes": 400, "curve": []},
-                 "backbone_args": {}}
-    rows = [row("a0", "b0", s, v, loss=loss, config=trained) for loss, base in (("triplet", 0.60), ("contrastive", 0.65))
-            for s, v in enumerate(base + np.array([0.0, 0.01, -0.01]))]
+    trained = {"train": {"batch_size": 32, "lr": 0.001, "select": "best"}, "eval": {"episodes": 400, "curve": [0.5, 1.0]}, "backbone_args": {"embed_dim": 64}}
+    untrained = {"train": {"batch_size": 32, "lr": 0.001, "select": "last"}, "eval": {"episodes": 400, "curve": []}, "backbone_args": {}}
+    rows = [
+        row("a0", "b0", s, v, loss=loss, config=trained)
+        for loss, base in (("triplet", 0.60), ("contrastive", 0.65))
+        for s, v in enumerate(base + np.array([0.0, 0.01, -0.01]))
+    ]
     rows += [row("a0", "b0", s, 0.40 + 0.01 * s, loss="none", config=untrained) for s in range(3)]
     (group,) = effects(rows, FEW)
     assert group.axes == {"loss": ["triplet", "contrastive", "none"]}  # not train.select, eval.curve, backbone_args.embed_dim
@@ -219,8 +243,7 @@ def test_options_only_the_baseline_resets_are_no_axis_and_the_baseline_pairs_on_
 def test_each_comparison_group_has_its_own_section_and_no_pair_spans_two(tmp_path, capsys):
     rng = np.random.default_rng(7)
     rows = [row(a, "b0", s, 0.5 + 0.10 * (a == "a1") + rng.normal(0, 0.01)) for a in ("a0", "a1") for s in range(3)]
-    rows += [row(a, "b0", s, 0.3 - 0.05 * (a == "a1") + rng.normal(0, 0.01), config={"dataset": "other"})
-             for a in ("a0", "a1") for s in range(3)]
+    rows += [row(a, "b0", s, 0.3 - 0.05 * (a == "a1") + rng.normal(0, 0.01), config={"dataset": "other"}) for a in ("a0", "a1") for s in range(3)]
     groups = effects(rows, FEW)
     assert [g.label for g in groups] == ["dataset = toy", "dataset = other"]
     toy, other = (by_level(g, "A", "a1") for g in groups)
@@ -228,11 +251,11 @@ def test_each_comparison_group_has_its_own_section_and_no_pair_spans_two(tmp_pat
     assert toy.estimate == pytest.approx(0.10, abs=0.03) and other.estimate == pytest.approx(-0.05, abs=0.03)
     code, out, err = cli(capsys, write(tmp_path / "two.jsonl", rows), "--metric", FEW)
     assert code == 0, err
-    assert out.index("### dataset = toy") < out.index(f"{signed(toy.estimate)} [") < out.index("### dataset = other") \
-        < out.index(f"{signed(other.estimate)} [")
+    assert out.index("### dataset = toy") < out.index(f"{signed(toy.estimate)} [") < out.index("### dataset = other") < out.index(f"{signed(other.estimate)} [")
 
 
 # --- what an effect averages: baseline pairs, contexts, disagreement between pairs ---------------------------------
+
 
 def test_untrained_baselines_pair_only_on_the_loss_axis():
     """conv4 vs Koch is an effect of a training choice: the two untrained baselines' difference is no part of it.
@@ -245,8 +268,7 @@ def test_untrained_baselines_pair_only_on_the_loss_axis():
             rows += [row("a0", "b0", s, base + gain + 0.01 * s, loss=loss, config=config) for s in range(3)]
         rows += [row("a0", "b0", s, untrained + 0.01 * s, loss="none", config=config) for s in range(3)]
     (group,) = effects(rows, FEW)
-    assert group.axes == {"backbone": ["koch", "conv4"], "backbone_args.image_size": ["65", "28"],
-                          "loss": ["triplet", "contrastive", "none"]}
+    assert group.axes == {"backbone": ["koch", "conv4"], "backbone_args.image_size": ["65", "28"], "loss": ["triplet", "contrastive", "none"]}
     conv4 = by_level(group, "backbone", "conv4")
     assert (conv4.pairs, conv4.contexts) == (2, "loss: triplet, contrastive")  # not the baselines' 0.2 − 0.3
     assert conv4.estimate == pytest.approx(0.2) and conv4.method == "seeds only"  # equal pairs: fixed
@@ -261,14 +283,12 @@ def test_untrained_baselines_pair_only_on_the_loss_axis():
 
 def test_contexts_name_the_levels_of_the_other_axes_the_pairs_cover_in_grid_order():
     rng = np.random.default_rng(8)
-    cells = [("a0", "b1", "c0"), ("a1", "b1", "c0"), ("a0", "b0", "c0"), ("a1", "b0", "c0"), ("a0", "b2", "c0"),
-             ("a0", "b2", "c1")]
+    cells = [("a0", "b1", "c0"), ("a1", "b1", "c0"), ("a0", "b0", "c0"), ("a1", "b0", "c0"), ("a0", "b2", "c0"), ("a0", "b2", "c1")]
     rows = [row(a, b, s, 0.5 + rng.normal(0, 0.01), config={"C": c}) for a, b, c in cells for s in range(3)]
     (group,) = effects(rows, FEW)
     assert group.axes == {"A": ["a0", "a1"], "B": ["b1", "b0", "b2"], "C": ["c0", "c1"]}  # first appearance
     got = {(e.axis, e.level): e.contexts for e in group.effects}
-    assert got == {("A", "a1"): "B: b1, b0; C: c0", ("B", "b0"): "A: a0, a1; C: c0", ("B", "b2"): "A: a0; C: c0",
-                   ("C", "c1"): "A: a0; B: b2"}
+    assert got == {("A", "a1"): "B: b1, b0; C: c0", ("B", "b0"): "A: a0, a1; C: c0", ("B", "b2"): "A: a0; C: c0", ("C", "c1"): "A: a0; B: b2"}
 
 
 def contexts_rows(diffs: list[float], rng, noise: float, same_noise: bool = False) -> list[dict]:
@@ -314,7 +334,7 @@ def test_heterogeneity_and_random_over_pairs_by_hand():
     assert all(math.isnan(x) for x in heterogeneity([0.1], [0.001]) + heterogeneity([0.1, 0.2], [math.nan, 0.001]))
     # estimate 0.2, se 0.02 on 4 df, τ² 0.008 over k = 3 pairs: V = 0.0004 + 0.008/3 = 0.0030667,
     # df = V² / (0.0004²/4 + (0.008/3)²/2) = 2.61557, t_0.975(2.61557) = 3.46414, half-width 3.46414 · √V = 0.191835
-    contrast = lambda df: Comparison(0.2, 0.0, 0.0, 0.02, df, 0.0, "seeds only")  # noqa: E731 (only estimate, se, df count)
+    contrast = lambda df: Comparison(0.2, 0.0, 0.0, 0.02, df, 0.0, "seeds only")
     r = random_over_pairs(contrast(4.0), 0.008, 3)
     se, df, low, high, p = r.se, r.df, r.low, r.high, r.p
     assert (se, df) == pytest.approx((math.sqrt(0.0030666667), 2.6155748), rel=1e-7)
@@ -326,10 +346,16 @@ def test_heterogeneity_and_random_over_pairs_by_hand():
 
 # --- the variance table: replicates, interactions by default ---------------------------------------------------------
 
+
 def abc_rows(rng, seeds: int = 2) -> list[dict]:
     """A complete 2 × 2 × 2 grid of A, B, D with an A × B interaction planted."""
-    return [row(a, b, s, planted(a, b) + 0.03 * (d == "d1") + rng.normal(0, 0.01), config={"D": d})
-            for a in ("a0", "a1") for b in ("b0", "b1") for d in ("d0", "d1") for s in range(seeds)]
+    return [
+        row(a, b, s, planted(a, b) + 0.03 * (d == "d1") + rng.normal(0, 0.01), config={"D": d})
+        for a in ("a0", "a1")
+        for b in ("b0", "b1")
+        for d in ("d0", "d1")
+        for s in range(seeds)
+    ]
 
 
 def test_the_replicates_share_and_every_two_way_interaction_by_default_match_a_loop_and_anova_lm():
@@ -337,8 +363,7 @@ def test_the_replicates_share_and_every_two_way_interaction_by_default_match_a_l
     from statsmodels.stats.anova import anova_lm
 
     rows = abc_rows(np.random.default_rng(11))
-    data = pd.DataFrame([{"A": r["config"]["A"], "B": r["config"]["B"], "D": r["config"]["D"], "y": r["metrics"][FEW]}
-                         for r in rows])
+    data = pd.DataFrame([{"A": r["config"]["A"], "B": r["config"]["B"], "D": r["config"]["D"], "y": r["metrics"][FEW]} for r in rows])
     total = float(((data.y - data.y.mean()) ** 2).sum())
     by_configuration: dict[tuple, list[float]] = {}
     for r in rows:
@@ -346,15 +371,16 @@ def test_the_replicates_share_and_every_two_way_interaction_by_default_match_a_l
     within = sum((y - np.mean(ys)) ** 2 for ys in by_configuration.values() for y in ys)
 
     for interactions, formula, names in (
-            (None, "C(A) + C(B) + C(D) + C(A):C(B) + C(A):C(D) + C(B):C(D)", ["A × B", "A × D", "B × D"]),
-            ([("A", "B")], "C(A) + C(B) + C(D) + C(A):C(B)", ["A × B"])):
+        (None, "C(A) + C(B) + C(D) + C(A):C(B) + C(A):C(D) + C(B):C(D)", ["A × B", "A × D", "B × D"]),
+        ([("A", "B")], "C(A) + C(B) + C(D) + C(A):C(B)", ["A × B"]),
+    ):
         (group,) = effects(rows, FEW, interactions=interactions)
         got = {t.name: t for t in group.variance.terms}
         assert list(got) == ["A", "B", "D", *names, "residual", REPLICATES]
         want = anova_lm(ols(f"y ~ {formula}", data).fit(), typ=2)
         for name in ["A", "B", "D", *names]:
             term = ":".join(f"C({x})" for x in name.split(" × "))
-            assert got[name].F == pytest.approx(want.loc[term, "F"], rel=1e-9)
+            assert pytest.approx(want.loc[term, "F"], rel=1e-9) == got[name].F
             assert got[name].sum_sq == pytest.approx(want.loc[term, "sum_sq"], rel=1e-9)
         replicates = got[REPLICATES]
         assert (replicates.sum_sq, replicates.share, replicates.df) == pytest.approx((within, within / total, 16 - 8), rel=1e-9)
@@ -373,6 +399,7 @@ def test_an_interaction_that_would_leave_under_2_residual_df_is_left_out_by_defa
 
 # --- per-item files ---------------------------------------------------------------------------------------------
 
+
 def test_with_per_item_files_the_interval_is_paired_and_counts_the_test_items(tmp_path, capsys):
     """Pairing counts what the seeds cannot see: another draw of test items. Here a1 has its own item profile (better
     on some episodes, worse on others), so the A contrast depends on which episodes were drawn; the seeds, all scored
@@ -388,8 +415,7 @@ def test_with_per_item_files_the_interval_is_paired_and_counts_the_test_items(tm
             p = np.clip(difficulty + 0.10 * (a == "a1") + 0.02 * (b == "b1") + profile * (a == "a1"), 0.01, 0.99)
             right = rng.binomial(queries, p).astype(np.uint8)
             r = row(a, b, s, float((right / queries).mean()))
-            r["items"] = write_items(results, r["cell_id"], {FEW: right, f"{FEW}.queries": np.array(queries),
-                                                             f"material.{FEW}": np.array(MATERIAL)})
+            r["items"] = write_items(results, r["cell_id"], {FEW: right, f"{FEW}.queries": np.array(queries), f"material.{FEW}": np.array(MATERIAL)})
             rows.append(r)
     write(results, rows)
     code, out, err = cli(capsys, results, "--metric", FEW, "--axes", "A")
@@ -408,6 +434,7 @@ def test_with_per_item_files_the_interval_is_paired_and_counts_the_test_items(tm
 
 
 # --- the plot, and the committed results -------------------------------------------------------------------------
+
 
 def test_plot_writes_a_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
@@ -439,18 +466,22 @@ def test_the_committed_seed_question_results(capsys):
 
 # --- bad input ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, expected", [
-    (["--axes", "dataset"], "--axes 'dataset' does not vary among these lines — axes that vary: A, B"),
-    (["--axes", "optim.lr"], "--axes 'optim.lr' is not an option of these rows — axes that vary: A, B"),
-    (["--reference", "A=a9"], "--reference A=a9: no line has A = 'a9' — its levels: a0, a1"),
-    (["--reference", "A"], "give AXIS=LEVEL"),
-    (["--interaction", "A:C"], "--interaction 'C' is not an option of these rows"),
-    (["--metric", f"{FEW}_stderr"], "is not a score"),
-    (["--metric", "verification_pairs"], "is not a score"),
-    (["--metric", "recall_at_1"], f"use one of: {FEW}"),
-    (["--out", "nofolder/effects.md"], "the folder nofolder does not exist"),
-    (["--plot", "nofolder/forest.png"], "the folder nofolder does not exist"),
-])
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--axes", "dataset"], "--axes 'dataset' does not vary among these lines — axes that vary: A, B"),
+        (["--axes", "optim.lr"], "--axes 'optim.lr' is not an option of these rows — axes that vary: A, B"),
+        (["--reference", "A=a9"], "--reference A=a9: no line has A = 'a9' — its levels: a0, a1"),
+        (["--reference", "A"], "give AXIS=LEVEL"),
+        (["--interaction", "A:C"], "--interaction 'C' is not an option of these rows"),
+        (["--metric", f"{FEW}_stderr"], "is not a score"),
+        (["--metric", "verification_pairs"], "is not a score"),
+        (["--metric", "recall_at_1"], f"use one of: {FEW}"),
+        (["--out", "nofolder/effects.md"], "the folder nofolder does not exist"),
+        (["--plot", "nofolder/forest.png"], "the folder nofolder does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "r.jsonl", grid(np.random.default_rng(5)))
@@ -474,13 +505,11 @@ def test_a_missing_results_file_and_missing_statsmodels(tmp_path, monkeypatch, c
 def test_the_table_corrects_its_p_values_by_holm_over_its_effects_and_shows_an_untested_one_as_such():
     from bench.report.effects import _effects_table
 
-    found = [Effect("A", f"a{k}", "a0", 2, 0.1, 0.0, 0.2, p, "seeds only", 2, smallest=0.05, largest=0.15, i2=0.5)
-             for k, p in enumerate((0.01, 0.02, 0.04), 1)]
+    found = [Effect("A", f"a{k}", "a0", 2, 0.1, 0.0, 0.2, p, "seeds only", 2, smallest=0.05, largest=0.15, i2=0.5) for k, p in enumerate((0.01, 0.02, 0.04), 1)]
     found.append(Effect("B", "b1", "b0", 0, why="never varied alone"))  # no pair: not counted
     found.append(Effect("B", "b2", "b0", 1, 0.1, method="seeds only (untested: no variance)", agree=1, smallest=0.1))
     rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in _effects_table(found)[2:]]
-    assert [(r[5], r[6]) for r in rows] == [("p=0.01", "p=0.03"), ("p=0.02", "p=0.04"), ("p=0.04", "p=0.04"), ("—", "—"),
-                                            ("—", "—")]
+    assert [(r[5], r[6]) for r in rows] == [("p=0.01", "p=0.03"), ("p=0.02", "p=0.04"), ("p=0.04", "p=0.04"), ("—", "—"), ("—", "—")]
     assert rows[0][8] == "+0.050 … +0.150 · I² 50 %"
     assert rows[4][3:] == ["", "+0.100 (untested)", "—", "—", "1 of 1", "+0.100", "seeds only (untested: no variance)"]
     assert not found[4].tested and found[0].tested
@@ -488,11 +517,15 @@ def test_the_table_corrects_its_p_values_by_holm_over_its_effects_and_shows_an_u
 
 # --- backbone × loss, when the grid crosses them ----------------------------------------------------------------
 
+
 def crossed_rows(rng, cells, seeds: int = 3) -> list[dict]:
     """Rows of (backbone, loss, D) lines with a backbone × loss interaction planted (n1's losses swap their order)."""
     value = {("n0", "triplet"): 0.6, ("n0", "contrastive"): 0.5, ("n1", "triplet"): 0.4, ("n1", "contrastive"): 0.55, ("n0", "arcface"): 0.3}
-    return [row("a0", "b0", s, value[bb, loss] + 0.05 * (d == "d1") + rng.normal(0, 0.01), loss=loss, config={"backbone": bb, "D": d})
-            for bb, loss, d in cells for s in range(seeds)]
+    return [
+        row("a0", "b0", s, value[bb, loss] + 0.05 * (d == "d1") + rng.normal(0, 0.01), loss=loss, config={"backbone": bb, "D": d})
+        for bb, loss, d in cells
+        for s in range(seeds)
+    ]
 
 
 def test_the_backbone_by_loss_cells_when_the_grid_crosses_them_and_nothing_otherwise():
@@ -530,8 +563,14 @@ def test_the_backbone_by_loss_cells_when_the_grid_crosses_them_and_nothing_other
     rows = crossed_rows(rng, cells[:3] + [("n1", "contrastive", "d1"), ("n0", "triplet", "d1")])
     c = effects(rows, FEW)[0].interaction
     assert c.held == "" and c.cell("n0", "triplet").configurations == 2
-    assert c.cell("n0", "triplet").mean == pytest.approx(np.mean([np.mean([r["metrics"][FEW] for r in rows if (
-        r["config"]["backbone"], r["config"]["loss"], r["config"]["D"]) == ("n0", "triplet", d)]) for d in ("d0", "d1")]))
+    assert c.cell("n0", "triplet").mean == pytest.approx(
+        np.mean(
+            [
+                np.mean([r["metrics"][FEW] for r in rows if (r["config"]["backbone"], r["config"]["loss"], r["config"]["D"]) == ("n0", "triplet", d)])
+                for d in ("d0", "d1")
+            ]
+        )
+    )
     assert "each cell averaging the settings of the other options" in markdown(effects(rows, FEW), FEW)
 
     # not crossed (n1 ran one loss), or one backbone: no cells, and the markdown says nothing of them

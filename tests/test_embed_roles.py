@@ -1,5 +1,6 @@
 """`bench embed` keeps query/gallery roles and decodes as the checkpoint's dataset did (background, max_pixels,
 recorded at save time): `bench embed` → `bench evaluate` gives the cell's query→gallery metrics again."""
+
 import json
 import shutil
 
@@ -35,8 +36,17 @@ root = "{root}"
 background = "black"
 max_pixels = 1000
 """
-COMPARED = ("verification_roc_auc", "verification_eer", "recall_at_1", "recall_at_2", "map_at_r", "few_shot_2way_1shot_accuracy",
-            "verification_pairs", "retrieval_queries", "few_shot_classes")
+COMPARED = (
+    "verification_roc_auc",
+    "verification_eer",
+    "recall_at_1",
+    "recall_at_2",
+    "map_at_r",
+    "few_shot_2way_1shot_accuracy",
+    "verification_pairs",
+    "retrieval_queries",
+    "few_shot_classes",
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +69,25 @@ def cell(tmp_path_factory):
 def evaluate_npz(cwd, npz, row) -> dict:
     """`bench evaluate` with the cell's evaluation options (distance, episodes, seed)."""
     out = cwd / (npz.stem + ".json")
-    assert main(["evaluate", str(npz), "--distance", row["metrics"]["distance"], "--n-way", "2", "--episodes", "50",
-                 "--seed", str(row["config"]["split"]["seed"]), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(npz),
+                "--distance",
+                row["metrics"]["distance"],
+                "--n-way",
+                "2",
+                "--episodes",
+                "50",
+                "--seed",
+                str(row["config"]["split"]["seed"]),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return json.loads(out.read_text())["metrics"]
 
 

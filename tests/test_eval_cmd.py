@@ -1,4 +1,5 @@
 """`bench evaluate EMBEDDINGS.npz`: prints every metric, writes JSON, and rejects bad files in one line."""
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,9 @@ def test_evaluate_prints_and_writes_metrics_that_match_references(tmp_path, caps
     same, dist = y[i] == y[j], pdist(x.astype(np.float64))
     vi, vj = np.triu_indices(len(vy), 1)
     threshold = best_val_threshold(vy[vi] == vy[vj], pdist(vx.astype(np.float64)))
-    calc = AccuracyCalculator(include=("mean_average_precision_at_r",), k="max_bin_count", device=torch.device("cpu"),
-                              knn_func=CustomKNN(LpDistance(normalize_embeddings=False)))
+    calc = AccuracyCalculator(
+        include=("mean_average_precision_at_r",), k="max_bin_count", device=torch.device("cpu"), knn_func=CustomKNN(LpDistance(normalize_embeddings=False))
+    )
     shots, stderr = monte_carlo_few_shot(cdist(x, x), y, 20, 2000, seed=0)
     assert metrics["verification_roc_auc"] == pytest.approx(roc_auc_score(same, -dist), abs=1e-6)
     assert metrics["verification_val_threshold"] == pytest.approx(threshold, abs=1e-5)
@@ -111,13 +113,16 @@ def test_evaluate_prints_why_a_figure_is_nan(tmp_path, capsys):
     assert any(line.startswith("retrieval: none of the 6 queries") for line in lines)
 
 
-@pytest.mark.parametrize("arrays,message", [
-    ({"emb": np.zeros((3, 2)), "labels": np.arange(3)}, "missing embeddings"),
-    ({"embeddings": np.zeros((3, 2)), "labels": np.arange(2)}, "one integer label per embedding"),
-    ({"embeddings": np.zeros((3, 2)), "labels": np.arange(3), "gallery_embeddings": np.zeros((3, 2))}, "come together"),
-    ({"embeddings": np.full((3, 2), np.nan), "labels": np.arange(3)}, "NaN"),
-    ({"embeddings": np.zeros((3, 2)), "labels": np.array(["a", "b", "c"])}, "labels must be integers"),
-])
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        ({"emb": np.zeros((3, 2)), "labels": np.arange(3)}, "missing embeddings"),
+        ({"embeddings": np.zeros((3, 2)), "labels": np.arange(2)}, "one integer label per embedding"),
+        ({"embeddings": np.zeros((3, 2)), "labels": np.arange(3), "gallery_embeddings": np.zeros((3, 2))}, "come together"),
+        ({"embeddings": np.full((3, 2), np.nan), "labels": np.arange(3)}, "NaN"),
+        ({"embeddings": np.zeros((3, 2)), "labels": np.array(["a", "b", "c"])}, "labels must be integers"),
+    ],
+)
 def test_evaluate_rejects_bad_files_in_one_line(tmp_path, arrays, message):
     path = write(tmp_path, **arrays)
     with pytest.raises(UserError, match=message) as err:
@@ -140,8 +145,10 @@ def test_evaluate_loads_neither_scikit_learn_nor_scipy(tmp_path):
     metrics now need neither (checked against both in tests/test_eval_metrics.py), so a fresh process never loads them."""
     x, y = clustered_arrays()
     path = write(tmp_path, embeddings=x, labels=y)
-    code = ("import sys\nfrom bench.cli import main\nrc = main(['evaluate', sys.argv[1], '--episodes', '20'])\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pandas', 'pytorch_metric_learning'}))\nsys.exit(rc)")
+    code = (
+        "import sys\nfrom bench.cli import main\nrc = main(['evaluate', sys.argv[1], '--episodes', '20'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pandas', 'pytorch_metric_learning'}))\nsys.exit(rc)"
+    )
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1,5 +1,6 @@
 """Retrieval, verification and few-shot metrics against slow references: Python loops, PML's
 AccuracyCalculator, scikit-learn and scipy; ties, lone classes, k beyond a class, a single class."""
+
 from __future__ import annotations
 
 import math
@@ -23,11 +24,19 @@ from bench.eval.fewshot import _EPISODES, class_pools, draw_episodes, few_shot_a
 from bench.eval.knn import _ranking_matrix, faiss_available, nearest_neighbours, smallest_k
 from bench.eval.metrics import evaluate
 from bench.eval.retrieval import retrieval_metrics
-from bench.eval.verification import (_first_occurrences, _gathered_pair_distances, _pair_distance, _select_pairs, _unrank_pairs, roc_metrics,
-                                     roc_of_distances, select_pairs, verification_metrics)
+from bench.eval.verification import (
+    _first_occurrences,
+    _gathered_pair_distances,
+    _pair_distance,
+    _select_pairs,
+    _unrank_pairs,
+    roc_metrics,
+    roc_of_distances,
+    select_pairs,
+    verification_metrics,
+)
 
-PML_DISTANCE = {"cosine": CosineSimilarity(), "euclidean": LpDistance(normalize_embeddings=False),
-                "l1": LpDistance(normalize_embeddings=False, p=1)}
+PML_DISTANCE = {"cosine": CosineSimilarity(), "euclidean": LpDistance(normalize_embeddings=False), "l1": LpDistance(normalize_embeddings=False, p=1)}
 BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))]
 
 
@@ -49,7 +58,7 @@ def retrieval_reference(q, ql, g, gl, ks, distance, same_set):
             sums[f"recall_at_{k}"] += any(rel[:k])
         sums["precision_at_1"] += rel[0]
         sums["r_precision"] += sum(rel[:r]) / r
-        sums["map_at_r"] += sum(sum(rel[:i + 1]) / (i + 1) for i in range(r) if rel[i]) / r
+        sums["map_at_r"] += sum(sum(rel[: i + 1]) / (i + 1) for i in range(r) if rel[i]) / r
     return {k: v / n if n else float("nan") for k, v in sums.items()} | {"retrieval_queries": n, "retrieval_lone_queries": len(q) - n}
 
 
@@ -74,8 +83,12 @@ def test_retrieval_matches_loops(distance, backend):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_retrieval_matches_pml_accuracy_calculator(distance, seed):
     x, y = clustered([7, 12, 3, 9, 1, 15, 6], dim=8, spread=1.5, seed=40 + seed, dtype=torch.float32)
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count",
-                              device=torch.device("cpu"), knn_func=CustomKNN(PML_DISTANCE[distance]))
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+        knn_func=CustomKNN(PML_DISTANCE[distance]),
+    )
     pml = calc.get_accuracy(x, y)
     got = retrieval_metrics(x, y, (1,), distance, memory_mb=0.01, backend="torch")  # tiny chunks
     assert got["precision_at_1"] == pytest.approx(pml["precision_at_1"], abs=1e-12)
@@ -89,8 +102,12 @@ def test_separate_gallery_matches_pml_and_loops(distance):
     q, ql = clustered([3, 3, 3, 2], dim=5, spread=1.2, seed=50, dtype=torch.float32)
     g, gl = clustered([4, 6, 2, 5], dim=5, spread=1.2, seed=50, dtype=torch.float32)  # same centres (same seed)
     ql = torch.where(ql == 3, torch.tensor(9), ql)  # class 9 has no gallery image: excluded
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count",
-                              device=torch.device("cpu"), knn_func=CustomKNN(PML_DISTANCE[distance]))
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+        knn_func=CustomKNN(PML_DISTANCE[distance]),
+    )
     pml = calc.get_accuracy(q, ql, g, gl, ref_includes_query=False)
     got = retrieval_metrics(q, ql, (1, 3), distance, gallery=g, gallery_labels=gl, backend="torch")
     assert got["retrieval_gallery"] == "separate" and got["retrieval_lone_queries"] == 2
@@ -125,8 +142,7 @@ def test_ties_with_many_duplicates_at_the_k_boundary(distance, backend):
         for q in range(24):
             order = sorted((j for j in range(24) if j != q), key=lambda j: (ref_distance(x[q], x[j], distance), j))
             assert got[q].tolist() == order[:k], (k, q)
-    check_against_reference(retrieval_metrics(x, y, (1, 3), distance, backend=backend),
-                            retrieval_reference(x, y, x, y, (1, 3), distance, True))
+    check_against_reference(retrieval_metrics(x, y, (1, 3), distance, backend=backend), retrieval_reference(x, y, x, y, (1, 3), distance, True))
 
 
 def test_single_class_and_all_lone_classes():
@@ -232,8 +248,11 @@ def test_validation_threshold_is_chosen_on_validation_pairs():
     vx, vy = clustered([5] * 6, dim=4, spread=1.2, seed=71)
     got = verification_metrics(x, y, "euclidean", 10**6, 0, val_embeddings=vx, val_labels=vy)
     vn, n = len(vx), len(x)
-    val = threshold_loop_reference([vy[a] == vy[b] for a in range(vn) for b in range(a + 1, vn)],
-                                   [ref_distance(vx[a], vx[b], "euclidean") for a in range(vn) for b in range(a + 1, vn)], ())
+    val = threshold_loop_reference(
+        [vy[a] == vy[b] for a in range(vn) for b in range(a + 1, vn)],
+        [ref_distance(vx[a], vx[b], "euclidean") for a in range(vn) for b in range(a + 1, vn)],
+        (),
+    )
     pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
     same = [bool(y[a] == y[b]) for a, b in pairs]
     called = [ref_distance(x[a], x[b], "euclidean") <= val["best_threshold"] for a, b in pairs]
@@ -280,8 +299,7 @@ def exact_few_shot_expectation(dist, pools, n_way, k_shot, one_pool):
     likely and, within a set, every choice of a (k_shot support subset, query) per class equally likely —
     query outside the support when the pools are one. `dist[q][s]` is the query-to-support distance.
     Independent of any random draw order."""
-    options = [[(support, q) for support in combinations(s_pool, k_shot) for q in q_pool if not (one_pool and q in support)]
-               for s_pool, q_pool in pools]
+    options = [[(support, q) for support in combinations(s_pool, k_shot) for q in q_pool if not (one_pool and q in support)] for s_pool, q_pool in pools]
     moments = []
     for classes in combinations(range(len(pools)), n_way):
         accuracies = []
@@ -387,26 +405,38 @@ def test_evaluate_row_is_flat_and_distance_can_be_overridden():
     assert row["distance"] == "euclidean"
     assert all(isinstance(v, (int, float, str)) for k, v in row.items() if k != "verification_roc")  # the ROC: points for plots
     assert set(row["verification_roc"]) == {"fpr", "tpr"}
-    for key in ("verification_roc_auc", "verification_eer", "verification_tar_at_far_0.01", "verification_tar_at_far_0.001",
-                "verification_balanced_accuracy_best_threshold", "recall_at_8", "precision_at_1", "r_precision", "map_at_r",
-                "few_shot_20way_1shot_accuracy", "few_shot_20way_1shot_accuracy_stderr"):
+    for key in (
+        "verification_roc_auc",
+        "verification_eer",
+        "verification_tar_at_far_0.01",
+        "verification_tar_at_far_0.001",
+        "verification_balanced_accuracy_best_threshold",
+        "recall_at_8",
+        "precision_at_1",
+        "r_precision",
+        "map_at_r",
+        "few_shot_20way_1shot_accuracy",
+        "few_shot_20way_1shot_accuracy_stderr",
+    ):
         assert isinstance(row[key], float) and not math.isnan(row[key]), key
     assert not [k for k in row if k.endswith("_note")]
     # euclidean, not the l1 asked for: checked against PML and sklearn, not against our own functions
-    calc = AccuracyCalculator(include=("r_precision",), k="max_bin_count", device=torch.device("cpu"),
-                              knn_func=CustomKNN(PML_DISTANCE["euclidean"]))
+    calc = AccuracyCalculator(include=("r_precision",), k="max_bin_count", device=torch.device("cpu"), knn_func=CustomKNN(PML_DISTANCE["euclidean"]))
     assert row["r_precision"] == pytest.approx(calc.get_accuracy(x.float(), y)["r_precision"], abs=1e-6)
     i, j = np.triu_indices(len(x), 1)
     auc = roc_auc_score((y[i] == y[j]).numpy(), -(x[i] - x[j]).norm(dim=1).numpy())
     assert row["verification_roc_auc"] == pytest.approx(auc, abs=1e-6)
 
 
-@pytest.mark.parametrize("embeddings,labels,message", [
-    (torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), torch.tensor([0, 0]), "NaN"),
-    (torch.randn(3, 2), torch.tensor([0, 1]), "one integer label per embedding"),
-    (torch.randn(3, 2), torch.tensor([0.0, 1.0, 1.0]), "must be integers"),
-    (torch.randn(3), torch.tensor([0, 1, 1]), "2-D"),
-])
+@pytest.mark.parametrize(
+    "embeddings,labels,message",
+    [
+        (torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), torch.tensor([0, 0]), "NaN"),
+        (torch.randn(3, 2), torch.tensor([0, 1]), "one integer label per embedding"),
+        (torch.randn(3, 2), torch.tensor([0.0, 1.0, 1.0]), "must be integers"),
+        (torch.randn(3), torch.tensor([0, 1, 1]), "2-D"),
+    ],
+)
 def test_evaluate_rejects_bad_input_in_one_line(embeddings, labels, message):
     with pytest.raises(UserError, match=message) as err:
         evaluate(embeddings, labels, "cosine")
@@ -442,8 +472,10 @@ def test_smallest_k_is_a_stable_sort_of_each_row(finish):
     g = torch.Generator().manual_seed(5)
     root = (lambda x: x.clamp_min_(0).sqrt_()) if finish else None  # cdist's own clamp and square root
     for rows, n, k in [(0, 10, 3), (7, 1, 1), (7, 9, 9), (7, 10, 5), (7, 11, 6), (30, 257, 5), (30, 1000, 19), (5, 3000, 99)]:
-        for values in (torch.randint(-3, 4, (rows, n), generator=g).float(),  # ties everywhere, the k-th place too
-                       torch.randn(rows, n, generator=g, dtype=torch.float64)):
+        for values in (
+            torch.randint(-3, 4, (rows, n), generator=g).float(),  # ties everywhere, the k-th place too
+            torch.randn(rows, n, generator=g, dtype=torch.float64),
+        ):
             if rows:
                 values[:, 0] = float("inf")  # a query's own column
             expected = (root(values.clone()) if finish else values).sort(dim=1, stable=True).indices[:, :k]
@@ -480,8 +512,12 @@ def test_metrics_on_random_data_match_pml_sklearn_and_brute_force(distance):
     # 600 images of 30 classes: 19 neighbours among 599 (smallest_k's block bound at work), 20,000 of 179,700 pairs (sampled)
     x, y = clustered([20] * 30, dim=16, spread=1.0, seed=91, dtype=torch.float32)
     got = evaluate(x, y, distance, EvalConfig(max_pairs=20_000, episodes=50, recall_k=(1, 4)), seed=3)
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count",
-                              device=torch.device("cpu"), knn_func=CustomKNN(PML_DISTANCE[distance]))
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+        knn_func=CustomKNN(PML_DISTANCE[distance]),
+    )
     pml = calc.get_accuracy(x, y)
     assert got["precision_at_1"] == pytest.approx(pml["precision_at_1"], abs=1e-12)
     assert got["r_precision"] == pytest.approx(pml["r_precision"], abs=1e-12)
@@ -526,9 +562,17 @@ def test_a_cell_embeds_each_image_once_per_weights_and_reuses_exactly(monkeypatc
     from bench.run import cell as cell_module
 
     load_builtins()
-    cell = parse_grid({"budget": {"max_steps": 4}, "train": {"select": "best", "batch_size": 16}, "split": {"val_fraction": 0.2},
-                       "eval": {"curve": [0.5, 1.0], "episodes": 10, "n_way": 3}, "backbone": {"conv4": {"image_size": 28}},
-                       "axes": {"backbone": ["conv4"], "loss": ["contrastive"], "dataset": ["digits"]}}, "g").cells[0]
+    cell = parse_grid(
+        {
+            "budget": {"max_steps": 4},
+            "train": {"select": "best", "batch_size": 16},
+            "split": {"val_fraction": 0.2},
+            "eval": {"curve": [0.5, 1.0], "episodes": 10, "n_way": 3},
+            "backbone": {"conv4": {"image_size": 28}},
+            "axes": {"backbone": ["conv4"], "loss": ["contrastive"], "dataset": ["digits"]},
+        },
+        "g",
+    ).cells[0]
     real_embed, real_evaluate = cell_module.embed, cell_module.evaluate
     calls, last, checked = [], {}, []
 

@@ -1,6 +1,7 @@
 """Scale-out: the same grid through in-process, --workers, a local Ray instance and submitit's local
 executor gives the same rows; a dying worker is one error row; a killed coordinator resumes; the disk cache
 is reused and never trusted when corrupt; plain progress lines when output is not a terminal."""
+
 import json
 import os
 import subprocess
@@ -56,8 +57,14 @@ def reference(tmp_path_factory):
 
 
 def run_cli(cwd: Path, *args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_same_rows(got: dict, reference: dict) -> None:
@@ -69,11 +76,15 @@ def assert_same_rows(got: dict, reference: dict) -> None:
         assert row["train"]["final_loss"] == reference[cell_id]["train"]["final_loss"]
 
 
-@pytest.mark.parametrize("args,env", [
-    (["--workers", "2"], {}),
-    (["--executor", "submitit-local", "--workers", "2", "--threads", "1"], {}),
-    (["--executor", "ray"], {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}),
-], ids=["workers", "submitit-local", "ray"])
+@pytest.mark.parametrize(
+    "args,env",
+    [
+        (["--workers", "2"], {}),
+        (["--executor", "submitit-local", "--workers", "2", "--threads", "1"], {}),
+        (["--executor", "ray"], {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}),
+    ],
+    ids=["workers", "submitit-local", "ray"],
+)
 def test_every_executor_gives_the_in_process_rows(args, env, reference, tmp_path):
     if "ray" in args:
         pytest.importorskip("ray")
@@ -89,7 +100,7 @@ def test_every_executor_gives_the_in_process_rows(args, env, reference, tmp_path
     assert "━" not in proc.stderr and proc.stderr.count("[") >= 4 and "[4/4] timm/resnet10t" in proc.stderr
 
 
-FAULTY = '''
+FAULTY = """
 import os, signal
 from torch import nn
 from bench.plugins import BACKBONES, InputSpec
@@ -108,7 +119,7 @@ class Dies(nn.Module):
 @BACKBONES.register("dies")
 def dies(die: bool = False):
     return Dies(die)
-'''
+"""
 
 
 def test_a_worker_that_dies_is_one_error_row_and_the_grid_goes_on(tmp_path):
@@ -135,7 +146,9 @@ seed = [0, 1, 2]
 
 
 def test_a_killed_coordinator_resumes_without_duplicates(tmp_path):
-    (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none").replace("max_steps = 3", "max_steps = 40").replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+    (tmp_path / "g.toml").write_text(
+        GRID.format(name="g", freeze="none").replace("max_steps = 3", "max_steps = 40").replace("seed = [0, 1]", "seed = [0, 1, 2]")
+    )
     results = tmp_path / "results" / "g.jsonl"
     kill_when(launch(tmp_path, "--grid", "g.toml", "--workers", "2"), results, 1)
     assert 1 <= len(rows(results)) < 6  # partial: the kill landed mid-grid

@@ -1,5 +1,6 @@
 """Within-group few-shot episodes (`eval.episode_group`, Lake et al.'s within-alphabet task) against an
 exact enumeration and a construction whose accuracies are known in closed form."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ import torch
 from test_metrics import DISTANCES, clustered, ref_distance
 
 from bench.config import EvalConfig
+from bench.config.metrics import definition
 from bench.errors import UserError
-from bench.eval.definitions import definition
 from bench.eval.fewshot import class_pools, draw_group_episodes, pools_by_group, within_group_few_shot_accuracy
 from bench.eval.metrics import evaluate
 
@@ -49,8 +50,7 @@ def test_with_a_gallery_support_comes_from_the_gallery():
     _, _, groups, gallery, labels = twins()
     x = twins()[0][:6]  # the "+" images are the queries, one per class: no episode within them alone
     config = EvalConfig(n_way=3, k_shot=1, episodes=3000, max_pairs=500)
-    row = evaluate(x, labels, "euclidean", config, seed=4, gallery=gallery, gallery_labels=labels,
-                   groups=groups[:6], group_name="alphabet")
+    row = evaluate(x, labels, "euclidean", config, seed=4, gallery=gallery, gallery_labels=labels, groups=groups[:6], group_name="alphabet")
     assert row["few_shot_3way_1shot_within_alphabet_accuracy"] == 1.0 and row["few_shot_within_alphabet_groups"] == 2
     assert abs(row["few_shot_3way_1shot_accuracy"] - 0.6) < 4.5 * row["few_shot_3way_1shot_accuracy_stderr"]
 
@@ -66,8 +66,7 @@ def exact_within_group_expectation(dist, pools_of_groups, n_way, k_shot):
         for classes in combinations(range(len(pools)), n_way):
             accuracies = []
             for episode in product(*(options[c] for c in classes)):
-                right = sum(min((dist[q][s], v) for v, (support, _) in enumerate(episode) for s in support)[1] == w
-                            for w, (_, q) in enumerate(episode))
+                right = sum(min((dist[q][s], v) for v, (support, _) in enumerate(episode) for s in support)[1] == w for w, (_, q) in enumerate(episode))
                 accuracies.append(right / n_way)
             per_set.append((np.mean(accuracies), np.mean(np.square(accuracies))))
         moments.append(np.mean(per_set, axis=0))
@@ -85,8 +84,7 @@ def test_agrees_with_the_exact_expectation_over_all_episodes(distance, k_shot):
     group_of = np.array(["x"] * 3 + ["y"] * 4 + ["z"] * 2)
     dist = [[ref_distance(x[a], x[b], distance) for b in range(len(x))] for a in range(len(x))]
     members = {c: np.flatnonzero(y.numpy() == c).tolist() for c in range(len(sizes))}
-    pools_of_groups = [[members[c] for c in range(len(sizes)) if group_of[c] == g and len(members[c]) >= k_shot + 1]
-                       for g in "xyz"]
+    pools_of_groups = [[members[c] for c in range(len(sizes)) if group_of[c] == g and len(members[c]) >= k_shot + 1] for g in "xyz"]
     pools_of_groups = [p for p in pools_of_groups if len(p) >= 3]
     assert len(pools_of_groups) == (2 if k_shot == 1 else 1)
     mean, std = exact_within_group_expectation(dist, pools_of_groups, 3, k_shot)
@@ -127,8 +125,12 @@ def test_groups_leave_every_other_figure_unchanged_and_every_key_is_defined():
     plain = evaluate(x, y, "cosine", config, seed=2)
     grouped = evaluate(x, y, "cosine", config, seed=2, groups=alphabets, group_name="alphabet")
     assert {k: v for k, v in grouped.items() if k in plain} == plain
-    assert set(grouped) - set(plain) == {"few_shot_5way_1shot_within_alphabet_accuracy", "few_shot_5way_1shot_within_alphabet_accuracy_stderr",
-                                         "few_shot_5way_1shot_within_alphabet_episodes", "few_shot_within_alphabet_groups"}
+    assert set(grouped) - set(plain) == {
+        "few_shot_5way_1shot_within_alphabet_accuracy",
+        "few_shot_5way_1shot_within_alphabet_accuracy_stderr",
+        "few_shot_5way_1shot_within_alphabet_episodes",
+        "few_shot_within_alphabet_groups",
+    }
     assert [k for k in grouped if definition(k) is None] == []
     assert definition("few_shot_5way_1shot_within_alphabet_accuracy").direction == "higher"
     assert definition("few_shot_5way_1shot_within_alphabet_accuracy_stderr").direction == "none"  # a standard error, not a score
@@ -151,12 +153,15 @@ def test_no_qualifying_group_is_nan_with_a_note():
     assert math.isnan(one["few_shot_1way_1shot_within_drawer_accuracy"]) and "n_way ≥ 2" in one["few_shot_within_note"]
 
 
-@pytest.mark.parametrize("groups,name,message", [
-    (np.zeros(17), "alphabet", "one alphabet per embedding"),
-    (np.zeros(18), "al-pha", "letters, digits or _"),
-    (np.zeros(18), "", "letters, digits or _"),
-    (np.r_[np.zeros(17), 1], "alphabet", "class 5 has images in more than one alphabet"),
-])
+@pytest.mark.parametrize(
+    "groups,name,message",
+    [
+        (np.zeros(17), "alphabet", "one alphabet per embedding"),
+        (np.zeros(18), "al-pha", "letters, digits or _"),
+        (np.zeros(18), "", "letters, digits or _"),
+        (np.r_[np.zeros(17), 1], "alphabet", "class 5 has images in more than one alphabet"),
+    ],
+)
 def test_bad_groups_are_one_line_errors(groups, name, message):
     x, y = clustered([3] * 6, dim=4, seed=93)
     y = torch.sort(y).values  # the last image is of class 5

@@ -1,5 +1,6 @@
 """The Grocery Store dataset read in place: shop photos are queries, iconic images the gallery, held-out products
 scored query → gallery through a real grid; `resize`; and its bad inputs as one line, exit 2, nothing written."""
+
 from __future__ import annotations
 
 import io

@@ -1,6 +1,7 @@
 """Per-test-item outcomes (bench.items): against slow references, the items reproduce every row metric they
 stand for; their material digests name what the items are, never the model; a grid keeps them beside its
 results, the same through --workers, and a failed write costs the items, never the rows."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,7 @@ from bench.config import EvalConfig
 from bench.eval.fewshot import WITHIN_GROUP_STREAM, class_pools, draw_episodes, draw_group_episodes, group_codes, pools_by_group
 from bench.eval.metrics import evaluate
 from bench.eval.verification import item_pairs, select_pairs
-from bench.items import (ITEM_PAIRS, ItemScores, item_metric, item_scores, items_folder, items_path, read_items,
-                         roc_vertices, write_items)
+from bench.items import ITEM_PAIRS, ItemScores, item_metric, item_scores, items_folder, items_path, read_items, roc_vertices, write_items
 
 KS = (1, 2, 4)
 
@@ -55,7 +55,7 @@ def reference_retrieval(q, ql, g, gl, distance: str) -> dict[int, tuple[int, flo
         r = sum(hits)
         if r == 0:
             continue
-        ap = sum(sum(hits[:m + 1]) / (m + 1) for m in range(r) if hits[m]) / r
+        ap = sum(sum(hits[: m + 1]) / (m + 1) for m in range(r) if hits[m]) / r
         out[i] = (hits.index(True) + 1, sum(hits[:r]) / r, ap)
     return out
 
@@ -117,14 +117,13 @@ def test_few_shot_items_are_each_episodes_correct_count_and_their_mean_the_row(k
     config = EvalConfig(n_way=3, k_shot=k_shot, episodes=60, max_pairs=2000)
     extra = {"gallery": g, "gallery_labels": gl} if separate else {}
     items = {}
-    row = evaluate(q, ql, distance, config, 5, items=items, groups=groups[:len(q)], group_name="colour", **extra)
-    assert same_metrics(row, evaluate(q, ql, distance, config, 5, groups=groups[:len(q)], group_name="colour", **extra))
+    row = evaluate(q, ql, distance, config, 5, items=items, groups=groups[: len(q)], group_name="colour", **extra)
+    assert same_metrics(row, evaluate(q, ql, distance, config, 5, groups=groups[: len(q)], group_name="colour", **extra))
     pools = class_pools(ql, k_shot, gl)
     every = draw_episodes(pools, 3, k_shot, 60, np.random.default_rng(5))
-    by_group = [m for m in pools_by_group(pools, group_codes(groups[:len(q)], ql, "colour")) if len(m) >= 3]
+    by_group = [m for m in pools_by_group(pools, group_codes(groups[: len(q)], ql, "colour")) if len(m) >= 3]
     within = draw_group_episodes(pools, by_group, 3, k_shot, 60, np.random.default_rng([WITHIN_GROUP_STREAM, 5]))
-    for metric, (support, query, _) in [("few_shot_3way_%dshot_accuracy" % k_shot, every),
-                                        ("few_shot_3way_%dshot_within_colour_accuracy" % k_shot, within)]:
+    for metric, (support, query, _) in [(f"few_shot_3way_{k_shot}shot_accuracy", every), (f"few_shot_3way_{k_shot}shot_within_colour_accuracy", within)]:
         assert items[metric].dtype == np.uint8 and int(items[f"{metric}.queries"]) == 3
         assert items[metric].tolist() == reference_episode_counts(q, q if g is None else g, support, query, k_shot, distance)
         scores = item_scores(items, metric)
@@ -146,8 +145,9 @@ def test_verification_items_are_dense_ranks_of_the_kept_pairs(n, max_pairs):
     all_same = (y[pairs["i"]] == y[pairs["j"]]).numpy()
     kept = item_pairs(all_same, 11)
     assert same.tolist() == all_same[kept].tolist()
-    reference = np.array([ref_distance(x[i].double().numpy(), x[j].double().numpy(), "l1")
-                          for i, j in zip(pairs["i"][kept].tolist(), pairs["j"][kept].tolist())])
+    reference = np.array(
+        [ref_distance(x[i].double().numpy(), x[j].double().numpy(), "l1") for i, j in zip(pairs["i"][kept].tolist(), pairs["j"][kept].tolist())]
+    )
     assert rank.tolist() == (rankdata(reference, method="dense") - 1).tolist()  # ties (whole-number L1) share a rank
     if row["verification_pairs"] <= ITEM_PAIRS:  # every pair kept: the row's AUC itself
         assert item_metric(scores) == pytest.approx(row["verification_roc_auc"], abs=1e-12)
@@ -184,8 +184,12 @@ def test_material_names_the_items_not_the_model():
         return {k: str(v) for k, v in items.items() if k.startswith("material.")}
 
     base = material(x, y, 1)
-    assert set(base) == {"material.retrieval", "material.verification", "material.few_shot_3way_1shot_accuracy",
-                         "material.few_shot_3way_1shot_within_half_accuracy"}
+    assert set(base) == {
+        "material.retrieval",
+        "material.verification",
+        "material.few_shot_3way_1shot_accuracy",
+        "material.few_shot_3way_1shot_within_half_accuracy",
+    }
     assert material(other_model, y, 1) == base
     reseeded = material(x, y, 2)
     assert reseeded["material.retrieval"] == base["material.retrieval"]  # retrieval scores every query whatever the seed

@@ -1,4 +1,5 @@
 """Leaderboard aggregation over seeds and its markdown rendering, on hand-made rows."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ import pytest
 from scipy import stats
 
 from bench.errors import UserError
-from bench.report.leaderboard import markdown, table
+from bench.report.leaderboard import markdown
+from bench.report.table import table
 from bench.report.verdicts import signed
 
 
@@ -22,9 +24,14 @@ def row(backbone, loss, seed, auc, r1=0.5, *, dataset="toy", status="ok", steps=
         "cell_id": f"{backbone}-{loss}-{seed}-{json.dumps(loss_args, sort_keys=True)}-{status}",
         "status": status,
         "config": {
-            "backbone": backbone, "loss": loss, "dataset": dataset, "seed": seed,
-            "loss_args": loss_args or {}, "train": {"batch_size": 32, "lr": 0.001},
-            "split": {"seed": 0}, "eval": {"recall_k": [1, 2]},
+            "backbone": backbone,
+            "loss": loss,
+            "dataset": dataset,
+            "seed": seed,
+            "loss_args": loss_args or {},
+            "train": {"batch_size": 32, "lr": 0.001},
+            "split": {"seed": 0},
+            "eval": {"recall_k": [1, 2]},
         },
         "metrics": metrics,
         "train": {"stopped_by": stopped_by, "steps": steps},
@@ -33,9 +40,22 @@ def row(backbone, loss, seed, auc, r1=0.5, *, dataset="toy", status="ok", steps=
 
 def error_row(backbone, loss, seed):
     # What the runner writes for a failed cell: no metrics, no train section.
-    return {"schema": 1, "cell_id": f"err-{seed}", "status": "error", "error": "RuntimeError: boom",
-            "config": {"backbone": backbone, "loss": loss, "dataset": "toy", "seed": seed, "loss_args": {},
-                       "train": {"batch_size": 32, "lr": 0.001}, "split": {"seed": 0}, "eval": {"recall_k": [1, 2]}}}
+    return {
+        "schema": 1,
+        "cell_id": f"err-{seed}",
+        "status": "error",
+        "error": "RuntimeError: boom",
+        "config": {
+            "backbone": backbone,
+            "loss": loss,
+            "dataset": "toy",
+            "seed": seed,
+            "loss_args": {},
+            "train": {"batch_size": 32, "lr": 0.001},
+            "split": {"seed": 0},
+            "eval": {"recall_k": [1, 2]},
+        },
+    }
 
 
 A_AUC, A_R1 = [0.80, 0.90, 0.86], [0.4, 0.5, 0.7]
@@ -83,8 +103,7 @@ def test_table_mean_std_n_over_seeds():
 
 def test_table_sorts_higher_is_better():
     frame = table(ROWS)
-    assert [(r.backbone, r.loss) for r in frame.itertuples()] == [
-        ("resnet", "contrastive"), ("resnet", "triplet"), ("convnet", "triplet"), ("vit", "bce_l1")]
+    assert [(r.backbone, r.loss) for r in frame.itertuples()] == [("resnet", "contrastive"), ("resnet", "triplet"), ("convnet", "triplet"), ("vit", "bce_l1")]
     frame = table(ROWS, metric="recall_at_1")
     scored = frame["recall_at_1_mean"].dropna().tolist()
     assert scored == sorted(scored, reverse=True) and len(scored) == 3 and math.isnan(frame["recall_at_1_mean"].iloc[-1])
@@ -92,8 +111,7 @@ def test_table_sorts_higher_is_better():
 
 
 def test_table_lower_is_better_metric_sorts_ascending():
-    rows = [row("a", "l", 0, 0.9, verification_eer=0.30), row("b", "l", 0, 0.8, verification_eer=0.10),
-            row("c", "l", 0, 0.7, verification_eer=0.20)]
+    rows = [row("a", "l", 0, 0.9, verification_eer=0.30), row("b", "l", 0, 0.8, verification_eer=0.10), row("c", "l", 0, 0.7, verification_eer=0.20)]
     assert list(table(rows, metric="verification_eer")["backbone"]) == ["b", "c", "a"]
     assert "(lower is better)" in markdown(table(rows, metric="verification_eer"), metric="verification_eer")
 
@@ -135,8 +153,11 @@ def test_a_broken_row_is_not_reported_as_an_unknown_metric():
 def test_rows_whose_keys_differ_are_separate_configurations():
     # Koch's CNN takes no `head`; EfficientNet rows have one. Neither may vanish or merge.
     koch = [row("koch", "triplet", s, 0.7 + 0.01 * s) for s in range(2)]
-    lite = [{**row("lite", "triplet", s, 0.8), "config": {**row("lite", "triplet", s, 0.8)["config"], "backbone_args": {"head": h}},
-             "cell_id": f"lite-{h}-{s}"} for s in range(2) for h in ("linear", "sigmoid4096")]
+    lite = [
+        {**row("lite", "triplet", s, 0.8), "config": {**row("lite", "triplet", s, 0.8)["config"], "backbone_args": {"head": h}}, "cell_id": f"lite-{h}-{s}"}
+        for s in range(2)
+        for h in ("linear", "sigmoid4096")
+    ]
     frame = table(koch + lite)
     assert len(frame) == 3 and sorted(frame["ok"]) == [2, 2, 2]
     heads = dict(zip(frame["backbone"] + "/" + frame["backbone_args.head"], frame["ok"]))
@@ -237,8 +258,8 @@ def grid(samples: dict[str, list[float]], metric="verification_roc_auc"):
 
 
 def test_vs_best_is_welchs_test_against_the_best_mean_held_to_the_familys_level():
-    from bench.report.simultaneous import Family, Member
     from bench.report.paired import ItemBootstrap
+    from bench.report.simultaneous import Family, Member
 
     samples = {"best": [0.95, 0.97], "near": [0.80, 0.90, 0.86], "far": [0.60, 0.62, 0.61, 0.63]}
     got = by_backbone(table(grid(samples)))
@@ -253,7 +274,9 @@ def test_vs_best_is_welchs_test_against_the_best_mean_held_to_the_familys_level(
         df = stats.ttest_ind(samples[name], samples["best"], equal_var=False).df
         assert got[name]["critical"] == pytest.approx(stats.t.isf(per / 2, df), rel=1e-6)
         assert got[name]["vs_best"] == ("below" if p < per else "not separated")
-        assert got[name]["vs_best_delta"] - got[name]["vs_best_low"] == pytest.approx(got[name]["critical"] * math.sqrt(np.var(samples[name], ddof=1) / len(samples[name]) + np.var(samples["best"], ddof=1) / 2))
+        assert got[name]["vs_best_delta"] - got[name]["vs_best_low"] == pytest.approx(
+            got[name]["critical"] * math.sqrt(np.var(samples[name], ddof=1) / len(samples[name]) + np.var(samples["best"], ddof=1) / 2)
+        )
     assert (got["near"]["vs_best"], got["far"]["vs_best"]) == ("not separated", "below")
     assert got["near"]["vs_best_test"] == "Welch"
     frame = table(grid(samples))
@@ -286,8 +309,7 @@ def test_vs_best_without_variance_is_untested_never_p_zero():
 
 
 def test_one_seed_is_untested_even_when_it_ranks_first():
-    rows = [*grid({"lucky": [0.99], "best": [0.95, 0.97], "near": [0.80, 0.90, 0.86]}),
-            error_row("broken", "triplet", 0)]
+    rows = [*grid({"lucky": [0.99], "best": [0.95, 0.97], "near": [0.80, 0.90, 0.86]}), error_row("broken", "triplet", 0)]
     frame = table(rows)
     assert list(frame["backbone"]) == ["lucky", "best", "near", "broken"]  # still sorted by the mean
     assert list(frame["vs_best"]) == ["1 seed: untested", "best", "not separated", "—"]
@@ -301,8 +323,7 @@ def test_a_plain_grid_keeps_todays_columns():
     # one seed each, no curve, no untrained baseline, no selection: every verdict column says nothing
     text = markdown(table([row("a", "l", 0, 0.9), row("b", "l", 0, 0.8)]))
     header = _cells(next(ln for ln in text.splitlines() if ln.startswith("|")))
-    assert header == ["#", "backbone", "loss", "dataset", "verification_roc_auc", "recall_at_1", "recall_at_2",
-                      "ok / seeds", "not ok", "steps", "stopped by"]
+    assert header == ["#", "backbone", "loss", "dataset", "verification_roc_auc", "recall_at_1", "recall_at_2", "ok / seeds", "not ok", "steps", "stopped by"]
     assert "Welch" not in text and "untrained" not in text and "improving" not in text
 
 
@@ -311,21 +332,39 @@ LITE = {"pretrained": True}
 
 def lite(loss, seed, value, head="linear", metric="verification_roc_auc", **config):
     args = {**LITE, "embed_dim": 1280} if loss == "none" else {**LITE, "head": head, "embed_dim": 128}
-    return cell("lite", loss, seed, value, metric=metric, **{"backbone_args": args, "model": {"preprocess": "native", "freeze": "none"},
-                                                            "train": {"precision": "auto"}, **config})
+    return cell(
+        "lite",
+        loss,
+        seed,
+        value,
+        metric=metric,
+        **{"backbone_args": args, "model": {"preprocess": "native", "freeze": "none"}, "train": {"precision": "auto"}, **config},
+    )
 
 
 def test_gain_over_the_untrained_baseline_with_the_same_backbone_input_and_data():
     rows = [lite("none", s, v) for s, v in enumerate([0.70, 0.72])]
     rows += [lite("triplet", s, v, loss_args={"margin": 0.2}) for s, v in enumerate([0.77, 0.75])]
     # another head, loss, lr, budget and freeze: still measured against the same untrained features
-    rows += [lite("contrastive", s, 0.68, head="sigmoid4096", budget={"max_steps": 50},
-                  model={"preprocess": "native", "freeze": "backbone"}, train={"precision": "auto", "lr": 0.1}) for s in range(2)]
+    rows += [
+        lite(
+            "contrastive",
+            s,
+            0.68,
+            head="sigmoid4096",
+            budget={"max_steps": 50},
+            model={"preprocess": "native", "freeze": "backbone"},
+            train={"precision": "auto", "lr": 0.1},
+        )
+        for s in range(2)
+    ]
     rows += [lite("triplet", 0, 0.9, model={"preprocess": "unit", "freeze": "none"})]  # fed differently: no baseline
     rows += [lite("triplet", 0, 0.9, train={"precision": "fp32"}, loss_args={"margin": 0.3})]  # another precision: none
     frame = table(rows)
-    got = {(r["loss"], r["backbone_args.head"], r["model.preprocess"], r.get("train.precision")): (r["untrained_verification_roc_auc"], r["gain_vs_untrained"])
-           for _, r in frame.iterrows()}
+    got = {
+        (r["loss"], r["backbone_args.head"], r["model.preprocess"], r.get("train.precision")): (r["untrained_verification_roc_auc"], r["gain_vs_untrained"])
+        for _, r in frame.iterrows()
+    }
     assert got[("triplet", "linear", "native", "auto")] == (pytest.approx(0.71), pytest.approx(0.76 - 0.71))
     assert got[("contrastive", "sigmoid4096", "native", "auto")] == (pytest.approx(0.71), pytest.approx(0.68 - 0.71))
     base = got[("none", "—", "native", "auto")]
@@ -334,10 +373,14 @@ def test_gain_over_the_untrained_baseline_with_the_same_backbone_input_and_data(
         assert all(math.isnan(x) for x in got[key])
     lines = [ln for ln in markdown(frame).splitlines() if ln.startswith("|")]
     header = _cells(lines[0])
-    shown = {(c["loss"], c["model.preprocess"], c["train.precision"]): c["gain vs untrained"]
-             for c in (dict(zip(header, _cells(ln))) for ln in lines[2:])}
-    assert shown == {("triplet", "native", "auto"): "+0.050", ("contrastive", "native", "auto"): "−0.030",
-                     ("none", "native", "auto"): "(baseline)", ("triplet", "unit", "auto"): "—", ("triplet", "native", "fp32"): "—"}
+    shown = {(c["loss"], c["model.preprocess"], c["train.precision"]): c["gain vs untrained"] for c in (dict(zip(header, _cells(ln))) for ln in lines[2:])}
+    assert shown == {
+        ("triplet", "native", "auto"): "+0.050",
+        ("contrastive", "native", "auto"): "−0.030",
+        ("none", "native", "auto"): "(baseline)",
+        ("triplet", "unit", "auto"): "—",
+        ("triplet", "native", "fp32"): "—",
+    }
     assert "untrained backbone (loss none)" in markdown(frame)
 
 
@@ -354,8 +397,7 @@ def test_gain_over_untrained_is_positive_when_a_lower_is_better_metric_drops():
 
 def curve(half, full, *, on="val", metric="verification_roc_auc", extra=()):
     points = [(0.25, half - 0.1), (0.5, half), (1.0, full), *extra]
-    return [{"fraction": f, "progress": f, "steps": int(100 * f), "samples": int(3200 * f), "seconds": f,
-             "on": on, "metrics": {metric: v}} for f, v in points]
+    return [{"fraction": f, "progress": f, "steps": int(100 * f), "samples": int(3200 * f), "seconds": f, "on": on, "metrics": {metric: v}} for f, v in points]
 
 
 def improving(curves: dict[str, list[tuple[float, float]]], metric="verification_roc_auc") -> dict[str, str]:
@@ -373,11 +415,13 @@ def one_sided_p_by_hand(gains):
 
 
 def test_still_improving_the_three_cases_of_the_issue():
-    got = improving({
-        "steady": [(0.50, 0.55), (0.60, 0.65), (0.70, 0.75)],  # 3 seeds each gaining +0.05, levels spread by 0.1
-        "tiny": [(0.70, 0.7001)],  # 1 seed gaining +0.0001
-        "noisy": [(0.80, 0.83), (0.82, 0.80), (0.81, 0.82), (0.79, 0.795)],  # gains +0.03 −0.02 +0.01 +0.005
-    })
+    got = improving(
+        {
+            "steady": [(0.50, 0.55), (0.60, 0.65), (0.70, 0.75)],  # 3 seeds each gaining +0.05, levels spread by 0.1
+            "tiny": [(0.70, 0.7001)],  # 1 seed gaining +0.0001
+            "noisy": [(0.80, 0.83), (0.82, 0.80), (0.81, 0.82), (0.79, 0.795)],  # gains +0.03 −0.02 +0.01 +0.005
+        }
+    )
     assert got["steady"] == "yes (+0.050, no variance)"  # equal gains (to the bit); the spread of levels does not hide a gain every seed made
     assert got["tiny"] == "untested (+0.000, 1 seed)"
     gains = [0.83 - 0.80, 0.80 - 0.82, 0.82 - 0.81, 0.795 - 0.79]
@@ -387,13 +431,15 @@ def test_still_improving_the_three_cases_of_the_issue():
 
 
 def test_still_improving_paired_rules_for_two_seeds_equal_gains_and_a_clear_rise():
-    got = improving({
-        "both": [(0.80, 0.82), (0.60, 0.61)],
-        "one": [(0.80, 0.85), (0.60, 0.59)],  # mean +0.02, but one seed lost
-        "exact": [(0.5, 0.625), (0.25, 0.375), (0.75, 0.875)],  # gains exactly +0.125 each: no variance, decided
-        "zero": [(0.5, 0.5), (0.25, 0.25), (0.75, 0.75)],
-        "rising": [(0.80, 0.85), (0.82, 0.86), (0.81, 0.84)],
-    })
+    got = improving(
+        {
+            "both": [(0.80, 0.82), (0.60, 0.61)],
+            "one": [(0.80, 0.85), (0.60, 0.59)],  # mean +0.02, but one seed lost
+            "exact": [(0.5, 0.625), (0.25, 0.375), (0.75, 0.875)],  # gains exactly +0.125 each: no variance, decided
+            "zero": [(0.5, 0.5), (0.25, 0.25), (0.75, 0.75)],
+            "rising": [(0.80, 0.85), (0.82, 0.86), (0.81, 0.84)],
+        }
+    )
     assert got["both"] == "yes (+0.015, 2 of 2 seeds gain)"
     assert got["one"] == "no (+0.020, 1 of 2 seeds gain)"
     assert got["exact"] == "yes (+0.125, no variance)" and got["zero"] == "no (+0.000, no variance)"
@@ -485,9 +531,11 @@ def test_cells_that_are_not_ok_are_listed_under_the_table(tmp_path, monkeypatch,
     assert code == 0, err
     text = (tmp_path / "r.md").read_text()
     tail = text.split("**Not ok** (3 cells; newest row of each):\n\n")[1].splitlines()
-    assert tail == [r"- `err-7` res\|net · triplet · toy, seed 7: **error** — ValueError: a\|b went wrong",
-                    "- `resnet-triplet-4-null-diverged` resnet · triplet · toy, seed 4: **diverged** — loss is NaN at step 12",
-                    "- `err-1` x · y · toy, seed 1: **timeout**"]
+    assert tail == [
+        r"- `err-7` res\|net · triplet · toy, seed 7: **error** — ValueError: a\|b went wrong",
+        "- `resnet-triplet-4-null-diverged` resnet · triplet · toy, seed 4: **diverged** — loss is NaN at step 12",
+        "- `err-1` x · y · toy, seed 1: **timeout**",
+    ]
     assert text.index("| 1 |") < text.index("**Not ok**")  # under the table
 
 

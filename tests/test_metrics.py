@@ -1,4 +1,5 @@
 """Evaluation metrics checked against brute-force Python loops."""
+
 from __future__ import annotations
 
 import math

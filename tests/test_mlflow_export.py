@@ -3,6 +3,7 @@ client: one parent per leaderboard line (agreeing with the leaderboard), one chi
 learning curve, numbers as metrics and the evaluation's sizes as params (never a NaN, a narrow runs table), idempotent
 exports that write nothing, a rerun row replacing its run, failed and trial rows kept, and the bad inputs.
 Artifacts, commits and versions: tests/test_mlflow_provenance.py."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,9 @@ mlflow = pytest.importorskip("mlflow", reason="needs the `mlflow` extra (in the 
 from mlflow import MlflowClient  # noqa: E402
 
 from bench.cli import main  # noqa: E402
-from bench.report.leaderboard import ranked  # noqa: E402
+from bench.export.mlflow import SIZE, plan  # noqa: E402
 from bench.report.lines import configuration  # noqa: E402
-from bench.report.mlflow import SIZE, plan  # noqa: E402
+from bench.report.table import ranked  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -113,8 +114,7 @@ def test_a_child_holds_its_rows_metrics_params_tags_and_curve(store, quick):
     assert child.data.params["backbone"] == row["config"]["backbone"] and child.data.params["seed"] == str(row["config"]["seed"])
     assert "train.lr" not in child.data.params  # the same for every cell: in config.json, not a column
     history = MlflowClient(store).get_metric_history(child.info.run_id, "curve/val/verification_roc_auc")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
-        [(p["steps"], p["metrics"]["verification_roc_auc"]) for p in row["curve"]]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(p["steps"], p["metrics"]["verification_roc_auc"]) for p in row["curve"]]
 
 
 def test_exporting_again_adds_nothing_and_writes_nothing(store, quick):
@@ -138,7 +138,10 @@ def test_numbers_are_metrics_sizes_are_params_and_the_table_stays_narrow(store, 
         child = by_cell[row["cell_id"]]
         sizes = {k: str(v) for k, v in row["metrics"].items() if SIZE.search(k) and k != "verification_different_pairs"}
         assert sizes and {k: child.data.params[k] for k in sizes} == sizes  # the evaluation's counts, as the row says
-        assert child.data.params["distance"] == row["metrics"]["distance"] and child.data.params["verification_pair_rule"] == row["metrics"]["verification_pair_rule"]
+        assert (
+            child.data.params["distance"] == row["metrics"]["distance"]
+            and child.data.params["verification_pair_rule"] == row["metrics"]["verification_pair_rule"]
+        )
         scores = {k for k, v in row["metrics"].items() if isinstance(v, float) and math.isfinite(v) and not k.endswith(("_threshold", "stderr"))}
         assert scores <= set(child.data.metrics), scores - set(child.data.metrics)
     for parent in parents:
@@ -207,8 +210,10 @@ def test_a_rerun_row_replaces_its_cells_run(store, tmp_path):
     mine = [c for c in children if c.data.tags["cell_id"] == rerun["cell_id"]]
     assert len(children) == 4 and len(mine) == 1
     assert mine[0].data.metrics["verification_roc_auc"] == 0.123
-    assert json.loads(Path(MlflowClient(store).download_artifacts(mine[0].info.run_id, "row.json", str(tmp_path)))
-                      .read_text())["finished_at"] == rerun["finished_at"]
+    assert (
+        json.loads(Path(MlflowClient(store).download_artifacts(mine[0].info.run_id, "row.json", str(tmp_path))).read_text())["finished_at"]
+        == rerun["finished_at"]
+    )
     frame, line_rows = ranked(rows[1:] + [rerun], "verification_roc_auc")
     line = next(i for i, seeds in enumerate(line_rows) if rerun["cell_id"] in {r["cell_id"] for r in seeds})
     parent = next(p for p in parents if p.info.run_id == mine[0].data.tags["mlflow.parentRunId"])
@@ -264,7 +269,7 @@ def test_a_store_that_cannot_answer_fails_fast_in_one_line(tmp_path, monkeypatch
     does not read: each one line, exit 2, before any run is logged; `bench run --mlflow` stops before training."""
     import socket
 
-    from bench.report import mlflow_access as tracking
+    from bench.export import mlflow_access as tracking
 
     path = shutil.copy(QUICK, tmp_path / "q.jsonl")
     with socket.socket() as closed:  # a port nobody listens on
@@ -275,8 +280,11 @@ def test_a_store_that_cannot_answer_fails_fast_in_one_line(tmp_path, monkeypatch
     silent.listen(1)  # accepts the connection, never answers
     monkeypatch.setattr(tracking, "PROBE_SECONDS", 0.5)
     try:
-        for uri, said in ((refused, "no MLflow server answered within 0.5 s"), (f"http://127.0.0.1:{silent.getsockname()[1]}", "no MLflow server answered"),
-                          ("foo://bar", "'foo' is not a tracking store MLflow reads")):
+        for uri, said in (
+            (refused, "no MLflow server answered within 0.5 s"),
+            (f"http://127.0.0.1:{silent.getsockname()[1]}", "no MLflow server answered"),
+            ("foo://bar", "'foo' is not a tracking store MLflow reads"),
+        ):
             assert main(["export", "mlflow", str(path), "--tracking-uri", uri]) == 2
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1 and said in err, err
@@ -336,8 +344,7 @@ def test_run_logs_each_cell_as_its_row_is_written(store, tmp_path):
 def test_a_line_split_by_speed_environment_moves_its_cells_and_drops_the_empty_parent(store, tmp_path):
     first = read_rows(QUICK)[0]
     seeds = [r for r in read_rows(QUICK) if configuration(r) == configuration(first)][:2]
-    seeds = [{**r, "train": {**r["train"], "stopped_by": "max_seconds"}, "env": {**r["env"], "cpu_model": cpu}}
-             for r, cpu in zip(seeds, ("cpu A", "cpu B"))]
+    seeds = [{**r, "train": {**r["train"], "stopped_by": "max_seconds"}, "env": {**r["env"], "cpu_model": cpu}} for r, cpu in zip(seeds, ("cpu A", "cpu B"))]
     path = write(tmp_path / "split.jsonl", seeds[:1])
     assert export(store, "split", path) == 0
     ((before,), _) = runs(store, "split")

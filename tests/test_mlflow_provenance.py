@@ -2,6 +2,7 @@
 row and (when asked) checkpoint and each line's plots in the store's artifacts, the git commit each row was made at
 (never the one checked out at export time), and which MLflow reads the store (`--check`, and one-line errors for a
 store of another schema)."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,11 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow", reason="needs the `mlflow` extra (in the test extra)")
 from mlflow import MlflowClient  # noqa: E402
+from test_mlflow_export import QUICK, export, runs, write  # noqa: E402
 
 from bench.cli import main  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 from bench.run import rows as run_rows  # noqa: E402
-from test_mlflow_export import QUICK, export, runs, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # inside MLflow's SQL store
@@ -94,7 +95,11 @@ def test_runs_carry_the_commit_their_rows_were_made_at_never_the_checked_out_one
     subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "x"], check=True)
     head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     quick = read_rows(QUICK)
-    made = [{**r, "env": {**r["env"], "git_commit": "a" * 40, "git_dirty": True}} for r in quick if r["config"] == quick[0]["config"] | {"seed": r["config"]["seed"]}]
+    made = [
+        {**r, "env": {**r["env"], "git_commit": "a" * 40, "git_dirty": True}}
+        for r in quick
+        if r["config"] == quick[0]["config"] | {"seed": r["config"]["seed"]}
+    ]
     old = next(r for r in quick if r["config"]["backbone"] != quick[0]["config"]["backbone"])  # a row from before commits were recorded
     path = write(tmp_path / "made.jsonl", made + [old])  # the results file sits in a checkout at another commit
     assert len(made) == 2 and export(store, "made", path) == 0
@@ -112,8 +117,11 @@ def test_a_row_records_its_checkouts_commit_once_per_process(monkeypatch):
     assert run_rows.environment(run_rows.torch.device("cpu"), "fp32") | state == run_rows.environment(run_rows.torch.device("cpu"), "fp32")
     if shutil.which("git") and (ROOT / ".git").exists():
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", "bench"],
-                                    capture_output=True, text=True).stdout.strip())
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", "bench"], capture_output=True, text=True
+            ).stdout.strip()
+        )
         assert state == {"git_commit": head, "git_dirty": dirty}
     calls = []
     monkeypatch.setattr(run_rows.subprocess, "run", lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 128, "", "not a git repository"))
@@ -123,6 +131,7 @@ def test_a_row_records_its_checkouts_commit_once_per_process(monkeypatch):
 
     def no_git(*a, **k):
         raise FileNotFoundError("git")
+
     monkeypatch.setattr(run_rows.subprocess, "run", no_git)
     assert run_rows.source_state.__wrapped__() == {"git_commit": None, "git_dirty": None}
 
@@ -130,7 +139,7 @@ def test_a_row_records_its_checkouts_commit_once_per_process(monkeypatch):
 @pytest.fixture
 def versioned(store, tmp_path):
     """The module's store, with a way to set its schema revision as another MLflow would have left it (put back after)."""
-    db = Path(store[len("sqlite:///"):])
+    db = Path(store[len("sqlite:///") :])
     path = write(tmp_path / "v.jsonl", read_rows(QUICK)[:2])
     assert export(store, "v", path, extra=["--artifacts", "none"]) == 0
 
@@ -141,6 +150,7 @@ def versioned(store, tmp_path):
         _forget_stores()
         with sqlite3.connect(db) as connection:
             return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
     head = revision()
     yield path, store, revision
     revision(head)
@@ -166,8 +176,8 @@ def test_the_store_records_its_writer_and_check_names_the_mlflow_that_reads_it(v
 def test_a_store_of_another_schema_is_one_line_naming_the_install(versioned, capsys):
     """MLflow's own message calls any other schema "out-of-date" and asks for `mlflow db upgrade`, which an mlflow older
     than the store cannot do: say which side is older and what to install."""
-    from mlflow.store.db.utils import _get_alembic_config
     from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
 
     path, uri, revision = versioned
     head = revision()
@@ -177,7 +187,7 @@ def test_a_store_of_another_schema_is_one_line_naming_the_install(versioned, cap
     assert main(["export", "mlflow", str(path), "--tracking-uri", uri, "--experiment", "v"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "is newer than this mlflow-skinny" in line and "pip install -U mlflow-skinny" in line
-    with sqlite3.connect(uri[len("sqlite:///"):]) as connection:  # a newer mlflow-skinny wrote it last
+    with sqlite3.connect(uri[len("sqlite:///") :]) as connection:  # a newer mlflow-skinny wrote it last
         connection.execute("UPDATE experiment_tags SET value = '99.1.0' WHERE key = 'bench.mlflow_version'")
     assert main(["export", "mlflow", "--check", "--tracking-uri", uri]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
@@ -220,5 +230,5 @@ def test_a_cells_items_file_with_its_roc_is_logged_beside_its_row(store, tmp_pat
     (tmp_path / "it_items" / "withitems.npz").write_bytes(b"npz")
     path = write(tmp_path / "it.jsonl", [row])
     assert export(store, "items", path) == 0
-    (_, ), (child,) = runs(store, "items")
+    (_,), (child,) = runs(store, "items")
     assert artifacts(store, child) == ["config.json", "row.json", "withitems.npz"]

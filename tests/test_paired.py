@@ -1,6 +1,7 @@
 """Paired comparisons over shared test items (bench.report.paired): against scipy's t-tests, statsmodels' Holm,
 and synthetic designs whose truth is known (what pairing buys when items are shared, nothing when they are not,
 and intervals that cover the truth about 95 % of the time)."""
+
 from __future__ import annotations
 
 import math
@@ -99,12 +100,13 @@ def test_one_seed_is_untested_never_paired_with_infinite_df():
 
 def test_the_df_bounds_each_seed_part_and_is_welch_without_items():
     from bench.report.paired import UPPER, interval, welch_df
+
     parts = [(0.0004, 2), (0.0001, 2)]
-    assert welch_df(0.0, parts) == pytest.approx(0.0005 ** 2 / (0.0004 ** 2 / 2 + 0.0001 ** 2 / 2))  # Welch–Satterthwaite
+    assert welch_df(0.0, parts) == pytest.approx(0.0005**2 / (0.0004**2 / 2 + 0.0001**2 / 2))  # Welch–Satterthwaite
     bound = [(v * k / stats.chi2.ppf(UPPER, k), k) for v, k in parts]
     total = 0.0003 + sum(v for v, _ in bound)
-    assert welch_df(0.0003, parts) == pytest.approx(total ** 2 / sum(v * v / k for v, k in bound))
-    plain = (0.0003 + 0.0005) ** 2 / (0.0004 ** 2 / 2 + 0.0001 ** 2 / 2)
+    assert welch_df(0.0003, parts) == pytest.approx(total**2 / sum(v * v / k for v, k in bound))
+    plain = (0.0003 + 0.0005) ** 2 / (0.0004**2 / 2 + 0.0001**2 / 2)
     assert 2 <= welch_df(0.0003, parts) < plain  # a known item part raises df, but less than when the s² are trusted
     c = interval(0.01, 0.0003, parts, "paired", 200, (0.0, 0.0))
     assert c.se == pytest.approx(math.sqrt(0.0008)) and c.df == pytest.approx(welch_df(0.0003, parts))  # se not inflated
@@ -131,12 +133,14 @@ def test_the_auc_kind_is_paired_over_the_same_pairs():
     rng = np.random.default_rng(3)
     same = rng.random(3000) < 0.3
     base = rng.normal(0, 1, 3000) - 1.5 * same  # shared pair difficulty: same-class pairs are closer
+
     def seeds(shift):
         out = []
         for _ in range(3):
             d = base * (1 - shift) + rng.normal(0, 0.3, 3000)
             out.append(ItemScores("auc", MATERIAL, stats.rankdata(d, method="dense") - 1.0, same))
         return out, np.array([item_metric(s) for s in out])
+
     a, b = seeds(0.0), seeds(0.05)
     paired, unpaired = compare(a, b, True), compare(a, b, False)
     assert paired.item_var < 0.5 * unpaired.item_var
@@ -150,7 +154,7 @@ def test_power_and_seeds_to_resolve_follow_their_formulas():
     assert wider.detectable == pytest.approx((4.0 + t.ppf(0.8, c.df)) * c.se) and wider.low == pytest.approx(c.estimate - 4 * c.se)
     target = 0.005
     spread = sum(c.seed_spread)
-    z = lambda n, level=0.05: stats.t.ppf(1 - level / 2, 2 * n - 2) + stats.t.ppf(0.8, 2 * n - 2)  # noqa: E731
+    z = lambda n, level=0.05: stats.t.ppf(1 - level / 2, 2 * n - 2) + stats.t.ppf(0.8, 2 * n - 2)
     n = seeds_to_resolve(target, c)
     assert z(n) * math.sqrt(spread / n) <= target < z(n - 1) * math.sqrt(spread / (n - 1))
     strict = seeds_to_resolve(target, c, level=0.01)  # a family's per-comparison level

@@ -1,9 +1,9 @@
 """The ROC a row keeps (downsampled, shape and AUC intact) and `bench plot`'s PNGs, on hand-made rows."""
+
 from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -16,16 +16,17 @@ from sklearn.metrics import auc, roc_curve
 from bench.cli import main
 from bench.eval.verification import ROC_POINTS, downsample_roc, roc_metrics, verification_metrics
 from bench.items import roc_items, write_items
-from bench.report.leaderboard import table
 from bench.report.names import line_names
 from bench.report.plots import FIGURES, LOG_ROC, MAX_LINES, Line, figures, legend, mean_roc, roc_of
 from bench.report.rows import items_loader
+from bench.report.table import table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 # --- the ROC a row keeps ------------------------------------------------------------------------------------
+
 
 def scores(seed: int, n: int, same_fraction: float, decimals: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -34,8 +35,7 @@ def scores(seed: int, n: int, same_fraction: float, decimals: int | None = None)
     return same, (np.round(dist, decimals) if decimals is not None else dist)
 
 
-@pytest.mark.parametrize("seed, n, same_fraction, decimals", [(0, 20_000, 0.3, None), (1, 50_000, 0.02, None),
-                                                               (2, 30_000, 0.5, 2), (3, 200_000, 0.001, None)])
+@pytest.mark.parametrize("seed, n, same_fraction, decimals", [(0, 20_000, 0.3, None), (1, 50_000, 0.02, None), (2, 30_000, 0.5, 2), (3, 200_000, 0.001, None)])
 def test_downsampled_roc_keeps_vertices_ends_and_area(seed, n, same_fraction, decimals):
     same, dist = scores(seed, n, same_fraction, decimals)
     fpr, tpr, _ = roc_curve(same, -dist)
@@ -73,18 +73,29 @@ def test_roc_is_left_out_when_undefined_or_not_asked_for():
 
 # --- figures --------------------------------------------------------------------------------------------------
 
+
 def roc_points(quality: float) -> dict:
     fpr = np.linspace(0, 1, 50)
-    return {"fpr": fpr.tolist(), "tpr": (fpr ** quality).tolist()}
+    return {"fpr": fpr.tolist(), "tpr": (fpr**quality).tolist()}
 
 
-def row(backbone: str, loss: str, seed: int, value: float, *, status: str = "ok", roc_in_row: bool = False,
-        curve: bool = True, lr: float = 1e-3) -> dict:
-    metrics = {"verification_roc_auc": value, "verification_eer": 1 - value, "recall_at_1": value - 0.3,
-               "recall_at_2": value - 0.2, "recall_at_4": value - 0.1, "recall_at_8": value}
-    out = {"schema": 2, "cell_id": f"{backbone}-{loss}-{seed}-{lr}", "status": status,
-           "config": {"backbone": backbone, "loss": loss, "dataset": "toy", "seed": seed, "train": {"lr": lr}},
-           "metrics": metrics, "train": {"steps": 10, "stopped_by": "max_steps"}}
+def row(backbone: str, loss: str, seed: int, value: float, *, status: str = "ok", roc_in_row: bool = False, curve: bool = True, lr: float = 1e-3) -> dict:
+    metrics = {
+        "verification_roc_auc": value,
+        "verification_eer": 1 - value,
+        "recall_at_1": value - 0.3,
+        "recall_at_2": value - 0.2,
+        "recall_at_4": value - 0.1,
+        "recall_at_8": value,
+    }
+    out = {
+        "schema": 2,
+        "cell_id": f"{backbone}-{loss}-{seed}-{lr}",
+        "status": status,
+        "config": {"backbone": backbone, "loss": loss, "dataset": "toy", "seed": seed, "train": {"lr": lr}},
+        "metrics": metrics,
+        "train": {"steps": 10, "stopped_by": "max_steps"},
+    }
     if status != "ok":
         return {**out, "metrics": {}, "error": "RuntimeError: boom"}
     roc = roc_points(1.2 - value)  # above the diagonal, higher for a higher value
@@ -93,14 +104,25 @@ def row(backbone: str, loss: str, seed: int, value: float, *, status: str = "ok"
     else:
         metrics["verification_roc"] = roc
     if curve:
-        out["curve"] = [{"fraction": f, "steps": int(10 * f), "samples": int(100 * f), "seconds": f, "on": "val",
-                         "metrics": {"verification_roc_auc": value * (0.6 + 0.4 * f) + 0.01 * seed}} for f in (0.25, 0.5, 1.0)]
+        out["curve"] = [
+            {
+                "fraction": f,
+                "steps": int(10 * f),
+                "samples": int(100 * f),
+                "seconds": f,
+                "on": "val",
+                "metrics": {"verification_roc_auc": value * (0.6 + 0.4 * f) + 0.01 * seed},
+            }
+            for f in (0.25, 0.5, 1.0)
+        ]
     return out
 
 
-ROWS = [row("resnet", "triplet", s, 0.9 - 0.02 * s) for s in range(3)] + \
-       [row("koch", "bce_l1", s, 0.7 + 0.01 * s, roc_in_row=True, curve=False) for s in range(2)] + \
-       [row("lite", "contrastive", 0, 0.8), row("lite", "contrastive", 1, 0.0, status="error")]
+ROWS = (
+    [row("resnet", "triplet", s, 0.9 - 0.02 * s) for s in range(3)]
+    + [row("koch", "bce_l1", s, 0.7 + 0.01 * s, roc_in_row=True, curve=False) for s in range(2)]
+    + [row("lite", "contrastive", 0, 0.8), row("lite", "contrastive", 1, 0.0, status="error")]
+)
 
 
 def write(path, rows) -> None:
@@ -199,8 +221,10 @@ def test_legends_keep_the_options_that_tell_the_drawn_lines_apart():
     roc = drawn["roc"].axes[0]
     labels = [t.get_text() for t in roc.get_legend().get_texts()][:-1]  # less "chance"
     assert len(labels) == MAX_LINES == len(set(labels)) and any("\n" in label for label in labels)  # long ones wrapped
-    want = [f"{LONG[5:].replace('efficientnet_', '')}{b} · " + ("augment=koch · " if a == "koch" else "") + f"lr={lr}"
-            for b, a, lr in (values[k] for k in sorted(values, reverse=True)[:MAX_LINES])]
+    want = [
+        f"{LONG[5:].replace('efficientnet_', '')}{b} · " + ("augment=koch · " if a == "koch" else "") + f"lr={lr}"
+        for b, a, lr in (values[k] for k in sorted(values, reverse=True)[:MAX_LINES])
+    ]
     assert [label.split(" (AUC")[0].replace("\n", " ") for label in labels] == want  # nothing cut, no preprocessing
     assert "preprocess=caffe" in roc.get_title()  # shared by the drawn lines: said once
     bars = [t.get_text().replace("\n", " ") for t in drawn["leaderboard"].axes[0].get_yticklabels()]
@@ -208,8 +232,8 @@ def test_legends_keep_the_options_that_tell_the_drawn_lines_apart():
 
 
 def test_legends_and_mlflow_run_names_follow_one_rule():
-    from bench.report.leaderboard import ranked
-    from bench.report.mlflow import run_names
+    from bench.export.mlflow import run_names
+    from bench.report.table import ranked
 
     for name, metric in (("seed_question", "few_shot_20way_1shot_accuracy"), ("product_question", "recall_at_1")):
         rows = [json.loads(line) for line in (RESULTS / f"{name}.jsonl").read_text().splitlines()]
@@ -227,7 +251,7 @@ def test_the_roc_on_a_log_false_accept_axis():
     drawn, _ = figures(ROWS, both_fpr_scales=True)
     assert list(drawn)[:3] == ["leaderboard", "roc", LOG_ROC]
     assert (drawn["roc"].axes[0].get_xscale(), drawn[LOG_ROC].axes[0].get_xscale()) == ("linear", "log")
-    same = lambda f: [t.get_text() for t in f.axes[0].get_legend().get_texts()]  # noqa: E731
+    same = lambda f: [t.get_text() for t in f.axes[0].get_legend().get_texts()]
     assert same(drawn["roc"]) == same(drawn[LOG_ROC])
 
 
@@ -288,13 +312,16 @@ def test_several_files_merge_and_a_later_row_supersedes(tmp_path, monkeypatch, c
     check_png(tmp_path / "a_plots" / "roc.png")
 
 
-@pytest.mark.parametrize("setup, args, expected", [
-    ("", ["missing.jsonl"], "missing.jsonl: no such results file"),
-    ("failed", ["r.jsonl"], "r.jsonl: no ok rows, nothing to plot"),
-    ("ok", ["r.jsonl", "--metric", "accuracy"], "--metric 'accuracy' is not a metric of these rows"),
-    ("ok", ["r.jsonl", "--metric", "verification_roc"], "--metric 'verification_roc' is not a score"),
-    ("ok", ["r.jsonl", "--out", "r.jsonl"], "r.jsonl: is not a folder — give a folder to --out"),
-])
+@pytest.mark.parametrize(
+    "setup, args, expected",
+    [
+        ("", ["missing.jsonl"], "missing.jsonl: no such results file"),
+        ("failed", ["r.jsonl"], "r.jsonl: no ok rows, nothing to plot"),
+        ("ok", ["r.jsonl", "--metric", "accuracy"], "--metric 'accuracy' is not a metric of these rows"),
+        ("ok", ["r.jsonl", "--metric", "verification_roc"], "--metric 'verification_roc' is not a score"),
+        ("ok", ["r.jsonl", "--out", "r.jsonl"], "r.jsonl: is not a folder — give a folder to --out"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, setup, args, expected):
     if setup:
         write(tmp_path / "r.jsonl", [row("a", "l", 0, 0.5, status="error")] if setup == "failed" else ROWS)

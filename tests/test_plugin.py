@@ -1,4 +1,5 @@
 """A third-party plugin package, pip-installed, adds a backbone that a grid can name; plugin arguments are type-checked."""
+
 import functools
 import json
 import os
@@ -19,7 +20,9 @@ def test_pip_installed_plugin_is_listed_and_runs_in_a_grid(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(PLUGIN)],
-        check=True, capture_output=True, cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     listing = subprocess.run([sys.executable, "-m", "bench", "ls", "backbones"], capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -27,8 +30,7 @@ def test_pip_installed_plugin_is_listed_and_runs_in_a_grid(tmp_path):
     assert any("tinycnn" in l and "plugin metric-bench-tinycnn" in l for l in listing.stdout.splitlines())
 
     (tmp_path / "grid.toml").write_text(
-        'name = "plug"\n[budget]\nmax_steps = 3\n[axes]\nbackbone = ["tinycnn"]\nloss = ["triplet"]\n'
-        '[backbone.tinycnn]\nwidth = 8\n'
+        'name = "plug"\n[budget]\nmax_steps = 3\n[axes]\nbackbone = ["tinycnn"]\nloss = ["triplet"]\n[backbone.tinycnn]\nwidth = 8\n'
     )
     proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -49,12 +51,10 @@ WHERE = 'g.toml: [backbone."widget"]'
 
 
 def test_one_unresolvable_hint_leaves_the_other_arguments_checked():
-    with pytest.warns(PluginWarning) as caught:
-        with pytest.raises(ValueError, match=r"argument 'width' = 'wide' should be int"):
-            check_call_args(widget, {"width": "wide"}, WHERE)
-    with pytest.warns(PluginWarning):
-        with pytest.raises(ValueError, match=r"argument 'mode' = 3 should be str"):
-            check_call_args(functools.partial(widget, width=4), {"mode": 3}, WHERE)  # timm/<name> factories are partials
+    with pytest.warns(PluginWarning) as caught, pytest.raises(ValueError, match=r"argument 'width' = 'wide' should be int"):
+        check_call_args(widget, {"width": "wide"}, WHERE)
+    with pytest.warns(PluginWarning), pytest.raises(ValueError, match=r"argument 'mode' = 3 should be str"):
+        check_call_args(functools.partial(widget, width=4), {"mode": 3}, WHERE)  # timm/<name> factories are partials
     with pytest.warns(PluginWarning):
         check_call_args(widget, {"width": 16, "norm": "anything"}, WHERE)  # the bad hint's argument is not checked
     (warning,) = caught

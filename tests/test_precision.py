@@ -1,5 +1,6 @@
 """`precision = "auto"` (the default): bf16 autocast + channels_last where the CPU has fast bf16, fp32
 elsewhere; `fp32` stays one setting away. bf16's cost in accuracy on a fixed tiny cell is bounded."""
+
 import json
 
 import pytest

@@ -1,5 +1,6 @@
 """The protocol options through a real grid: val/k-fold splits, augmentation, preprocessing, freezing and
 the frozen-feature cache (which must give the same numbers as recomputing the frozen trunk every step)."""
+
 import json
 import math
 
@@ -31,7 +32,10 @@ def cwd(tmp_path, monkeypatch):
 
 
 def test_kfold_axis_augmentation_and_preprocess(cwd):
-    (cwd / "g.toml").write_text('name = "proto"\n' + BASE + """
+    (cwd / "g.toml").write_text(
+        'name = "proto"\n'
+        + BASE
+        + """
 [split]
 test_fraction = 0.3
 folds = 2
@@ -41,7 +45,8 @@ loss = ["triplet"]
 "split.fold" = [0, 1]
 "train.augment" = ["koch"]
 "model.preprocess" = ["native", "raw"]
-""")
+"""
+    )
     assert main(["run", "--grid", "g.toml"]) == 0
     got = rows(cwd / "results" / "proto.jsonl")
     assert len(got) == 4 and all(r["status"] == "ok" for r in got)
@@ -60,7 +65,10 @@ loss = ["triplet"]
 
 
 def test_frozen_feature_cache_matches_recomputing_the_trunk(cwd):
-    grid = 'name = "{name}"\n' + BASE + """
+    grid = (
+        'name = "{name}"\n'
+        + BASE
+        + """
 [model]
 freeze = "backbone"
 [axes]
@@ -68,6 +76,7 @@ backbone = ["timm/resnet10t"]
 loss = ["contrastive", "triplet"]
 seed = [0, 1]
 """
+    )
     (cwd / "cached.toml").write_text(grid.format(name="cached"))
     (cwd / "plain.toml").write_text(grid.format(name="plain"))
     assert main(["run", "--grid", "cached.toml"]) == 0
@@ -138,8 +147,11 @@ def test_input_check_samples_across_the_training_set():
 
 
 def test_m_per_class_above_a_class_size_warns_and_is_recorded(cwd, capsys):
-    (cwd / "g.toml").write_text('name = "m"\n' + BASE.replace("batch_size = 12", "batch_size = 400\nm_per_class = 200") +
-                                '[axes]\nbackbone = ["timm/resnet10t"]\nloss = ["pml/MultiSimilarityLoss"]\n')
+    (cwd / "g.toml").write_text(
+        'name = "m"\n'
+        + BASE.replace("batch_size = 12", "batch_size = 400\nm_per_class = 200")
+        + '[axes]\nbackbone = ["timm/resnet10t"]\nloss = ["pml/MultiSimilarityLoss"]\n'
+    )
     assert main(["run", "--grid", "g.toml"]) == 0
     [row] = rows(cwd / "results" / "m.jsonl")
     assert row["status"] == "ok" and row["train"]["m_per_class_short_classes"] == row["split"]["n_train_classes"]

@@ -1,5 +1,6 @@
 """Product retrieval's protocol through a real grid: when test images have roles, queries are searched
 against the gallery only, and recall@1 matches a brute-force loop over the same embeddings."""
+
 import json
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The quickstart gives the same table on every run at a given thread count: its cells are bound by steps (seconds
 only as a safety cap far above what they take), and it shows the columns *Answers you can trust* promises."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,17 @@ def test_two_runs_in_two_processes_give_the_same_table(tmp_path):
     trained line above its untrained baseline as the README says."""
     text = QUICKSTART.read_text().replace('backbone = ["conv4", "timm/resnet10t"]', 'backbone = ["conv4"]')
     text = text.replace('loss = ["bce_l1", "contrastive", "triplet", "none"]', 'loss = ["bce_l1", "none"]').replace("seed = [0, 1]", "seed = [0]")
-    text = text[:text.index('[backbone."timm/resnet10t"]')]
+    text = text[: text.index('[backbone."timm/resnet10t"]')]
     (tmp_path / "q.toml").write_text(text)
     boards = []
     for run in ("a", "b"):
-        done = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "q.toml", "--results", f"{run}/quickstart.jsonl",
-                               "--threads", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "run", "--grid", "q.toml", "--results", f"{run}/quickstart.jsonl", "--threads", "2"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         boards.append((tmp_path / run / "quickstart.md").read_text())
         rows = (tmp_path / run / "quickstart.jsonl").read_text()

@@ -4,6 +4,7 @@ step), and a frozen trunk's cells buy the same steps with and without the featur
 budgets of 1.5-2 s, and one torch thread, so that another process on a small machine does not stall a thread pool.
 Without the warm-up the first cell bought 15-35 % fewer steps (its first step's set-up, and page faults on
 every step until the allocator's threshold rose: see `bench.run.train.warm_up`)."""
+
 import json
 import os
 import subprocess
@@ -15,8 +16,7 @@ import pytest
 # Real-clock checks jitter by up to ~25 % over 2 s when other jobs share a 2-core machine, so they run only on
 # request (a quiet machine): METRIC_BENCH_REAL_CLOCK=1 pytest tests/test_real_clock.py. The accounting itself is
 # tested deterministically on a fake clock in tests/test_cost_model.py and tests/test_budget.py.
-pytestmark = pytest.mark.skipif(os.environ.get("METRIC_BENCH_REAL_CLOCK") != "1",
-                                reason="real-clock check: set METRIC_BENCH_REAL_CLOCK=1 on a quiet machine")
+pytestmark = pytest.mark.skipif(os.environ.get("METRIC_BENCH_REAL_CLOCK") != "1", reason="real-clock check: set METRIC_BENCH_REAL_CLOCK=1 on a quiet machine")
 
 GRID = """name = "{name}"
 [budget]
@@ -58,8 +58,11 @@ def test_the_first_cell_in_a_process_buys_the_steps_of_a_later_identical_one(tmp
 
 def test_a_frozen_trunk_buys_the_same_steps_with_and_without_the_feature_cache(tmp_path):
     (tmp_path / "g.toml").write_text(GRID.format(name="frozen", freeze="backbone", backbone="timm/resnet10t", size=32, seeds=[0], seconds=1.5))
-    bench(tmp_path, ["run", "--grid", "g.toml", "--threads", "1", "--no-disk-cache"],
-          ["run", "--grid", "g.toml", "--threads", "1", "--no-feature-cache", "--results", "results/plain.jsonl"])
+    bench(
+        tmp_path,
+        ["run", "--grid", "g.toml", "--threads", "1", "--no-disk-cache"],
+        ["run", "--grid", "g.toml", "--threads", "1", "--no-feature-cache", "--results", "results/plain.jsonl"],
+    )
     rows = [json.loads(line) for name in ("frozen", "plain") for line in (tmp_path / "results" / f"{name}.jsonl").read_text().splitlines()]
     assert [r["train"]["feature_cache"] for r in rows] == [True, False]
     for r in rows:  # one extraction of the training images on the clock, then the head's steps

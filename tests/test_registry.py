@@ -1,4 +1,5 @@
 """Registry behaviour: decorator registration, clashes, did-you-mean, fnmatch listing, lazy entry points."""
+
 import json
 from importlib.metadata import EntryPoint
 from types import SimpleNamespace
@@ -56,7 +57,7 @@ def test_fnmatch_listing():
 
 def test_prefix_namespace_resolves_and_lists():
     reg = make()
-    reg.add_prefix("ns", Prefix(factory=lambda name: (lambda: f"ns:{name}"), lister=lambda pat: ["a1", "b2"], source="ns-lib"))
+    reg.add_prefix("ns", Prefix(factory=lambda name: lambda: f"ns:{name}", lister=lambda pat: ["a1", "b2"], source="ns-lib"))
     assert reg.get("ns/x").factory() == "ns:x"
     assert reg.get("ns/x").source == "ns-lib"
     assert ("ns/a1", "ns-lib") in reg.list("ns/*")
@@ -105,16 +106,19 @@ def missing_dependency():
 
 
 def test_a_broken_entry_point_warns_and_does_not_stop_the_others(monkeypatch):
-    eps = [FakeEntryPoint("gadget", lambda: json.dumps, "mb-gadget"),
-           FakeEntryPoint("broken", missing_dependency, "mb-broken"),
-           FakeEntryPoint("gizmo", lambda: len, "mb-gizmo")]  # listed after the broken one
+    eps = [
+        FakeEntryPoint("gadget", lambda: json.dumps, "mb-gadget"),
+        FakeEntryPoint("broken", missing_dependency, "mb-broken"),
+        FakeEntryPoint("gizmo", lambda: len, "mb-gizmo"),
+    ]  # listed after the broken one
     monkeypatch.setattr(registry_module, "entry_points", lambda group: eps)
     reg = make()
     with pytest.warns(PluginWarning) as caught:
         assert reg.get("alpha").source == "builtin"
     (warning,) = caught
-    assert str(warning.message) == ("skipping widget plugin 'broken' from mb-broken, which failed to import: "
-                                    "ImportError: No module named 'torchvision_nightly'")
+    assert str(warning.message) == (
+        "skipping widget plugin 'broken' from mb-broken, which failed to import: ImportError: No module named 'torchvision_nightly'"
+    )
     assert reg.get("gadget").factory([1]) == "[1]" and reg.get("gizmo").source == "plugin mb-gizmo"
     assert list(reg) == ["alpha", "alphabet", "gadget", "gizmo"] and "broken" not in reg
 
@@ -122,11 +126,9 @@ def test_a_broken_entry_point_warns_and_does_not_stop_the_others(monkeypatch):
 def test_requesting_a_broken_entry_point_is_a_user_error_naming_package_cause_and_fix(monkeypatch):
     monkeypatch.setattr(registry_module, "entry_points", lambda group: [FakeEntryPoint("broken", missing_dependency, "mb-broken")])
     reg = make()
-    with pytest.warns(PluginWarning):
-        with pytest.raises(UserError) as err:
-            reg.get("broken")
+    with pytest.warns(PluginWarning), pytest.raises(UserError) as err:
+        reg.get("broken")
     message = str(err.value)
-    for part in ("widget 'broken'", "plugin mb-broken", "'mb_broken:broken'", "ImportError: No module named 'torchvision_nightly'",
-                 "pip uninstall mb-broken"):
+    for part in ("widget 'broken'", "plugin mb-broken", "'mb_broken:broken'", "ImportError: No module named 'torchvision_nightly'", "pip uninstall mb-broken"):
         assert part in message
     assert "unknown widget" not in message and "\n" not in message

@@ -1,5 +1,6 @@
 """Failures are recorded not fatal, --rerun, hard timeouts, isolation, reproducibility, kill -9 resume, exit codes
 and full disks."""
+
 import contextlib
 import json
 import os
@@ -13,7 +14,7 @@ from processes import complete_rows, kill_when, launch
 
 from bench.cli import main
 
-FAULTY = '''
+FAULTY = """
 import gc, multiprocessing.connection, os, signal, time, torch
 from torch import nn
 from bench.plugins import BACKBONES, LOSSES, InputSpec
@@ -53,7 +54,7 @@ class NanLoss(nn.Module):
 @LOSSES.register("nan_loss")
 def nan_loss(embed_dim: int):
     return NanLoss()
-'''
+"""
 
 GRID = """
 name = "faults"
@@ -128,7 +129,11 @@ def test_isolated_hanging_cell_is_killed_at_the_hard_timeout(plugin_dir):
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "h.toml", "--isolate", "--cell-timeout", "20"],
-        cwd=plugin_dir, env=env, capture_output=True, text=True, timeout=300,
+        cwd=plugin_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
     got = {r["config"]["backbone_args"]["mode"]: r for r in rows(plugin_dir / "results" / "hang.jsonl")}
@@ -141,7 +146,11 @@ def test_isolated_crashed_cell_is_an_error_naming_its_exit_code_or_signal(plugin
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "c.toml", "--isolate", "--cell-timeout", "120"],
-        cwd=plugin_dir, env=env, capture_output=True, text=True, timeout=300,
+        cwd=plugin_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
     got = {r["config"]["backbone_args"]["mode"]: r for r in rows(plugin_dir / "results" / "crash.jsonl")}
@@ -156,9 +165,12 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
     from bench.plugins import DATASETS
     from bench.run.rows import run_cell
 
-    raw = {"budget": {"max_steps": 3}, "train": {"batch_size": 16},
-           "axes": {"backbone": ["timm/resnet10t"], "loss": ["contrastive"]},
-           "backbone": {"timm/resnet10t": {"image_size": 32}}}
+    raw = {
+        "budget": {"max_steps": 3},
+        "train": {"batch_size": 16},
+        "axes": {"backbone": ["timm/resnet10t"], "loss": ["contrastive"]},
+        "backbone": {"timm/resnet10t": {"image_size": 32}},
+    }
     (cell,) = parse_grid(raw, "r.toml").cells
     data = DATASETS.get("digits").factory()
     first = run_cell(cell, "r", data, {}, torch.device("cpu"))
@@ -191,8 +203,9 @@ image_size = 32
 
 def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     (tmp_path / "grid.toml").write_text(KILL_GRID)
-    reference = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl"],
-                               cwd=tmp_path, capture_output=True, text=True)
+    reference = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert reference.returncode == 0, reference.stderr
     ref = rows(tmp_path / "ref.jsonl")
     cells = sorted(r["cell_id"] for r in ref)
@@ -204,8 +217,9 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     # a kill while a row is being written leaves a torn last line; make sure there is one (of a cell not done)
     assert ref[-1]["cell_id"] not in {r["cell_id"] for r in rows_ignoring_torn(path)}
     path.write_text(path.read_text() + json.dumps(ref[-1])[:100])
-    finish = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "killed.jsonl"],
-                            cwd=tmp_path, capture_output=True, text=True)
+    finish = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "killed.jsonl"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert finish.returncode == 0, finish.stderr
     killed = rows_ignoring_torn(path)
     assert sorted(r["cell_id"] for r in killed) == cells  # each cell exactly once: nothing lost, nothing duplicated
@@ -216,20 +230,25 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
 def rows_ignoring_torn(path: Path) -> list[dict]:
     out = []
     for line in path.read_text().splitlines():
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
     return out
 
 
 # --- exit codes: a script or CI job can tell that cells failed ------------------------------------------------
 
+
 def test_an_all_failed_grid_runs_every_cell_writes_every_row_then_exits_1(plugin_dir):
     (plugin_dir / "f.toml").write_text(GRID.format(modes='["raise", "oom"]').replace('"faults"', '"allfail"'))
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "f.toml"],
-                          cwd=plugin_dir, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "f.toml"],
+        cwd=plugin_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert sorted(r["status"] for r in rows(plugin_dir / "results" / "allfail.jsonl")) == ["error", "oom"]
     assert "2 of 2 cells failed" in proc.stderr and "Traceback" not in proc.stderr
@@ -358,8 +377,7 @@ def test_a_full_disk_under_the_results_file_stops_the_run_in_one_line_and_leaves
                     raise OSError(28, "No space left on device")
                 os.fsync(fd)
 
-            m.setattr(results_module, "os", type("os", (), {"fsync": staticmethod(fsync), "SEEK_END": os.SEEK_END,
-                                                            "ftruncate": staticmethod(os.ftruncate)}))
+            m.setattr(results_module, "os", type("os", (), {"fsync": staticmethod(fsync), "SEEK_END": os.SEEK_END, "ftruncate": staticmethod(os.ftruncate)}))
         capsys.readouterr()
         assert main(["run", "--grid", "g.toml"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -373,4 +391,3 @@ def test_a_full_disk_under_the_results_file_stops_the_run_in_one_line_and_leaves
         assert main(["run", "--grid", "g.toml"]) == 0
     done = rows_ignoring_torn(path)
     assert len(done) == 3 and len({r["cell_id"] for r in done}) == 3  # each cell once, nothing lost
-

@@ -2,6 +2,7 @@
 network, the Pareto front against a brute-force reference, its one-line errors, and (with Debian's chromium and
 chromium-driver) the page in a real headless browser: no console error, sortable tables, visible plots, and an
 injected <script> that never runs."""
+
 from __future__ import annotations
 
 import copy
@@ -132,9 +133,16 @@ def test_the_pareto_front_is_the_lines_nothing_cheaper_matches(seed):
     points.append(Point("no metric", math.nan, 0.0))
     for lower in (False, True):
         better = (lambda a, b: a < b) if lower else (lambda a, b: a > b)
-        slow = {i for i, p in enumerate(points) if math.isfinite(p.quality)
-                and not any(j != i and q.cost <= p.cost and not better(p.quality, q.quality) and (q.cost < p.cost or better(q.quality, p.quality))
-                            for j, q in enumerate(points) if math.isfinite(q.quality))}
+        slow = {
+            i
+            for i, p in enumerate(points)
+            if math.isfinite(p.quality)
+            and not any(
+                j != i and q.cost <= p.cost and not better(p.quality, q.quality) and (q.cost < p.cost or better(q.quality, p.quality))
+                for j, q in enumerate(points)
+                if math.isfinite(q.quality)
+            )
+        }
         found = front(points, lower)
         assert set(found) == slow and [points[i].cost for i in found] == sorted(points[i].cost for i in found)
 
@@ -148,8 +156,8 @@ def test_pareto_labels_never_overlap_each_other_or_a_point(seed):
     labels = [f"#{i + 1}" for i in range(40)]
     placed = place_labels(list(zip(centres, labels)), (64, 16, 696, 332))
     boxes = [(x, y - LABEL_HEIGHT + 2, x + CHAR_WIDTH * len(t), y + 2) for spot, t in zip(placed, labels) if spot for x, y in [spot]]
-    apart = lambda a, b: a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]  # noqa: E731
-    assert all(apart(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    apart = lambda a, b: a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+    assert all(apart(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     assert all(apart(b, (cx - 5, cy - 5, cx + 5, cy + 5)) for b in boxes for cx, cy in centres)
     assert len(boxes) >= 10  # most points keep a label; the most crowded keep their tooltip
     lone = place_labels([((200.0, 100.0), "#1"), ((500.0, 300.0), "#2")], (64, 16, 696, 332))
@@ -227,13 +235,15 @@ def test_one_line_errors_and_nothing_written(tmp_path, capsys):
     empty.write_text("")
     old = tmp_path / "old.html"
     old.write_text("old page")
-    cases = [([str(tmp_path / "missing.jsonl"), "--out", str(old)], "no such results file"),
-             ([str(empty), "--out", str(old)], "holds no result rows yet"),
-             ([str(results), "--out", str(tmp_path / "r.md")], "ending in .html"),
-             ([str(results), "--out", str(tmp_path / "no" / "such" / "r.html")], "does not exist"),
-             ([str(results), "--out", str(tmp_path)], "ending in .html"),
-             ([str(results), str(results)], "need --out FILE.html"),
-             ([str(results), "--out", str(old), "--metric", "no_such_metric"], "no_such_metric")]
+    cases = [
+        ([str(tmp_path / "missing.jsonl"), "--out", str(old)], "no such results file"),
+        ([str(empty), "--out", str(old)], "holds no result rows yet"),
+        ([str(results), "--out", str(tmp_path / "r.md")], "ending in .html"),
+        ([str(results), "--out", str(tmp_path / "no" / "such" / "r.html")], "does not exist"),
+        ([str(results), "--out", str(tmp_path)], "ending in .html"),
+        ([str(results), str(results)], "need --out FILE.html"),
+        ([str(results), "--out", str(old), "--metric", "no_such_metric"], "no_such_metric"),
+    ]
     for args, said in cases:
         assert main(["report", *args]) == 2
         err = capsys.readouterr().err
@@ -243,6 +253,7 @@ def test_one_line_errors_and_nothing_written(tmp_path, capsys):
 
 
 # --- a real browser -----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -266,8 +277,12 @@ def browser():
 
 
 def column(driver, table, index: int) -> list[str]:
-    return driver.execute_script("return Array.from(arguments[0].tBodies[0].rows, r => { const c = r.cells[arguments[1]];"
-                                 " return c.getAttribute('data-sort') ?? c.textContent.trim(); });", table, index)
+    return driver.execute_script(
+        "return Array.from(arguments[0].tBodies[0].rows, r => { const c = r.cells[arguments[1]];"
+        " return c.getAttribute('data-sort') ?? c.textContent.trim(); });",
+        table,
+        index,
+    )
 
 
 def test_the_page_in_a_real_browser(built, browser):
@@ -296,7 +311,7 @@ def test_the_page_in_a_real_browser(built, browser):
     heads[at].click()
     ascending = means()
     assert [v for v in ascending if not math.isnan(v)] == sorted(finite) and ascending != shown
-    assert all(math.isnan(v) for v in ascending[len(finite):])  # lines without a value stay last
+    assert all(math.isnan(v) for v in ascending[len(finite) :])  # lines without a value stay last
     heads[at].click()
     assert [v for v in means() if not math.isnan(v)] == sorted(finite, reverse=True)
     heads[0].click()  # "#": back to the ranking
@@ -360,7 +375,7 @@ def test_every_column_of_every_table_sorts_by_the_number_its_cells_carry(built, 
                 filled = [k for k in keys if k not in ("", "\u2014")]
                 numbers = [carried(k) for k in filled]
                 if not filled or 2 * sum(not math.isnan(n) for n in numbers) < len(filled):
-                    assert keys[:len(filled)] == filled  # a text column: empty cells last
+                    assert keys[: len(filled)] == filled  # a text column: empty cells last
                     continue
                 rank = [2 if k in ("", "\u2014") else int(math.isnan(carried(k))) for k in keys]
                 assert rank == sorted(rank), (head.text, keys)  # numbers, then the cells without one, then empty cells
@@ -415,7 +430,7 @@ def test_the_answer_comes_first_and_the_table_keeps_its_names_in_view(built, bro
     assert len(pinned) == 3  # #, backbone, loss
     edges = [browser.execute_script("return arguments[0].getBoundingClientRect().left", c) for c in pinned]
     assert abs(edges[0] - left) <= 2 and edges == sorted(edges)  # still at the box's left edge, side by side
-    heads = lambda: [h.text for h in table.find_elements(By.CSS_SELECTOR, "thead th") if h.is_displayed()]  # noqa: E731
+    heads = lambda: [h.text for h in table.find_elements(By.CSS_SELECTOR, "thead th") if h.is_displayed()]
     shown = heads()
     marks = table.find_element(By.XPATH, "../preceding-sibling::p[1]").find_element(By.CSS_SELECTOR, "input[data-group=marks]")
     browser.execute_script("arguments[0].click()", marks)
@@ -430,7 +445,9 @@ def test_the_answer_comes_first_and_the_table_keeps_its_names_in_view(built, bro
 def test_the_page_says_what_the_markdown_says_under_each_table():
     """The notes under a group's table come from the leaderboard's one `group_notes`: rows run at two thread counts
     are said to be so in the page as in the markdown."""
-    from bench.report.leaderboard import group_notes, markdown, table
+    from bench.report.leaderboard import markdown
+    from bench.report.table import table
+    from bench.report.wording import group_notes
 
     rows = [json.loads(line) for line in SOURCE.read_text().splitlines()]
     for r in rows[::2]:

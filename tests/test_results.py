@@ -1,4 +1,5 @@
 """The append-only JSONL results file: rows round-trip, torn lines, the writer lock, schema, bad paths."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ from bench.results import SCHEMA, ResultsWriter, read_rows
 
 
 def make_row(cell_id: str, **extra) -> dict:
-    return {"schema": SCHEMA, "cell_id": cell_id, "status": "ok", "config": {"backbone": "b", "loss": "l", "dataset": "d", "seed": 0},
-            "metrics": {"verification_roc_auc": 0.75}, "train": {"steps": 1, "stopped_by": "max_steps"}, **extra}
+    return {
+        "schema": SCHEMA,
+        "cell_id": cell_id,
+        "status": "ok",
+        "config": {"backbone": "b", "loss": "l", "dataset": "d", "seed": 0},
+        "metrics": {"verification_roc_auc": 0.75},
+        "train": {"steps": 1, "stopped_by": "max_steps"},
+        **extra,
+    }
 
 
 @pytest.mark.filterwarnings("error")
@@ -185,8 +193,11 @@ def test_a_write_that_fails_part_way_is_a_user_error_and_leaves_no_torn_line(tmp
     with monkeypatch.context() as m:
         m.setattr(results_module, "open", lambda *a, **k: FillingDisk(open(*a, **k), lands=lambda data: data[:10]), raising=False)
         with ResultsWriter(path) as writer:
-            with pytest.raises(UserError, match=rf"^{path}: cannot write a result row \(No space left on device\) — the rows "
-                                                r"before it are kept and the partial line removed; .*rerun"):
+            with pytest.raises(
+                UserError,
+                match=rf"^{path}: cannot write a result row \(No space left on device\) — the rows "
+                r"before it are kept and the partial line removed; .*rerun",
+            ):
                 writer.append(make_row("b"))
     assert path.read_bytes() == before  # cut back to the last complete line: no 10-byte fragment
     with ResultsWriter(path) as writer:

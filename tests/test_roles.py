@@ -1,5 +1,6 @@
 """Query/gallery roles: `query/` and `gallery/` sub-folders in `folder`, a `role` column in `csv`, kept in
 `attributes["role"]`; bad values and mixed layouts are one-line errors, and datasets without roles are unchanged."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,9 +26,16 @@ def test_folder_role_sub_folders_give_each_image_its_role(tmp_path):
 
 
 def test_csv_role_column_gives_each_image_its_role(tmp_path):
-    rows = [("s0.png", "shoe", "train", "query"), ("s1.png", "shoe", "train", "gallery"), ("b0.png", "bag", "train", "gallery"),
-            ("b1.png", "bag", "train", "query"), ("h0.png", "hat", "test", "query"), ("h1.png", "hat", "test", "gallery"),
-            ("c0.png", "cap", "test", "gallery"), ("c1.png", "cap", "test", "gallery")]
+    rows = [
+        ("s0.png", "shoe", "train", "query"),
+        ("s1.png", "shoe", "train", "gallery"),
+        ("b0.png", "bag", "train", "gallery"),
+        ("b1.png", "bag", "train", "query"),
+        ("h0.png", "hat", "test", "query"),
+        ("h1.png", "hat", "test", "gallery"),
+        ("c0.png", "cap", "test", "gallery"),
+        ("c1.png", "cap", "test", "gallery"),
+    ]
     data = csv(str(make_csv(tmp_path, rows, header="path,label,split,role")))
     assert data.attributes["role"].tolist() == [r[3] for r in rows]  # rows keep the manifest's order
     assert data.split.tolist() == [r[2] for r in rows]
@@ -37,8 +45,16 @@ def test_datasets_without_roles_have_no_role_attribute(tmp_path):
     data = folder(str(make_folder(tmp_path / "plain", {"cat": 2, "dog": 3})))
     assert "role" not in data.attributes and data.attributes == {}
     assert data.labels.tolist() == [0, 0, 1, 1, 1] and data.images[:, 0, 0, 0].tolist() == [0, 1, 10, 11, 12]
-    rows = [("a0.png", "a", "train"), ("a1.png", "a", "train"), ("b0.png", "b", "test"), ("b1.png", "b", "test"),
-            ("c0.png", "c", "train"), ("c1.png", "c", "train"), ("d0.png", "d", "test"), ("d1.png", "d", "test")]
+    rows = [
+        ("a0.png", "a", "train"),
+        ("a1.png", "a", "train"),
+        ("b0.png", "b", "test"),
+        ("b1.png", "b", "test"),
+        ("c0.png", "c", "train"),
+        ("c1.png", "c", "train"),
+        ("d0.png", "d", "test"),
+        ("d1.png", "d", "test"),
+    ]
     without = csv(str(make_csv(tmp_path / "csv", rows)))
     empty = csv(str(make_csv(tmp_path / "empty", [(*r, "") for r in rows], header="path,label,split,role")))
     for data in (without, empty):
@@ -65,6 +81,7 @@ def _csv_roles(roles):
     def build(root):
         rows = [(f"{c}{i}.png", c, role) for (c, i), role in zip([("a", 0), ("a", 1), ("b", 0), ("b", 1)], roles)]
         return lambda: csv(str(make_csv(root, rows, header="path,label,role")))
+
     return build
 
 

@@ -1,4 +1,5 @@
 """BatchSampler layouts, checked over many batches of a seeded stream."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -63,7 +64,7 @@ def test_triplets_layout(batch_size):
     anchors_seen = set()
     for batch in batches("triplets", batch_size):
         assert batch.shape == (3 * b,)
-        a, p, n = batch[:b], batch[b:2 * b], batch[2 * b:]
+        a, p, n = batch[:b], batch[b : 2 * b], batch[2 * b :]
         assert (a != p).all()
         assert (LABELS[a] == LABELS[p]).all()
         assert (LABELS[a] != LABELS[n]).all()

@@ -1,6 +1,7 @@
 """[search]: equal-budget tuning per configuration. Trials never reach the test split; a seeded search asks the
 same trials again, also after a kill; bad ranges fail at validation; the pruning bar is Optuna's median rule;
 the leaderboard's lines are the best trial's options run on every seed."""
+
 import json
 import math
 import subprocess
@@ -17,14 +18,14 @@ import bench.run.cell as cell_module
 import bench.run.rows as rows_module
 from bench.cli import main
 from bench.config import Trial
+from bench.config.space import TRIAL_SEED
 from bench.grid import parse_grid
-from bench.report.leaderboard import table
+from bench.report.table import table
 from bench.results import read_rows
 from bench.run.cell import split_for
+from bench.run.pruning import Pruner
 from bench.run.rows import run_cell, trial_record
-from bench.search.pruning import Pruner
-from bench.search.space import TRIAL_SEED
-from bench.search.study import Search, curve_steps
+from bench.run.study import Search, curve_steps
 
 GRID = """
 name = "s"
@@ -81,8 +82,7 @@ def test_trials_never_give_the_test_split_to_the_evaluator(folds, tmp_path, monk
     def spy_measure(cell, data, *args, **kwargs):
         folds_of = [replace(cell, split=replace(cell.split, fold=f)) for f in range(max(cell.split.folds, 1))]
         splits = [split_for(c, data) for c in folds_of]
-        current.update(trial=cell.trial is not None, val={int(x) for s in splits for x in data.labels[s[1]]},
-                       test={int(x) for x in data.labels[splits[0][2]]})
+        current.update(trial=cell.trial is not None, val={int(x) for s in splits for x in data.labels[s[1]]}, test={int(x) for x in data.labels[splits[0][2]]})
         return real_measure(cell, data, *args, **kwargs)
 
     def spy_evaluate(embeddings, labels, *args, **kwargs):
@@ -113,8 +113,13 @@ def fake_rows(search: Search, rows: list[dict], objective) -> list[dict]:
     cells = search.next_trials(rows)
     for cell in cells:
         value = objective(cell.trial.params)
-        row = {"cell_id": cell.cell_id, "config": cell.to_dict(), "status": "ok", "metrics": {"verification_roc_auc": value},
-               "curve": [{"metrics": {"verification_roc_auc": value - 0.1}}, {"metrics": {"verification_roc_auc": value}}]}
+        row = {
+            "cell_id": cell.cell_id,
+            "config": cell.to_dict(),
+            "status": "ok",
+            "metrics": {"verification_roc_auc": value},
+            "curve": [{"metrics": {"verification_roc_auc": value - 0.1}}, {"metrics": {"verification_roc_auc": value}}],
+        }
         rows.append({**row, "search": trial_record(cell, row)})
     return cells
 
@@ -222,7 +227,6 @@ def test_a_trial_with_folds_prunes_exactly_when_optunas_median_pruner_does(monke
     them) where optuna.pruners.MedianPruner, given the same completed trials and values, first says prune; that
     includes a fold's last point, after which the next fold never starts; never at the trial's very last point."""
     from bench.builtins import load_builtins
-    from bench.plugins import DATASETS
 
     load_builtins()
     data, caches, script = few_digits(), {}, []
@@ -259,7 +263,6 @@ def test_a_bar_impossible_at_a_folds_last_point_prunes_the_trial_there(tmp_path)
     import tomllib
 
     from bench.builtins import load_builtins
-    from bench.plugins import DATASETS
 
     load_builtins()
     search = Search(parse_grid(tomllib.loads(small_backbone(grid_text(steps=4, folds=2))), "g"))
@@ -293,7 +296,7 @@ def test_a_trial_below_the_bar_is_pruned_at_its_curve_point_and_recorded(tmp_pat
 
 
 def search_dist(dim):
-    from bench.search.study import _distribution
+    from bench.run.study import _distribution
 
     return _distribution(optuna, dim)
 
@@ -378,8 +381,16 @@ def test_a_study_of_the_old_rule_is_not_continued_and_its_finals_run_again():
         pass
     finals, records, _ = search.final_cells(rows)
     old_study = sorted(old_ids)[0]
-    rows += [{"cell_id": c.cell_id, "config": c.to_dict(), "status": "ok", "metrics": {"verification_roc_auc": 0.9},
-              "search": {**records[c.cell_id], "study": old_study}} for c in finals]  # the same options, chosen by an old study
+    rows += [
+        {
+            "cell_id": c.cell_id,
+            "config": c.to_dict(),
+            "status": "ok",
+            "metrics": {"verification_roc_auc": 0.9},
+            "search": {**records[c.cell_id], "study": old_study},
+        }
+        for c in finals
+    ]  # the same options, chosen by an old study
     assert search.pending(rows) == len(finals) == 2 * 2
     ran = []
     run_search(search, lambda cells, records=None: ran.extend(cells), rows, "none", None)
@@ -392,7 +403,9 @@ def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
     kill_when(launch(tmp_path, "--grid", "g.toml", "--threads", "1"), results, 3)
     partial = read_rows(results)
     assert 3 <= len(partial) < 8 and all(r["config"].get("trial") for r in partial)  # killed among the trials
-    done = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_rows(results)
     assert len({r["cell_id"] for r in rows}) == len(rows) == 8 + 4 + 4 + 2  # trials, finals, defaults, baselines: none twice
@@ -401,8 +414,13 @@ def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
 
 def test_trials_run_through_local_workers_as_in_process(searched, tmp_path):
     (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--workers", "2", "--threads", "1"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--workers", "2", "--threads", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got, want = read_rows(tmp_path / "results" / "s.jsonl"), read_rows(searched / "results" / "s.jsonl")
     assert trials_of(got) == trials_of(want)
@@ -428,7 +446,7 @@ BAD = [
     ('"split.val_fraction" = { range = [0.1, 0.3] }', "cannot be searched"),
     ('"budget.max_steps" = { range = [10, 30] }', "cannot be searched"),
     ('"train.save" = { choices = ["none", "last"] }', "cannot be searched"),
-    ('trials = 0', "at least 1"),
+    ("trials = 0", "at least 1"),
     ('sampler = "grid"', "should be 'tpe' | 'random'"),
     ('metric = "verification_balanced_accuracy_val_threshold"', "threshold from a validation split"),
     ('metric = "recall_at_one"', "is not a score"),
@@ -449,13 +467,18 @@ def test_a_bad_search_fails_at_validation_in_one_line(line, message, tmp_path, c
     assert not (tmp_path / "r.jsonl").exists()
 
 
-@pytest.mark.parametrize("changes, message", [
-    ([("val_fraction = 0.3", "val_fraction = 0.0")], "no validation classes"),
-    ([("n_way = 3", "n_way = 5"), ('metric = "verification_roc_auc"', 'metric = "few_shot_5way_1shot_accuracy"')],
-     "cannot be scored on this validation split"),
-    ([("[axes]", "[axes]\n\"train.lr\" = [1e-3, 1e-2]")], "is also an axis"),
-    ([("seed = [0, 1]", f"seed = [0, {TRIAL_SEED}]")], "the seed [search] trials train on"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ([("val_fraction = 0.3", "val_fraction = 0.0")], "no validation classes"),
+        (
+            [("n_way = 3", "n_way = 5"), ('metric = "verification_roc_auc"', 'metric = "few_shot_5way_1shot_accuracy"')],
+            "cannot be scored on this validation split",
+        ),
+        ([("[axes]", '[axes]\n"train.lr" = [1e-3, 1e-2]')], "is also an axis"),
+        ([("seed = [0, 1]", f"seed = [0, {TRIAL_SEED}]")], "the seed [search] trials train on"),
+    ],
+)
 def test_a_search_the_data_cannot_support_fails_before_training(changes, message, tmp_path, capsys):
     text = grid_text()
     for old, new in changes:
@@ -491,7 +514,11 @@ def test_a_range_is_integer_exactly_when_its_option_takes_integers():
     """Bounds written as integers over a float argument (triplet's margin, annotated in a module with postponed
     annotations) still give a float range; an int option (train.batch_size, searchable under max_samples) gives
     an integer one."""
-    text = grid_text().replace("max_steps = 6", "max_samples = 96").replace('"loss.margin" = { range = [0.01, 0.5] }', '"loss.margin" = { range = [0, 1] }\n"train.batch_size" = { range = [16, 32] }')
+    text = (
+        grid_text()
+        .replace("max_steps = 6", "max_samples = 96")
+        .replace('"loss.margin" = { range = [0.01, 0.5] }', '"loss.margin" = { range = [0, 1] }\n"train.batch_size" = { range = [16, 32] }')
+    )
     search = search_of(text)
     dims = {d.option: d for d in search.spec.dims}
     assert not dims["loss.margin"].integer and dims["train.batch_size"].integer

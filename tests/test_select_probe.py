@@ -1,6 +1,7 @@
 """train.select = "best" follows eval.select_metric on validation: a metric the validation split cannot give
 (a threshold chosen on validation, 20-way episodes among 3 classes) fails in preflight, in one line, before
 anything is written, instead of scoring the last weights in silence."""
+
 import pytest
 
 from bench.cli import main
@@ -42,7 +43,7 @@ def test_a_select_metric_validation_cannot_give_fails_before_training(case, tmp_
         err = " ".join(" ".join(lines).split())
         assert len(lines) == 1, lines
         assert f"eval.select_metric (with train.select = \"best\") = '{metric}' cannot be scored on this validation split" in err, err
-        assert why in err and "train.select = \"last\"" in err
+        assert why in err and 'train.select = "last"' in err
     assert not results.exists() and not (tmp_path / "r_checkpoints").exists()
 
 

@@ -1,6 +1,7 @@
 """Verdicts that hold when the best is picked from the same data (bench.report.simultaneous): the family's critical
 value against Tukey's studentized range, "below" exactly when the simultaneous interval excludes 0 (on synthetic
 groups and on every committed leaderboard), and a small seeded version of benchmarks/stats_calibration.py."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.report.rows import items_loader
-from bench.report.leaderboard import table
 from bench.report.paired import ItemBootstrap
+from bench.report.rows import items_loader
 from bench.report.simultaneous import Family, Member
+from bench.report.table import table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -54,9 +55,12 @@ def test_below_exactly_when_the_simultaneous_interval_excludes_zero_on_synthetic
 
     rng = np.random.default_rng(0)
     checked = 0
-    for replicate in range(12):
-        rows = [cell(f"b{i}", "triplet", s, float(v)) for i in range(int(rng.integers(2, 8)))
-                for s, v in enumerate(rng.normal(0.8 + rng.uniform(-0.05, 0.0), 0.01, int(rng.integers(2, 5))))]
+    for _replicate in range(12):
+        rows = [
+            cell(f"b{i}", "triplet", s, float(v))
+            for i in range(int(rng.integers(2, 8)))
+            for s, v in enumerate(rng.normal(0.8 + rng.uniform(-0.05, 0.0), 0.01, int(rng.integers(2, 5))))
+        ]
         checked += verdicts_agree_with_intervals(table(rows))
     assert checked > 30
 

@@ -1,5 +1,6 @@
 """What a seconds-bound row's speed depends on: every row's env names the device, the CPU model, the torch
 threads and the precision, and resuming a max_seconds grid on another setup warns in one line."""
+
 import json
 from pathlib import Path
 
@@ -79,10 +80,9 @@ def test_this_runs_threads_and_what_the_node_decides(monkeypatch):
 def test_speed_difference_names_each_field_and_ignores_unknowns():
     def row(**env):
         precision = env.pop("precision", "fp32")
-        return {"grid": "g", "train": {}, "config": {"budget": {"max_seconds": 5.0}, "train": {"precision": "auto"}},
-                "env": env, "precision": precision}
+        return {"grid": "g", "train": {}, "config": {"budget": {"max_seconds": 5.0}, "train": {"precision": "auto"}}, "env": env, "precision": precision}
 
-    here = lambda r: {"device": "cpu", "cpu_model": "B", "torch_threads": 2, "precision": "fp32"}  # noqa: E731
+    here = lambda r: {"device": "cpu", "cpu_model": "B", "torch_threads": 2, "precision": "fp32"}
     same = row(device="cpu", cpu_model="B", torch_threads=2)
     old = row(device="cpu", torch_threads=2)  # a row from before env.cpu_model: unknown, not a difference
     assert speed_difference([same, old], "g", here) is None

@@ -1,5 +1,6 @@
 """The standard metric-learning datasets (CUB-200-2011, Cars196, SOP, In-Shop) read from miniature fakes of their
 release layouts: the published class-disjoint protocols, the roles, and one-line errors for broken layouts."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from datafixtures import make_cars, make_cub, make_inshop, make_sop, write_image
+from datafixtures import make_cars, make_cub, make_inshop, make_sop
 
 from bench.cli import main
 from bench.data.datasets import split_classes
@@ -137,6 +138,7 @@ def _cub(change):
         root = make_cub(tmp)
         change(root)
         return cub(str(root), image_size=8)
+
     return case
 
 
@@ -145,6 +147,7 @@ def _cars(change, **kwargs):
         make_cars(tmp, **kwargs)
         change(tmp)
         return cars196(str(tmp), image_size=8)
+
     return case
 
 
@@ -153,6 +156,7 @@ def _sop(change, **kwargs):
         root = make_sop(tmp, **kwargs)
         change(root)
         return sop(str(root), image_size=8)
+
     return case
 
 
@@ -161,12 +165,15 @@ def _inshop(change, **kwargs):
         make_inshop(tmp, **kwargs)
         change(tmp)
         return inshop(str(tmp), image_size=8)
+
     return case
 
 
 def _devkit_mat(root: Path) -> None:
-    scipy.io.savemat(str(root / "cars_annos.mat"), {"annotations": np.array([[("000001.jpg", 1)]], dtype=[("fname", object), ("class", object)]),
-                                                      "class_names": np.array([["A"]], dtype=object)})
+    scipy.io.savemat(
+        str(root / "cars_annos.mat"),
+        {"annotations": np.array([[("000001.jpg", 1)]], dtype=[("fname", object), ("class", object)]), "class_names": np.array([["A"]], dtype=object)},
+    )
 
 
 CASES = {
@@ -174,13 +181,24 @@ CASES = {
     "cub images.txt missing": (_cub(lambda r: (r / "images.txt").unlink()), ["images.txt does not exist", "dataset.cub.root"]),
     "cub labels missing": (_cub(lambda r: (r / "image_class_labels.txt").unlink()), ["image_class_labels.txt does not exist"]),
     "cub classes missing": (_cub(lambda r: (r / "classes.txt").unlink()), ["classes.txt does not exist"]),
-    "cub image missing": (_cub(lambda r: (r / "images/002.Bird_2/Bird_2_1.jpg").unlink()), ["Bird_2_1.jpg", "images.txt", "does not exist", "partially extracted"]),
+    "cub image missing": (
+        _cub(lambda r: (r / "images/002.Bird_2/Bird_2_1.jpg").unlink()),
+        ["Bird_2_1.jpg", "images.txt", "does not exist", "partially extracted"],
+    ),
     "cub malformed line": (_cub(lambda r: _append(r / "images.txt", "13\n")), ["images.txt line 13 is malformed"]),
-    "cub class not an int": (_cub(lambda r: _replace(r / "image_class_labels.txt", "1 1\n", "1 one\n")), ["image_class_labels.txt line 1 is malformed", "'one'"]),
+    "cub class not an int": (
+        _cub(lambda r: _replace(r / "image_class_labels.txt", "1 1\n", "1 one\n")),
+        ["image_class_labels.txt line 1 is malformed", "'one'"],
+    ),
     "cub duplicate id": (_cub(lambda r: _append(r / "classes.txt", "2 002.Again\n")), ["classes.txt lists id 2 on lines 2 and 5"]),
-    "cub class out of range": (_cub(lambda r: (_append(r / "classes.txt", "201 201.X\n"), _replace(r / "image_class_labels.txt", "12 102", "12 201"))),
-                               ["image_class_labels.txt gives class id 201, outside 1–200"]),
-    "cub no test classes": (lambda tmp: cub(str(make_cub(tmp, classes=(1, 2, 3))), image_size=8), ["image_class_labels.txt has no images of classes 101–200", "partial"]),
+    "cub class out of range": (
+        _cub(lambda r: (_append(r / "classes.txt", "201 201.X\n"), _replace(r / "image_class_labels.txt", "12 102", "12 201"))),
+        ["image_class_labels.txt gives class id 201, outside 1–200"],
+    ),
+    "cub no test classes": (
+        lambda tmp: cub(str(make_cub(tmp, classes=(1, 2, 3))), image_size=8),
+        ["image_class_labels.txt has no images of classes 101–200", "partial"],
+    ),
     "cub class not in classes.txt": (_cub(lambda r: _replace(r / "classes.txt", "102 102.Bird_102\n", "")), ["class 102", "classes.txt does not list"]),
     "cub image without label": (_cub(lambda r: _replace(r / "image_class_labels.txt", "12 102\n", "")), ["image id 12", "image_class_labels.txt"]),
     "cub bad resize": (lambda tmp: cub(str(make_cub(tmp)), image_size=8, resize="crop"), ["dataset cub", "resize = 'crop'", "shorter_center_crop"]),
@@ -196,19 +214,31 @@ CASES = {
     "sop test list missing": (_sop(lambda r: (r / "Ebay_test.txt").unlink()), ["Ebay_test.txt does not exist", "dataset.sop.root"]),
     "sop header wrong": (_sop(lambda r: _replace(r / "Ebay_train.txt", "image_id class_id super_class_id path\n", "")), ["Ebay_train.txt has", "header"]),
     "sop malformed line": (_sop(lambda r: _append(r / "Ebay_test.txt", "99 4 1\n")), ["Ebay_test.txt line 6 is malformed", "3 field(s)"]),
-    "sop class id not an int": (_sop(lambda r: _replace(r / "Ebay_train.txt", "1 1 2 chair", "1 x 2 chair")), ["Ebay_train.txt line 2 is malformed", "class_id"]),
+    "sop class id not an int": (
+        _sop(lambda r: _replace(r / "Ebay_train.txt", "1 1 2 chair", "1 x 2 chair")),
+        ["Ebay_train.txt line 2 is malformed", "class_id"],
+    ),
     "sop class in both lists": (_sop(lambda r: None, train=(1, 2, 4)), ["class 4 is in both", "Ebay_train.txt", "Ebay_test.txt"]),
     "sop image missing": (_sop(lambda r: (r / "bicycle_final/1004_1.JPG").unlink()), ["1004_1.JPG", "Ebay_", "partially extracted"]),
     "inshop root missing": (lambda tmp: inshop(str(tmp / "nope")), ["nope", "is not a directory", "list_eval_partition.txt"]),
     "inshop list missing": (_inshop(lambda r: (r / "list_eval_partition.txt").unlink()), ["list_eval_partition.txt does not exist", "dataset.inshop.root"]),
-    "inshop count mismatch": (_inshop(lambda r: _append(r / "list_eval_partition.txt", "img/x.jpg id_00000001 train\n")), ["says 29 images on line 1 but lists 30", "truncated"]),
-    "inshop bad status": (_inshop(lambda r: _replace(r / "list_eval_partition.txt", "01_1_front.jpg id_00000005 query", "01_1_front.jpg id_00000005 probe")),
-                          ["list_eval_partition.txt line", "evaluation_status 'probe'"]),
-    "inshop malformed line": (_inshop(lambda r: _replace(r / "list_eval_partition.txt", "01_1_front.jpg id_00000001 train", "01_1_front.jpg")),
-                              ["list_eval_partition.txt line 3 is malformed"]),
+    "inshop count mismatch": (
+        _inshop(lambda r: _append(r / "list_eval_partition.txt", "img/x.jpg id_00000001 train\n")),
+        ["says 29 images on line 1 but lists 30", "truncated"],
+    ),
+    "inshop bad status": (
+        _inshop(lambda r: _replace(r / "list_eval_partition.txt", "01_1_front.jpg id_00000005 query", "01_1_front.jpg id_00000005 probe")),
+        ["list_eval_partition.txt line", "evaluation_status 'probe'"],
+    ),
+    "inshop malformed line": (
+        _inshop(lambda r: _replace(r / "list_eval_partition.txt", "01_1_front.jpg id_00000001 train", "01_1_front.jpg")),
+        ["list_eval_partition.txt line 3 is malformed"],
+    ),
     "inshop query without gallery": (_inshop(lambda r: None, gallery=0), ["query images of item id_00000005 but no gallery", "list_eval_partition.txt"]),
-    "inshop image missing": (_inshop(lambda r: (r / "img/WOMEN/Blouses_Shirts/id_00000006/03_1_front.jpg").unlink()),
-                             ["id_00000006/03_1_front.jpg", "list_eval_partition.txt", "partially extracted"]),
+    "inshop image missing": (
+        _inshop(lambda r: (r / "img/WOMEN/Blouses_Shirts/id_00000006/03_1_front.jpg").unlink()),
+        ["id_00000006/03_1_front.jpg", "list_eval_partition.txt", "partially extracted"],
+    ),
 }
 
 

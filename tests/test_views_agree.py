@@ -1,5 +1,6 @@
 """Every view of one results file tells the same story: the markdown leaderboard, its CSV, the HTML report and the
 MLflow export name the same lines, the same best line and the same means (they all read rows through bench.report)."""
+
 from __future__ import annotations
 
 import csv
@@ -88,8 +89,7 @@ def test_markdown_csv_html_and_mlflow_name_the_same_best_line_and_means(views):
 
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("quick")
-    parents = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
-               if r.data.tags.get("bench.kind") == "line"]
+    parents = [r for r in client.search_runs([experiment.experiment_id], max_results=1000) if r.data.tags.get("bench.kind") == "line"]
     from_mlflow = {tuple(r.data.tags.get(k) or r.data.params.get(k) for k in KEYS): r for r in parents}
 
     assert [k for k, _ in from_csv] == [k for k, _ in md] == [k for k, _ in from_html]  # the same lines in the same order

@@ -1,4 +1,5 @@
 """Local weights files for timm backbones: strict, weights_only, one-line errors on mismatch."""
+
 import pickle
 
 import pytest

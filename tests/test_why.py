@@ -1,4 +1,5 @@
 """The leaderboard's "why": simultaneous comparisons with the best and a stated verdict, power, and the ranking along the budget."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,9 @@ import pytest
 from test_comparisons import tables
 from test_leaderboard import cell
 
-from bench.report.leaderboard import markdown, table
 from bench.report.budget import flips, fraction_text
+from bench.report.leaderboard import markdown
+from bench.report.table import table
 from bench.report.verdicts import signed
 
 AUC = "verification_roc_auc"
@@ -16,8 +18,9 @@ AUC = "verification_roc_auc"
 
 def curve(*values) -> list[dict]:
     fractions = (0.25, 0.5, 1.0)
-    return [{"fraction": f, "progress": f, "steps": int(100 * f), "samples": 0, "seconds": f, "on": "val",
-             "metrics": {AUC: v}} for f, v in zip(fractions, values)]
+    return [
+        {"fraction": f, "progress": f, "steps": int(100 * f), "samples": 0, "seconds": f, "on": "val", "metrics": {AUC: v}} for f, v in zip(fractions, values)
+    ]
 
 
 def test_a_flip_along_the_budget_is_named_with_where_it_happened():
@@ -33,8 +36,7 @@ def test_a_flip_along_the_budget_is_named_with_where_it_happened():
 
 
 def test_a_stable_ranking_says_so_and_lines_without_curves_say_nothing():
-    rows = [cell("r", loss, s, v + 0.01 * s, curve=curve(v - 0.2, v - 0.1, v + 0.01 * s))
-            for loss, v in (("a", 0.9), ("b", 0.8)) for s in range(2)]
+    rows = [cell("r", loss, s, v + 0.01 * s, curve=curve(v - 0.2, v - 0.1, v + 0.01 * s)) for loss, v in (("a", 0.9), ("b", 0.8)) for s in range(2)]
     said = [ln for ln in markdown(table(rows)).splitlines() if ln.startswith("**Along the budget**")]
     assert said and "no two lines change order" in said[0]
     plain = [cell("r", loss, s, v) for loss, v in (("a", 0.9), ("b", 0.8)) for s in range(2)]
@@ -94,7 +96,7 @@ def test_the_equivalence_margin_of_report_says_equivalent_only_inside_it():
     twin = [cell("r", "twin", s, v) for s, v in enumerate([0.8995, 0.9012, 0.9003])]
     frame = table(best + twin, equivalence=0.01)
     got = frame.set_index("loss").loc["twin"]
-    assert got["vs_best"] == "equivalent (±0.01)" and -0.01 < got["vs_best_low"] and got["vs_best_high"] < 0.01
+    assert got["vs_best"] == "equivalent (±0.01)" and got["vs_best_low"] > -0.01 and got["vs_best_high"] < 0.01
     assert table(best + twin).set_index("loss").loc["twin", "vs_best"] == "not separated"  # no margin: never "equivalent"
     assert table(best + twin, equivalence=0.0001).set_index("loss").loc["twin", "vs_best"] == "not separated"
     for r in best + twin:
@@ -182,7 +184,7 @@ def test_rows_of_grids_with_different_report_options_need_the_flags():
 
 def test_the_views_default_metric_is_the_rows_report_metric():
     from bench.errors import UserError
-    from bench.report.leaderboard import DEFAULT_METRIC, default_metric
+    from bench.report.table import DEFAULT_METRIC, default_metric
 
     rows = [cell("r", loss, s, v) for loss, base in (("a", 0.9), ("b", 0.8)) for s, v in enumerate([base, base + 0.01])]
     assert default_metric(rows) == DEFAULT_METRIC

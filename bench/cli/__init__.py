@@ -1,4 +1,5 @@
 """`bench` command line: run a grid, validate it, list plugins, print a leaderboard."""
+
 from __future__ import annotations
 
 import argparse
@@ -57,24 +58,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, help="results JSONL (default results/<grid name>.jsonl)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--metric", help="leaderboard sort metric (default: the grid's [report] metric, else the [search] metric, else verification_roc_auc)")
-    run.add_argument("--rerun", default="none", choices=["none", "failed", "contended", "all"],
-                     help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; contended: "
-                          "rerun cells whose max_seconds clock ran while a busy neighbour held the cores (the leaderboard marks them); "
-                          "all: rerun every cell")
+    run.add_argument(
+        "--rerun",
+        default="none",
+        choices=["none", "failed", "contended", "all"],
+        help="none (default): skip cells that have a row; failed: rerun cells whose row is error/oom/timeout; contended: "
+        "rerun cells whose max_seconds clock ran while a busy neighbour held the cores (the leaderboard marks them); "
+        "all: rerun every cell",
+    )
     run.add_argument("--cell-timeout", type=finite_float, metavar="SECONDS", help="hard wall-clock limit per cell; the cell is recorded as timeout")
     run.add_argument("--isolate", action="store_true", help="run each cell in its own process (kills hung plugins at --cell-timeout)")
-    run.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
-                     help="recompute frozen backbones' features in every cell (for measuring the cache)")
-    run.add_argument("--executor", default="local", choices=["local", "ray", "slurm", "submitit-local"],
-                     help="what runs the cells: local (this process, or --workers processes), a Ray cluster, Slurm through submitit, or submitit's local executor")
+    run.add_argument(
+        "--no-feature-cache", dest="feature_cache", action="store_false", help="recompute frozen backbones' features in every cell (for measuring the cache)"
+    )
+    run.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray", "slurm", "submitit-local"],
+        help="what runs the cells: local (this process, or --workers processes), a Ray cluster, Slurm through submitit, or submitit's local executor",
+    )
     run.add_argument("--workers", type=int, default=0, metavar="N", help="local: N worker processes (default 0: this process); submitit-local: N jobs at once")
     run.add_argument("--threads", type=int, metavar="T", help="torch threads per worker (default: cores / workers; [resources] cpus on Ray and Slurm)")
     run.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (auto, ray://host:10001); default: start a local one")
-    run.add_argument("--cache-dir", type=Path, metavar="DIR", help="frozen features and fitted images on disk, shared by workers and later runs (default: <results folder>/cache)")
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="frozen features and fitted images on disk, shared by workers and later runs (default: <results folder>/cache)",
+    )
     run.add_argument("--no-disk-cache", dest="disk_cache", action="store_false", help="keep caches in memory only")
-    run.add_argument("--mlflow", nargs="?", const="", metavar="URI",
-                     help="also log each cell to MLflow as its row is written (default URI: sqlite:///<results folder>/mlflow.db; "
-                          "pip install 'metric-bench[mlflow]'), as `bench export mlflow` does")
+    run.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help="also log each cell to MLflow as its row is written (default URI: sqlite:///<results folder>/mlflow.db; "
+        "pip install 'metric-bench[mlflow]'), as `bench export mlflow` does",
+    )
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", parents=[common], help="check a grid and print its cells, without training")
@@ -87,15 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_ls)
 
     board = sub.add_parser("leaderboard", parents=[common], help="print and write the markdown leaderboard of one or more results files")
-    board.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl",
-                       help="results files, merged into one table by cell_id: a later file's row for a cell supersedes an earlier file's")
-    board.add_argument("--metric", help="sort metric (default: the rows' [report] metric, else the metric of a [search] whose rows these are, else verification_roc_auc)")
+    board.add_argument(
+        "results",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS.jsonl",
+        help="results files, merged into one table by cell_id: a later file's row for a cell supersedes an earlier file's",
+    )
+    board.add_argument(
+        "--metric", help="sort metric (default: the rows' [report] metric, else the metric of a [search] whose rows these are, else verification_roc_auc)"
+    )
     board.add_argument("--out", type=Path, help="markdown file (default with one results file: it with .md; required with several)")
     board.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the leaderboard's full table (every column, unrounded) as CSV")
-    board.add_argument("--equivalence", type=positive_float, metavar="DELTA",
-                       help="call a line 'equivalent' to the best when its simultaneous interval lies inside ±DELTA (default: the grid's [report] equivalence, else never)")
-    board.add_argument("--target", type=positive_float, metavar="DIFF",
-                       help="the difference 'seeds to detect' is asked of (default: the grid's [report] target, else 0.02)")
+    board.add_argument(
+        "--equivalence",
+        type=positive_float,
+        metavar="DELTA",
+        help="call a line 'equivalent' to the best when its simultaneous interval lies inside ±DELTA (default: the grid's [report] equivalence, else never)",
+    )
+    board.add_argument(
+        "--target", type=positive_float, metavar="DIFF", help="the difference 'seeds to detect' is asked of (default: the grid's [report] target, else 0.02)"
+    )
     board.set_defaults(func=cmd_leaderboard)
 
     from bench.cli.effects import add_parser as add_effects_parser
@@ -122,10 +154,12 @@ def cmd_run(args) -> int:
 
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")
-    from bench.eval.definitions import definition
+    from bench.config.metrics import definition
 
     if args.metric is not None and ((d := definition(args.metric)) is None or d.direction == "none"):
-        raise UserError(f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)")
+        raise UserError(
+            f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)"
+        )
     grid = load_grid(args.grid)
     from bench.run.runner import RunOptions, run_grid  # after the grid's checks: it imports torch and the training code
 
@@ -147,15 +181,29 @@ def cmd_run(args) -> int:
         raise UserError(f"{cache_dir}: is not a folder — give a folder to --cache-dir (or --no-disk-cache)")
     tracker = None
     if args.mlflow is not None:  # mlflow missing or a bad store: a one-line error before any training
-        from bench.cli.export import RunLogger
+        from bench.export.live import RunLogger
 
         tracker = RunLogger(args.mlflow, results, console)
-    options = RunOptions(args.device, args.rerun, args.cell_timeout, args.isolate, tuple(args.plugin or ()), args.feature_cache,
-                         args.executor, args.workers, args.threads, args.ray_address, str(cache_dir) if cache_dir else None)
+    options = RunOptions(
+        args.device,
+        args.rerun,
+        args.cell_timeout,
+        args.isolate,
+        tuple(args.plugin or ()),
+        args.feature_cache,
+        args.executor,
+        args.workers,
+        args.threads,
+        args.ray_address,
+        str(cache_dir) if cache_dir else None,
+    )
     rows = run_grid(grid, results, options, console=console, on_row=tracker.log if tracker else None)
     failed = [r for r in rows if r.get("status") != "ok"]
     for r in failed:
-        console.print(f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}", highlight=False)
+        console.print(
+            f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}",
+            highlight=False,
+        )
     _write_leaderboard(rows, metric, results.with_suffix(".md"), title=grid.name, sources=[results])
     if tracker:
         tracker.finish(metric)  # the parent runs: each line's mean ± std and marks, as the leaderboard just written
@@ -166,25 +214,33 @@ def _run_exit_code(grid, rows: list[dict], results: Path) -> int:
     """1 when a cell of the grid (its latest row, run now or before) ended error, oom or timeout, or a searched
     configuration has no result because none of its trials completed; else 0. `diverged` and `pruned` are results
     of a configuration, and a search's failed trials are part of its search (counted in its finals' rows)."""
-    from bench.run.clock import CONTENDED, contended
+    from bench.results import CONTENDED, contended
     from bench.run.runner import FAILED
 
     if busy := sum(map(contended, rows)):  # a warning, not a failure: the rows are kept and marked
-        console.print(f"[yellow]{busy} of {len(rows)} cells ran their max_seconds clock while their threads waited for a core "
-                      f"≥ {CONTENDED:.0%} of the time (another process held the cores): marked contended in the leaderboard — "
-                      "`bench run --rerun contended` runs them again on a quieter machine[/]", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]{busy} of {len(rows)} cells ran their max_seconds clock while their threads waited for a core "
+            f"≥ {CONTENDED:.0%} of the time (another process held the cores): marked contended in the leaderboard — "
+            "`bench run --rerun contended` runs them again on a quieter machine[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     failed = sum(r.get("status") in FAILED for r in rows)
     empty = []
     if grid.search is not None:
         from bench.results import read_rows
-        from bench.search.study import Search
+        from bench.run.study import Search
 
         empty = Search(grid).final_cells(read_rows(results))[2]
     if not failed and not empty:
         return 0
-    console.print(f"[bold red]{failed} of {len(rows)} cells failed (error, oom or timeout)"
-                  + (f"; {len(empty)} searched configuration(s) have no completed trial" if empty else "")
-                  + "[/] — exit code 1; `bench run --rerun failed` runs the failed cells again", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold red]{failed} of {len(rows)} cells failed (error, oom or timeout)"
+        + (f"; {len(empty)} searched configuration(s) have no completed trial" if empty else "")
+        + "[/] — exit code 1; `bench run --rerun failed` runs the failed cells again",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 1
 
 
@@ -192,12 +248,12 @@ def cmd_validate(args) -> int:
     from bench.grid import load_grid
 
     grid = load_grid(args.grid)
-    from bench.report.leaderboard import flatten  # after the grid's own checks, as in `bench run`
+    from bench.report.lines import flatten  # after the grid's own checks, as in `bench run`
     from bench.run.runner import predict_nan, preflight
 
     search = None
     if grid.search is not None:
-        from bench.search.study import Search
+        from bench.run.study import Search
 
         search = Search(grid)
     data = preflight(list(grid.cells) + (search.preflight_cells() if search else []), console)  # the same checks `bench run` makes before its first step
@@ -207,32 +263,42 @@ def cmd_validate(args) -> int:
     table = Table(title=f"{grid.name}: {len(grid.cells)} cells ({grid.excluded} excluded); every check `bench run` makes passed")
     cells = [[cell.cell_id, *(str(f.get(k, "—")) for k in columns)] for cell, f in zip(grid.cells, flat)]
     widths = [max(len(col), *(len(c[i]) for c in cells)) for i, col in enumerate(("cell_id", *columns))]
-    for col, width in zip(("cell_id", *columns), widths):
+    for col, _width in zip(("cell_id", *columns), widths):
         table.add_column(col, min_width=len(col), no_wrap=True)  # whole option names: a truncated one says nothing
     for c in cells:
         table.add_row(*map(escape, c))
     Console(width=max(Console().width, 160, sum(w + 3 for w in widths) + 1)).print(table)
     for (metric, note), count in predict_nan(list(grid.cells), data).items():  # what the run will report as NaN, and why
-        console.print(f"[yellow]note:[/] {metric} will be NaN in {count} of {len(grid.cells)} cells whatever they learn: {escape(note)}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]note:[/] {metric} will be NaN in {count} of {len(grid.cells)} cells whatever they learn: {escape(note)}", highlight=False, soft_wrap=True
+        )
     if search is not None:
         _print_search(search)
     return 0
 
 
 def _print_search(search) -> None:
-    from bench.search.space import TRIAL_SEED
+    from bench.config.space import TRIAL_SEED
 
     spec = search.spec
-    table = Table(title=escape(f"[search]: {len(search.studies)} configurations × {spec.trials} trials ({spec.sampler}, seed {spec.seed}; "
-                               f"trained on seed {TRIAL_SEED}, which no final cell has), "
-                        f"each scored on validation {spec.metric}; then each best on every seed, scored on test"
-                        + (f"; {len(search.plain)} cells searched in nothing (run as they are)" if search.plain else "")))
+    table = Table(
+        title=escape(
+            f"[search]: {len(search.studies)} configurations × {spec.trials} trials ({spec.sampler}, seed {spec.seed}; "
+            f"trained on seed {TRIAL_SEED}, which no final cell has), "
+            f"each scored on validation {spec.metric}; then each best on every seed, scored on test"
+            + (f"; {len(search.plain)} cells searched in nothing (run as they are)" if search.plain else "")
+        )
+    )
     for col in ("study", "backbone", "loss", "seeds", "searched"):
         table.add_column(col)
     for conf in search.studies:
-        table.add_row(conf.study, escape(conf.base.backbone), escape(conf.base.loss), str(len(conf.cells)),
-                      escape("; ".join(f"{d.option} {d.describe()}" for d in conf.dims)))
+        table.add_row(
+            conf.study,
+            escape(conf.base.backbone),
+            escape(conf.base.loss),
+            str(len(conf.cells)),
+            escape("; ".join(f"{d.option} {d.describe()}" for d in conf.dims)),
+        )
     Console(width=max(Console().width, 160)).print(table)
 
 
@@ -266,22 +332,31 @@ def cmd_leaderboard(args) -> int:
     if not rows:
         raise UserError(f"{', '.join(map(str, args.results))}: holds no result rows yet — run the grid first")
     title = args.results[0].stem if len(args.results) == 1 else " + ".join(p.stem for p in args.results)
-    from bench.report.leaderboard import default_metric
+    from bench.report.table import default_metric
 
-    _write_leaderboard(rows, args.metric or default_metric(rows), out, title=title, csv=args.csv, sources=args.results,
-                       equivalence=args.equivalence, target=args.target)  # a search file: its metric, as `bench run`
+    _write_leaderboard(
+        rows, args.metric or default_metric(rows), out, title=title, csv=args.csv, sources=args.results, equivalence=args.equivalence, target=args.target
+    )  # a search file: its metric, as `bench run`
     return 0
 
 
-def _write_leaderboard(rows: list[dict], metric: str, out: Path, title: str, csv: Path | None = None,
-                       sources: list[Path] = (), equivalence: float | None = None, target: float | None = None) -> None:
+def _write_leaderboard(
+    rows: list[dict],
+    metric: str,
+    out: Path,
+    title: str,
+    csv: Path | None = None,
+    sources: list[Path] = (),
+    equivalence: float | None = None,
+    target: float | None = None,
+) -> None:
     """The markdown (the table, the cells that are not ok, links to `bench plot`'s PNGs when they exist
     in `<out stem>_plots/` beside it) and, with `csv`, the frame as CSV; nothing is written on a bad metric.
     The rows' per-item files are read from beside `sources` (the results files), for paired comparisons."""
-    from bench.report.rows import items_loader
-
-    from bench.report.leaderboard import csv_frame, failures, markdown, plot_links, table
+    from bench.report.leaderboard import failures, markdown, plot_links
     from bench.report.plots import figure_files
+    from bench.report.rows import items_loader
+    from bench.report.table import csv_frame, table
 
     frame = table(rows, metric, items_loader(sources) if sources else None, equivalence, target)  # an unknown or direction-less --metric is a UserError
     plots = out.parent / f"{out.stem}_plots"

@@ -1,5 +1,6 @@
 """`bench effects RESULTS.jsonl ...`: the effect of each choice (axis) of a grid with a 95 % interval, from matched
 pairs of lines, and each axis's share of the variance; markdown printed, written with --out, a forest plot with --plot."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,22 +13,38 @@ MERGE = "several files are merged by cell_id: a later file's row for a cell supe
 
 def add_parser(sub, common) -> None:
     """Register `effects` on the `bench` subparsers; `common` holds --debug and --plugin."""
-    p = sub.add_parser("effects", parents=[common],
-                       help="the effect of each choice of a grid with a 95%% interval, and its share of the variance",
-                       description="For each axis of the grid (an option that varies among the trained lines of a comparison group) "
-                                   "and each level against a reference level: the mean over matched pairs of lines (identical in every "
-                                   "other option) of the difference of their means, with a 95 % interval (paired over the test items "
-                                   "when the rows have per-item files, else from the seeds; random over pairs when they disagree), "
-                                   "p, the contexts it covers and how much its pairs disagree; and a type-II ANOVA of the seed rows "
-                                   "with the replicates' share (statsmodels: pip install 'metric-bench[stats]').")
+    p = sub.add_parser(
+        "effects",
+        parents=[common],
+        help="the effect of each choice of a grid with a 95%% interval, and its share of the variance",
+        description="For each axis of the grid (an option that varies among the trained lines of a comparison group) "
+        "and each level against a reference level: the mean over matched pairs of lines (identical in every "
+        "other option) of the difference of their means, with a 95 % interval (paired over the test items "
+        "when the rows have per-item files, else from the seeds; random over pairs when they disagree), "
+        "p, the contexts it covers and how much its pairs disagree; and a type-II ANOVA of the seed rows "
+        "with the replicates' share (statsmodels: pip install 'metric-bench[stats]').",
+    )
     p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
-    p.add_argument("--metric", help="a score (default: the rows' [report] metric, else a search file's search metric, else verification_roc_auc, as `bench leaderboard`)")
+    p.add_argument(
+        "--metric", help="a score (default: the rows' [report] metric, else a search file's search metric, else verification_roc_auc, as `bench leaderboard`)"
+    )
     p.add_argument("--axes", nargs="+", metavar="AXIS", help="report only these axes (flattened option names, e.g. loss model.freeze)")
-    p.add_argument("--reference", nargs="+", action="extend", default=[], metavar="AXIS=LEVEL",
-                   help="the level an axis's other levels are compared with (default: its first level in grid order)")
-    p.add_argument("--interaction", nargs="+", action="extend", default=[], metavar="A:B",
-                   help="fit exactly these interactions of two axes in the variance model, e.g. loss:model.freeze "
-                        "(default: every two-way interaction the design allows)")
+    p.add_argument(
+        "--reference",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="AXIS=LEVEL",
+        help="the level an axis's other levels are compared with (default: its first level in grid order)",
+    )
+    p.add_argument(
+        "--interaction",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="A:B",
+        help="fit exactly these interactions of two axes in the variance model, e.g. loss:model.freeze (default: every two-way interaction the design allows)",
+    )
     p.add_argument("--out", type=Path, metavar="FILE.md", help="also write the markdown here (its folder must exist)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw a forest plot of the effects (needs matplotlib)")
     p.set_defaults(func=cmd_effects)
@@ -46,8 +63,9 @@ def cmd_effects(args: argparse.Namespace) -> int:
         if path is not None:
             check_target(path, flag)
     references, interactions = parse_references(args.reference), parse_interactions(args.interaction)
-    from bench.report.leaderboard import check_metric, current, default_metric
+    from bench.report.lines import current
     from bench.report.rows import items_loader
+    from bench.report.table import check_metric, default_metric
     from bench.results import read_results
 
     rows = read_results(args.results)  # a missing file is a UserError

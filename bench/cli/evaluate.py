@@ -1,4 +1,5 @@
 """`bench evaluate EMBEDDINGS.npz`: score embeddings from any model with the harness's metrics."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,12 @@ KEYS = "embeddings, labels; optional gallery_embeddings + gallery_labels, val_em
 
 def add_parser(sub, common) -> None:
     """Register `evaluate` on the `bench` subparsers; `common` holds --debug and --plugin."""
-    p = sub.add_parser("evaluate", parents=[common], help="print every metric of embeddings saved in an .npz file",
-                       description=f"Score embeddings from any model. The .npz holds {KEYS}.")
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="print every metric of embeddings saved in an .npz file",
+        description=f"Score embeddings from any model. The .npz holds {KEYS}.",
+    )
     p.add_argument("npz", type=Path, metavar="EMBEDDINGS.npz")
     p.add_argument("--distance", default="cosine", choices=["cosine", "euclidean", "l1"])
     p.add_argument("--recall-k", type=int, nargs="+", default=[1, 2, 4, 8], metavar="K")
@@ -37,8 +42,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bench.config import EvalConfig
     from bench.eval.metrics import evaluate
 
-    config = EvalConfig(recall_k=tuple(args.recall_k), max_pairs=args.max_pairs, tar_far=tuple(args.tar_far), n_way=args.n_way,
-                        k_shot=args.k_shot, episodes=args.episodes, memory_mb=args.memory_mb, distance=args.distance)
+    config = EvalConfig(
+        recall_k=tuple(args.recall_k),
+        max_pairs=args.max_pairs,
+        tar_far=tuple(args.tar_far),
+        n_way=args.n_way,
+        k_shot=args.k_shot,
+        episodes=args.episodes,
+        memory_mb=args.memory_mb,
+        distance=args.distance,
+    )
     for field in ("recall_k", "max_pairs", "tar_far", "n_way", "k_shot", "episodes", "memory_mb"):
         value = getattr(config, field)
         if any(v <= 0 for v in (value if isinstance(value, tuple) else (value,))):
@@ -46,9 +59,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json")
     arrays = load_npz(args.npz)
-    metrics = evaluate(arrays["embeddings"], arrays["labels"], args.distance, config, args.seed,
-                       gallery=arrays.get("gallery_embeddings"), gallery_labels=arrays.get("gallery_labels"),
-                       val_embeddings=arrays.get("val_embeddings"), val_labels=arrays.get("val_labels"))
+    metrics = evaluate(
+        arrays["embeddings"],
+        arrays["labels"],
+        args.distance,
+        config,
+        args.seed,
+        gallery=arrays.get("gallery_embeddings"),
+        gallery_labels=arrays.get("gallery_labels"),
+        val_embeddings=arrays.get("val_embeddings"),
+        val_labels=arrays.get("val_labels"),
+    )
     gallery = f" + {len(arrays['gallery_labels'])} gallery" if "gallery_labels" in arrays else ""
     table = Table(title=f"{args.npz}: {len(arrays['labels'])} embeddings{gallery}, {args.distance}", box=None)
     table.add_column("metric")

@@ -1,5 +1,6 @@
-"""`bench export mlflow RESULTS.jsonl ...`: results files into an MLflow tracking store (bench.report.mlflow), and
+"""`bench export mlflow RESULTS.jsonl ...`: results files into an MLflow tracking store (bench.export.mlflow), and
 the logger behind `bench run --mlflow`, which logs each cell as its row is written."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,35 +12,50 @@ from rich.markup import escape
 from bench.errors import UserError
 
 MERGE = "several files are merged by cell_id: a later file's row for a cell supersedes an earlier file's"
-ARTIFACTS = ("log", "copy", "link", "none")  # bench.report.mlflow_store.ARTIFACTS, named here so `bench --help` imports no pandas
+ARTIFACTS = ("log", "copy", "link", "none")  # bench.export.mlflow_store.ARTIFACTS, named here so `bench --help` imports no pandas
 
 
 def add_parser(sub, common) -> None:
     """Register `export mlflow` on the `bench` subparsers; `common` holds --debug and --plugin."""
     export = sub.add_parser("export", help="export results files to another tool: `bench export mlflow`")
     targets = export.add_subparsers(required=True, metavar="TARGET")
-    p = targets.add_parser("mlflow", parents=[common], help="log results files as MLflow runs (pip install 'metric-bench[mlflow]')",
-                           description="One parent run per leaderboard line (mean and std of each metric over its seeds, and the "
-                                       "leaderboard's marks as tags) or per search study, and one nested child run per cell (its "
-                                       "varying options and the evaluation's sizes as params, its scores as metrics, its learning curve "
-                                       "by training step, its config and row as artifacts). Exporting again adds only new cells and "
-                                       "replaces rerun ones.")
+    p = targets.add_parser(
+        "mlflow",
+        parents=[common],
+        help="log results files as MLflow runs (pip install 'metric-bench[mlflow]')",
+        description="One parent run per leaderboard line (mean and std of each metric over its seeds, and the "
+        "leaderboard's marks as tags) or per search study, and one nested child run per cell (its "
+        "varying options and the evaluation's sizes as params, its scores as metrics, its learning curve "
+        "by training step, its config and row as artifacts). Exporting again adds only new cells and "
+        "replaces rerun ones.",
+    )
     p.add_argument("results", type=Path, nargs="*", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
-    p.add_argument("--tracking-uri", metavar="URI", help="the MLflow store (default: sqlite:///<folder of the first results file>/mlflow.db; "
-                   "also a server, http://HOST:PORT)")
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="the MLflow store (default: sqlite:///<folder of the first results file>/mlflow.db; also a server, http://HOST:PORT)",
+    )
     p.add_argument("--experiment", metavar="NAME", help="the MLflow experiment (default: the results file's stem; several files: their stems joined by ' + ')")
-    p.add_argument("--artifacts", default="log", choices=ARTIFACTS,
-                   help="log (default): each cell's config.json and row.json, and each line's line.json and its group's `bench plot` "
-                        "PNGs, into the store's artifacts, and a tag with the checkpoint's path; copy: the checkpoints too; "
-                        "link: tags with the checkpoint's and plots' paths only; none: nothing")
+    p.add_argument(
+        "--artifacts",
+        default="log",
+        choices=ARTIFACTS,
+        help="log (default): each cell's config.json and row.json, and each line's line.json and its group's `bench plot` "
+        "PNGs, into the store's artifacts, and a tag with the checkpoint's path; copy: the checkpoints too; "
+        "link: tags with the checkpoint's and plots' paths only; none: nothing",
+    )
     p.add_argument("--metric", help="the leaderboard's sort metric, which the parents' marks are on (default: as `bench leaderboard`)")
-    p.add_argument("--check", action="store_true", help="log nothing: say which schema the store has, which mlflow-skinny wrote it, "
-                   "whether this one reads it, and the `pip install 'mlflow>=X'` a server that reads it needs")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="log nothing: say which schema the store has, which mlflow-skinny wrote it, "
+        "whether this one reads it, and the `pip install 'mlflow>=X'` a server that reads it needs",
+    )
     p.set_defaults(func=cmd_mlflow)
 
 
 def cmd_mlflow(args: argparse.Namespace) -> int:
-    from bench.report import mlflow_access as access
+    from bench.export import mlflow_access as access
 
     access.require_mlflow()  # first: without it nothing else is worth checking
     if args.check:
@@ -53,11 +69,12 @@ def cmd_mlflow(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bench.report import mlflow
-    from bench.report.leaderboard import default_metric
-    from bench.report.mlflow_access import reader_install, store_uri
-    from bench.report.mlflow_store import Store
+    from bench.export import mlflow
+    from bench.export.live import plots_folder
+    from bench.export.mlflow_access import reader_install, store_uri
+    from bench.export.mlflow_store import Store
     from bench.report.rows import items_loader
+    from bench.report.table import default_metric
     from bench.results import read_results
 
     rows = read_results(args.results)  # a missing file is a UserError
@@ -70,55 +87,13 @@ def _export(args: argparse.Namespace) -> int:
         raise UserError(f"--experiment {experiment[:60]!r}: an experiment name needs 1 to 500 characters — give another --experiment")
     metric = args.metric or default_metric(rows)
     parents = mlflow.plan(rows, metric, items_loader(args.results))  # a bad --metric fails here, before the store is created
-    store = Store(uri, experiment, args.artifacts, tuple(p.parent for p in args.results), _plots(args.results[0]))
+    store = Store(uri, experiment, args.artifacts, tuple(p.parent for p in args.results), plots_folder(args.results[0]))
     counts = store.export(rows, parents, metric)
-    print(f"{sum(counts[k] for k in ('added', 'replaced', 'kept'))} cells in MLflow experiment {experiment!r} at {uri}: "
-          f"{counts['added']} added, {counts['replaced']} replaced (rerun), {counts['kept']} already there; {counts['parents']} parent runs")
-    Console(stderr=True).print(f"view them: mlflow ui --backend-store-uri {escape(uri)}  (the UI comes with {reader_install()})",
-                               highlight=False, soft_wrap=True)
+    print(
+        f"{sum(counts[k] for k in ('added', 'replaced', 'kept'))} cells in MLflow experiment {experiment!r} at {uri}: "
+        f"{counts['added']} added, {counts['replaced']} replaced (rerun), {counts['kept']} already there; {counts['parents']} parent runs"
+    )
+    Console(stderr=True).print(
+        f"view them: mlflow ui --backend-store-uri {escape(uri)}  (the UI comes with {reader_install()})", highlight=False, soft_wrap=True
+    )
     return 0
-
-
-def _plots(results: Path) -> Path:
-    return results.parent / f"{results.stem}_plots"  # where `bench plot` draws by default
-
-
-class RunLogger:
-    """`bench run --mlflow`: each row into MLflow as the runner writes it, then every parent refreshed at the end. A
-    store that fails mid-run costs a warning, never the run: the rows are in the results file, and `bench export
-    mlflow` logs them later."""
-
-    def __init__(self, uri: str | None, results: Path, console: Console):
-        from bench.report.mlflow_access import require_mlflow, store_uri
-        from bench.report.mlflow_store import Store
-
-        require_mlflow()
-        self.results, self.console, self.failed = results, console, False
-        self.store = Store(store_uri(uri or None, results, "--mlflow"), results.stem, "log", (results.parent,), _plots(results))
-
-    def log(self, row: dict) -> None:
-        if self.failed:
-            return
-        try:
-            self.store.log_row(row)
-        except Exception as exc:  # noqa: BLE001 — tracking is a copy of the row; training goes on
-            self._fail(exc)
-
-    def finish(self, metric: str) -> None:
-        from bench.report.mlflow import plan
-        from bench.report.rows import items_loader
-        from bench.results import read_rows
-
-        if self.failed:
-            return
-        rows = read_rows(self.results)
-        try:
-            self.store.export(rows, plan(rows, metric, items_loader([self.results])), metric)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-
-    def _fail(self, exc: Exception) -> None:
-        self.failed = True
-        self.console.print(f"[yellow]warning:[/] MLflow logging stopped ({escape(type(exc).__name__)}: {escape(' '.join(str(exc).split())[:300])}); "
-                           f"the rows are in {escape(str(self.results))} — log them later with `bench export mlflow {escape(str(self.results))}`",
-                           highlight=False, soft_wrap=True)

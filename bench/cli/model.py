@@ -1,5 +1,6 @@
 """`bench embed` and `bench verify`: use a cell's checkpoint on your own images, with the cell's exact input
 pipeline (decode → fit to the backbone's size and channels → preprocess → the model)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,10 +14,14 @@ CHUNK = 512  # images decoded at once: memory stays bounded for large folders
 
 
 def add_parser(sub, common) -> None:
-    p = sub.add_parser("embed", parents=[common], help="embed images with a checkpoint into an .npz for `bench evaluate`",
-                       description="Embed a folder (one sub-folder per class, optionally with query/ and gallery/ inside), a CSV manifest "
-                       "(path,label[,role]) or image files. Images with roles go to the .npz as queries (embeddings) and a gallery "
-                       "(gallery_embeddings), so `bench evaluate` searches queries against the gallery as the cell did.")
+    p = sub.add_parser(
+        "embed",
+        parents=[common],
+        help="embed images with a checkpoint into an .npz for `bench evaluate`",
+        description="Embed a folder (one sub-folder per class, optionally with query/ and gallery/ inside), a CSV manifest "
+        "(path,label[,role]) or image files. Images with roles go to the .npz as queries (embeddings) and a gallery "
+        "(gallery_embeddings), so `bench evaluate` searches queries against the gallery as the cell did.",
+    )
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--folder", type=Path, metavar="DIR")
@@ -32,8 +37,12 @@ def add_parser(sub, common) -> None:
     v.add_argument("b", type=Path, metavar="B.png")
     v.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     v.add_argument("--max-pixels", type=int, metavar="N", help="decompression-bomb limit in pixels (default: the checkpoint's dataset's max_pixels)")
-    v.add_argument("--threshold", type=float, metavar="T", help="decide at this distance instead of the checkpoint's validation threshold "
-                   "(a smaller one is a stricter operating point: fewer false accepts)")
+    v.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="decide at this distance instead of the checkpoint's validation threshold (a smaller one is a stricter operating point: fewer false accepts)",
+    )
     v.set_defaults(func=cmd_verify)
 
 
@@ -63,8 +72,10 @@ def query_gallery(files: list[Path], roles: list[str], where: str) -> tuple[list
         return None
     roleless = [f for f, role in zip(files, roles) if not role]
     if roleless:
-        raise UserError(f"{where}: {len(roleless)} images (e.g. {str(roleless[0])!r}) have no role while others have one — embed the classes "
-                        "with query/ and gallery/ images on their own (a cell searches its test queries against their gallery), or give every image a role")
+        raise UserError(
+            f"{where}: {len(roleless)} images (e.g. {str(roleless[0])!r}) have no role while others have one — embed the classes "
+            "with query/ and gallery/ images on their own (a cell searches its test queries against their gallery), or give every image a role"
+        )
     queries, gallery = [i for i, r in enumerate(roles) if r == "query"], [i for i, r in enumerate(roles) if r == "gallery"]
     if not queries or not gallery:
         raise UserError(f"{where}: every image is a {roles[0]} image — queries are searched against a gallery, so give both query and gallery images")
@@ -87,9 +98,10 @@ def embed_files(loaded, files: list[Path], device, progress=None, max_pixels: in
     chunks = []
     loaded.model.to(device)
     for start in range(0, len(files), CHUNK):
-        names = [str(f) for f in files[start:start + CHUNK]]
-        decoded = decode_images(names, str, "bench embed", size, channels, background, limit, raise_limit="--max-pixels {n}",
-                                resize=loaded.decoding.get("resize", "square"))
+        names = [str(f) for f in files[start : start + CHUNK]]
+        decoded = decode_images(
+            names, str, "bench embed", size, channels, background, limit, raise_limit="--max-pixels {n}", resize=loaded.decoding.get("resize", "square")
+        )
         fitted, _ = fit_to_spec(decoded, loaded.native)
         chunks.append(embed(loaded.model, fitted, lambda x: normalize(x, loaded.spec), loaded.batch_size, device, loaded.bf16))
         if progress is not None:
@@ -125,14 +137,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
         arrays = {"embeddings": emb.numpy(), "paths": paths} | ({"labels": labels} if len(labels) else {})
     else:  # queries and gallery as `bench evaluate` takes them: the query→gallery protocol the cell scored
         queries, gallery = split
-        arrays = {"embeddings": emb[queries].numpy(), "labels": labels[queries], "paths": paths[queries],
-                  "gallery_embeddings": emb[gallery].numpy(), "gallery_labels": labels[gallery], "gallery_paths": paths[gallery]}
+        arrays = {
+            "embeddings": emb[queries].numpy(),
+            "labels": labels[queries],
+            "paths": paths[queries],
+            "gallery_embeddings": emb[gallery].numpy(),
+            "gallery_labels": labels[gallery],
+            "gallery_paths": paths[gallery],
+        }
     if len(labels):
         arrays["class_names"] = np.array(names)
     np.savez(args.out, **arrays)
     counts = {"queries": len(split[0]), "gallery": len(split[1])} if split else {}
-    print(json.dumps({"out": str(args.out), "images": len(files), **counts, "dim": int(emb.shape[1]), "distance": loaded.distance,
-                      "labels": bool(len(labels))}))
+    print(
+        json.dumps({"out": str(args.out), "images": len(files), **counts, "dim": int(emb.shape[1]), "distance": loaded.distance, "labels": bool(len(labels))})
+    )
     return 0
 
 
@@ -156,8 +175,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     elif loaded.threshold is not None:
         threshold, source = loaded.threshold, "the checkpoint's validation threshold"
     else:
-        print(f"{pair}; this checkpoint has no validation threshold (its cell had no validation split), so no same/different "
-              "decision — give one with --threshold")
+        print(
+            f"{pair}; this checkpoint has no validation threshold (its cell had no validation split), so no same/different decision — give one with --threshold"
+        )
         return 0
     decision = "same" if d <= threshold else "different"
     print(f"{pair} {'≤' if decision == 'same' else '>'} threshold {threshold:.6f} ({source}): {decision}")

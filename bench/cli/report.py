@@ -1,5 +1,6 @@
 """`bench report RESULTS.jsonl ... --out report.html`: one self-contained HTML page of results files (the
 leaderboard as sortable tables, effects, plots, failures, quality against cost; bench.report.html)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,18 +13,25 @@ MERGE = "several files are merged by cell_id: a later file's row for a cell supe
 
 def add_parser(sub, common) -> None:
     """Register `report` on the `bench` subparsers; `common` holds --debug and --plugin."""
-    p = sub.add_parser("report", parents=[common], help="write one self-contained HTML page of results files",
-                       description="One HTML file with nothing loaded from the network: the grid, environment and budget; "
-                                   "the leaderboard per comparison group as tables sortable by any column, with its marks "
-                                   "and verdicts; factor effects (with statsmodels: pip install 'metric-bench[stats]'); "
-                                   "ROC, recall@k and learning-curve plots (with matplotlib: pip install "
-                                   "'metric-bench[plot]'); the cells that did not finish; and each line's metric against "
-                                   "its training cost with the Pareto front.")
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write one self-contained HTML page of results files",
+        description="One HTML file with nothing loaded from the network: the grid, environment and budget; "
+        "the leaderboard per comparison group as tables sortable by any column, with its marks "
+        "and verdicts; factor effects (with statsmodels: pip install 'metric-bench[stats]'); "
+        "ROC, recall@k and learning-curve plots (with matplotlib: pip install "
+        "'metric-bench[plot]'); the cells that did not finish; and each line's metric against "
+        "its training cost with the Pareto front.",
+    )
     p.add_argument("results", type=Path, nargs="+", metavar="RESULTS.jsonl", help=f"results files; {MERGE}")
-    p.add_argument("--out", type=Path, metavar="FILE.html", help="the page (default with one results file: it with .html; "
-                   "required with several); its folder must exist")
-    p.add_argument("--metric", help="ranks the lines (default: the rows' [report] metric, else a search file's search metric, else verification_roc_auc, "
-                   "as `bench leaderboard`)")
+    p.add_argument(
+        "--out", type=Path, metavar="FILE.html", help="the page (default with one results file: it with .html; required with several); its folder must exist"
+    )
+    p.add_argument(
+        "--metric",
+        help="ranks the lines (default: the rows' [report] metric, else a search file's search metric, else verification_roc_auc, as `bench leaderboard`)",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -40,8 +48,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(map(str, args.results))}: holds no result rows yet — run the grid first")
     check_target(out, "--out")
     from bench.report.html import page
-    from bench.report.leaderboard import default_metric
     from bench.report.rows import items_loader
+    from bench.report.table import default_metric
 
     title = " + ".join(p.stem for p in args.results)
     text = page(rows, args.metric or default_metric(rows), title, [str(p) for p in args.results], items_loader(args.results))

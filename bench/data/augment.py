@@ -1,5 +1,6 @@
 """Seeded, batched augmentation of uint8 training images: none, Koch et al. 2015's affine distortions, or a
 random flip + resized crop (mild, or the Reality Check's natural-image range). One affine warp per batch (affine_grid + grid_sample), on the batch's device."""
+
 from __future__ import annotations
 
 import difflib

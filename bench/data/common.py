@@ -1,5 +1,6 @@
 """What every image loader shares: decoding files into one uint8 array, encoding labels, and the checks
 that turn bad data into a one-line UserError before any training."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,14 +30,16 @@ def parse_background(value: object, where: str) -> tuple[int, int, int]:
         return BACKGROUNDS[text]
     if re.fullmatch(r"#[0-9a-f]{6}", text):
         return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
-    raise UserError(f"{where}: background = {value!r} — use \"white\", \"black\" or a colour \"#rrggbb\" (e.g. \"#808080\")")
+    raise UserError(f'{where}: background = {value!r} — use "white", "black" or a colour "#rrggbb" (e.g. "#808080")')
 
 
 def check_resize(value: object, where: str) -> str:
     """How `image_size` makes an image square: "square" stretches it, "shorter_center_crop" keeps its aspect."""
     if value not in RESIZES:
-        raise UserError(f"{where}: resize = {value!r} — use \"square\" (stretch to image_size × image_size) or "
-                        f"\"shorter_center_crop\" (shorter side to image_size, then the centre square)")
+        raise UserError(
+            f'{where}: resize = {value!r} — use "square" (stretch to image_size × image_size) or '
+            f'"shorter_center_crop" (shorter side to image_size, then the centre square)'
+        )
     return str(value)
 
 
@@ -57,9 +60,17 @@ def check_max_pixels(value: object, where: str) -> int:
     return value
 
 
-def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[bytes]], where: str, image_size: int = 0,
-                  channels: int = 0, background: tuple[int, int, int] | None = None, max_pixels: int = 0,
-                  raise_limit: str = "the dataset argument max_pixels = {n}", resize: str = "square") -> np.ndarray:
+def decode_images(
+    names: Sequence[str],
+    open_file: Callable[[str], str | IO[bytes]],
+    where: str,
+    image_size: int = 0,
+    channels: int = 0,
+    background: tuple[int, int, int] | None = None,
+    max_pixels: int = 0,
+    raise_limit: str = "the dataset argument max_pixels = {n}",
+    resize: str = "square",
+) -> np.ndarray:
     """Decode every image once with Pillow into one uint8 (N, C, H, W) array.
 
     `open_file(name)` gives a path or a binary file object (a zip member). `image_size` makes every image an
@@ -86,7 +97,9 @@ def decode_images(names: Sequence[str], open_file: Callable[[str], str | IO[byte
                 size, first = im.size, name
             if im.size != size:
                 if not image_size:
-                    raise UserError(f"{where}: {name!r} is {im.size[0]}x{im.size[1]} but {first!r} is {size[0]}x{size[1]} — set image_size to resize all images to one size")
+                    raise UserError(
+                        f"{where}: {name!r} is {im.size[0]}x{im.size[1]} but {first!r} is {size[0]}x{size[1]} — set image_size to resize all images to one size"
+                    )
                 im = im.resize(size, Image.BILINEAR, box=_centre_square(im.size) if resize == "shorter_center_crop" else None, reducing_gap=3.0)
             a = np.asarray(im, dtype=np.uint8)
             arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
@@ -121,8 +134,14 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = limit
 
 
-def _read(name: str, open_file: Callable[[str], str | IO[bytes]], where: str, channels: int, background: tuple[int, int, int] | None,
-          raise_limit: str = "the dataset argument max_pixels = {n}"):
+def _read(
+    name: str,
+    open_file: Callable[[str], str | IO[bytes]],
+    where: str,
+    channels: int,
+    background: tuple[int, int, int] | None,
+    raise_limit: str = "the dataset argument max_pixels = {n}",
+):
     """One file as an upright L (channels 1) or RGB (channels 3) image; channels 0 keeps the file's gray or colour."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -134,8 +153,10 @@ def _read(name: str, open_file: Callable[[str], str | IO[bytes]], where: str, ch
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = int(found[1]) if found else 0
         has = f"has {pixels:,} pixels" if pixels else "is too large"
-        raise UserError(f"{where}: image {name!r} {has}, over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} — "
-                        f"resize it, or raise the limit with {raise_limit.format(n=pixels or 'N')} if you trust the file") from None
+        raise UserError(
+            f"{where}: image {name!r} {has}, over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} — "
+            f"resize it, or raise the limit with {raise_limit.format(n=pixels or 'N')} if you trust the file"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{where}: cannot read image {name!r} ({type(exc).__name__}: {exc}) — fix or remove that file") from exc
 
@@ -211,7 +232,9 @@ def check_labels(labels: np.ndarray, class_names: Sequence[str], split: np.ndarr
         if (n_splits > 1).any():
             c = ids[n_splits > 1][0]
             in_splits = sorted(set(split[labels == c]))
-            raise UserError(f"{where}: class {class_names[c]!r} is in splits {', '.join(in_splits)} — splits are class-disjoint; put all its images in one split")
+            raise UserError(
+                f"{where}: class {class_names[c]!r} is in splits {', '.join(in_splits)} — splits are class-disjoint; put all its images in one split"
+            )
         for name in SPLIT_NAMES:
             classes = np.unique(labels[split == name])
             if len(classes) < 2 and (name != "val" or len(classes)):

@@ -1,9 +1,10 @@
 """The built-in datasets (registered here) and the class-disjoint train/val/test split every cell uses."""
+
 from __future__ import annotations
 
 import difflib
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,8 +38,14 @@ def digits() -> LabelledImages:
 
 
 def split_classes(
-    data: LabelledImages, test_fraction: float, seed: int, val_fraction: float = 0.0,
-    test_classes: Sequence[str] | None = None, val_classes: Sequence[str] | None = None, folds: int = 0, fold: int = 0,
+    data: LabelledImages,
+    test_fraction: float,
+    seed: int,
+    val_fraction: float = 0.0,
+    test_classes: Sequence[str] | None = None,
+    val_classes: Sequence[str] | None = None,
+    folds: int = 0,
+    fold: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Class-disjoint (train_idx, val_idx, test_idx, record); `record` is JSON-safe, for the result row.
 
@@ -62,14 +69,17 @@ def split_classes(
     elif test_classes is not None:
         test, test_rule = _ids(data, test_classes, "test_classes"), "listed"
     else:
-        test, test_rule = order[:round(test_fraction * n_classes)], f"first {round(test_fraction * n_classes)} of default_rng({seed}).permutation(class ids)"
+        test, test_rule = order[: round(test_fraction * n_classes)], f"first {round(test_fraction * n_classes)} of default_rng({seed}).permutation(class ids)"
     rest = [c for c in order if c not in set(test)]  # the seeded order, minus test
     if own.get("val"):
         val, val_rule = own["val"], "dataset"
     elif val_classes is not None:
         val, val_rule = _ids(data, val_classes, "val_classes"), "listed"
     elif folds:
-        val, val_rule = [int(c) for c in np.array_split(np.array(rest, dtype=np.int64), folds)[fold]], f"fold {fold} of {folds} over the non-test classes in seeded order"
+        val, val_rule = (
+            [int(c) for c in np.array_split(np.array(rest, dtype=np.int64), folds)[fold]],
+            f"fold {fold} of {folds} over the non-test classes in seeded order",
+        )
     else:
         n_val = round(val_fraction * n_classes)
         val, val_rule = rest[:n_val], (f"next {n_val} of the seeded order" if n_val else "none")
@@ -77,7 +87,11 @@ def split_classes(
     if overlap:
         raise UserError(f"split: class {data.class_names[min(overlap)]!r} is in both the test and the val classes — a class may be in one of them only")
     train = [c for c in rest if c not in set(val)]
-    for part, ids, fix in (("train", train, "lower split.test_fraction / split.val_fraction"), ("test", test, "raise split.test_fraction or list more split.test_classes"), ("val", val, "raise split.val_fraction, list more split.val_classes or use fewer split.folds")):
+    for part, ids, fix in (
+        ("train", train, "lower split.test_fraction / split.val_fraction"),
+        ("test", test, "raise split.test_fraction or list more split.test_classes"),
+        ("val", val, "raise split.val_fraction, list more split.val_classes or use fewer split.folds"),
+    ):
         if len(ids) < 2 and (part != "val" or ids):
             raise UserError(f"split: the {part} part has {len(ids)} class(es) of {n_classes} (seed {seed}) — it needs at least 2; {fix}")
     idx = {name: np.flatnonzero(np.isin(data.labels, ids)) for name, ids in (("train", train), ("val", val), ("test", test))}
@@ -105,8 +119,16 @@ def _check_args(data, test_fraction, val_fraction, test_classes, val_classes, fo
         raise UserError(f"split: test_fraction {test_fraction} and val_fraction {val_fraction} must each be in [0, 1) — fix [split]")
     if folds < 0 or folds == 1 or (folds and not 0 <= fold < folds):
         raise UserError(f"split: folds = {folds}, fold = {fold} — use folds = 0 (no k-fold) or folds >= 2 with fold in 0..folds-1")
-    val_rules = [name for name, on in (("the dataset's own val split", bool(own.get("val"))), ("split.val_classes", val_classes is not None),
-                                       ("split.folds", folds > 0), ("split.val_fraction", val_fraction > 0)) if on]
+    val_rules = [
+        name
+        for name, on in (
+            ("the dataset's own val split", bool(own.get("val"))),
+            ("split.val_classes", val_classes is not None),
+            ("split.folds", folds > 0),
+            ("split.val_fraction", val_fraction > 0),
+        )
+        if on
+    ]
     if len(val_rules) > 1:
         raise UserError(f"split: validation classes are set by both {val_rules[0]} and {val_rules[1]} — keep one of them")
     if own.get("test") and test_classes is not None:
@@ -119,7 +141,9 @@ def _ids(data: LabelledImages, names: Sequence[str], option: str) -> list[int]:
         if str(n) not in index:
             close = difflib.get_close_matches(str(n), data.class_names, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UserError(f"split.{option}: unknown class {n!r} — {hint}names are the dataset's class names, e.g. {', '.join(repr(c) for c in data.class_names[:3])}")
+            raise UserError(
+                f"split.{option}: unknown class {n!r} — {hint}names are the dataset's class names, e.g. {', '.join(repr(c) for c in data.class_names[:3])}"
+            )
     return sorted({index[str(n)] for n in names})
 
 

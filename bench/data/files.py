@@ -1,4 +1,5 @@
 """Image-file datasets: `folder` (one sub-folder per class) and `csv` (a `path,label[,split][,role]` manifest)."""
+
 from __future__ import annotations
 
 import csv as csvlib
@@ -11,8 +12,8 @@ import numpy as np
 from bench.data.common import (
     IMAGE_SUFFIXES,
     ROLE_NAMES,
-    check_labels,
     check_decoding,
+    check_labels,
     decode_images,
     decoding,
     encode_labels,
@@ -21,8 +22,7 @@ from bench.errors import UserError
 from bench.plugins import SPLIT_NAMES, LabelledImages
 
 
-def folder(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
-           resize: str = "square") -> LabelledImages:
+def folder(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0, resize: str = "square") -> LabelledImages:
     """One sub-folder per class of image files (searched recursively); files directly in `root` are ignored.
 
     Images are decoded once with Pillow; `image_size` resizes all to a square (0 = keep, all must match) by
@@ -55,7 +55,9 @@ def folder_files(root: str | Path, where: str) -> tuple[Path, tuple[str, ...], l
     if not classes:
         raise UserError(f"{where}: {str(base)!r} has no class sub-folders — put images in one sub-folder per class")
     if set(ROLE_NAMES) <= {c.name for c in classes}:
-        raise UserError(f"{where}: {str(base)!r} has top-level folders 'query' and 'gallery' — roles go inside each class folder (<class>/query/, <class>/gallery/)")
+        raise UserError(
+            f"{where}: {str(base)!r} has top-level folders 'query' and 'gallery' — roles go inside each class folder (<class>/query/, <class>/gallery/)"
+        )
     files = [entry for c in classes for entry in _class_images(c, base, where)]
     if not files:
         raise UserError(f"{where}: no image files under {str(base)!r} — put images in one sub-folder per class")
@@ -74,12 +76,13 @@ def _class_images(c: Path, base: Path, where: str) -> list[tuple[str, Path, str]
         found.append((c.name, f, parts[0] if len(parts) > 1 and parts[0] in ROLE_NAMES else ""))
     if any(role for _, _, role in found) and not all(role for _, _, role in found):
         stray = next(f for _, f, role in found if not role)
-        raise UserError(f"{where}: {str(stray)!r} has no role but class folder {str(c)!r} has query/ or gallery/ sub-folders — move it into query/ or gallery/ (a class has roles for all its images or none)")
+        raise UserError(
+            f"{where}: {str(stray)!r} has no role but class folder {str(c)!r} has query/ or gallery/ sub-folders — move it into query/ or gallery/ (a class has roles for all its images or none)"
+        )
     return found
 
 
-def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
-        resize: str = "square") -> LabelledImages:
+def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0, resize: str = "square") -> LabelledImages:
     """A CSV manifest with columns `path,label` and optionally `split` and `role`, the way product catalogues are kept.
 
     `path` is relative to the manifest's folder (or absolute); `label` is a class name or an integer id;
@@ -96,8 +99,9 @@ def csv(manifest: str, image_size: int = 0, channels: int = 0, background: str =
     check_labels(labels, names, split, f"{where} {str(file)!r}")
     images = decode_images(paths, str, where, image_size, channels, rgb, max_pixels, resize=resize)
     attributes = {"role": role} if role is not None else {}
-    return LabelledImages(images, labels, names, split=split, meta={"manifest": str(file), "decoding": decoding(rgb, max_pixels, resize)},
-                          attributes=attributes)
+    return LabelledImages(
+        images, labels, names, split=split, meta={"manifest": str(file), "decoding": decoding(rgb, max_pixels, resize)}, attributes=attributes
+    )
 
 
 def manifest_entries(manifest: str | Path, where: str) -> tuple[Path, list, list[str], list[str], list[str]]:
@@ -111,7 +115,9 @@ def manifest_entries(manifest: str | Path, where: str) -> tuple[Path, list, list
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in ("path", "label") if c not in columns]
         if missing:
-            raise UserError(f"{where}: {str(file)!r} has no {' or '.join(repr(c) for c in missing)} column (columns: {', '.join(columns) or 'none'}) — the header must be path,label[,split][,role]")
+            raise UserError(
+                f"{where}: {str(file)!r} has no {' or '.join(repr(c) for c in missing)} column (columns: {', '.join(columns) or 'none'}) — the header must be path,label[,split][,role]"
+            )
         reader.fieldnames = columns
         rows = [(reader.line_num, row) for row in reader]
     if not rows:
@@ -143,4 +149,3 @@ def _all_or_none(column: str, cells: Sequence[str | None], allowed: Sequence[str
         if value not in allowed:
             raise UserError(f"{where}: {origin} has {column} {value!r} — use one of {', '.join(allowed)} on every row, or leave the column empty on all")
     return np.array(values)
-

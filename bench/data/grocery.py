@@ -1,5 +1,6 @@
 """Klasson et al.'s Grocery Store dataset (WACV 2019, MIT licence), read in place: shop photos are queries, each
 product's iconic catalogue image is its gallery. https://github.com/marcusklasson/GroceryStoreDataset"""
+
 from __future__ import annotations
 
 import csv as csvlib
@@ -16,8 +17,14 @@ LISTS = ("train", "val", "test")
 CLASS_COLUMNS = ("Class Name (str)", "Class ID (int)", "Coarse Class Name (str)", "Coarse Class ID (int)", "Iconic Image Path (str)")
 
 
-def grocery(root: str = "~/data/GroceryStoreDataset", image_size: int = 224, channels: int = 3, background: str = "white",
-            max_pixels: int = 0, resize: str = "shorter_center_crop") -> LabelledImages:
+def grocery(
+    root: str = "~/data/GroceryStoreDataset",
+    image_size: int = 224,
+    channels: int = 3,
+    background: str = "white",
+    max_pixels: int = 0,
+    resize: str = "shorter_center_crop",
+) -> LabelledImages:
     """The 81 fine-grained products of the Grocery Store dataset: every shop photo listed in train.txt, val.txt
     and test.txt (role "query") and every product's iconic catalogue image (role "gallery").
 
@@ -36,9 +43,11 @@ def grocery(root: str = "~/data/GroceryStoreDataset", image_size: int = 224, cha
     by_class = {cid for cid, _ in photos}
     empty = [name for cid, (name, _, _) in classes.items() if cid not in by_class]
     if empty:
-        raise UserError(f"{WHERE}: product {empty[0]!r}{f' and {len(empty) - 1} more' if len(empty) > 1 else ''} in "
-                        f"{str(base / 'classes.csv')!r} has no shop photos in {', '.join(f'{n}.txt' for n in LISTS)} — "
-                        "every product needs query photos; restore the lists or remove the product's row")
+        raise UserError(
+            f"{WHERE}: product {empty[0]!r}{f' and {len(empty) - 1} more' if len(empty) > 1 else ''} in "
+            f"{str(base / 'classes.csv')!r} has no shop photos in {', '.join(f'{n}.txt' for n in LISTS)} — "
+            "every product needs query photos; restore the lists or remove the product's row"
+        )
     ids = sorted(classes)
     index = {cid: i for i, cid in enumerate(ids)}
     entries = [(cid, path, "query") for cid, path in photos] + [(cid, classes[cid][2], "gallery") for cid in ids]
@@ -47,9 +56,13 @@ def grocery(root: str = "~/data/GroceryStoreDataset", image_size: int = 224, cha
     check_labels(labels, names, None, f"{WHERE} {str(base)!r}")
     images = decode_images([str(p) for _, p, _ in entries], str, WHERE, image_size, channels, rgb, max_pixels, resize=resize)
     attributes = {"role": np.array([r for _, _, r in entries]), "coarse": np.array([classes[cid][1] for cid, _, _ in entries])}
-    meta = {"root": str(base), "decoding": decoding(rgb, max_pixels, resize),
-            "protocol": "shop photos (train.txt + val.txt + test.txt) are queries, iconic images the gallery; products split by the grid",
-            "n_photos": len(photos), "n_iconic": len(ids)}
+    meta = {
+        "root": str(base),
+        "decoding": decoding(rgb, max_pixels, resize),
+        "protocol": "shop photos (train.txt + val.txt + test.txt) are queries, iconic images the gallery; products split by the grid",
+        "n_photos": len(photos),
+        "n_iconic": len(ids),
+    }
     return LabelledImages(images, labels, names, meta=meta, attributes=attributes)
 
 
@@ -58,10 +71,14 @@ def _dataset_folder(root: Path) -> Path:
         if (base / "classes.csv").is_file():
             return base
     if not root.is_dir():
-        raise UserError(f"{WHERE}: root {str(root)!r} is not a directory — set dataset.grocery.root to a clone of "
-                        "github.com/marcusklasson/GroceryStoreDataset (or its dataset/ folder)")
-    raise UserError(f"{WHERE}: {str(root / 'dataset' / 'classes.csv')!r} does not exist — set dataset.grocery.root to the "
-                    "repository (or its dataset/ folder, which holds classes.csv, train.txt, val.txt, test.txt and iconic-images-and-descriptions/)")
+        raise UserError(
+            f"{WHERE}: root {str(root)!r} is not a directory — set dataset.grocery.root to a clone of "
+            "github.com/marcusklasson/GroceryStoreDataset (or its dataset/ folder)"
+        )
+    raise UserError(
+        f"{WHERE}: {str(root / 'dataset' / 'classes.csv')!r} does not exist — set dataset.grocery.root to the "
+        "repository (or its dataset/ folder, which holds classes.csv, train.txt, val.txt, test.txt and iconic-images-and-descriptions/)"
+    )
 
 
 def _classes(file: Path) -> dict[int, tuple[str, str, Path]]:
@@ -70,8 +87,10 @@ def _classes(file: Path) -> dict[int, tuple[str, str, Path]]:
         reader = csvlib.reader(fh)
         header = [c.strip() for c in next(reader, [])]
         if tuple(header[:5]) != CLASS_COLUMNS:
-            raise UserError(f"{WHERE}: {str(file)!r} has header {', '.join(header) or '(none)'} — expected the release's "
-                            f"{', '.join(CLASS_COLUMNS)}, ...; restore the original classes.csv")
+            raise UserError(
+                f"{WHERE}: {str(file)!r} has header {', '.join(header) or '(none)'} — expected the release's "
+                f"{', '.join(CLASS_COLUMNS)}, ...; restore the original classes.csv"
+            )
         classes: dict[int, tuple[str, str, Path]] = {}
         for line, row in enumerate(reader, start=2):
             if not any(c.strip() for c in row):
@@ -84,8 +103,10 @@ def _classes(file: Path) -> dict[int, tuple[str, str, Path]]:
                 raise UserError(f"{WHERE}: {str(file)!r} line {line} repeats class id {cid} ({classes[cid][0]!r}) — each product has one row")
             iconic = file.parent / cells[4].lstrip("/")
             if not iconic.is_file():
-                raise UserError(f"{WHERE}: product {cells[0]!r} ({str(file)!r} line {line}) has no iconic image {str(iconic)!r} — "
-                                "restore the file (every product needs its catalogue image as the gallery)")
+                raise UserError(
+                    f"{WHERE}: product {cells[0]!r} ({str(file)!r} line {line}) has no iconic image {str(iconic)!r} — "
+                    "restore the file (every product needs its catalogue image as the gallery)"
+                )
             classes[cid] = (cells[0], cells[2], iconic)
     if len(classes) < 2:
         raise UserError(f"{WHERE}: {str(file)!r} lists {len(classes)} product(s) — it needs at least 2; restore the original classes.csv")
@@ -106,11 +127,15 @@ def _photos(base: Path, name: str, classes: dict[int, tuple[str, str, Path]]) ->
             raise UserError(f"{WHERE}: {str(file)!r} line {line} is not 'path, class id, coarse id' — fix or restore that line")
         cid, rel = int(cells[1]), PurePosixPath(cells[0])
         if cid not in classes:
-            raise UserError(f"{WHERE}: {str(file)!r} line {line} has class id {cid}, which classes.csv does not list — "
-                            "classes.csv and the photo lists come from different releases; restore both")
+            raise UserError(
+                f"{WHERE}: {str(file)!r} line {line} has class id {cid}, which classes.csv does not list — "
+                "classes.csv and the photo lists come from different releases; restore both"
+            )
         if classes[cid][0] not in rel.parts[:-1]:
-            raise UserError(f"{WHERE}: {str(file)!r} line {line}: {str(rel)!r} is not in a folder of product {classes[cid][0]!r} (class id {cid} "
-                            "in classes.csv) — classes.csv does not match the photo folders; restore the original files")
+            raise UserError(
+                f"{WHERE}: {str(file)!r} line {line}: {str(rel)!r} is not in a folder of product {classes[cid][0]!r} (class id {cid} "
+                "in classes.csv) — classes.csv does not match the photo folders; restore the original files"
+            )
         path = base / rel
         if not path.is_file():
             raise UserError(f"{WHERE}: {str(file)!r} line {line}: photo {str(path)!r} does not exist — restore it or remove its line")

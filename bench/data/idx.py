@@ -1,5 +1,6 @@
 """MNIST-style idx files (MNIST, Fashion-MNIST, KMNIST), gzipped or not, from a folder, torchvision's
 layout, or Debian's `dataset-fashion-mnist` package (/usr/share/datasets/fashion-mnist/)."""
+
 from __future__ import annotations
 
 import gzip
@@ -32,7 +33,9 @@ def read_idx(path: Path) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     size = int(np.prod(shape)) * dtype.itemsize
     if len(raw) != 4 + 4 * ndim + size:
-        raise UserError(f"idx file {str(path)!r} holds {len(raw) - 4 - 4 * ndim} bytes of data but its header says {shape} — it is truncated; download it again")
+        raise UserError(
+            f"idx file {str(path)!r} holds {len(raw) - 4 - 4 * ndim} bytes of data but its header says {shape} — it is truncated; download it again"
+        )
     return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -46,8 +49,9 @@ def find_idx(root: Path, kind: str, stem: str) -> Path | None:
     return None
 
 
-def mnist(root: str = "~/data", kind: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist",
-          files: Literal["all", "train", "t10k"] = "all", download: bool = False) -> LabelledImages:
+def mnist(
+    root: str = "~/data", kind: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist", files: Literal["all", "train", "t10k"] = "all", download: bool = False
+) -> LabelledImages:
     """MNIST-style 28×28 gray digits/garments/kana, 10 classes, read from idx files under `root`.
 
     The files' own train/t10k division splits images, not classes, so by default both are pooled
@@ -75,15 +79,21 @@ def mnist(root: str = "~/data", kind: Literal["mnist", "fashion-mnist", "kmnist"
         if None in paths:
             missing = image_stem if paths[0] is None else label_stem
             hint = " (Debian: apt-get install dataset-fashion-mnist, root = '/usr/share/datasets/fashion-mnist')" if kind == "fashion-mnist" else ""
-            raise UserError(f"{where}: no {missing}[.gz] in {str(base)!r} or {str(base / TORCHVISION[kind] / 'raw')!r} — set root to the folder with the idx files{hint}, or set download = true")
+            raise UserError(
+                f"{where}: no {missing}[.gz] in {str(base)!r} or {str(base / TORCHVISION[kind] / 'raw')!r} — set root to the folder with the idx files{hint}, or set download = true"
+            )
         x, y = read_idx(paths[0]), read_idx(paths[1])
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise UserError(f"{where}: {str(paths[0])!r} has shape {x.shape} and {str(paths[1])!r} has {y.shape} — expected (N, H, W) images and N labels; replace them with a matching pair")
+            raise UserError(
+                f"{where}: {str(paths[0])!r} has shape {x.shape} and {str(paths[1])!r} has {y.shape} — expected (N, H, W) images and N labels; replace them with a matching pair"
+            )
         images.append(x.astype(np.uint8, copy=False))
         labels.append(y.astype(np.int64))
     label_array = np.concatenate(labels)
     names = tuple(getattr(tvd, TORCHVISION[kind]).classes)
     if label_array.min() < 0 or label_array.max() >= len(names):
-        raise UserError(f"{where}: labels in {str(base)!r} run from {label_array.min()} to {label_array.max()}, not 0..{len(names) - 1} — these are not {kind} files; set kind")
+        raise UserError(
+            f"{where}: labels in {str(base)!r} run from {label_array.min()} to {label_array.max()}, not 0..{len(names) - 1} — these are not {kind} files; set kind"
+        )
     check_labels(label_array, names, None, where)
     return LabelledImages(np.concatenate(images)[:, None], label_array, names, meta={"root": str(base), "kind": kind, "files": files})

@@ -1,5 +1,6 @@
 """Omniglot (Lake et al. 2015): 105×105 handwritten characters, class = alphabet/character, read from the
 original release zips in place (no extraction) or from torchvision's extracted layout."""
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,9 @@ def _decode(source: Path, members: list[str]) -> np.ndarray:
         return decode_images(members, lambda m: io.BytesIO(z.read(m)), where, channels=1)
 
 
-def omniglot(root: str = "~/data/omniglot", background: str = "images_background",
-             evaluation: str = "images_evaluation", download: bool = False) -> LabelledImages:
+def omniglot(
+    root: str = "~/data/omniglot", background: str = "images_background", evaluation: str = "images_evaluation", download: bool = False
+) -> LabelledImages:
     """Omniglot with its own class-disjoint split: `background` classes train, `evaluation` classes test.
 
     Each set is `<name>.zip` (the original release, read in place) or the folder `<name>/`, in `root` or

@@ -1,4 +1,5 @@
 """Turns dataset uint8 images into what a backbone expects (size, channels, mean/std), recording what it did."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """The four standard deep-metric-learning datasets, read in place from their extracted archives with their
 published class-disjoint protocols: `cub` (CUB-200-2011), `cars196` (Stanford Cars), `sop` (Stanford Online
 Products) and `inshop` (DeepFashion In-Shop Clothes Retrieval)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.common import check_decoding, check_labels, decode_images, decoding as decoding_record
+from bench.data.common import check_decoding, check_labels, decode_images
+from bench.data.common import decoding as decoding_record
 from bench.errors import UserError, read_text
 from bench.plugins import LabelledImages
 
@@ -24,8 +26,7 @@ INSHOP_HEADER = ("image_name", "item_id", "evaluation_status")
 # ---------------------------------------------------------------- the readers
 
 
-def cub(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
-        resize: str = "square") -> LabelledImages:
+def cub(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0, resize: str = "square") -> LabelledImages:
     """CUB-200-2011 (Wah et al. 2011; https://www.vision.caltech.edu/datasets/cub_200_2011/): 11,788 bird photos
     of 200 species, read from the extracted `CUB_200_2011` folder (or its parent) through images.txt,
     image_class_labels.txt and classes.txt. Protocol: classes 1–100 train, 101–200 test, all images of a class
@@ -42,7 +43,9 @@ def cub(root: str, image_size: int = 0, channels: int = 0, background: str = "wh
     _same_ids(paths, classes, base / "images.txt", labels_file, where)
     for i, c in classes.items():
         if c not in names:
-            raise UserError(f"{where}: {labels_file} gives image {i} class {c}, which {base / 'classes.txt'} does not list — the lists come from different releases; extract CUB_200_2011.tgz again")
+            raise UserError(
+                f"{where}: {labels_file} gives image {i} class {c}, which {base / 'classes.txt'} does not list — the lists come from different releases; extract CUB_200_2011.tgz again"
+            )
     ids = sorted(paths)
     files = _existing(base / "images", [paths[i] for i in ids], f"{base / 'images.txt'}", where, CUB_FIX)
     raw = [classes[i] for i in ids]
@@ -51,8 +54,7 @@ def cub(root: str, image_size: int = 0, channels: int = 0, background: str = "wh
     return _build(where, base, files, raw, {c: names[c] for c in set(raw)}, split, {}, protocol, image_size, channels, decoding)
 
 
-def cars196(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
-            resize: str = "square") -> LabelledImages:
+def cars196(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0, resize: str = "square") -> LabelledImages:
     """Stanford Cars (Krause et al. 2013): 16,185 photos of 196 car models, read from the original release's
     cars_annos.mat (`annotations`: relative_im_path, class; `class_names`) and car_ims/ in `root`. The original
     Stanford page is offline; the usual copies of `car_ims.tgz` + `cars_annos.mat` are mirrors such as Kaggle's
@@ -71,8 +73,7 @@ def cars196(root: str, image_size: int = 0, channels: int = 0, background: str =
     return _build(where, base, files, raw, {c: class_names[c - 1] for c in set(raw)}, split, {}, protocol, image_size, channels, decoding)
 
 
-def sop(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
-        resize: str = "square") -> LabelledImages:
+def sop(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0, resize: str = "square") -> LabelledImages:
     """Stanford Online Products (Oh Song et al. 2016; https://cvgl.stanford.edu/projects/lifted_struct/): 120,053
     eBay photos of 22,634 products in 12 categories, read from the extracted `Stanford_Online_Products` folder
     (or its parent) through Ebay_train.txt and Ebay_test.txt. Protocol: Ebay_train's 11,318 products train,
@@ -86,7 +87,9 @@ def sop(root: str, image_size: int = 0, channels: int = 0, background: str = "wh
     parts = {s: _sop_rows(base / f"Ebay_{s}.txt", where) for s in ("train", "test")}
     both = {c for c, _, _ in parts["train"]} & {c for c, _, _ in parts["test"]}
     if both:
-        raise UserError(f"{where}: class {min(both)} is in both {base / 'Ebay_train.txt'} and {base / 'Ebay_test.txt'} — the lists are not the original release's; extract Stanford_Online_Products.zip again")
+        raise UserError(
+            f"{where}: class {min(both)} is in both {base / 'Ebay_train.txt'} and {base / 'Ebay_test.txt'} — the lists are not the original release's; extract Stanford_Online_Products.zip again"
+        )
     rows = parts["train"] + parts["test"]
     files = _existing(base, [p for _, p, _ in rows], f"{base}/Ebay_<train|test>.txt", where, SOP_FIX)
     raw = [c for c, _, _ in rows]
@@ -96,8 +99,7 @@ def sop(root: str, image_size: int = 0, channels: int = 0, background: str = "wh
     return _build(where, base, files, raw, {c: str(c) for c in set(raw)}, split, attributes, protocol, image_size, channels, decoding)
 
 
-def inshop(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0,
-           resize: str = "square") -> LabelledImages:
+def inshop(root: str, image_size: int = 0, channels: int = 0, background: str = "white", max_pixels: int = 0, resize: str = "square") -> LabelledImages:
     """DeepFashion In-Shop Clothes Retrieval (Liu et al. 2016;
     https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html): 52,712 shop photos of 7,982 items,
     read from list_eval_partition.txt (in `root` or `root/Eval/`) and the extracted img/ (in `root` or
@@ -138,11 +140,15 @@ def _rows(file: Path, n_columns: int, where: str, fix: str, header: Sequence[str
     if header:
         if not lines or tuple(f.lower() for f in lines[0][1]) != tuple(header):
             found = " ".join(lines[0][1]) if lines else "nothing"
-            raise UserError(f"{where}: {file} has {found!r} where its header {' '.join(header)!r} belongs — the file is not the original release's; extract it again")
+            raise UserError(
+                f"{where}: {file} has {found!r} where its header {' '.join(header)!r} belongs — the file is not the original release's; extract it again"
+            )
         lines = lines[1:]
     for k, fields in lines:
         if len(fields) != n_columns:
-            raise UserError(f"{where}: {file} line {k} is malformed: {len(fields)} field(s) where {n_columns} whitespace-separated ones belong — fix or restore that line (extract the archive again)")
+            raise UserError(
+                f"{where}: {file} line {k} is malformed: {len(fields)} field(s) where {n_columns} whitespace-separated ones belong — fix or restore that line (extract the archive again)"
+            )
     if not lines:
         raise UserError(f"{where}: {file} lists nothing — the file is empty or truncated; extract the archive again")
     return lines
@@ -150,7 +156,9 @@ def _rows(file: Path, n_columns: int, where: str, fix: str, header: Sequence[str
 
 def _int(text: str, file: Path, line: int, where: str, what: str) -> int:
     if not text.isdigit():
-        raise UserError(f"{where}: {file} line {line} is malformed: {what} {text!r} is not a positive integer — fix or restore that line (extract the archive again)")
+        raise UserError(
+            f"{where}: {file} line {line} is malformed: {what} {text!r} is not a positive integer — fix or restore that line (extract the archive again)"
+        )
     return int(text)
 
 
@@ -170,7 +178,9 @@ def _same_ids(paths: dict, classes: dict, paths_file: Path, classes_file: Path, 
         missing = sorted(set(ids) - set(other))
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise UserError(f"{where}: image id {missing[0]}{more} is not in {lacking} — the list files come from different or partial releases; extract the archive again")
+            raise UserError(
+                f"{where}: image id {missing[0]}{more} is not in {lacking} — the list files come from different or partial releases; extract the archive again"
+            )
 
 
 def _sop_rows(file: Path, where: str) -> list[tuple[int, str, str]]:
@@ -198,7 +208,9 @@ def _inshop_rows(file: Path, where: str) -> list[tuple[str, str, str]]:
     if query ^ gallery:
         item = min(query ^ gallery)
         has = "query" if item in query else "gallery"
-        raise UserError(f"{where}: {file} has {has} images of item {item} but no {'gallery' if has == 'query' else 'query'} images — the list is not the original release's; extract it again")
+        raise UserError(
+            f"{where}: {file} has {has} images of item {item} but no {'gallery' if has == 'query' else 'query'} images — the list is not the original release's; extract it again"
+        )
     return out
 
 
@@ -221,7 +233,9 @@ def _cars_annotations(file: Path, where: str) -> tuple[list[str], list[int], lis
         raise UserError(f"{where}: {file} has no {lacks} — it is not the original release's cars_annos.mat (the devkit's cars_*_annos.mat differ); {CARS_FIX}")
     class_names = [str(n).strip() for n in np.atleast_1d(mat["class_names"])]
     if len(class_names) != 196:
-        raise UserError(f"{where}: {file} has {len(class_names)} class names, Stanford Cars has 196 — the file looks partial or from another release; {CARS_FIX}")
+        raise UserError(
+            f"{where}: {file} has {len(class_names)} class names, Stanford Cars has 196 — the file looks partial or from another release; {CARS_FIX}"
+        )
     rel = [str(p).strip() for p in annotations["relative_im_path"]]
     raw = [int(np.asarray(c).reshape(-1)[0]) if np.asarray(c).size else 0 for c in annotations["class"]]
     return rel, raw, class_names
@@ -243,14 +257,16 @@ def _root(root: str, where: str, fix: str, child: str = "", marker: str = "") ->
 def _existing(folder: Path, relative: Sequence[str], listed_in: str, where: str, fix: str) -> list[str]:
     """Each listed image's path under `folder`; a listed image that is not there is an error naming it."""
     paths = [folder / r for r in relative]
-    for r, p in zip(relative, paths):
+    for _r, p in zip(relative, paths):
         if not p.is_file():
-            raise UserError(f"{where}: image {str(p)!r}, listed in {listed_in}, does not exist — the archive looks partially extracted; extract it again ({fix})")
+            raise UserError(
+                f"{where}: image {str(p)!r}, listed in {listed_in}, does not exist — the archive looks partially extracted; extract it again ({fix})"
+            )
     return [str(p) for p in paths]
 
 
 def _range_split(raw: Sequence[int], last_train: int, last: int, file: Path, where: str, fact: str) -> np.ndarray:
-    """"train" for class ids 1..last_train, "test" for last_train+1..last; ids outside 1..last, or a protocol half
+    """ "train" for class ids 1..last_train, "test" for last_train+1..last; ids outside 1..last, or a protocol half
     without classes, mean the layout is partial or not the original release."""
     ids = np.array(raw, dtype=np.int64)
     bad = ids[(ids < 1) | (ids > last)]
@@ -259,12 +275,25 @@ def _range_split(raw: Sequence[int], last_train: int, last: int, file: Path, whe
     for name, inside in (("train", ids <= last_train), ("test", ids > last_train)):
         if not inside.any():
             span = f"1–{last_train}" if name == "train" else f"{last_train + 1}–{last}"
-            raise UserError(f"{where}: {file} has no images of classes {span} (the protocol's {name} classes; {fact}) — the layout looks partial; extract the whole archive")
+            raise UserError(
+                f"{where}: {file} has no images of classes {span} (the protocol's {name} classes; {fact}) — the layout looks partial; extract the whole archive"
+            )
     return np.where(ids <= last_train, "train", "test")
 
 
-def _build(where: str, base: Path, files: list[str], raw: Sequence, names_by_id: dict, split: np.ndarray, attributes: dict,
-           protocol: str, image_size: int, channels: int, decoding: tuple[tuple[int, int, int], int, str]) -> LabelledImages:
+def _build(
+    where: str,
+    base: Path,
+    files: list[str],
+    raw: Sequence,
+    names_by_id: dict,
+    split: np.ndarray,
+    attributes: dict,
+    protocol: str,
+    image_size: int,
+    channels: int,
+    decoding: tuple[tuple[int, int, int], int, str],
+) -> LabelledImages:
     """Labels 0..K-1 in class-id order, train classes with a single image dropped (no positive pair), checked,
     then decoded; meta records the protocol and the class counts (the row's `split.dataset_split`)."""
     counts = Counter(r for r, s in zip(raw, split) if s == "train")
@@ -280,6 +309,10 @@ def _build(where: str, base: Path, files: list[str], raw: Sequence, names_by_id:
     rgb, max_pixels, resize = decoding
     images = decode_images(files, str, where, image_size, channels, rgb, max_pixels, resize=resize)
     counted = {f"{s}_classes": len(np.unique(labels[split == s])) for s in ("train", "test")}
-    meta = {"root": str(base), "decoding": decoding_record(rgb, max_pixels, resize), "protocol": protocol,
-            "split": {"protocol": protocol, **counted, "train_classes_dropped_single_image": dropped}}
+    meta = {
+        "root": str(base),
+        "decoding": decoding_record(rgb, max_pixels, resize),
+        "protocol": protocol,
+        "split": {"protocol": protocol, **counted, "train_classes_dropped_single_image": dropped},
+    }
     return LabelledImages(images, labels, names, split=split, meta=meta, attributes=attributes)

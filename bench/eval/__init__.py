@@ -1,1 +1,1 @@
-"""Held-out evaluation: exact kNN, verification, retrieval, few-shot, and the metric definitions."""
+"""Held-out evaluation: exact kNN, verification, retrieval, few-shot and `evaluate` (the metric definitions are bench.config.metrics)."""

@@ -1,6 +1,7 @@
 """N-way K-shot classification accuracy over seeded episodes drawn from the test classes (Koch et al.'s
 20-way one-shot task by default), and over episodes drawn within one group of classes (Lake et al.'s
 within-alphabet task); with a separate gallery, support comes from the gallery."""
+
 from __future__ import annotations
 
 import math
@@ -18,10 +19,19 @@ _EPISODES = Memo(lambda drawn: tuple(a.copy() for a in drawn), keep=8)  # a grid
 WITHIN_GROUP_STREAM = 1  # within-group episodes draw from default_rng([1, seed]), the all-classes ones from default_rng(seed)
 
 
-def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, n_way: int = 20,
-                      k_shot: int = 1, episodes: int = 1000, seed: int = 0, *,
-                      gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
-                      items: dict | None = None) -> dict:
+def few_shot_accuracy(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    distance: str,
+    n_way: int = 20,
+    k_shot: int = 1,
+    episodes: int = 1000,
+    seed: int = 0,
+    *,
+    gallery: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    items: dict | None = None,
+) -> dict:
     """`few_shot_<n>way_<k>shot_accuracy`: each episode draws n_way classes among those with at least
     k_shot + 1 images, then k_shot support images and one query image per class (all distinct). With a
     gallery, a class qualifies with k_shot gallery images and one query; support is drawn from the gallery,
@@ -41,17 +51,36 @@ def few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, distance: 
         return nan | out | {"few_shot_note": f"a {n_way}-way episode has nothing to tell apart — use eval.n_way ≥ 2 (`bench evaluate --n-way`)"}
     if len(pools) < n_way:
         need = f"{k_shot} gallery image(s) and a query" if gallery is not None else f"{k_shot + 1}+ images"
-        return nan | out | {"few_shot_note": f"{len(pools)} classes have {need}, a {n_way}-way episode needs {n_way} "
-                                              "— lower eval.n_way or eval.k_shot in the grid (`bench evaluate --n-way`/`--k-shot`)"}
-    support, query = _EPISODES.get(digest("all", labels, gallery_labels, n_way, k_shot, episodes, seed),
-                                   lambda: draw_episodes(pools, n_way, k_shot, episodes, np.random.default_rng(seed))[:2])
+        return (
+            nan
+            | out
+            | {
+                "few_shot_note": f"{len(pools)} classes have {need}, a {n_way}-way episode needs {n_way} "
+                "— lower eval.n_way or eval.k_shot in the grid (`bench evaluate --n-way`/`--k-shot`)"
+            }
+        )
+    support, query = _EPISODES.get(
+        digest("all", labels, gallery_labels, n_way, k_shot, episodes, seed),
+        lambda: draw_episodes(pools, n_way, k_shot, episodes, np.random.default_rng(seed))[:2],
+    )
     return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_note", items)
 
 
-def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | np.ndarray, group_name: str,
-                                   distance: str, n_way: int = 20, k_shot: int = 1, episodes: int = 1000, seed: int = 0, *,
-                                   gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
-                                   items: dict | None = None) -> dict:
+def within_group_few_shot_accuracy(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor | np.ndarray,
+    group_name: str,
+    distance: str,
+    n_way: int = 20,
+    k_shot: int = 1,
+    episodes: int = 1000,
+    seed: int = 0,
+    *,
+    gallery: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    items: dict | None = None,
+) -> dict:
     """`few_shot_<n>way_<k>shot_within_<group_name>_accuracy`: as `few_shot_accuracy`, but each episode's
     n_way classes all share one value of `groups` (one hashable value per query embedding, e.g. Omniglot's
     alphabet; a class is in the group of its queries). Each episode first picks a group **uniformly among the
@@ -74,24 +103,31 @@ def within_group_few_shot_accuracy(embeddings: torch.Tensor, labels: torch.Tenso
     if not pool_groups:
         need = f"{k_shot} gallery image(s) and a query" if gallery is not None else f"{k_shot + 1}+ images"
         largest = max(map(len, by_group), default=0)
-        return nan | out | {"few_shot_within_note": f"no {group_name} has {n_way} classes with {need} (the most is {largest}) "
-                                                     "— lower eval.n_way or eval.k_shot in the grid (`bench evaluate --n-way`/`--k-shot`)"}
-    support, query = _EPISODES.get(digest("within", labels, gallery_labels, codes, n_way, k_shot, episodes, seed),
-                                   lambda: draw_group_episodes(pools, pool_groups, n_way, k_shot, episodes,
-                                                               np.random.default_rng([WITHIN_GROUP_STREAM, seed]))[:2])
+        return (
+            nan
+            | out
+            | {
+                "few_shot_within_note": f"no {group_name} has {n_way} classes with {need} (the most is {largest}) "
+                "— lower eval.n_way or eval.k_shot in the grid (`bench evaluate --n-way`/`--k-shot`)"
+            }
+        )
+    support, query = _EPISODES.get(
+        digest("within", labels, gallery_labels, codes, n_way, k_shot, episodes, seed),
+        lambda: draw_group_episodes(pools, pool_groups, n_way, k_shot, episodes, np.random.default_rng([WITHIN_GROUP_STREAM, seed]))[:2],
+    )
     return out | _scored(embeddings, gallery, support, query, episodes, k_shot, distance, name, "few_shot_within_note", items)
 
 
-def _scored(embeddings, gallery, support, query, episodes: int, k_shot: int, distance: str, name: str, note: str,
-            items: dict | None = None) -> dict:
+def _scored(embeddings, gallery, support, query, episodes: int, k_shot: int, distance: str, name: str, note: str, items: dict | None = None) -> dict:
     """Mean accuracy over the drawn episodes and its standard error (support from the gallery when there is one).
     `items` receives `<name>_accuracy`, each episode's count of correct queries (uint8; per-episode accuracy
     = count / `<name>_accuracy.queries`, n_way), and `material.<name>_accuracy`, the digest of the episodes."""
     support_set = embeddings if gallery is None else gallery
     # index_select copies rows several times faster than indexing with a tensor: 2 × 200 × 20 rows of 4096-d (Koch)
     picked = support_set.index_select(0, torch.from_numpy(support).reshape(-1)).reshape(episodes, -1, support_set.shape[1])
-    correct = _episode_correct(picked.float(), embeddings.index_select(0, torch.from_numpy(query).reshape(-1)).reshape(*query.shape, -1).float(),
-                               k_shot, distance)
+    correct = _episode_correct(
+        picked.float(), embeddings.index_select(0, torch.from_numpy(query).reshape(-1)).reshape(*query.shape, -1).float(), k_shot, distance
+    )
     per_episode = correct.mean(1)
     if items is not None:
         n_way = correct.shape[1]
@@ -109,7 +145,7 @@ def group_codes(groups: torch.Tensor | np.ndarray, labels: torch.Tensor, group_n
     or a one-line UserError: a group name that cannot sit in a metric name, a length mismatch, or a class
     whose images span two groups (the group must be an attribute of the class, as the alphabet is)."""
     if not re.fullmatch(r"[A-Za-z0-9_]+", group_name):
-        raise UserError(f"episode group name {group_name!r} must be letters, digits or _ (it becomes part of a metric name) — e.g. \"alphabet\"")
+        raise UserError(f'episode group name {group_name!r} must be letters, digits or _ (it becomes part of a metric name) — e.g. "alphabet"')
     values = groups.cpu().numpy() if isinstance(groups, torch.Tensor) else np.asarray(groups)
     if values.shape != (len(labels),):
         raise UserError(f"{group_name}: {len(labels)} embeddings but groups of shape {values.shape} — give one {group_name} per embedding")
@@ -129,8 +165,9 @@ def pools_by_group(pools: list[tuple[np.ndarray, np.ndarray]], codes: np.ndarray
     return [np.flatnonzero(pool_codes == g) for g in np.unique(pool_codes)]
 
 
-def draw_group_episodes(pools: list[tuple[np.ndarray, np.ndarray]], groups: list[np.ndarray], n_way: int, k_shot: int,
-                        episodes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_group_episodes(
+    pools: list[tuple[np.ndarray, np.ndarray]], groups: list[np.ndarray], n_way: int, k_shot: int, episodes: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As `draw_episodes`, within one group per episode: the group uniformly among `groups` (each the pool
     numbers of one group, ≥ n_way of them), then n_way of its pools uniformly without replacement."""
     support = np.empty((episodes, n_way, k_shot), dtype=np.int64)
@@ -151,13 +188,14 @@ def class_pools(labels: torch.Tensor, k_shot: int, gallery_labels: torch.Tensor 
         members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)] if len(codes) else []
         return [(m, m) for m in members if len(m) >= k_shot + 1]
     codes = torch.unique(torch.cat([labels, gallery_labels]), return_inverse=True)[1].numpy()
-    q_codes, g_codes = codes[:len(labels)], codes[len(labels):]
+    q_codes, g_codes = codes[: len(labels)], codes[len(labels) :]
     pools = [(np.flatnonzero(g_codes == c), np.flatnonzero(q_codes == c)) for c in range(codes.max() + 1)] if len(codes) else []
     return [(s, q) for s, q in pools if len(s) >= k_shot and len(q) >= 1]
 
 
-def draw_episodes(pools: list[tuple[np.ndarray, np.ndarray]], n_way: int, k_shot: int, episodes: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_episodes(
+    pools: list[tuple[np.ndarray, np.ndarray]], n_way: int, k_shot: int, episodes: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Support (E, n_way, k_shot) and query (E, n_way) indices and the drawn pool numbers (E, n_way): n_way
     distinct classes per episode, uniformly; k_shot support images and one query uniformly without
     replacement within each. A Python loop (20k draws for 1000 20-way episodes); the distances are batched."""
@@ -186,8 +224,8 @@ def _episode_correct(support: torch.Tensor, queries: torch.Tensor, k_shot: int, 
     episodes, n_way = queries.shape[:2]
     correct = torch.empty(episodes, n_way, dtype=torch.float64)
     for s in range(0, episodes, 256):  # bounded memory: 256 × n_way × n_way·k_shot distances at a time
-        predicted = _batched_distances(queries[s:s + 256], support[s:s + 256], distance).argmin(dim=2) // k_shot
-        correct[s:s + 256] = (predicted == torch.arange(n_way)).double()
+        predicted = _batched_distances(queries[s : s + 256], support[s : s + 256], distance).argmin(dim=2) // k_shot
+        correct[s : s + 256] = (predicted == torch.arange(n_way)).double()
     return correct
 
 

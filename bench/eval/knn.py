@@ -1,8 +1,9 @@
 """Exact k-nearest-neighbour search in query chunks whose size follows a memory bound, so no N×N matrix is
 ever held. faiss (when installed, CPU embeddings) or torch does the search; both follow one tie rule."""
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -39,7 +40,7 @@ def _ranker(g: torch.Tensor, distance: str):
     than the GEMM when query chunks are small. Euclidean is cdist's own formulation (ATen's
     `_euclidean_dist`: one GEMM of [−2q, |q|², 1] with [g, 1, |g|²], then clamped at 0 and square-rooted),
     so its values and ties are cdist's."""
-    same = lambda x: x  # noqa: E731
+    same = lambda x: x
     if distance == "cosine":
         return (lambda q: -(q @ g.T)), same  # rows already L2-normalised by the caller
     if distance == "l1" or len(g) <= 25:  # cdist computes tiny inputs directly, not by GEMM
@@ -68,8 +69,16 @@ def query_chunk_size(n_gallery: int, k: int, memory_mb: float) -> int:
     return max(1, int(memory_mb * 2**20) // per_query)
 
 
-def iter_knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, distance: str, memory_mb: float,
-             exclude_self: bool = False, backend: str = "auto", chunk: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+def iter_knn(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    distance: str,
+    memory_mb: float,
+    exclude_self: bool = False,
+    backend: str = "auto",
+    chunk: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields (start, indices): for each chunk of queries the indices of their k nearest gallery rows,
     nearest first. With `exclude_self`, gallery is queries and row i never returns i.
 
@@ -92,7 +101,7 @@ def iter_knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, distance: str
     chunk = chunk or (max(1, int(memory_mb * 2**20) // (64 * k)) if use_faiss else query_chunk_size(len(gallery), k, memory_mb))
     rank, finish = (None, None) if index is not None else _ranker(gallery, distance)
     for start in range(0, len(queries), chunk):
-        q = queries[start:start + chunk]
+        q = queries[start : start + chunk]
         if index is not None:
             yield start, _faiss_chunk(index, q, gallery, k, distance, start if exclude_self else None)
         else:
@@ -103,8 +112,9 @@ def iter_knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, distance: str
             yield start, smallest_k(d, k, finish)
 
 
-def nearest_neighbours(embeddings: torch.Tensor, k: int, distance: str, chunk: int | None = None,
-                       memory_mb: float = 1024, backend: str = "torch") -> torch.Tensor:
+def nearest_neighbours(
+    embeddings: torch.Tensor, k: int, distance: str, chunk: int | None = None, memory_mb: float = 1024, backend: str = "torch"
+) -> torch.Tensor:
     """Indices of each row's k nearest other rows (itself excluded), all chunks concatenated; `chunk`
     overrides the memory-derived chunk size (tests use it to cross chunk borders)."""
     return torch.cat([i for _, i in iter_knn(embeddings, embeddings, k, distance, memory_mb, True, backend, chunk)])
@@ -176,8 +186,9 @@ def _faiss_index(gallery: torch.Tensor, distance: str):
 
     x = gallery.float().contiguous().numpy()
     dim = x.shape[1]
-    index = {"cosine": lambda: faiss.IndexFlatIP(dim), "euclidean": lambda: faiss.IndexFlatL2(dim),
-             "l1": lambda: faiss.IndexFlat(dim, faiss.METRIC_L1)}[distance]()
+    index = {"cosine": lambda: faiss.IndexFlatIP(dim), "euclidean": lambda: faiss.IndexFlatL2(dim), "l1": lambda: faiss.IndexFlat(dim, faiss.METRIC_L1)}[
+        distance
+    ]()
     index.add(x)
     return index
 
@@ -199,15 +210,16 @@ def _faiss_chunk(index, q: torch.Tensor, gallery: torch.Tensor, k: int, distance
         values = values.masked_fill(own, float("inf"))
         values, order = values.sort(dim=1, stable=True)
         indices = indices.gather(1, order)
-        values, indices = values[:, :want - 1], indices[:, :want - 1]
+        values, indices = values[:, : want - 1], indices[:, : want - 1]
     if values.shape[1] > k:
         redo |= values[:, k] <= values[:, k - 1]
         values, indices = values[:, :k], indices[:, :k]
     out = _order_by_value_then_index(values, indices)
     rows = redo.nonzero().flatten()
     if len(rows):
-        out[rows] = _torch_chunk(q[rows], gallery, k, distance, None) if self_start is None else \
-            _torch_rows_excluding(q[rows], gallery, k, distance, rows + self_start)
+        out[rows] = (
+            _torch_chunk(q[rows], gallery, k, distance, None) if self_start is None else _torch_rows_excluding(q[rows], gallery, k, distance, rows + self_start)
+        )
     return out
 
 

@@ -1,11 +1,13 @@
 """Label-only work remembered across evaluations: verification's pair sample and the few-shot episodes
 depend on the labels and the seed alone, and every cell of a grid scores the same test labels with the same
 seed (a learning curve scores the same validation labels at each of its points)."""
+
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch

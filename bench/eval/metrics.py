@@ -1,5 +1,6 @@
 """Held-out evaluation of embeddings: `evaluate` is the one entry point (runner and `bench evaluate`); it
 returns a flat row of verification, retrieval and few-shot metrics. The metrics live in their own modules."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,11 +14,23 @@ from bench.eval.retrieval import recall_at_k, retrieval_metrics  # noqa: F401  r
 from bench.eval.verification import ROC_POINTS, _all_pair_distances, verification_metrics, verification_roc_auc  # noqa: F401
 
 
-def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, config: EvalConfig = EvalConfig(),
-             seed: int = 0, *, gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
-             val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-             backend: str = "auto", groups: torch.Tensor | np.ndarray | None = None, group_name: str = "",
-             roc_points: int = ROC_POINTS, items: dict | None = None) -> dict:
+def evaluate(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    distance: str,
+    config: EvalConfig = EvalConfig(),
+    seed: int = 0,
+    *,
+    gallery: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    val_embeddings: torch.Tensor | None = None,
+    val_labels: torch.Tensor | None = None,
+    backend: str = "auto",
+    groups: torch.Tensor | np.ndarray | None = None,
+    group_name: str = "",
+    roc_points: int = ROC_POINTS,
+    items: dict | None = None,
+) -> dict:
     """All metrics of `embeddings` (held-out classes) as one flat dict for the result row.
 
     `distance` is what the loss was trained for; `config.distance`, when set, overrides it. Retrieval
@@ -42,14 +55,43 @@ def evaluate(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, conf
     if val_embeddings is not None:
         val_embeddings, val_labels = check_embeddings(val_embeddings, val_labels, "validation", embeddings.shape[1])
     return {
-        **verification_metrics(embeddings, labels, distance, config.max_pairs, seed, config.tar_far, config.memory_mb,
-                               val_embeddings, val_labels, gallery, gallery_labels, roc_points, items=items),
+        **verification_metrics(
+            embeddings,
+            labels,
+            distance,
+            config.max_pairs,
+            seed,
+            config.tar_far,
+            config.memory_mb,
+            val_embeddings,
+            val_labels,
+            gallery,
+            gallery_labels,
+            roc_points,
+            items=items,
+        ),
         **retrieval_metrics(embeddings, labels, config.recall_k, distance, gallery, gallery_labels, config.memory_mb, backend, items=items),
-        **few_shot_accuracy(embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed,
-                            gallery=gallery, gallery_labels=gallery_labels, items=items),
-        **({} if groups is None else within_group_few_shot_accuracy(
-            embeddings, labels, groups, group_name, distance, config.n_way, config.k_shot, config.episodes, seed,
-            gallery=gallery, gallery_labels=gallery_labels, items=items)),
+        **few_shot_accuracy(
+            embeddings, labels, distance, config.n_way, config.k_shot, config.episodes, seed, gallery=gallery, gallery_labels=gallery_labels, items=items
+        ),
+        **(
+            {}
+            if groups is None
+            else within_group_few_shot_accuracy(
+                embeddings,
+                labels,
+                groups,
+                group_name,
+                distance,
+                config.n_way,
+                config.k_shot,
+                config.episodes,
+                seed,
+                gallery=gallery,
+                gallery_labels=gallery_labels,
+                items=items,
+            )
+        ),
         "distance": distance,
     }
 
@@ -70,5 +112,7 @@ def check_embeddings(embeddings, labels, what: str, dim: int | None = None) -> t
     embeddings = embeddings.float()
     bad = ~torch.isfinite(embeddings).all(1)
     if bad.any():
-        raise UserError(f"{what}: {int(bad.sum())} embeddings contain NaN or inf (first at row {int(bad.nonzero()[0])}) — the model diverged or the file is corrupt")
+        raise UserError(
+            f"{what}: {int(bad.sum())} embeddings contain NaN or inf (first at row {int(bad.nonzero()[0])}) — the model diverged or the file is corrupt"
+        )
     return embeddings, labels.long()

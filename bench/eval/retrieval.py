@@ -1,5 +1,6 @@
 """Retrieval metrics (recall@k as hit rate, precision@1, R-Precision, MAP@R) accumulated chunk by chunk
 over an exact kNN, so memory stays bounded whatever the number of queries."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,17 @@ from bench.eval.knn import faiss_available, iter_knn
 from bench.items import fixed_point, material_digest
 
 
-def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tuple[int, ...], distance: str,
-                      gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
-                      memory_mb: float = 1024, backend: str = "auto", items: dict | None = None) -> dict:
+def retrieval_metrics(
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    ks: tuple[int, ...],
+    distance: str,
+    gallery: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    memory_mb: float = 1024,
+    backend: str = "auto",
+    items: dict | None = None,
+) -> dict:
     """Each query ranks the gallery (default: the other queries) by `distance`, ties by gallery index.
 
     Definitions, those of pytorch-metric-learning's AccuracyCalculator (avg over queries, not classes); R is
@@ -35,7 +44,7 @@ def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tup
     if same_set:
         gallery, gallery_labels = queries, query_labels
     names, codes = torch.unique(torch.cat([query_labels, gallery_labels]), return_inverse=True)
-    q_codes, g_codes = codes[:len(query_labels)], codes[len(query_labels):]
+    q_codes, g_codes = codes[: len(query_labels)], codes[len(query_labels) :]
     relevant = torch.bincount(g_codes, minlength=len(names))[q_codes] - int(same_set)
     usable = relevant > 0
     n_candidates = len(gallery) - int(same_set)
@@ -45,9 +54,9 @@ def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tup
     if usable.any() and k > 0:
         ranks = torch.arange(1, k + 1, dtype=torch.float64)
         for start, idx in iter_knn(queries.float(), gallery.float(), k, distance, memory_mb, same_set, backend):
-            use = usable[start:start + len(idx)]
-            hit = g_codes[idx[use]] == q_codes[start:start + len(idx)][use, None]
-            r = relevant[start:start + len(idx)][use]
+            use = usable[start : start + len(idx)]
+            hit = g_codes[idx[use]] == q_codes[start : start + len(idx)][use, None]
+            r = relevant[start : start + len(idx)][use]
             for kk in ks:
                 sums[f"recall_at_{kk}"] += float(hit[:, :kk].any(1).sum())
             sums["precision_at_1"] += float(hit[:, 0].sum())
@@ -67,27 +76,29 @@ def retrieval_metrics(queries: torch.Tensor, query_labels: torch.Tensor, ks: tup
     out["retrieval_queries"] = n
     out["retrieval_lone_queries"] = len(query_labels) - n
     if not n:
-        out["retrieval_note"] = (f"none of the {len(query_labels)} queries has a same-class image in the "
-                                 f"{'gallery' if not same_set else 'other queries'}: retrieval metrics are NaN")
+        out["retrieval_note"] = (
+            f"none of the {len(query_labels)} queries has a same-class image in the {'gallery' if not same_set else 'other queries'}: retrieval metrics are NaN"
+        )
     out["retrieval_gallery"] = "other_queries" if same_set else "separate"
     out["knn_backend"] = "faiss" if backend == "faiss" or (backend == "auto" and faiss_available() and gallery.device.type == "cpu") else "torch"
     return out
 
 
-def _query_items(kept: list[tuple[torch.Tensor, ...]], k: int, answers: int, query_labels: torch.Tensor,
-                 gallery_labels: torch.Tensor | None) -> dict:
+def _query_items(kept: list[tuple[torch.Tensor, ...]], k: int, answers: int, query_labels: torch.Tensor, gallery_labels: torch.Tensor | None) -> dict:
     """The per-query arrays of `retrieval_metrics`' items from its chunks' (queries, first hit, R-precision, AP@R).
     `answers`: the largest K whose recall first_hit gives (every K when the k searched are all the candidates)."""
     queries, first_hit, r_precision, average_precision = (torch.cat(parts).numpy() for parts in zip(*kept))
-    return {"retrieval.first_hit": first_hit.astype(np.uint16 if k <= np.iinfo(np.uint16).max else np.uint32),
-            "retrieval.r_precision": fixed_point(r_precision), "retrieval.map_at_r": fixed_point(average_precision),
-            "retrieval.queries": queries.astype(np.int32), "retrieval.k": np.array(answers, dtype=np.int64),
-            "material.retrieval": np.array(material_digest(query_labels.numpy(), None if gallery_labels is None else gallery_labels.numpy(),
-                                                           queries))}
+    return {
+        "retrieval.first_hit": first_hit.astype(np.uint16 if k <= np.iinfo(np.uint16).max else np.uint32),
+        "retrieval.r_precision": fixed_point(r_precision),
+        "retrieval.map_at_r": fixed_point(average_precision),
+        "retrieval.queries": queries.astype(np.int32),
+        "retrieval.k": np.array(answers, dtype=np.int64),
+        "material.retrieval": np.array(material_digest(query_labels.numpy(), None if gallery_labels is None else gallery_labels.numpy(), queries)),
+    }
 
 
-def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...], distance: str,
-                memory_mb: float = 1024, backend: str = "auto") -> dict:
+def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...], distance: str, memory_mb: float = 1024, backend: str = "auto") -> dict:
     """Only `recall_at_k` (hit rate, see `retrieval_metrics`) and `retrieval_queries`, query = each image,
     gallery = the other images."""
     full = retrieval_metrics(embeddings, labels, ks, distance, memory_mb=memory_mb, backend=backend)

@@ -1,6 +1,7 @@
 """Pair verification metrics from one ROC curve: ROC-AUC, EER, TAR at fixed FARs, balanced accuracy at the
 best threshold and at a threshold chosen on a validation split. Pairs are all pairs or a seeded stratified
 sample, within the test images or, with a separate gallery, between queries and gallery."""
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,7 @@ def _select_cross_pairs(q_labels: torch.Tensor, g_labels: torch.Tensor, max_pair
     return _stratified(q_counts * g_counts, unrank_same, nq * ng, lambda linear: (linear // ng, linear % ng), qc, gc, max_pairs, seed)
 
 
-def _stratified(per_class: np.ndarray, unrank_same, total: int, unrank, codes_i: np.ndarray, codes_j: np.ndarray,
-                max_pairs: int, seed: int) -> dict:
+def _stratified(per_class: np.ndarray, unrank_same, total: int, unrank, codes_i: np.ndarray, codes_j: np.ndarray, max_pairs: int, seed: int) -> dict:
     """`max_pairs` of `total` pairs: same-class ones (`per_class` of them in each class, `unrank_same`
     maps a class's pair number to indices) and different-class ones (`unrank` maps any pair number)."""
     rng = np.random.default_rng(seed)
@@ -118,8 +118,7 @@ def _same_class_pairs(per_class: np.ndarray, unrank_same, size: int, rng) -> tup
     return unrank_same(linear - (ends[cls] - per_class[cls]), cls)
 
 
-def _different_class_pairs(unrank, codes_i: np.ndarray, codes_j: np.ndarray, total: int, population: int, size: int,
-                           rng) -> tuple[np.ndarray, np.ndarray]:
+def _different_class_pairs(unrank, codes_i: np.ndarray, codes_j: np.ndarray, total: int, population: int, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """Uniform distinct pairs, rejecting same-class ones: the first `size` survivors of a random draw are a
     uniform sample of different-class pairs. Draws grow until enough survive (most pairs are different)."""
     draw = min(total, math.ceil(size * total / max(population, 1) * 1.05) + 64)
@@ -131,15 +130,14 @@ def _different_class_pairs(unrank, codes_i: np.ndarray, codes_j: np.ndarray, tot
         draw = min(total, 2 * draw)
 
 
-def pair_distances(embeddings: torch.Tensor, pairs: dict, distance: str, memory_mb: float = 1024,
-                   gallery: torch.Tensor | None = None) -> torch.Tensor:
+def pair_distances(embeddings: torch.Tensor, pairs: dict, distance: str, memory_mb: float = 1024, gallery: torch.Tensor | None = None) -> torch.Tensor:
     """Distance of each pair (embeddings[i], embeddings[j]), or (embeddings[i], gallery[j]) with a gallery."""
     other = embeddings if gallery is None else gallery
     chunk = max(1, int(memory_mb * 2**20) // (12 * max(len(other), 1)))
     if pairs["rule"] == "all":
         if gallery is None:
             return _all_pair_distances(embeddings, distance, chunk)
-        blocks = [distances(embeddings[s:s + chunk], gallery, distance).reshape(-1) for s in range(0, len(embeddings), chunk)]
+        blocks = [distances(embeddings[s : s + chunk], gallery, distance).reshape(-1) for s in range(0, len(embeddings), chunk)]
         return torch.cat(blocks) if blocks else torch.empty(0, dtype=embeddings.dtype)
     i, j = pairs["i"], pairs["j"]
     dim = embeddings.shape[1]
@@ -151,8 +149,7 @@ def pair_distances(embeddings: torch.Tensor, pairs: dict, distance: str, memory_
     return _gathered_pair_distances(embeddings, other, i, j, distance, min(int(memory_mb * 2**20) // (12 * dim), GATHER_BYTES // (4 * dim)))
 
 
-def _gathered_pair_distances(embeddings: torch.Tensor, other: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str,
-                             step: int) -> torch.Tensor:
+def _gathered_pair_distances(embeddings: torch.Tensor, other: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str, step: int) -> torch.Tensor:
     """`_pair_distance` of every (embeddings[i], other[j]), `step` pairs at a time: a few MB of gathered vectors
     stay in cache between the gather and the distance, index_select into two reused buffers gathers several
     times faster than indexing with a tensor, and nothing is allocated per chunk (a fresh pair of buffers per
@@ -163,18 +160,19 @@ def _gathered_pair_distances(embeddings: torch.Tensor, other: torch.Tensor, i: t
     a, b = torch.empty(step, embeddings.shape[1], dtype=embeddings.dtype), torch.empty(step, other.shape[1], dtype=other.dtype)
     for s in range(0, len(i), step):
         n = min(step, len(i) - s)
-        left, right = torch.index_select(embeddings, 0, i[s:s + n], out=a[:n]), torch.index_select(other, 0, j[s:s + n], out=b[:n])
+        left, right = torch.index_select(embeddings, 0, i[s : s + n], out=a[:n]), torch.index_select(other, 0, j[s : s + n], out=b[:n])
         if distance == "cosine":
-            out[s:s + n] = 1.0 - torch.nn.functional.cosine_similarity(left, right, dim=1)
+            out[s : s + n] = 1.0 - torch.nn.functional.cosine_similarity(left, right, dim=1)
         elif distance == "euclidean":
-            torch.linalg.vector_norm(left.sub_(right), dim=1, out=out[s:s + n])
+            torch.linalg.vector_norm(left.sub_(right), dim=1, out=out[s : s + n])
         else:
-            torch.sum(left.sub_(right).abs_(), 1, out=out[s:s + n])
+            torch.sum(left.sub_(right).abs_(), 1, out=out[s : s + n])
     return out
 
 
-def _sampled_pairs_by_rows(embeddings: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str, chunk: int,
-                           other: torch.Tensor | None = None) -> torch.Tensor:
+def _sampled_pairs_by_rows(
+    embeddings: torch.Tensor, i: torch.Tensor, j: torch.Tensor, distance: str, chunk: int, other: torch.Tensor | None = None
+) -> torch.Tensor:
     other = embeddings if other is None else other
     i, j = torch.as_tensor(i), torch.as_tensor(j)
     out = torch.empty(len(i), dtype=embeddings.dtype)
@@ -184,7 +182,7 @@ def _sampled_pairs_by_rows(embeddings: torch.Tensor, i: torch.Tensor, j: torch.T
         lo, hi = torch.searchsorted(sorted_i, torch.tensor([start, start + chunk])).tolist()
         if lo == hi:
             continue
-        rows = distances(embeddings[start:start + chunk], other, distance)
+        rows = distances(embeddings[start : start + chunk], other, distance)
         picked = order[lo:hi]
         out[picked] = rows[i[picked] - start, j[picked]].to(out.dtype)
     return out
@@ -195,7 +193,7 @@ def _all_pair_distances(embeddings: torch.Tensor, distance: str, chunk: int = 10
     n = len(embeddings)
     out = []
     for start in range(0, n, chunk):
-        d = distances(embeddings[start:start + chunk], embeddings, distance)
+        d = distances(embeddings[start : start + chunk], embeddings, distance)
         rows = torch.arange(start, start + len(d))
         out.append(d[torch.arange(n)[None, :] > rows[:, None]])
     return torch.cat(out) if out else torch.empty(0, dtype=embeddings.dtype)
@@ -268,8 +266,13 @@ def roc_metrics(same: np.ndarray, dist: np.ndarray, tar_far: tuple[float, ...], 
       `downsample_roc` (left out when `roc_points` is 0).
     All NaN when the pairs hold only one kind (a single class, or every image its own class), and then
     `verification_roc` is left out: there is no curve."""
-    keys = ["verification_roc_auc", "verification_eer", *(f"verification_tar_at_far_{f:g}" for f in tar_far),
-            "verification_balanced_accuracy_best_threshold", "verification_best_threshold"]
+    keys = [
+        "verification_roc_auc",
+        "verification_eer",
+        *(f"verification_tar_at_far_{f:g}" for f in tar_far),
+        "verification_balanced_accuracy_best_threshold",
+        "verification_best_threshold",
+    ]
     if same.all() or not same.any():
         return dict.fromkeys(keys, float("nan"))
     fpr, tpr, thresholds = roc_of_distances(same, dist)
@@ -305,8 +308,7 @@ def item_pairs(same: np.ndarray, seed: int, size: int = ITEM_PAIRS) -> np.ndarra
     rng = np.random.default_rng([ITEMS_STREAM, seed])
     positive, negative = np.flatnonzero(same), np.flatnonzero(~same)
     n_positive = min(len(positive), max(size // 2, size - len(negative)))
-    picked = np.concatenate([positive[_distinct_integers(rng, len(positive), n_positive)],
-                             negative[_distinct_integers(rng, len(negative), size - n_positive)]])
+    picked = np.concatenate([positive[_distinct_integers(rng, len(positive), n_positive)], negative[_distinct_integers(rng, len(negative), size - n_positive)]])
     return np.sort(picked)
 
 
@@ -316,9 +318,11 @@ def pair_items(pairs: dict, same: np.ndarray, dist: np.ndarray, seed: int) -> di
     and `material.verification`, the digest of their (i, j) and same flags."""
     keep = item_pairs(same, seed)
     i, j = np.asarray(pairs["i"])[keep], np.asarray(pairs["j"])[keep]
-    return {"verification.rank": np.unique(dist[keep], return_inverse=True)[1].astype(np.uint16),  # scipy's rankdata(method="dense") − 1
-            "verification.same": same[keep].astype(bool),
-            "material.verification": np.array(material_digest(i, j, same[keep]))}
+    return {
+        "verification.rank": np.unique(dist[keep], return_inverse=True)[1].astype(np.uint16),  # scipy's rankdata(method="dense") − 1
+        "verification.same": same[keep].astype(bool),
+        "material.verification": np.array(material_digest(i, j, same[keep])),
+    }
 
 
 def balanced_accuracy(same: np.ndarray, dist: np.ndarray, threshold: float) -> float:
@@ -328,11 +332,21 @@ def balanced_accuracy(same: np.ndarray, dist: np.ndarray, threshold: float) -> f
     return float(((dist[same] <= threshold).mean() + (dist[~same] > threshold).mean()) / 2)
 
 
-def verification_metrics(embeddings: torch.Tensor, labels: torch.Tensor, distance: str, max_pairs: int, seed: int,
-                         tar_far: tuple[float, ...] = (1e-2, 1e-3), memory_mb: float = 1024,
-                         val_embeddings: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
-                         gallery: torch.Tensor | None = None, gallery_labels: torch.Tensor | None = None,
-                         roc_points: int = ROC_POINTS, items: dict | None = None) -> dict:
+def verification_metrics(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    distance: str,
+    max_pairs: int,
+    seed: int,
+    tar_far: tuple[float, ...] = (1e-2, 1e-3),
+    memory_mb: float = 1024,
+    val_embeddings: torch.Tensor | None = None,
+    val_labels: torch.Tensor | None = None,
+    gallery: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    roc_points: int = ROC_POINTS,
+    items: dict | None = None,
+) -> dict:
     """Verification over pairs of `embeddings`, or over (query, gallery) pairs when a gallery is given (see
     `select_pairs` and `roc_metrics`). With a validation split, `verification_balanced_accuracy_val_threshold`
     is the test balanced accuracy at the distance threshold that maximises it on the validation pairs (drawn
@@ -346,8 +360,12 @@ def verification_metrics(embeddings: torch.Tensor, labels: torch.Tensor, distanc
     out = roc_metrics(same, dist, tar_far, roc_points)
     if items is not None and not math.isnan(out["verification_roc_auc"]):
         items.update(pair_items(pairs, same, dist, seed))
-    out |= {"verification_pairs": len(same), "verification_same_pairs": int(same.sum()),
-            "verification_different_pairs": int(len(same) - same.sum()), "verification_pair_rule": pairs["rule"]}
+    out |= {
+        "verification_pairs": len(same),
+        "verification_same_pairs": int(same.sum()),
+        "verification_different_pairs": int(len(same) - same.sum()),
+        "verification_pair_rule": pairs["rule"],
+    }
     notes = [_why_nan(same, "query–gallery" if gallery is not None else "test")]
     if val_embeddings is not None:
         val_pairs = select_pairs(val_labels, max_pairs, seed)

@@ -3,6 +3,7 @@ first, mean over seeds) and where two lines' order flipped beyond the seeds' noi
 until 1/4 of the budget, #1 after"). "Still improving" says whether one line's last doubling paid; this says whether
 the *ranking* would have been another at a smaller budget, and so may be another at a larger one. Pure functions of
 lines."""
+
 from __future__ import annotations
 
 import math
@@ -62,6 +63,7 @@ def beyond_noise(margin: float, se: float | None) -> bool | None:
 class Flips:
     """The order changes between a group's lines along the budget: those asserted (sentences, best lines first), the
     fractions compared, and how many were set aside within the seed noise or for want of a seed spread."""
+
     said: list[str] = field(default_factory=list)
     fractions: list[float] = field(default_factory=list)
     within_noise: int = 0
@@ -86,11 +88,10 @@ def pair_flip(a: dict, b: dict, common: list[float], sign: int) -> tuple[str, in
 
 
 def flip_text(a: dict, b: dict, names: tuple[str, str], until: float, end: float, sign: int) -> str:
-    """"#3 triplet led #1 contrastive until 1/4 (+0.012), #1 after (+0.020 at the end)" for lines a and b."""
+    """ "#3 triplet led #1 contrastive until 1/4 (+0.012), #1 after (+0.020 at the end)" for lines a and b."""
     before, after = sign * (a[until][0] - b[until][0]), sign * (a[end][0] - b[end][0])
     lead, trail = names if after > 0 else names[::-1]
-    return (f"{trail} led {lead} until {fraction_text(until)} (+{abs(before):.3f}), "
-            f"{lead} after (+{abs(after):.3f} at the end)")
+    return f"{trail} led {lead} until {fraction_text(until)} (+{abs(before):.3f}), {lead} after (+{abs(after):.3f} at the end)"
 
 
 def flips(means: list[dict[float, tuple[float, float | None]]], names: list[str], metric: str) -> Flips:
@@ -130,12 +131,10 @@ def set_aside_text(found: Flips) -> str:
     more = "more " if found.said else ""
     said = []
     if found.within_noise:
-        said.append(f"{found.within_noise} {more}order change{'s' * (found.within_noise != 1)} within the seed noise "
-                    f"(a margin under {NOISE_Z:g} se)")
+        said.append(f"{found.within_noise} {more}order change{'s' * (found.within_noise != 1)} within the seed noise (a margin under {NOISE_Z:g} se)")
     if found.unknown_spread:
         what = "" if said else f" {more}order change{'s' * (found.unknown_spread != 1)}"
-        said.append(f"{found.unknown_spread}{what} between lines whose seed spread is unknown (under 2 seeds, or "
-                    "identical values)")
+        said.append(f"{found.unknown_spread}{what} between lines whose seed spread is unknown (under 2 seeds, or identical values)")
     return " and ".join(said) + " not counted" if said else ""
 
 
@@ -146,13 +145,22 @@ def budget_sentence(means: list[dict[float, tuple[float, float | None]]], names:
     if len(found.fractions) < 2:
         return ""
     points = ", ".join(fraction_text(f) for f in found.fractions)
-    head = (f"**Along the budget** ({metric} on the learning curves' split, mean over seeds, at {points}; an order change "
-            f"counts when both its margins, where the other line led and at the end, exceed {NOISE_Z:g} se of the "
-            "difference over seeds): ")
+    head = (
+        f"**Along the budget** ({metric} on the learning curves' split, mean over seeds, at {points}; an order change "
+        f"counts when both its margins, where the other line led and at the end, exceed {NOISE_Z:g} se of the "
+        "difference over seeds): "
+    )
     aside, count = set_aside_text(found), len(found.said)
     if not count:
-        return head + ("no two lines change order — the ranking at the end holds at every curve point." if not aside
-                       else f"no two lines change order beyond the seed noise; {aside}.")
+        return head + (
+            "no two lines change order — the ranking at the end holds at every curve point."
+            if not aside
+            else f"no two lines change order beyond the seed noise; {aside}."
+        )
     shown = "; ".join(found.said[:SHOWN_FLIPS]) + (f"; and {count - SHOWN_FLIPS} more" if count > SHOWN_FLIPS else "")
-    return (head + f"{count} pair{'s' * (count != 1)} of lines changed order: {shown}" + (f"; {aside}" if aside else "")
-            + ". A ranking that changed with the budget may change again past it.")
+    return (
+        head
+        + f"{count} pair{'s' * (count != 1)} of lines changed order: {shown}"
+        + (f"; {aside}" if aside else "")
+        + ". A ranking that changed with the budget may change again past it."
+    )

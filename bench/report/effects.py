@@ -2,6 +2,7 @@
 pairs of lines that differ in that option alone, what those pairs cover and how much they disagree, and each axis's
 share of the variance. Pure functions of rows and their per-item files; the lines and comparison groups are the
 leaderboard's (bench.report.lines)."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from bench.config import UNTRAINED
+from bench.config.metrics import lower_is_better
 from bench.errors import UserError
-from bench.eval.definitions import lower_is_better
 from bench.report.lines import ABSENT, Line, comparison_groups, configuration, current, flatten, lines_of
-from bench.report.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
 from bench.report.paired import Comparison, ItemBootstrap, contrast, contrast_seeds, holm, interval, shared_material
 from bench.report.variance import BALANCED, CONFIGURATION, Crossed, Variance, crossed, variance
+from bench.report.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
 
 PLUGIN_ARGS = {"backbone": "backbone_args.", "loss": "loss_args.", "dataset": "dataset_args."}
 SEEDS_ONLY = "seeds only"
@@ -30,6 +31,7 @@ CROSSED = ("backbone", "loss")  # the two axes whose interaction is shown (cell 
 class Effect:
     """One level of one axis against the reference level: the mean over matched pairs of (line − reference line),
     signed so that positive is better, with its 95 % interval, what it rests on and what it averages."""
+
     axis: str
     level: str
     reference: str
@@ -122,8 +124,7 @@ def _keys(lines: list[Line], flat: list[dict], drop: set[str]) -> tuple[list[str
     return full, untrained
 
 
-def matched_pairs(axis: str, level: str, reference: str, lines: list[Line], flat: list[dict],
-                  keys: tuple[list[str], list[str]]) -> list[tuple[int, int]]:
+def matched_pairs(axis: str, level: str, reference: str, lines: list[Line], flat: list[dict], keys: tuple[list[str], list[str]]) -> list[tuple[int, int]]:
     """(level line, reference line) index pairs identical in every other option (`keys`: `_keys` less the axis and
     what goes with it). An untrained baseline pairs only on the loss axis, with a trained line (loss = "none" against
     a loss), matched on what it shares with trained lines: two baselines differ in no choice of training, so their
@@ -165,8 +166,9 @@ def contrast_of(weights: dict[int, float], lines: list[Line], metric: str, load,
     return c, SEEDS_ONLY + ("" if c.method == "seeds" else f" ({c.method})")
 
 
-def estimate(axis: str, level: str, reference: str, pairs: list[tuple[int, int]], lines: list[Line], metric: str,
-             load=None, boot: ItemBootstrap | None = None) -> Effect:
+def estimate(
+    axis: str, level: str, reference: str, pairs: list[tuple[int, int]], lines: list[Line], metric: str, load=None, boot: ItemBootstrap | None = None
+) -> Effect:
     """The contrast Σ_pairs (level line − reference line) / k with its interval (`contrast_of`), signed so that
     positive is better; each pair's own difference and variance, their heterogeneity, and when the pairs disagree
     beyond their own noise (τ² > 0) the interval random over pairs (`random_over_pairs`)."""
@@ -180,7 +182,7 @@ def estimate(axis: str, level: str, reference: str, pairs: list[tuple[int, int]]
     own = [c] if k == 1 else [contrast_of({i: 1.0, j: -1.0}, lines, metric, load, boot)[0] for i, j in pairs]
     sign = better(metric)
     diffs = [sign * pair.estimate for pair in own]
-    tau2, i2 = heterogeneity(diffs, [pair.se ** 2 for pair in own])
+    tau2, i2 = heterogeneity(diffs, [pair.se**2 for pair in own])
     low, high, p = c.low, c.high, c.p
     if c.tested and k >= 2 and tau2 > 0:
         r = random_over_pairs(c, tau2, k)
@@ -188,11 +190,11 @@ def estimate(axis: str, level: str, reference: str, pairs: list[tuple[int, int]]
         method = f"{RANDOM} · {method}"
     est, (low, high) = sign * c.estimate, sorted((sign * low, sign * high))
     agree = sum(1 for d in diffs if np.sign(d) == np.sign(est))
-    return Effect(axis, level, reference, k, est, low, high, p, method, agree, smallest=min(diffs), largest=max(diffs),
-                  tau2=tau2, i2=i2)
+    return Effect(axis, level, reference, k, est, low, high, p, method, agree, smallest=min(diffs), largest=max(diffs), tau2=tau2, i2=i2)
 
 
 # --- between matched pairs: how much an effect's pairs disagree -------------------------------------------------
+
 
 def heterogeneity(differences: list[float], own: list[float]) -> tuple[float, float]:
     """(τ², I²) of k pair differences d_i with their own variances v_i (moment estimates): τ² = max(0, s²(d) − v̄),
@@ -210,11 +212,10 @@ def random_over_pairs(c: Comparison, tau2: float, k: int) -> Comparison:
     """The mean over k pairs `c` with its interval counting that their true differences vary with τ² (the pairs'
     contexts as a sample of contexts): variance se² + τ²/k, Welch–Satterthwaite's df over the two parts (the
     contrast's own df for se², k − 1 for τ²/k) — bench.report.paired.interval with those two parts."""
-    return interval(c.estimate, 0.0, [(c.se ** 2, c.df), (tau2 / k, k - 1)], c.method, c.items, c.seed_spread)
+    return interval(c.estimate, 0.0, [(c.se**2, c.df), (tau2 / k, k - 1)], c.method, c.items, c.seed_spread)
 
 
-def contexts(pairs: list[tuple[int, int]], lines: list[Line], flat: list[dict], axes: dict[str, list[str]],
-             skip: set[str]) -> str:
+def contexts(pairs: list[tuple[int, int]], lines: list[Line], flat: list[dict], axes: dict[str, list[str]], skip: set[str]) -> str:
     """What an effect averages over: each axis of the group but those in `skip` (the effect's own and the plugin
     arguments that go with a plugin) with the levels its pairs' trained lines take, in grid order — an axis with one
     level says the effect is only known there."""
@@ -227,8 +228,9 @@ def contexts(pairs: list[tuple[int, int]], lines: list[Line], flat: list[dict], 
     return "; ".join(out)
 
 
-def axis_effects(axis: str, levels: list[str], reference: str, axes: dict[str, list[str]], lines: list[Line],
-                 flat: list[dict], metric: str, load=None, boot=None) -> list[Effect]:
+def axis_effects(
+    axis: str, levels: list[str], reference: str, axes: dict[str, list[str]], lines: list[Line], flat: list[dict], metric: str, load=None, boot=None
+) -> list[Effect]:
     """Each level of `axis` but the reference, against it."""
     drop = {axis} | following(axis, axes, lines, flat) | ({"distance"} if axis == "eval.distance" else set())
     skip = drop | {c for a in axes if a != axis for c in following(a, axes, lines, flat)}
@@ -241,8 +243,11 @@ def axis_effects(axis: str, levels: list[str], reference: str, axes: dict[str, l
         pairs = [(i, j) for i, j in every if ok[i] and ok[j]]
         one_seed = len({x for pair in every for x in pair if single[x]})
         if pairs:
-            out.append(replace(estimate(axis, level, reference, pairs, lines, metric, load, boot), one_seed=one_seed,
-                               contexts=contexts(pairs, lines, flat, axes, skip)))
+            out.append(
+                replace(
+                    estimate(axis, level, reference, pairs, lines, metric, load, boot), one_seed=one_seed, contexts=contexts(pairs, lines, flat, axes, skip)
+                )
+            )
         else:
             out.append(Effect(axis, level, reference, 0, one_seed=one_seed, why=_why(axis, level, reference, axes, flat, drop, every)))
     return out
@@ -254,15 +259,20 @@ def _why(axis: str, level: str, reference: str, axes: dict[str, list[str]], flat
     if every:
         return "no pair with ≥ 2 seeds on both sides"
     at = [[f for f in flat if level_text(f.get(axis, ABSENT)) == v] for v in (level, reference)]
-    also = [a for a in axes if a not in drop and not ({level_text(f.get(a, ABSENT)) for f in at[0]}
-                                                      & {level_text(f.get(a, ABSENT)) for f in at[1]})]
+    also = [a for a in axes if a not in drop and not ({level_text(f.get(a, ABSENT)) for f in at[0]} & {level_text(f.get(a, ABSENT)) for f in at[1]})]
     if also:
         return f"never varied alone: also differs in {', '.join(also)}"
     return "no line differs from a reference line in this option alone"
 
 
-def effects(rows: list[dict], metric: str, axes: list[str] | None = None, references: dict[str, str] | None = None,
-            interactions: list[tuple[str, str]] | None = None, load=None) -> list[GroupEffects]:
+def effects(
+    rows: list[dict],
+    metric: str,
+    axes: list[str] | None = None,
+    references: dict[str, str] | None = None,
+    interactions: list[tuple[str, str]] | None = None,
+    load=None,
+) -> list[GroupEffects]:
     """Per comparison group of the rows' (current) lines: the effect of each level of each axis against its
     reference (the first level in grid order, or `references[axis]`), and the variance table (with `interactions`,
     or None: every two-way interaction the design allows). `axes` restricts the effects to those named; `load(row)`
@@ -289,15 +299,20 @@ def effects(rows: list[dict], metric: str, axes: list[str] | None = None, refere
         model = [a for a in group if data[a].nunique() > 1]
         notes = [UNTRAINED_NOTE] if len(trained) < len(lines) else []
         pairs = None if interactions is None else [(a, b) for a, b in interactions if a in model and b in model]
-        notes += [f"{a} × {b} is not in this group's model: {', '.join(x for x in (a, b) if x not in model)} does not vary "
-                  "among its trained lines." for a, b in interactions or [] if (a, b) not in pairs]
-        out.append(GroupEffects(label, group, found_effects, variance(data, model, pairs, shown=named, notes=notes),
-                                interaction(data, model, named, group, lines, flats[label])))
+        notes += [
+            f"{a} × {b} is not in this group's model: {', '.join(x for x in (a, b) if x not in model)} does not vary among its trained lines."
+            for a, b in interactions or []
+            if (a, b) not in pairs
+        ]
+        out.append(
+            GroupEffects(
+                label, group, found_effects, variance(data, model, pairs, shown=named, notes=notes), interaction(data, model, named, group, lines, flats[label])
+            )
+        )
     return out
 
 
-def interaction(data: pd.DataFrame, model: list[str], named: list[str], group: dict[str, list[str]], lines: list[Line],
-                flat: list[dict]) -> Crossed | None:
+def interaction(data: pd.DataFrame, model: list[str], named: list[str], group: dict[str, list[str]], lines: list[Line], flat: list[dict]) -> Crossed | None:
     """CROSSED's cells (bench.report.variance.crossed) when both axes are in the model and asked for, the other
     options held at a setting every cell shares when there is one (a plugin's own arguments go with it)."""
     if not set(CROSSED) <= set(model) & set(named):
@@ -343,50 +358,64 @@ def _check(axes, references: dict[str, str], interactions, varying: list[str], l
 
 # --- markdown and the forest plot ------------------------------------------------------------------------------
 
+
 def markdown(groups: list[GroupEffects], metric: str, title: str = "") -> str:
     """The legend, then per comparison group the effects table and the variance table."""
     direction = "lower" if lower_is_better(metric) else "higher"
-    out = [f"# Effects: {_escape(title)}" if title else "# Effects", "",
-           f"On **{metric}** ({direction} is better; an effect > 0 is better). " + LEGEND, ""]
+    out = [f"# Effects: {_escape(title)}" if title else "# Effects", "", f"On **{metric}** ({direction} is better; an effect > 0 is better). " + LEGEND, ""]
     for g in groups:
         if len(groups) > 1:
             out += [f"### {_escape(g.label)}", ""]
         out += _effects_table(g.effects) + [""]
         if any(SEEDS_ONLY in e.method for e in g.effects):
-            out += ["seeds only: these rows have no per-item files (of this metric, for every line involved), so the "
-                    "interval counts the seeds' spread, not the test items' noise.", ""]
+            out += [
+                "seeds only: these rows have no per-item files (of this metric, for every line involved), so the "
+                "interval counts the seeds' spread, not the test items' noise.",
+                "",
+            ]
         out += _variance_table(g.variance, metric) + [""]
         out += _interaction_table(g, metric)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-LEGEND = ("*effect*: the mean over matched pairs (lines identical in every other option; a plugin's own arguments go "
-          "with it) of line − reference line; the reference is the first level in grid order unless --reference names "
-          "one. An untrained baseline pairs only on the loss axis (loss none against a trained loss, matched on what it "
-          "shares with trained lines): two baselines differ in no choice of training. *contexts*: the levels of the "
-          "other axes those pairs cover — the effect is an average over these and says nothing of the rest. "
-          "*[95 %]* and *p*: that contrast paired over the test items every line scored (per-item files: a bootstrap "
-          "of the items plus the seeds' variance), else from the seeds alone; *random over pairs* when the pairs "
-          "disagree beyond their own noise (τ² > 0): the interval then also counts the spread of the pairs' true "
-          "differences, τ²/k with k − 1 degrees of freedom, as if the contexts were a sample of contexts. *p (Holm)* "
-          "corrects p for the number of effects in the table (read that one when you scan the table for anything "
-          "significant); *untested*: no variance to test against. Lines with one ok seed are left out. *sign agrees*: "
-          "pairs whose own difference has the effect's sign. *pairs range · I²*: the smallest and largest pair's own "
-          "difference, and I² = τ² / (τ² + mean variance of a pair's own difference), τ² = max(0, variance of the "
-          "pairs' differences − that mean): the share of their spread that is real disagreement, not noise.")
+LEGEND = (
+    "*effect*: the mean over matched pairs (lines identical in every other option; a plugin's own arguments go "
+    "with it) of line − reference line; the reference is the first level in grid order unless --reference names "
+    "one. An untrained baseline pairs only on the loss axis (loss none against a trained loss, matched on what it "
+    "shares with trained lines): two baselines differ in no choice of training. *contexts*: the levels of the "
+    "other axes those pairs cover — the effect is an average over these and says nothing of the rest. "
+    "*[95 %]* and *p*: that contrast paired over the test items every line scored (per-item files: a bootstrap "
+    "of the items plus the seeds' variance), else from the seeds alone; *random over pairs* when the pairs "
+    "disagree beyond their own noise (τ² > 0): the interval then also counts the spread of the pairs' true "
+    "differences, τ²/k with k − 1 degrees of freedom, as if the contexts were a sample of contexts. *p (Holm)* "
+    "corrects p for the number of effects in the table (read that one when you scan the table for anything "
+    "significant); *untested*: no variance to test against. Lines with one ok seed are left out. *sign agrees*: "
+    "pairs whose own difference has the effect's sign. *pairs range · I²*: the smallest and largest pair's own "
+    "difference, and I² = τ² / (τ² + mean variance of a pair's own difference), τ² = max(0, variance of the "
+    "pairs' differences − that mean): the share of their spread that is real disagreement, not noise."
+)
 
 
 def _effects_table(found: list[Effect]) -> list[str]:
     if not found:
         return ["No axis varies among these lines."]
-    out = ["| axis | level vs reference | matched pairs | contexts | effect [95 %] | p | p (Holm) | sign agrees | "
-           "pairs range · I² | method |", "|---|---|---:|---|---|---:|---:|---|---|---|"]
+    out = [
+        "| axis | level vs reference | matched pairs | contexts | effect [95 %] | p | p (Holm) | sign agrees | pairs range · I² | method |",
+        "|---|---|---:|---|---|---:|---:|---|---|---|",
+    ]
     corrected = holm([e.p if e.pairs else math.nan for e in found])
     for e, p_holm in zip(found, corrected):
         left = f" ({e.one_seed} line{'s' * (e.one_seed != 1)} left out: 1 seed)" if e.one_seed else ""
         if e.tested:
-            cells = [e.contexts, f"{signed(e.estimate)} [{signed(e.low)}, {signed(e.high)}]", _p(e.p), _p(p_holm),
-                     f"{e.agree} of {e.pairs}", _spread(e), e.method + left]
+            cells = [
+                e.contexts,
+                f"{signed(e.estimate)} [{signed(e.low)}, {signed(e.high)}]",
+                _p(e.p),
+                _p(p_holm),
+                f"{e.agree} of {e.pairs}",
+                _spread(e),
+                e.method + left,
+            ]
         elif e.pairs:
             cells = [e.contexts, f"{signed(e.estimate)} (untested)", ABSENT, ABSENT, f"{e.agree} of {e.pairs}", _spread(e), e.method + left]
         else:
@@ -402,43 +431,71 @@ def _interaction_table(g: GroupEffects, metric: str) -> list[str]:
         return []
     (a, b), name = c.axes, " × ".join(c.axes)
     term = next((t for t in g.variance.terms if t.name == name), None)
-    share = (f"In the model above, {name} takes {term.share:.1%} of the variance" + ("" if math.isnan(term.p) else f" ({_p(term.p)})")
-             if term else f"{name} is not in the model above (its notes say why)")
-    held = (f"the other options held at {c.held}" if c.held else
-            "each cell averaging the settings of the other options it ran with (no setting is in every cell)")
-    out = [f"**{name}**: the mean {metric} of each cell, {held}, with its 95 % interval from the seeds' spread; the "
-           f"interaction is a difference between {b} levels that changes with the {a}. {share}.", "",
-           f"| {a} | " + " | ".join(_escape(f"{b} {y}") for y in c.levels[1]) + " |", "|---|" + "---:|" * len(c.levels[1])]
+    share = (
+        f"In the model above, {name} takes {term.share:.1%} of the variance" + ("" if math.isnan(term.p) else f" ({_p(term.p)})")
+        if term
+        else f"{name} is not in the model above (its notes say why)"
+    )
+    held = (
+        f"the other options held at {c.held}" if c.held else "each cell averaging the settings of the other options it ran with (no setting is in every cell)"
+    )
+    out = [
+        f"**{name}**: the mean {metric} of each cell, {held}, with its 95 % interval from the seeds' spread; the "
+        f"interaction is a difference between {b} levels that changes with the {a}. {share}.",
+        "",
+        f"| {a} | " + " | ".join(_escape(f"{b} {y}") for y in c.levels[1]) + " |",
+        "|---|" + "---:|" * len(c.levels[1]),
+    ]
     for x in c.levels[0]:
         cells = [c.cell(x, y) for y in c.levels[1]]
-        out.append(f"| {_escape(x)} | " + " | ".join(f"{_n(k.mean)} [{_n(k.low)}, {_n(k.high)}]" if math.isfinite(k.low)
-                                                      else f"{_n(k.mean)} (untested)" for k in cells) + " |")
+        out.append(
+            f"| {_escape(x)} | "
+            + " | ".join(f"{_n(k.mean)} [{_n(k.low)}, {_n(k.high)}]" if math.isfinite(k.low) else f"{_n(k.mean)} (untested)" for k in cells)
+            + " |"
+        )
     if c.left_out:
         out += ["", f"Left out of these cells, as not run with every level of the other axis: {_escape(', '.join(c.left_out))}."]
     return out + [""]
 
 
 def _spread(e: Effect) -> str:
-    """"−0.016 … +0.230 · I² 87 %"; one pair's own difference alone."""
+    """ "−0.016 … +0.230 · I² 87 %"; one pair's own difference alone."""
     if e.pairs == 1:
         return signed(e.smallest)
     return f"{signed(e.smallest)} … {signed(e.largest)} · I² " + (ABSENT if math.isnan(e.i2) else f"{100 * e.i2:.0f} %")
 
 
 def _variance_table(v: Variance, metric: str) -> list[str]:
-    out = [f"Share of the variance of {metric} over {v.observations} seed rows (statsmodels OLS on the axes and the "
-           "interactions the notes name; type-II ANOVA). *replicates*: the seeds' spread around their own "
-           "configuration's mean, Σ (y − configuration mean)² (part of the residual; no F):", ""]
+    out = [
+        f"Share of the variance of {metric} over {v.observations} seed rows (statsmodels OLS on the axes and the "
+        "interactions the notes name; type-II ANOVA). *replicates*: the seeds' spread around their own "
+        "configuration's mean, Σ (y − configuration mean)² (part of the residual; no F):",
+        "",
+    ]
     if v.terms:
         out += ["| term | share of SS | sum of squares | df | F | p |", "|---|---:|---:|---:|---:|---:|"]
         for t in v.terms:
-            out.append("| " + " | ".join([_escape(t.name), f"{t.share:.1%}", f"{t.sum_sq:.4g}", f"{t.df:g}",
-                                          ABSENT if math.isnan(t.F) else f"{t.F:.3g}", ABSENT if math.isnan(t.p) else _p(t.p)]) + " |")
+            out.append(
+                "| "
+                + " | ".join(
+                    [
+                        _escape(t.name),
+                        f"{t.share:.1%}",
+                        f"{t.sum_sq:.4g}",
+                        f"{t.df:g}",
+                        ABSENT if math.isnan(t.F) else f"{t.F:.3g}",
+                        ABSENT if math.isnan(t.p) else _p(t.p),
+                    ]
+                )
+                + " |"
+            )
         out.append("")
     said = [f"Design: {v.design}." if v.design else "", *v.notes]
     if v.terms and not v.design.endswith(BALANCED):
-        said.append("The design is not complete and balanced: each type-II sum of squares is adjusted for every term "
-                    "that does not contain it, so the shares depend on that adjustment and do not add up to 1.")
+        said.append(
+            "The design is not complete and balanced: each type-II sum of squares is adjusted for every term "
+            "that does not contain it, so the shares depend on that adjustment and do not add up to 1."
+        )
     return out + [_escape(" ".join(s for s in said if s))]
 
 
@@ -458,14 +515,12 @@ def forest(groups: list[GroupEffects], metric: str):
     FigureCanvasAgg(figure)
     panels = figure.subplots(len(shown), 1, squeeze=False, height_ratios=[len(found) + 1 for _, found in shown])[:, 0]
     direction = "lower" if lower_is_better(metric) else "higher"
-    figure.suptitle(f"Effect on {metric} ({direction} is better; > 0 is better): mean over matched pairs, 95 % interval",
-                    fontsize="medium")
+    figure.suptitle(f"Effect on {metric} ({direction} is better; > 0 is better): mean over matched pairs, 95 % interval", fontsize="medium")
     for axes, (g, found) in zip(panels, shown):
         y = np.arange(len(found))
         colours = ["C2" if e.method.startswith(RANDOM) else "C0" if e.method.startswith("paired") else "C1" for e in found]
         tested = [n for n, e in enumerate(found) if e.tested]  # an untested effect: its point, no interval
-        axes.hlines(y[tested], [found[n].low for n in tested], [found[n].high for n in tested],
-                    colors=[colours[n] for n in tested], linewidth=2)
+        axes.hlines(y[tested], [found[n].low for n in tested], [found[n].high for n in tested], colors=[colours[n] for n in tested], linewidth=2)
         axes.scatter([e.estimate for e in found], y, c=colours, zorder=3)
         axes.axvline(0.0, color="grey", linewidth=0.8)
         axes.set_yticks(y, [_label(e) for e in found], fontsize="small")
@@ -473,8 +528,7 @@ def forest(groups: list[GroupEffects], metric: str):
         axes.grid(axis="x", alpha=0.3)
         if len(shown) > 1:
             axes.set_title(g.label, fontsize="small")
-    panels[-1].set_xlabel(f"effect on {metric} (blue: paired over test items; orange: seeds only; "
-                          "green: random over pairs, which disagree)")
+    panels[-1].set_xlabel(f"effect on {metric} (blue: paired over test items; orange: seeds only; green: random over pairs, which disagree)")
     return figure
 
 

@@ -1,7 +1,8 @@
 """Result rows → one self-contained HTML page: the run's grid, environment and budget, the leaderboard per
 comparison group as sortable tables with its marks and verdicts, factor effects, the plots, the cells that did not
-finish, and quality against training cost. Built from the same pieces as the other views (bench.report.leaderboard,
+finish, and quality against training cost. Built from the same pieces as the other views (bench.report.table, bench.report.wording,
 effects, plots, pareto); every string from the data is escaped; nothing is loaded from the network."""
+
 from __future__ import annotations
 
 import base64
@@ -15,15 +16,15 @@ from html import escape
 import pandas as pd
 
 from bench.config import UNTRAINED
+from bench.config.metrics import lower_is_better
 from bench.errors import UserError
-from bench.eval.definitions import lower_is_better
-from bench.run.clock import CONTENDED
 from bench.report import pareto
-from bench.report.leaderboard import (FIRST_KEYS, HEADERS, VERDICTS, group_notes, key_columns, mark_columns, mean_std, metric_columns,
-                                      ranked, varies, verdict)
-from bench.report.leaderboard import rules as leaderboard_rules
 from bench.report.lines import ABSENT, as_text, current, flatten
+from bench.report.table import FIRST_KEYS, HEADERS, VERDICTS, key_columns, metric_columns, ranked, varies
 from bench.report.verdicts import signed
+from bench.report.wording import group_notes, mark_columns, mean_std, verdict
+from bench.report.wording import rules as leaderboard_rules
+from bench.results import CONTENDED
 
 PLOT_EXTRA = "pip install 'metric-bench[plot]'"
 STATS_EXTRA = "pip install 'metric-bench[stats]'"
@@ -141,18 +142,33 @@ def page(rows: list[dict], metric: str, title: str, sources: list[str], items=No
         raise UserError(f"{', '.join(sources)}: holds no result rows yet — run the grid first")
     frame, line_rows = ranked(rows, metric, items)
     groups, why = _effect_groups(rows, metric, items, frame.empty)
-    sections = [_answer(frame, groups, metric), _leaderboard(frame, metric), _cost(frame, line_rows, metric),
-                _effects(groups, why, metric, frame.empty), _plots(rows, metric, frame, frame.empty, items), _failures(rows),
-                _overview(rows, sources, metric), _glossary()]
-    head = ['<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
-            # No network and no script but ours, even if a string escaped the escaping: the browser refuses it.
-            f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
-            f"style-src '{_sha256(STYLE)}'; script-src '{_sha256(SCRIPT)}'\">",
-            '<link rel="icon" href="data:,">', f"<title>{escape(title)} — metric-bench report</title>",
-            f"<style>{STYLE}</style>"]
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n" + "\n".join(head) + "\n</head>\n<body>\n"
-            + f"<h1>{escape(title)} — metric-bench report</h1>\n" + "\n".join(s for s in sections if s)
-            + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n")
+    sections = [
+        _answer(frame, groups, metric),
+        _leaderboard(frame, metric),
+        _cost(frame, line_rows, metric),
+        _effects(groups, why, metric, frame.empty),
+        _plots(rows, metric, frame, frame.empty, items),
+        _failures(rows),
+        _overview(rows, sources, metric),
+        _glossary(),
+    ]
+    head = [
+        '<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
+        # No network and no script but ours, even if a string escaped the escaping: the browser refuses it.
+        f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+        f"style-src '{_sha256(STYLE)}'; script-src '{_sha256(SCRIPT)}'\">",
+        '<link rel="icon" href="data:,">',
+        f"<title>{escape(title)} — metric-bench report</title>",
+        f"<style>{STYLE}</style>",
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n'
+        + "\n".join(head)
+        + "\n</head>\n<body>\n"
+        + f"<h1>{escape(title)} — metric-bench report</h1>\n"
+        + "\n".join(s for s in sections if s)
+        + f"\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
+    )
 
 
 def _sha256(text: str) -> str:
@@ -161,25 +177,38 @@ def _sha256(text: str) -> str:
 
 # --- the run: grid, environment, budget ---------------------------------------------------------------------
 
+
 def _overview(rows: list[dict], sources: list[str], metric: str) -> str:
     latest = current(rows)
     statuses = Counter(r.get("status") for r in latest)
     grids = Counter(str(r.get("grid", ABSENT)) for r in latest)
     trials = sum(1 for r in rows if r.get("config", {}).get("trial"))
     better = "lower" if lower_is_better(metric) else "higher"
-    facts = [("results", ", ".join(sources)), ("grid", _counted(grids, "cell")),
-             ("cells", f"{len(latest)} (" + ", ".join(f"{n} {s}" for s, n in statuses.most_common()) + ")"
-                       + (f"; {trials} search trial rows, scored on validation, are not lines" if trials else "")),
-             ("sorted by", f"{metric} ({better} is better)")]
+    facts = [
+        ("results", ", ".join(sources)),
+        ("grid", _counted(grids, "cell")),
+        (
+            "cells",
+            f"{len(latest)} ("
+            + ", ".join(f"{n} {s}" for s, n in statuses.most_common())
+            + ")"
+            + (f"; {trials} search trial rows, scored on validation, are not lines" if trials else ""),
+        ),
+        ("sorted by", f"{metric} ({better} is better)"),
+    ]
     budgets = Counter(_budget_text(r.get("config", {}).get("budget", {})) for r in latest)
     stopped = Counter(str(r.get("train", {}).get("stopped_by", ABSENT)) for r in latest if r.get("status") == "ok")
     facts += [("budget", _counted(budgets, "cell")), ("stopped by", _counted(stopped, "ok cell"))]
     env = [flatten(r["env"]) for r in latest if isinstance(r.get("env"), dict)]
     keys = list(dict.fromkeys(k for e in env for k in e))
     environment = [(k, _counted(Counter(str(e.get(k, ABSENT)) for e in env), "cell")) for k in keys]
-    return ("<section id=\"run\"><h2>The run</h2>\n" + _facts(facts)
-            + "<h3>Environment</h3>\n" + (_facts(environment) if environment else "<p>The rows record no environment.</p>")
-            + "</section>")
+    return (
+        '<section id="run"><h2>The run</h2>\n'
+        + _facts(facts)
+        + "<h3>Environment</h3>\n"
+        + (_facts(environment) if environment else "<p>The rows record no environment.</p>")
+        + "</section>"
+    )
 
 
 def _budget_text(budget: dict) -> str:
@@ -188,23 +217,27 @@ def _budget_text(budget: dict) -> str:
 
 
 def _counted(counts: Counter, what: str) -> str:
-    """"a" when every one has the same value, else "a (3 cells); b (1 cell)"."""
+    """ "a" when every one has the same value, else "a (3 cells); b (1 cell)"."""
     if len(counts) == 1:
         return next(iter(counts))
     return "; ".join(f"{value} ({n} {what}{'s' * (n != 1)})" for value, n in counts.most_common())
 
 
 def _facts(facts: list[tuple[str, str]]) -> str:
-    return ("<table class=\"facts\">\n" + "\n".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
-            + "\n</table>\n")
+    return '<table class="facts">\n' + "\n".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts) + "\n</table>\n"
 
 
 # --- the answer, first ----------------------------------------------------------------------------------------
 
 LARGEST = 3  # effects the answer names, largest first
-COLUMN_GROUPS = ("<p class=\"columns\">Columns: " + " ".join(
-    f"<label><input type=\"checkbox\" data-group=\"{g}\" checked> {text}</label>"
-    for g, text in (("metrics", "other metrics"), ("marks", "verdicts and marks"), ("budget", "seeds and budget"))) + "</p>\n")
+COLUMN_GROUPS = (
+    '<p class="columns">Columns: '
+    + " ".join(
+        f'<label><input type="checkbox" data-group="{g}" checked> {text}</label>'
+        for g, text in (("metrics", "other metrics"), ("marks", "verdicts and marks"), ("budget", "seeds and budget"))
+    )
+    + "</p>\n"
+)
 
 
 def _answer(frame: pd.DataFrame, groups: list | None, metric: str) -> str:
@@ -212,26 +245,33 @@ def _answer(frame: pd.DataFrame, groups: list | None, metric: str) -> str:
     and the largest factor effects with their 95 % intervals (`bench effects`' numbers)."""
     if frame.empty:
         return ""
-    out = ["<section id=\"answer\"><h2>The answer</h2>"]
+    out = ['<section id="answer"><h2>The answer</h2>']
     names = list(dict.fromkeys(frame["group"]))
     for n, group in enumerate(names, 1):
         part = frame.iloc[[i for i, g in enumerate(frame["group"]) if g == group]].reset_index(drop=True)
         lead = f"<b>Group {n} of {len(names)}</b> ({escape(str(group))}): " if len(names) > 1 else ""
         if said := verdict(part, metric):
-            out.append(f"<p class=\"verdict\">{lead}{_inline(said)}</p>")
+            out.append(f'<p class="verdict">{lead}{_inline(said)}</p>')
     for g in groups or []:
         tested = [e for e in g.effects if e.pairs and math.isfinite(e.estimate) and math.isfinite(e.low)]
         if not tested:
             continue
         largest = sorted(tested, key=lambda e: -abs(e.estimate))[:LARGEST]
         where = f" in {escape(g.label)}" if len(groups) > 1 else ""
-        items = "".join(f"<li>{escape(e.axis)} <b>{escape(e.level)}</b> vs {escape(e.reference)}: {signed(e.estimate)} "
-                        f"[{signed(e.low)}, {signed(e.high)}] over {e.pairs} matched pair{'s' * (e.pairs != 1)}"
-                        f"{'' if e.low > 0 or e.high < 0 else ' — not shown to differ'}</li>" for e in largest)
-        out.append(f"<p>The largest effects on {escape(metric)}{where} (each with its own 95 % interval; Holm-adjusted p "
-                   f"and every effect under <a href=\"#effects\">Factor effects</a>):</p><ul class=\"effects\">{items}</ul>")
-    out.append("<p class=\"legend\">The tables, effects and plots that say why follow; the run, its environment and a "
-               "glossary of the protocol's terms are at the end.</p>")
+        items = "".join(
+            f"<li>{escape(e.axis)} <b>{escape(e.level)}</b> vs {escape(e.reference)}: {signed(e.estimate)} "
+            f"[{signed(e.low)}, {signed(e.high)}] over {e.pairs} matched pair{'s' * (e.pairs != 1)}"
+            f"{'' if e.low > 0 or e.high < 0 else ' — not shown to differ'}</li>"
+            for e in largest
+        )
+        out.append(
+            f"<p>The largest effects on {escape(metric)}{where} (each with its own 95 % interval; Holm-adjusted p "
+            f'and every effect under <a href="#effects">Factor effects</a>):</p><ul class="effects">{items}</ul>'
+        )
+    out.append(
+        '<p class="legend">The tables, effects and plots that say why follow; the run, its environment and a '
+        "glossary of the protocol's terms are at the end.</p>"
+    )
     return "\n".join(out) + "\n</section>"
 
 
@@ -250,8 +290,9 @@ GLOSSARY = {
 
 
 def _glossary() -> str:
-    return ("<section id=\"glossary\"><h2>Glossary</h2><dl>"
-            + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in GLOSSARY.items()) + "</dl></section>")
+    return (
+        '<section id="glossary"><h2>Glossary</h2><dl>' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in GLOSSARY.items()) + "</dl></section>"
+    )
 
 
 def _explained(text: str) -> str | None:
@@ -265,19 +306,24 @@ def _explained(text: str) -> str | None:
 
 # --- the leaderboard ------------------------------------------------------------------------------------------
 
-LEGEND = ("<p class=\"legend\">Click a column header to sort by it (again to reverse). Row marks: "
-          "<b>bold green</b>: the best line of its group; light green: <i>not separated</i> from it or <i>equivalent</i> "
-          "within the grid's margin (simultaneous 95 % intervals; not separated is not equal); <i>italic grey</i>: an untrained baseline (loss none); \u2191 in <i>still improving</i>: the "
-          "last doubling of the budget still paid. <i>gain vs untrained</i> is the line's metric minus that of its "
-          "untrained backbone.</p>\n")
+LEGEND = (
+    '<p class="legend">Click a column header to sort by it (again to reverse). Row marks: '
+    "<b>bold green</b>: the best line of its group; light green: <i>not separated</i> from it or <i>equivalent</i> "
+    "within the grid's margin (simultaneous 95 % intervals; not separated is not equal); <i>italic grey</i>: an untrained baseline (loss none); \u2191 in <i>still improving</i>: the "
+    "last doubling of the budget still paid. <i>gain vs untrained</i> is the line's metric minus that of its "
+    "untrained backbone.</p>\n"
+)
 
 
 def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
     if frame.empty:
-        return "<section id=\"leaderboard\"><h2>Leaderboard</h2><p>No finished cells yet.</p></section>"
+        return '<section id="leaderboard"><h2>Leaderboard</h2><p>No finished cells yet.</p></section>'
     rules = leaderboard_rules(frame, metric)  # the markdown view's own explanation of every column
-    out = ["<section id=\"leaderboard\"><h2>Leaderboard</h2>", LEGEND,
-           f"<details><summary>How each column is computed</summary><p class=\"legend\">{_inline(rules)}</p></details>"]
+    out = [
+        '<section id="leaderboard"><h2>Leaderboard</h2>',
+        LEGEND,
+        f'<details><summary>How each column is computed</summary><p class="legend">{_inline(rules)}</p></details>',
+    ]
     cells = mark_columns(frame)
     groups = list(dict.fromkeys(frame["group"]))
     for n, group in enumerate(groups, 1):
@@ -286,7 +332,7 @@ def _leaderboard(frame: pd.DataFrame, metric: str) -> str:
         if len(groups) > 1:
             out.append(f"<h3>Comparison group {n} of {len(groups)}: {escape(str(group))}</h3>")
         if said := verdict(part, metric):
-            out.append(f"<p class=\"verdict\">{_inline(said)}</p>")
+            out.append(f'<p class="verdict">{_inline(said)}</p>')
         out.append(_table(part, {c: [v[i] for i in at] for c, v in cells.items()}, metric))
         out += [f"<p>{_inline(said)}</p>" for said in group_notes(part, metric)]
     return "\n".join(out) + "\n</section>"
@@ -298,30 +344,51 @@ def _table(part: pd.DataFrame, cells: dict[str, list[str]], metric: str) -> str:
     keys = [k for k in key_columns(part) if k in FIRST_KEYS or varies(part, k)]
     start = "descending" if not lower_is_better(metric) else "ascending"  # the order the rows come in
     pinned = [k for k in keys if k in FIRST_KEYS[:2]]  # what names a line stays in view while the table scrolls sideways
-    heads = [_th("#", numeric=True, cls="pin"), *(_th(HEADERS.get(k, k), cls="pin" if k in pinned else None) for k in keys),
-             *(_th(m, numeric=True, sort=start if m == metric else None, cls=None if m == metric else "g-metrics") for m in metrics),
-             *(_th(VERDICTS[c], numeric=c in NUMERIC_VERDICTS, cls="g-marks") for c in cells),
-             _th("ok / seeds", numeric=True, cls="g-budget"), _th("not ok", cls="g-budget"), _th("steps", numeric=True, cls="g-budget"),
-             _th("stopped by", cls="g-budget")]
+    heads = [
+        _th("#", numeric=True, cls="pin"),
+        *(_th(HEADERS.get(k, k), cls="pin" if k in pinned else None) for k in keys),
+        *(_th(m, numeric=True, sort=start if m == metric else None, cls=None if m == metric else "g-metrics") for m in metrics),
+        *(_th(VERDICTS[c], numeric=c in NUMERIC_VERDICTS, cls="g-marks") for c in cells),
+        _th("ok / seeds", numeric=True, cls="g-budget"),
+        _th("not ok", cls="g-budget"),
+        _th("steps", numeric=True, cls="g-budget"),
+        _th("stopped by", cls="g-budget"),
+    ]
     body = []
     for rank, (_, r) in enumerate(part.iterrows(), 1):
         one = bool(r.get("identical_seeds", False))
         row = [_td(str(rank), rank, "num pin"), *(_td(r[k], cls="pin" if k in pinned else None) for k in keys)]
-        row += [_td(mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)), r[f"{m}_mean"],
-                    "num" if m == metric else "num g-metrics") for m in metrics]
+        row += [
+            _td(
+                mean_std(r[f"{m}_mean"], math.nan if one else r[f"{m}_std"], r.get(f"{m}_se", math.nan)),
+                r[f"{m}_mean"],
+                "num" if m == metric else "num g-metrics",
+            )
+            for m in metrics
+        ]
         for c, values in cells.items():
             text = values[rank - 1]
             improving = c == "still_improving" and text.startswith("yes")
             kind = "num" if c in NUMERIC_VERDICTS else "improving" if improving else "long" if c == "tuned" else ""
             row.append(_td(text, r[NUMERIC_VERDICTS[c]] if c in NUMERIC_VERDICTS else None, f"{kind} g-marks".strip()))
-        row += [_td(f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), r["ok"], "num g-budget"), _td(r["others"], cls="long g-budget"),
-                _td(str(r.get("steps_range") or r["steps"]), r["steps"], "num g-budget"), _td(r["stopped_by"], cls="long g-budget")]
+        row += [
+            _td(f"{r['ok']} / {r['seeds']}" + (" (1 distinct value)" if one else ""), r["ok"], "num g-budget"),
+            _td(r["others"], cls="long g-budget"),
+            _td(str(r.get("steps_range") or r["steps"]), r["steps"], "num g-budget"),
+            _td(r["stopped_by"], cls="long g-budget"),
+        ]
         verdict_text = str(r.get("vs_best"))
         mark = "best" if verdict_text == "best" else "close" if verdict_text == "not separated" or verdict_text.startswith("equivalent") else ""
         mark = mark or ("baseline" if r.get("loss") == UNTRAINED else "")
         body.append(f"<tr{_attr('class', mark) if mark else ''}>" + "".join(row) + "</tr>")
-    return (COLUMN_GROUPS + "<div class=\"scroll\"><table class=\"sortable leaderboard\">\n<thead><tr>" + "".join(heads) + "</tr></thead>\n<tbody>\n"
-            + "\n".join(body) + "\n</tbody>\n</table></div>")
+    return (
+        COLUMN_GROUPS
+        + '<div class="scroll"><table class="sortable leaderboard">\n<thead><tr>'
+        + "".join(heads)
+        + "</tr></thead>\n<tbody>\n"
+        + "\n".join(body)
+        + "\n</tbody>\n</table></div>"
+    )
 
 
 def _attr(name: str, value) -> str:
@@ -338,11 +405,14 @@ def _td(text, sort=None, cls: str | None = None) -> str:
     term carries its glossary explanation as a tooltip."""
     number = isinstance(sort, (int, float)) and math.isfinite(sort)
     tip = _explained(str(text))
-    return (f"<td{_attr('class', cls) if cls else ''}{_attr('data-sort', repr(float(sort))) if number else ''}{_attr('title', tip) if tip else ''}>"
-            f"{escape(str(text))}</td>")
+    return (
+        f"<td{_attr('class', cls) if cls else ''}{_attr('data-sort', repr(float(sort))) if number else ''}{_attr('title', tip) if tip else ''}>"
+        f"{escape(str(text))}</td>"
+    )
 
 
 # --- quality against cost -------------------------------------------------------------------------------------
+
 
 def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
     """Per comparison group and cost (seconds, GFLOPs): every line's metric against its training cost per cell, the
@@ -351,12 +421,14 @@ def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
         return ""
     from bench.report.names import line_names
 
-    out = ["<section id=\"cost\"><h2>Quality against training cost</h2>",
-           "<p class=\"legend\">Each point is a line (mean over its ok seeds; hover for its name); filled green: the "
-           "Pareto front, the lines no cheaper-or-equal line matches; the staircase is the best "
-           f"{escape(metric)} a training cost of at most x buys. Costs are means per cell over the ok seeds; an untrained "
-           "baseline costs nothing to train. GFLOPs count the forward and backward pass through what trains "
-           "(a frozen trunk's one feature extraction is in the seconds, not the GFLOPs).</p>"]
+    out = [
+        '<section id="cost"><h2>Quality against training cost</h2>',
+        '<p class="legend">Each point is a line (mean over its ok seeds; hover for its name); filled green: the '
+        "Pareto front, the lines no cheaper-or-equal line matches; the staircase is the best "
+        f"{escape(metric)} a training cost of at most x buys. Costs are means per cell over the ok seeds; an untrained "
+        "baseline costs nothing to train. GFLOPs count the forward and backward pass through what trains "
+        "(a frozen trunk's one feature extraction is in the seconds, not the GFLOPs).</p>",
+    ]
     groups = list(dict.fromkeys(frame["group"]))
     lower = lower_is_better(metric)
     for n, group in enumerate(groups, 1):
@@ -367,8 +439,7 @@ def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
             out.append(f"<h3>Comparison group {n} of {len(groups)}: {escape(str(group))}</h3>")
         flat = []
         for kind in pareto.COSTS:
-            points = [pareto.Point(name, float(q), pareto.line_cost(line_rows[i], kind))
-                      for name, i, q in zip(names, at, part[f"{metric}_mean"])]
+            points = [pareto.Point(name, float(q), pareto.line_cost(line_rows[i], kind)) for name, i, q in zip(names, at, part[f"{metric}_mean"])]
             if not any(math.isfinite(p.cost) and p.cost > 0 for p in points):
                 continue  # rows that do not record this cost
             if pareto.spread(points) <= pareto.SPREAD:  # every trained line paid about the same: no trade-off on this axis
@@ -379,21 +450,28 @@ def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
             out.append(f"<figure>{pareto.svg(points, on_front, metric, kind)}</figure>")
             out.append(_front_table(points, on_front, metric, kind))
         if flat:
-            out.append(f"<p class=\"legend\">Not drawn, as every trained line paid about the same (within {pareto.SPREAD:.0%}): "
-                       + "; ".join(flat) + ".</p>")
+            out.append(f'<p class="legend">Not drawn, as every trained line paid about the same (within {pareto.SPREAD:.0%}): ' + "; ".join(flat) + ".</p>")
     return "\n".join(out) + "\n</section>"
 
 
 def _front_table(points: list[pareto.Point], on_front: list[int], metric: str, kind: str) -> str:
-    rows = "\n".join(f"<tr>{_td(f'{points[i].cost:.4g}', points[i].cost, 'num')}{_td(points[i].name)}"
-                     f"{_td(f'{points[i].quality:.4f}', points[i].quality, 'num')}</tr>" for i in on_front)
+    rows = "\n".join(
+        f"<tr>{_td(f'{points[i].cost:.4g}', points[i].cost, 'num')}{_td(points[i].name)}{_td(f'{points[i].quality:.4f}', points[i].quality, 'num')}</tr>"
+        for i in on_front
+    )
     unit = pareto.COSTS[kind][0]
-    return (f"<div class=\"scroll\"><table class=\"sortable front\"><caption>The best line each budget buys ({escape(unit)} per cell, "
-            "cheapest first)</caption>\n<thead><tr>" + _th(f"{unit} per cell", numeric=True) + _th("line")
-            + _th(metric, numeric=True) + f"</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table></div>")
+    return (
+        f'<div class="scroll"><table class="sortable front"><caption>The best line each budget buys ({escape(unit)} per cell, '
+        "cheapest first)</caption>\n<thead><tr>"
+        + _th(f"{unit} per cell", numeric=True)
+        + _th("line")
+        + _th(metric, numeric=True)
+        + f"</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table></div>"
+    )
 
 
 # --- effects, plots, cells that did not finish --------------------------------------------------------------
+
 
 def _effect_groups(rows: list[dict], metric: str, items, empty: bool) -> tuple[list | None, str]:
     """`bench effects`' groups of these rows, computed once for the answer and the effects section; (None, why) when
@@ -415,18 +493,22 @@ def _effect_groups(rows: list[dict], metric: str, items, empty: bool) -> tuple[l
 
 
 def _effects(groups: list | None, why: str, metric: str, empty: bool) -> str:
-    head = "<section id=\"effects\"><h2>Factor effects</h2>"
+    head = '<section id="effects"><h2>Factor effects</h2>'
     if empty:
         return ""
     if groups is None:
-        return f"{head}<p class=\"note\">{escape(why)}</p></section>"
-    from bench.report.effects import forest, markdown as effects_markdown
+        return f'{head}<p class="note">{escape(why)}</p></section>'
+    from bench.report.effects import forest
+    from bench.report.effects import markdown as effects_markdown
 
     text = effects_markdown(groups, metric).split("\n", 2)[2]  # its own heading is this section's
     figure = ""
     if _has_matplotlib() and any(e.pairs for g in groups for e in g.effects):
-        figure = _img(forest(groups, metric), "effects", f"Each factor effect on {metric}: the mean over its matched pairs of lines, "
-                      "with its 95 % interval (colour: how the interval was computed).")
+        figure = _img(
+            forest(groups, metric),
+            "effects",
+            f"Each factor effect on {metric}: the mean over its matched pairs of lines, with its 95 % interval (colour: how the interval was computed).",
+        )
     return f"{head}\n{_markdown_html(text)}\n{figure}{_interactions(groups, metric)}</section>"
 
 
@@ -441,9 +523,14 @@ def _interactions(groups: list, metric: str) -> str:
         a, b = g.interaction.axes
         where = f"{g.label}: " if len(groups) > 1 else ""
         held = f"the other options held at {g.interaction.held}" if g.interaction.held else "each cell averaging the other options it ran with"
-        out.append(_img(interaction(g.interaction, metric, g.label if len(groups) > 1 else ""), "interaction",
-                        f"{where}the {a} × {b} interaction on {metric}: the mean per {b}, one line per {a}, with 95 % intervals "
-                        f"from the seeds ({held}); lines that are not parallel are the interaction."))
+        out.append(
+            _img(
+                interaction(g.interaction, metric, g.label if len(groups) > 1 else ""),
+                "interaction",
+                f"{where}the {a} × {b} interaction on {metric}: the mean per {b}, one line per {a}, with 95 % intervals "
+                f"from the seeds ({held}); lines that are not parallel are the interaction.",
+            )
+        )
     return "".join(out)
 
 
@@ -469,11 +556,11 @@ def caption(name: str, metric: str, frame: pd.DataFrame) -> str:
 
 
 def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool, items=None) -> str:
-    head = "<section id=\"plots\"><h2>Plots</h2>"
+    head = '<section id="plots"><h2>Plots</h2>'
     if empty:
         return ""
     if not _has_matplotlib():
-        return f"{head}<p class=\"note\">Plots need matplotlib, which is not installed: {escape(PLOT_EXTRA)} adds them.</p></section>"
+        return f'{head}<p class="note">Plots need matplotlib, which is not installed: {escape(PLOT_EXTRA)} adds them.</p></section>'
     from bench.report.plots import LOG_ROC, figures
 
     drawn, skipped = figures(rows, metric, both_fpr_scales=True, items=items)  # new rows' ROCs are in their items files
@@ -486,7 +573,7 @@ def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool, item
             out.append(_roc_img(figure, drawn[twin], caption(name, metric, frame)))
         else:
             out.append(_img(figure, name, caption(name, metric, frame)))
-    out += [f"<p class=\"note\">{escape(name)}: not drawn — {escape(why)}</p>" for name, why in skipped.items() if not name.startswith(LOG_ROC)]
+    out += [f'<p class="note">{escape(name)}: not drawn — {escape(why)}</p>' for name, why in skipped.items() if not name.startswith(LOG_ROC)]
     return "\n".join(out) + "</section>"
 
 
@@ -513,35 +600,44 @@ def _img(figure, name: str, text: str | None = None) -> str:
 def _roc_img(linear, log, text: str) -> str:
     """The ROC on a linear FPR axis (shown first) and on a log one, with a checkbox that swaps them: the log axis
     spreads out the low false-accept region a TAR@FAR threshold reads."""
-    box = f"<label class=\"scale\"><input type=\"checkbox\" class=\"log-fpr\"> log false-accept (FPR) axis: the low-FAR region spread out</label>"
-    return (f"<figure class=\"roc\">{box}<br>"
-            f"<img class=\"fpr-linear\"{_attr('alt', text)}{_attr('src', _png(linear))}>"
-            f"<img class=\"fpr-log\"{_attr('alt', text + ' Log false-accept axis.')}{_attr('src', _png(log))}>"
-            f"<figcaption>{escape(text)}</figcaption></figure>")
+    box = '<label class="scale"><input type="checkbox" class="log-fpr"> log false-accept (FPR) axis: the low-FAR region spread out</label>'
+    return (
+        f'<figure class="roc">{box}<br>'
+        f'<img class="fpr-linear"{_attr("alt", text)}{_attr("src", _png(linear))}>'
+        f'<img class="fpr-log"{_attr("alt", text + " Log false-accept axis.")}{_attr("src", _png(log))}>'
+        f"<figcaption>{escape(text)}</figcaption></figure>"
+    )
 
 
 def _failures(rows: list[dict]) -> str:
     """The cells whose newest row is not ok (as the leaderboard's list), each with its whole message."""
     failed = [r for r in current(rows) if r.get("status") != "ok"]
     if not failed:
-        return "<section id=\"failures\"><h2>Cells that did not finish</h2><p>None: every cell's newest row is ok.</p></section>"
+        return '<section id="failures"><h2>Cells that did not finish</h2><p>None: every cell\'s newest row is ok.</p></section>'
     heads = "".join(_th(h) for h in ("cell", *FIRST_KEYS, "seed", "status", "message"))
     body = []
     for r in failed:
         c = r.get("config", {})
         error = str(r.get("error") or "").strip()
         first = (error.splitlines() or [""])[0]
-        message = escape(first) + (f"<details><summary>whole message</summary><pre>{escape(error)}</pre></details>"
-                                   if error != first else "")
-        body.append("<tr>" + "".join(_td(v) for v in (r.get("cell_id", ABSENT), *(as_text(c.get(k, ABSENT)) for k in FIRST_KEYS),
-                                                     as_text(c.get("seed", ABSENT)), r.get("status")))
-                    + f"<td>{message}</td></tr>")
-    return (f"<section id=\"failures\"><h2>Cells that did not finish ({len(failed)})</h2>\n"
-            f"<div class=\"scroll\"><table class=\"sortable failures\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n" + "\n".join(body)
-            + "\n</tbody>\n</table></div></section>")
+        message = escape(first) + (f"<details><summary>whole message</summary><pre>{escape(error)}</pre></details>" if error != first else "")
+        body.append(
+            "<tr>"
+            + "".join(
+                _td(v) for v in (r.get("cell_id", ABSENT), *(as_text(c.get(k, ABSENT)) for k in FIRST_KEYS), as_text(c.get("seed", ABSENT)), r.get("status"))
+            )
+            + f"<td>{message}</td></tr>"
+        )
+    return (
+        f'<section id="failures"><h2>Cells that did not finish ({len(failed)})</h2>\n'
+        f'<div class="scroll"><table class="sortable failures">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody>\n</table></div></section>"
+    )
 
 
 # --- the markdown the other views write, as HTML ------------------------------------------------------------------
+
 
 def _inline(text: str) -> str:
     """One line of the views' markdown (escaped `|`, **bold**, *italic*, `code`) as HTML: the text is escaped first,
@@ -592,6 +688,5 @@ def _markdown_table(lines: list[str]) -> str:
     header, align, body = split[0], split[1] if len(split) > 1 else [], split[2:]
     numeric = [a.endswith(":") for a in align] + [False] * len(header)
     heads = "".join(f"<th{NUM if numeric[i] else ''}>{_inline(h)}</th>" for i, h in enumerate(header))
-    rows = "\n".join("<tr>" + "".join(f"<td{NUM if numeric[i] else ''}>{_inline(c)}</td>" for i, c in enumerate(r)) + "</tr>"
-                     for r in body)
-    return f"<div class=\"scroll\"><table class=\"sortable\">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table></div>"
+    rows = "\n".join("<tr>" + "".join(f"<td{NUM if numeric[i] else ''}>{_inline(c)}</td>" for i, c in enumerate(r)) + "</tr>" for r in body)
+    return f'<div class="scroll"><table class="sortable">\n<thead><tr>{heads}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table></div>'

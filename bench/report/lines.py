@@ -7,6 +7,7 @@ different ones and any was stopped by `max_seconds` (a second buys different tra
 group is the lines that score the same test material the same way: the same dataset and its arguments, split
 and evaluation options, except the distance, which is part of the method.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ SECONDS = "max_seconds"
 class Line:
     """One line of the leaderboard: the newest row of each seed of one configuration (in one speed environment
     when its seeds had to be split), and that environment's label ("" when the seeds were not split)."""
+
     rows: tuple[dict, ...]
     speed_env: str = ""
 
@@ -82,6 +84,7 @@ def lines_of(rows: list[dict]) -> list[Line]:
 
 # --- the speed environment ----------------------------------------------------------------------------------
 
+
 def by_speed_env(seeds: list[dict]) -> list[Line]:
     """One line for a configuration's seeds, or several when its ok seeds ran in different environments that change
     what the line measures: one per speed environment when any was stopped by max_seconds (a second buys different
@@ -118,10 +121,13 @@ def numerics(rows: list[dict]) -> dict[str, int]:
 
 
 def env_label(env: dict) -> str:
-    """"cpu 2 threads Intel Xeon Platinum 8375C @ 2.90GHz bf16": the fields given, in that order."""
-    parts = [env.get("device"), f"{env['torch_threads']} threads" if env.get("torch_threads") is not None else None,
-             re.sub(r"\s+", " ", re.sub(r"\((R|TM|tm)\)", "", str(env["cpu_model"]))).strip() if env.get("cpu_model") else None,
-             env.get("precision")]
+    """ "cpu 2 threads Intel Xeon Platinum 8375C @ 2.90GHz bf16": the fields given, in that order."""
+    parts = [
+        env.get("device"),
+        f"{env['torch_threads']} threads" if env.get("torch_threads") is not None else None,
+        re.sub(r"\s+", " ", re.sub(r"\((R|TM|tm)\)", "", str(env["cpu_model"]))).strip() if env.get("cpu_model") else None,
+        env.get("precision"),
+    ]
     return " ".join(str(p) for p in parts if p) or "unknown"
 
 
@@ -137,11 +143,16 @@ def line_env(line: Line) -> str:
 
 # --- comparison groups --------------------------------------------------------------------------------------
 
+
 def comparison_key(config: dict) -> dict:
     """What decides the test material and how it is scored: dataset, its arguments, the split and the evaluation
     options but the distance (part of the method) and those that act only during training."""
-    return {"dataset": config.get("dataset"), "dataset_args": config.get("dataset_args", {}), "split": config.get("split", {}),
-            "eval": {k: v for k, v in config.get("eval", {}).items() if k not in NOT_TEST_MATERIAL}}
+    return {
+        "dataset": config.get("dataset"),
+        "dataset_args": config.get("dataset_args", {}),
+        "split": config.get("split", {}),
+        "eval": {k: v for k, v in config.get("eval", {}).items() if k not in NOT_TEST_MATERIAL},
+    }
 
 
 def comparison_groups(all_lines: list[Line]) -> list[tuple[str, list[int]]]:

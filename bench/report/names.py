@@ -1,5 +1,6 @@
 """What to call lines shown together: the options that tell them apart, abbreviated ("lite0 · triplet · frozen ·
 caffe"), and what they all share. One rule for the plots' legends, the report's figures and MLflow's run names."""
+
 from __future__ import annotations
 
 import re
@@ -7,7 +8,8 @@ from collections import Counter
 
 import pandas as pd
 
-from bench.report.leaderboard import ABSENT, FIRST_KEYS, key_columns
+from bench.report.lines import ABSENT
+from bench.report.table import FIRST_KEYS, key_columns
 
 ABBREVIATIONS = ((r"^timm/", ""), (r"^efficientnet_", ""), (r"_imagenet$", ""), (r"^pml/", ""))
 FREEZE_NAMES = {"none": "", "backbone": "frozen", "backbone_bn_train": "frozen (BN train)"}

@@ -33,6 +33,7 @@ equal length) but not a resample shared by many lines with the seed variance bes
 (t quantiles, multinomial draws) are scipy's and numpy's. The verdicts over a whole group (the best picked from
 the same data) are `bench.report.simultaneous`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,14 +56,15 @@ UNTESTED = "untested"
 class Comparison:
     """`a − b` in the metric's own units (not signed by its direction), with its interval and what it rests on.
     Untested (one seed, or no variance): p, se, df and the interval are NaN and `method` says why."""
+
     estimate: float
     low: float
     high: float
     se: float
     df: float
     p: float
-    method: str          # "paired" (items + seeds), "Welch", "1-sample", "seeds", "untested: …"
-    items: int = 0       # shared test items the pairing used (0: seeds alone)
+    method: str  # "paired" (items + seeds), "Welch", "1-sample", "seeds", "untested: …"
+    items: int = 0  # shared test items the pairing used (0: seeds alone)
     seed_var: float = 0.0  # the seed part of se², and the item part: what more seeds could and could not shrink
     item_var: float = 0.0
     seed_spread: tuple[float, float] = (0.0, 0.0)  # raw s² of a's and of b's per-seed metrics (0 for identical seeds)
@@ -77,11 +79,23 @@ class Comparison:
         """The smallest |a − b| this design detects with POWER at the interval's own critical value."""
         return minimum_detectable(self.se, self.df, critical=self.critical)
 
-    def at(self, critical: float, p: float) -> "Comparison":
+    def at(self, critical: float, p: float) -> Comparison:
         """The same comparison with an interval at another critical t value (a family's) and that p."""
         half = critical * self.se
-        return Comparison(self.estimate, self.estimate - half, self.estimate + half, self.se, self.df, p, self.method,
-                          self.items, self.seed_var, self.item_var, self.seed_spread, critical)
+        return Comparison(
+            self.estimate,
+            self.estimate - half,
+            self.estimate + half,
+            self.se,
+            self.df,
+            p,
+            self.method,
+            self.items,
+            self.seed_var,
+            self.item_var,
+            self.seed_spread,
+            critical,
+        )
 
 
 def untested(estimate: float, why: str, items: int = 0) -> Comparison:
@@ -116,6 +130,7 @@ def seeds_to_resolve(target: float, c: Comparison, level: float = 1 - LEVEL, pow
 
 
 # --- seeds alone ---------------------------------------------------------------------------------------------
+
 
 def compare_seeds(a: np.ndarray, b: np.ndarray, fixed_a: bool = False, fixed_b: bool = False) -> Comparison:
     """`a − b` from per-seed values: Welch (both vary), one-sample (one is a fixed value: identical seeds), or
@@ -158,8 +173,7 @@ def welch_df(item_var: float, seed_parts: list[tuple[float, int]]) -> float:
     return total * total / sum(v * v / k for v, k in bounded)
 
 
-def interval(estimate: float, item_var: float, seed_parts: list[tuple[float, int]], method: str, items: int,
-             spread: tuple[float, float]) -> Comparison:
+def interval(estimate: float, item_var: float, seed_parts: list[tuple[float, int]], method: str, items: int, spread: tuple[float, float]) -> Comparison:
     """The t interval and two-sided p of `estimate` with variance item_var + Σ seed parts at `welch_df`'s df;
     untested when the variance is zero (identical seeds and no items to count)."""
     seed_var = sum(v for v, _ in seed_parts)
@@ -170,11 +184,11 @@ def interval(estimate: float, item_var: float, seed_parts: list[tuple[float, int
     se = math.sqrt(var)
     critical = float(stats.t.ppf((1 + LEVEL) / 2, df))
     p = float(2 * stats.t.sf(abs(estimate) / se, df))
-    return Comparison(estimate, estimate - critical * se, estimate + critical * se, se, df, p, method, items, seed_var,
-                      item_var, spread, critical)
+    return Comparison(estimate, estimate - critical * se, estimate + critical * se, se, df, p, method, items, seed_var, item_var, spread, critical)
 
 
 # --- paired over shared items ----------------------------------------------------------------------------------
+
 
 class ItemBootstrap:
     """The item resamples of one test material, drawn once and shared by every line scored on it, and each line's
@@ -208,7 +222,7 @@ class ItemBootstrap:
         if cache not in self._lines:
             material, n = seeds[0].material, len(seeds[0].values)
             w = self.weights(f"{material}:{key}" if independent else material, n)
-            per_seed = [np.concatenate([item_metric(s, w[i:i + CHUNK]) for i in range(0, len(w), CHUNK)]) for s in seeds]
+            per_seed = [np.concatenate([item_metric(s, w[i : i + CHUNK]) for i in range(0, len(w), CHUNK)]) for s in seeds]
             self._lines[cache] = (np.mean(per_seed, axis=0), float(np.mean([np.var(x, ddof=1) for x in per_seed])))
         return self._lines[cache]
 
@@ -234,8 +248,7 @@ def shared_material(*lines: list[ItemScores] | None) -> str | None:
     return found.pop()
 
 
-def contrast(lines: list[tuple[object, list[ItemScores], np.ndarray, bool]], weights: list[float],
-             boot: ItemBootstrap, paired: bool = True) -> Comparison:
+def contrast(lines: list[tuple[object, list[ItemScores], np.ndarray, bool]], weights: list[float], boot: ItemBootstrap, paired: bool = True) -> Comparison:
     """Σ_l c_l · (line l's mean over seeds) with the items' own part and the seeds' raw part (module docstring).
 
     `lines` holds (key, per-seed ItemScores, per-seed row values, fixed) per line; every line must share one
@@ -250,8 +263,7 @@ def contrast(lines: list[tuple[object, list[ItemScores], np.ndarray, bool]], wei
         series = sum(c * boot.line(key, seeds) for c, (key, seeds, _, _) in zip(weights, lines) if c)
         boot_var = float(np.var(series, ddof=1))
     else:
-        boot_var = float(sum(c * c * np.var(boot.line(key, seeds, independent=True), ddof=1)
-                             for c, (key, seeds, _, _) in zip(weights, lines) if c))
+        boot_var = float(sum(c * c * np.var(boot.line(key, seeds, independent=True), ddof=1) for c, (key, seeds, _, _) in zip(weights, lines) if c))
     shared = sum(c * c * boot.interaction(key, seeds) for c, (key, seeds, _, fixed) in zip(weights, lines) if c and not fixed)
     item_var = max(0.0, boot_var - shared)  # the seed × item part is in the raw seed variance below
     spreads = [0.0 if fixed else float(np.var(v, ddof=1)) for _, _, v, fixed in lines]

@@ -1,5 +1,6 @@
 """Quality against training cost: each line's metric and what its training cost per cell, the Pareto front of
 the lines no cheaper line beats, and that chart as an inline SVG. Pure functions of the leaderboard's lines."""
+
 from __future__ import annotations
 
 import math
@@ -12,10 +13,12 @@ import numpy as np
 COSTS = {
     "steps": ("steps", "training steps per cell (train.steps)", lambda t: t.get("steps")),
     "images": ("images", "training images per cell (train.samples)", lambda t: t.get("samples")),
-    "gflops": ("GFLOPs", "training GFLOPs per cell (train.gflops_per_image × train.samples)",
-               lambda t: t["gflops_per_image"] * t["samples"] if "gflops_per_image" in t and "samples" in t else None),
-    "seconds": ("seconds", "training seconds per cell (train.seconds: the budget's clock, wall + charged)",
-                lambda t: t.get("seconds")),
+    "gflops": (
+        "GFLOPs",
+        "training GFLOPs per cell (train.gflops_per_image × train.samples)",
+        lambda t: t["gflops_per_image"] * t["samples"] if "gflops_per_image" in t and "samples" in t else None,
+    ),
+    "seconds": ("seconds", "training seconds per cell (train.seconds: the budget's clock, wall + charged)", lambda t: t.get("seconds")),
 }
 SPREAD = 0.05  # a cost axis is drawn when the trained lines' costs differ by more than this fraction of the largest
 CHAR_WIDTH, LABEL_HEIGHT = 6.2, 11.0  # a 10 px label's width per character and its height, for placing labels apart
@@ -26,6 +29,7 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 24, 16, 48
 @dataclass(frozen=True)
 class Point:
     """One line on the chart: its name, its mean metric and its mean cost per cell over its ok seeds."""
+
     name: str
     quality: float
     cost: float
@@ -79,35 +83,45 @@ def svg(points: list[Point], on_front: list[int], metric: str, kind: str) -> str
         return round(x, 1), round(y, 1)
 
     title = f"{metric} against {COSTS[kind][1]}"
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="pareto" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-           f'height="{HEIGHT}" role="img" aria-label="{escape(title)}">', f"<title>{escape(title)}</title>"]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="pareto" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
+        f'height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
     for t in x_ticks:
         x, _ = at(t, y0)
-        out += [f'<line x1="{x}" y1="{TOP}" x2="{x}" y2="{HEIGHT - BOTTOM}" stroke="#ddd"/>',
-                f'<text x="{x}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11">{short_number(t)}</text>']
+        out += [
+            f'<line x1="{x}" y1="{TOP}" x2="{x}" y2="{HEIGHT - BOTTOM}" stroke="#ddd"/>',
+            f'<text x="{x}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11">{short_number(t)}</text>',
+        ]
     for t in y_ticks:
         _, y = at(x0, t)
-        out += [f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" stroke="#ddd"/>',
-                f'<text x="{LEFT - 6}" y="{y + 4}" text-anchor="end" font-size="11">{short_number(t)}</text>']
+        out += [
+            f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" stroke="#ddd"/>',
+            f'<text x="{LEFT - 6}" y="{y + 4}" text-anchor="end" font-size="11">{short_number(t)}</text>',
+        ]
     out.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 10}" text-anchor="middle" font-size="12">{escape(COSTS[kind][1])}</text>')
-    out.append(f'<text x="14" y="{(TOP + HEIGHT - BOTTOM) / 2}" text-anchor="middle" font-size="12" '
-               f'transform="rotate(-90 14 {(TOP + HEIGHT - BOTTOM) / 2})">{escape(metric)}</text>')
+    out.append(
+        f'<text x="14" y="{(TOP + HEIGHT - BOTTOM) / 2}" text-anchor="middle" font-size="12" '
+        f'transform="rotate(-90 14 {(TOP + HEIGHT - BOTTOM) / 2})">{escape(metric)}</text>'
+    )
     if on_front:  # the staircase: the best metric a cost of at most x buys, flat until the next front line
         corners = []
         for a, b in zip(on_front, on_front[1:] + [None]):
             corners.append(at(points[a].cost, points[a].quality))
             corners.append(at(points[b].cost if b is not None else x1, points[a].quality))
-        out.append('<polyline fill="none" stroke="#1a7f37" stroke-width="2" points="'
-                   + " ".join(f"{x},{y}" for x, y in corners) + '"/>')
+        out.append('<polyline fill="none" stroke="#1a7f37" stroke-width="2" points="' + " ".join(f"{x},{y}" for x, y in corners) + '"/>')
     centres = {i: at(points[i].cost, points[i].quality) for i in shown}
     placed = place_labels([(centres[i], points[i].name.split(" ", 1)[0]) for i in shown], (LEFT, TOP, WIDTH - RIGHT, HEIGHT - BOTTOM))
     for i, label in zip(shown, placed):
         p, x_y, lead = points[i], centres[i], i in on_front
         fill, stroke = ("#1a7f37", "#1a7f37") if lead else ("#fff", "#777")
         tip = f"{p.name}: {metric} {p.quality:.4f}, {short_number(p.cost)} {COSTS[kind][0]} per cell" + (" (Pareto front)" if lead else "")
-        text = (f'<text x="{label[0]}" y="{label[1]}" font-size="10">{escape(p.name.split(" ", 1)[0])}</text>' if label else "")
-        out.append(f'<g class="{"front" if lead else "dominated"}"><title>{escape(tip)}</title>'
-                   f'<circle cx="{x_y[0]}" cy="{x_y[1]}" r="5" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>{text}</g>')
+        text = f'<text x="{label[0]}" y="{label[1]}" font-size="10">{escape(p.name.split(" ", 1)[0])}</text>' if label else ""
+        out.append(
+            f'<g class="{"front" if lead else "dominated"}"><title>{escape(tip)}</title>'
+            f'<circle cx="{x_y[0]}" cy="{x_y[1]}" r="5" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/>{text}</g>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -116,6 +130,7 @@ def place_labels(points: list[tuple[tuple[float, float], str]], box: tuple[float
     """A text anchor (x, y baseline) per (centre, label), or None: each label goes at the first of eight spots
     around its point whose box overlaps no label placed before it and no point, inside `box` (left, top, right,
     bottom); a point crowded on every side keeps only its tooltip, so no two labels ever overlap."""
+
     def rect(x: float, y: float, text: str) -> tuple[float, float, float, float]:
         return x, y - LABEL_HEIGHT + 2, x + CHAR_WIDTH * len(text), y + 2
 

@@ -1,6 +1,7 @@
 """Result rows → figures: ROC curves, recall@k, learning curves and the leaderboard as bars. Pure functions of
 rows that return matplotlib figures (drawn on the Agg canvas, no display); matplotlib is imported only here,
 when a figure is drawn, so the harness runs without it."""
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bench.config.metrics import lower_is_better
 from bench.errors import UserError
 from bench.items import roc_vertices
-from bench.report.leaderboard import DEFAULT_METRIC, lower_is_better, ranked
 from bench.report.lines import curve_of
 from bench.report.names import abbreviated, line_names, shared, short_names, varying_columns  # noqa: F401 (the last two: MLflow imports them from here)
+from bench.report.table import DEFAULT_METRIC, ranked
 
 FIGURES = ("leaderboard", "roc", "recall_at_k", "curves")  # the PNGs' stems, in the order a leaderboard links them
 LOG_ROC = "roc_log"  # the ROC on a log FPR axis, when a page draws both
@@ -30,6 +32,7 @@ RECALL = re.compile(r"recall_at_(\d+)\Z")
 class Line:
     """One configuration as the plots draw it: its row of the leaderboard frame (its options; `legend` names it
     among the lines a figure draws), its ok rows (seeds), and the leaderboard's mean and std of the sort metric."""
+
     options: pd.Series
     rows: list[dict]
     mean: float
@@ -40,15 +43,14 @@ def require_matplotlib():
     """The `matplotlib` module, or a one-line UserError with the install command."""
     try:
         import matplotlib
-        import matplotlib.figure  # noqa: F401
+        import matplotlib.figure
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
     except ImportError:
         raise UserError(f"plots need matplotlib, which is not installed — {INSTALL}") from None
     return matplotlib
 
 
-def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = False,
-            both_fpr_scales: bool = False, items=None) -> tuple[dict, dict[str, str]]:
+def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = False, both_fpr_scales: bool = False, items=None) -> tuple[dict, dict[str, str]]:
     """`({name: Figure}, {name: why it was not drawn})`, one figure of each stem in FIGURES per comparison group.
     Lines are grouped and ranked as in the leaderboard sorted by `metric` (best first), and lines of different
     groups (other test material, or scored another way) never share a figure: with one group the names are the
@@ -67,13 +69,17 @@ def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = Fals
         at = [i for i, g in enumerate(frame["group"]) if g == group]
         part = frame.iloc[at].reset_index(drop=True)
         where = f"comparison group {n} of {len(labels)}: {group}" if len(labels) > 1 else ""
-        lines = [Line(options, [r for r in groups[i] if r.get("status") == "ok"], float(options[f"{metric}_mean"]),
-                      float(options[f"{metric}_std"])) for i, (_, options) in zip(at, part.iterrows())]
-        drawers = {"leaderboard": lambda: leaderboard_bars(lines, metric, where),
-                   "roc": lambda: roc_curves(lines, where, log_fpr, items),
-                   LOG_ROC: lambda: roc_curves(lines, where, True, items),
-                   "recall_at_k": lambda: recall_at_k(lines, where),
-                   "curves": lambda: learning_curves(lines, metric, where)}
+        lines = [
+            Line(options, [r for r in groups[i] if r.get("status") == "ok"], float(options[f"{metric}_mean"]), float(options[f"{metric}_std"]))
+            for i, (_, options) in zip(at, part.iterrows())
+        ]
+        drawers = {
+            "leaderboard": lambda: leaderboard_bars(lines, metric, where),
+            "roc": lambda: roc_curves(lines, where, log_fpr, items),
+            LOG_ROC: lambda: roc_curves(lines, where, True, items),
+            "recall_at_k": lambda: recall_at_k(lines, where),
+            "curves": lambda: learning_curves(lines, metric, where),
+        }
         for stem in stems:
             figure = drawers[stem]()
             name = stem if len(labels) == 1 else f"{stem}_group{n}"
@@ -134,6 +140,7 @@ def _mean(values) -> float:
 
 # --- the leaderboard as bars ------------------------------------------------------------------------------
 
+
 def leaderboard_bars(lines: list[Line], metric: str, where: str):
     shown = [line for line in lines if math.isfinite(line.mean)][:MAX_BARS]
     if not shown:
@@ -142,8 +149,9 @@ def leaderboard_bars(lines: list[Line], metric: str, where: str):
     cut = f" (best {len(shown)} of {len(lines)})" if len(shown) < len(lines) else ""
     names, subtitle = legend(shown, where)
     labels = [f"{name} ({len(line.rows)} seed{'s' * (len(line.rows) != 1)})" for name, line in zip(names, shown)]
-    figure, axes = _figure(f"{metric} per configuration{cut}: mean ± std over ok seeds, {better} is better", subtitle,
-                           (5.5, 1.6 + 0.34 * len(shown)), labels=labels)
+    figure, axes = _figure(
+        f"{metric} per configuration{cut}: mean ± std over ok seeds, {better} is better", subtitle, (5.5, 1.6 + 0.34 * len(shown)), labels=labels
+    )
     y = np.arange(len(shown))
     stds = [line.std if math.isfinite(line.std) else 0.0 for line in shown]  # one seed: no spread to draw
     bars = axes.barh(y, [line.mean for line in shown], xerr=stds, capsize=3, color="C0", alpha=0.8)
@@ -156,6 +164,7 @@ def leaderboard_bars(lines: list[Line], metric: str, where: str):
 
 
 # --- ROC ----------------------------------------------------------------------------------------------------
+
 
 def roc_of(row: dict, items=None) -> tuple[np.ndarray, np.ndarray] | None:
     """A row's kept ROC vertices, or None: in the row for rows written before the ROC moved to the items file
@@ -185,14 +194,15 @@ def roc_curves(lines: list[Line], where: str, log_fpr: bool = False, items=None)
         if curves := [c for r in line.rows if (c := roc_of(r, items)) is not None]:
             drawable.append((line, curves))
     if not drawable:
-        return ("no row carries an ROC (rows written before metric-bench kept one, verification was NaN, "
-                "or the items files that keep it are missing)")
+        return "no row carries an ROC (rows written before metric-bench kept one, verification was NaN, or the items files that keep it are missing)"
     names, subtitle = legend([line for line, _ in drawable], where)
-    labels = [f"{name} (AUC {_mean(r['metrics'].get('verification_roc_auc') for r in line.rows):.3f}, "
-              f"{len(curves)} seed{'s' * (len(curves) != 1)})" for name, (line, curves) in zip(names, drawable)]
+    labels = [
+        f"{name} (AUC {_mean(r['metrics'].get('verification_roc_auc') for r in line.rows):.3f}, {len(curves)} seed{'s' * (len(curves) != 1)})"
+        for name, (line, curves) in zip(names, drawable)
+    ]
     figure, axes = _figure("ROC per configuration: mean TPR over ok seeds at each FPR (vertical averaging)", subtitle, labels=labels)
     smallest = 1.0
-    for i, ((line, curves), label) in enumerate(zip(drawable, labels)):
+    for i, ((_line, curves), label) in enumerate(zip(drawable, labels)):
         fpr, tpr = mean_roc(curves)
         axes.plot(fpr, tpr, label=label, **_style(i))
         smallest = min(smallest, fpr[fpr > 0].min(initial=1.0))
@@ -209,6 +219,7 @@ def roc_curves(lines: list[Line], where: str, log_fpr: bool = False, items=None)
 
 
 # --- recall@k -----------------------------------------------------------------------------------------------
+
 
 def recall_at_k(lines: list[Line], where: str):
     ks = sorted({int(m.group(1)) for line in lines for r in line.rows for key in r["metrics"] if (m := RECALL.match(key))})
@@ -232,6 +243,7 @@ def recall_at_k(lines: list[Line], where: str):
 
 
 # --- learning curves ----------------------------------------------------------------------------------------
+
 
 def curve_points(rows: list[dict], metric: str) -> tuple[dict[float, list[float]], set[str]]:
     """The metric at each budget fraction, one value per seed, and the splits it was scored on. Each row's
@@ -271,6 +283,7 @@ def learning_curves(lines: list[Line], metric: str, where: str):
 
 # --- two axes crossed: the interaction --------------------------------------------------------------------------
 
+
 def interaction(crossing, metric: str, where: str = ""):
     """An interaction plot of a bench.report.variance.Crossed: the mean `metric` per level of its second axis (the
     loss), one line per level of the first (the backbone), each with its 95 % interval; lines that are not parallel
@@ -279,8 +292,7 @@ def interaction(crossing, metric: str, where: str = ""):
     (a, b), (rows, columns) = crossing.axes, crossing.levels
     held = f"{crossing.held} in every cell" if crossing.held else "each cell averages the other options it ran with"
     names = [abbreviated(x) for x in rows]
-    figure, axes = _figure(f"{a} × {b}: mean {metric} per cell, 95 % interval (seeds)",
-                           f"{where} — {held}" if where else held, (5.0, 4.2), labels=names)
+    figure, axes = _figure(f"{a} × {b}: mean {metric} per cell, 95 % interval (seeds)", f"{where} — {held}" if where else held, (5.0, 4.2), labels=names)
     x = np.arange(len(columns), dtype=float)
     for i, (level, name) in enumerate(zip(rows, names)):
         cells = [crossing.cell(level, y) for y in columns]

@@ -1,5 +1,6 @@
 """Reading what a view needs beside the rows: each row's per-item outcomes, from the items folder of whichever
 results file holds them. Every view (leaderboard, effects) loads items through here."""
+
 from __future__ import annotations
 
 import json

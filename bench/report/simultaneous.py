@@ -24,6 +24,7 @@ the critical value t_{1−α'/2}(df), df from bench.report.paired.welch_df — a
 interval excludes 0, and its adjusted p (P(max ≥ the z of its own t)) is < 0.05 exactly then.
 benchmarks/stats_calibration.py measures the familywise error, coverage and power of the whole procedure.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ CHUNK = 2_000
 class Member:
     """A line of the family: its cache key, per-seed item scores (None: none), per-seed metric values, and whether
     its seeds are identical (one observation, no seed variance)."""
+
     key: object
     items: list[ItemScores] | None
     values: np.ndarray

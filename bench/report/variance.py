@@ -2,12 +2,13 @@
 model of the per-seed values on the axes and their two-way interactions (those the design allows, or those chosen),
 fitted and tested by statsmodels (type-II ANOVA), the replicates' own share (seeds of one configuration around its
 mean) and a plain statement of how complete and balanced the design is."""
+
 from __future__ import annotations
 
 import math
 import warnings
-from itertools import combinations
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -44,14 +45,15 @@ class Variance:
 def require_statsmodels() -> None:
     """A one-line UserError naming the extra when statsmodels is missing."""
     try:
-        import statsmodels.formula.api  # noqa: F401
+        import statsmodels.formula.api
         import statsmodels.stats.anova  # noqa: F401
     except ImportError:
         raise UserError(f"the variance shares need statsmodels, which is not installed — {INSTALL}") from None
 
 
-def variance(data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, str]] | None = None,
-             shown: list[str] | None = None, notes: list[str] = ()) -> Variance:
+def variance(
+    data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, str]] | None = None, shown: list[str] | None = None, notes: list[str] = ()
+) -> Variance:
     """`y ~ C(axis) + … + C(a):C(b) …` over `data` (one row per ok seed row: each axis's level as text, its
     CONFIGURATION and the value `y`): type-II sums of squares as shares of the total, F and p (statsmodels), then the
     replicates' row (`replicates`). A term the earlier ones already determine (aliased, wholly or partly: an option
@@ -68,8 +70,9 @@ def variance(data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, 
         return Variance([], len(data), math.nan, "", notes + ["Too few seed rows or axes to fit a model."])
     safe = {a: f"x{i}" for i, a in enumerate(axes)}
     pairs = combinations(axes, 2) if interactions is None else interactions
-    kept, rank, said = choose_terms(data.rename(columns=safe), {a: f"C({safe[a]})" for a in axes},
-                                    {(a, b): f"C({safe[a]}):C({safe[b]})" for a, b in pairs}, interactions is None)
+    kept, rank, said = choose_terms(
+        data.rename(columns=safe), {a: f"C({safe[a]})" for a in axes}, {(a, b): f"C({safe[a]}):C({safe[b]})" for a, b in pairs}, interactions is None
+    )
     notes += said
     if len(data) - rank < 1:
         notes.append("No residual degrees of freedom (one seed row per cell): no model fitted.")
@@ -84,8 +87,7 @@ def variance(data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, 
         if name in axes and shown is not None and name not in shown:
             continue
         r = table.loc[term]
-        terms.append(Term(name, float(r["sum_sq"]), float(r["sum_sq"]) / total if total > 0 else math.nan, float(r["df"]),
-                          float(r["F"]), float(r["PR(>F)"])))
+        terms.append(Term(name, float(r["sum_sq"]), float(r["sum_sq"]) / total if total > 0 else math.nan, float(r["df"]), float(r["F"]), float(r["PR(>F)"])))
     terms += replicates(data, total)
     hidden = [a for a in kept if a in axes and shown is not None and a not in shown]
     if hidden:
@@ -93,8 +95,7 @@ def variance(data: pd.DataFrame, axes: list[str], interactions: list[tuple[str, 
     return Variance(terms, len(data), total, design(data, [a for a in kept if a in axes]), notes)
 
 
-def choose_terms(data: pd.DataFrame, mains: dict[str, str], pairs: dict[tuple[str, str], str],
-                 tried: bool) -> tuple[dict[str, str], int, list[str]]:
+def choose_terms(data: pd.DataFrame, mains: dict[str, str], pairs: dict[tuple[str, str], str], tried: bool) -> tuple[dict[str, str], int, list[str]]:
     """The terms to fit ({name: formula term}), the model's rank and notes on what was left out: each main effect,
     then each interaction in `pairs`, in order, kept unless the terms before it already determine it wholly or partly
     (aliased: the rank of the design matrix grows by less than its columns); when `tried` (by default, not named by
@@ -113,18 +114,26 @@ def choose_terms(data: pd.DataFrame, mains: dict[str, str], pairs: dict[tuple[st
             if optional:
                 aliased.append(name)
             else:
-                notes.append(f"{name} is {'determined' if new_rank == rank else 'partly determined'} by the terms before "
-                             "it in these cells (aliased) and left out of the model.")
+                notes.append(
+                    f"{name} is {'determined' if new_rank == rank else 'partly determined'} by the terms before "
+                    "it in these cells (aliased) and left out of the model."
+                )
         elif optional and len(data) - new_rank < 2:
             few.append(name)
         else:
             kept[name] = term
             rank, columns = new_rank, new_columns
     if tried and sum(name in mains for name in kept) > 1:
-        notes.append("Two-way interactions fitted by default: " + (", ".join(n for n in kept if n not in mains) or "none")
-                     + "".join(f"; left out, {why}: {', '.join(names)}" for why, names in
-                               (("aliased in these cells", aliased), ("too few seed rows (< 2 residual df)", few)) if names)
-                     + ". --interaction A:B fits exactly those named.")
+        notes.append(
+            "Two-way interactions fitted by default: "
+            + (", ".join(n for n in kept if n not in mains) or "none")
+            + "".join(
+                f"; left out, {why}: {', '.join(names)}"
+                for why, names in (("aliased in these cells", aliased), ("too few seed rows (< 2 residual df)", few))
+                if names
+            )
+            + ". --interaction A:B fits exactly those named."
+        )
     return kept, rank, notes
 
 
@@ -139,7 +148,7 @@ def replicates(data: pd.DataFrame, total: float) -> list[Term]:
 
 
 def design(data: pd.DataFrame, axes: list[str]) -> str:
-    """"backbone (3) × loss (3): 9 of 9 level combinations present, 3 seed rows in each (complete and balanced)"."""
+    """ "backbone (3) × loss (3): 9 of 9 level combinations present, 3 seed rows in each (complete and balanced)"."""
     if not axes:
         return ""
     levels = [data[a].nunique() for a in axes]
@@ -154,10 +163,12 @@ def design(data: pd.DataFrame, axes: list[str]) -> str:
 
 # --- two axes crossed: the cell means an interaction plot draws -------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Cell:
     """The mean of `y` over one (a level, b level) cell's configurations (each its mean over seeds, weighted
     alike), with its 95 % interval from the seeds' spread (NaN when a configuration has one seed)."""
+
     a: str
     b: str
     mean: float
@@ -171,6 +182,7 @@ class Crossed:
     """Two axes crossed: the levels every level of the other was run with, the cells, and what the cells hold of
     the other axes (`held`: the one setting of them every cell has, or "" when none is shared: then each cell
     averages the settings it was run with)."""
+
     axes: tuple[str, str]
     levels: tuple[list[str], list[str]]
     cells: list[Cell]
@@ -191,8 +203,9 @@ def crossed(data: pd.DataFrame, a: str, b: str, others: list[str] = ()) -> Cross
     left_out = []
     while min(map(len, levels)) >= 2:
         cells = [[(x, y) for y in levels[1]] for x in levels[0]], [[(x, y) for x in levels[0]] for y in levels[1]]
-        missing = [(sum(c not in present for c in row) / len(row), len(levels[axis]), n, axis, levels[axis][n])
-                   for axis in (0, 1) for n, row in enumerate(cells[axis])]
+        missing = [
+            (sum(c not in present for c in row) / len(row), len(levels[axis]), n, axis, levels[axis][n]) for axis in (0, 1) for n, row in enumerate(cells[axis])
+        ]
         share, *_, axis, level = max(missing)
         if share == 0:
             break

@@ -2,6 +2,7 @@
 of its comparison group, the gain over the untrained baseline, whether it was still improving, the selected
 curve point and what a search chose. Pure functions of `bench.report.lines.Line`s; the rules are stated in
 `bench.report.leaderboard.RULES` and the README."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ import warnings
 import numpy as np
 from scipy.stats import ttest_1samp
 
-from bench.config import HEAD_ARGS
-from bench.config import UNTRAINED
-from bench.eval.definitions import lower_is_better
+from bench.config import HEAD_ARGS, UNTRAINED
+from bench.config.metrics import lower_is_better
 from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line, curve_of
-from bench.report.paired import UNTESTED as UNTESTED_PAIR, Comparison, ItemBootstrap, compare_seeds, contrast, seeds_to_resolve, shared_material
+from bench.report.paired import UNTESTED as UNTESTED_PAIR
+from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, seeds_to_resolve, shared_material
 from bench.report.simultaneous import Family, Member
 
 ALPHA = 0.05  # the family's error rate: P(any false "below") ≤ ALPHA; still improving needs p < ALPHA
@@ -54,6 +55,7 @@ def _p(p: float) -> str:
 
 # --- significance vs the best of the group -----------------------------------------------------------------
 
+
 def line_items(line: Line, metric: str, load) -> list | None:
     """The per-item scores of `metric` of each ok seed with a finite value (in `values` order), or None when any
     seed has none (no items file, a metric with no per-item form). `load(row)` gives a row's items dict or None."""
@@ -79,13 +81,11 @@ def compare_lines(a: Line, b: Line, metric: str, load=None, boot=None) -> Compar
 
 def family_of(group: list[Line], metric: str, tested: list[int], load=None, boot=None) -> Family:
     """The joint law of the tested lines' means (bench.report.simultaneous), paired when all share items."""
-    members = [Member((id(group[i]), metric), line_items(group[i], metric, load), values(group[i], metric),
-                      identical_seeds(group[i])) for i in tested]
+    members = [Member((id(group[i]), metric), line_items(group[i], metric, load), values(group[i], metric), identical_seeds(group[i])) for i in tested]
     return Family(members, boot or ItemBootstrap())
 
 
-def versus_best(group: list[Line], metric: str, load=None, boot=None, equivalence: float | None = None,
-                target: float = TARGET) -> dict[str, list]:
+def versus_best(group: list[Line], metric: str, load=None, boot=None, equivalence: float | None = None, target: float = TARGET) -> dict[str, list]:
     """The columns comparing each line of one comparison group with the group's best line.
 
     Kinds of line: a sample (≥ 2 ok seeds), a fixed value (identical seeds: one distinct value, with no seed
@@ -129,8 +129,14 @@ def versus_best(group: list[Line], metric: str, load=None, boot=None, equivalenc
         equivalent = equivalence is not None and -equivalence < c.low and c.high < equivalence
         out["vs_best"][i] = "below" if below else f"equivalent (±{equivalence:g})" if equivalent else NOT_SEPARATED
         out["vs_best_test"][i] = f"paired, {c.items:,} items" if c.method == "paired" else c.method
-        for column, value in (("vs_best_low", c.low), ("vs_best_high", c.high), ("vs_best_p", own.p),
-                              ("vs_best_p_adj", c.p), ("detectable", c.detectable), ("critical", c.critical)):
+        for column, value in (
+            ("vs_best_low", c.low),
+            ("vs_best_high", c.high),
+            ("vs_best_p", own.p),
+            ("vs_best_p_adj", c.p),
+            ("detectable", c.detectable),
+            ("critical", c.critical),
+        ):
             out[column][i] = value
         if out["vs_best"][i] == NOT_SEPARATED and (need := seeds_to_resolve(target, c, level=level)) is not None:
             out["seeds_to_resolve"][i] = need
@@ -138,6 +144,7 @@ def versus_best(group: list[Line], metric: str, load=None, boot=None, equivalenc
 
 
 # --- gain over the untrained baseline --------------------------------------------------------------------
+
 
 def untrained_key(config: dict, distance: str | None) -> str:
     """What an untrained baseline shares with the lines it is the baseline of.
@@ -182,6 +189,7 @@ def gain_vs_untrained(all_lines: list[Line], metric: str) -> dict[str, list]:
 
 # --- still improving, and the selected curve point --------------------------------------------------------
 
+
 def curve_pair(row: dict, metric: str) -> tuple[float, float] | None:
     """The metric at fractions 0.5 and 1.0 of the budget, both from the row's one curve split
     (bench.report.lines.curve_of: validation first), or None."""
@@ -219,7 +227,7 @@ def still_improving(line: Line, metric: str) -> str:
 
 
 def selected(line: Line) -> str:
-    """"best@<fraction>" when train.select = "best" chose a curve point; one fraction per seed when they differ."""
+    """ "best@<fraction>" when train.select = "best" chose a curve point; one fraction per seed when they differ."""
     chosen = [str(float(r["train"]["selected"]["fraction"])) for r in sorted(line.ok, key=_seed) if r["train"].get("selected")]
     if not chosen:
         return ABSENT
@@ -227,7 +235,7 @@ def selected(line: Line) -> str:
 
 
 def tuned(line: Line, show) -> str:
-    """"train.lr=0.000687, loss.margin=0.606 (trial 4 of 20, 3 pruned; val verification_roc_auc 0.718)" for a
+    """ "train.lr=0.000687, loss.margin=0.606 (trial 4 of 20, 3 pruned; val verification_roc_auc 0.718)" for a
     configuration a search chose; "—" for one at the grid's own values. `show` formats a value."""
     search = line.rows[0].get("search", {})
     if search.get("role") != "final":

@@ -1,4 +1,5 @@
 """Adapting a backbone to a cell: the preprocessing it is fed, what is frozen, and the input check."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,7 +59,7 @@ def freeze(backbone: nn.Module, mode: str, unfrozen_stages: int = 1) -> dict:
 
     if mode != "none":
         if not isinstance(getattr(backbone, "trunk", None), nn.Module):
-            raise UserError(f"freeze = {mode!r} needs a backbone with a `trunk` (and `head`) — this backbone has none; use freeze = \"none\"")
+            raise UserError(f'freeze = {mode!r} needs a backbone with a `trunk` (and `head`) — this backbone has none; use freeze = "none"')
         if mode == "bn":
             backbone.trunk = freeze_batch_norm_2d(backbone.trunk)
         elif mode == "backbone":
@@ -83,7 +84,7 @@ def freeze(backbone: nn.Module, mode: str, unfrozen_stages: int = 1) -> dict:
 
 def _stage_groups(trunk: nn.Module) -> list[list[str]]:
     if not hasattr(trunk, "group_matcher"):
-        raise UserError("freeze = \"all_but_last_n\" needs a timm trunk (stages come from timm's group_matcher) — use \"bn\" or \"backbone\"")
+        raise UserError('freeze = "all_but_last_n" needs a timm trunk (stages come from timm\'s group_matcher) — use "bn" or "backbone"')
     from timm.models import group_modules
 
     grouped = group_modules(trunk, trunk.group_matcher(coarse=True))
@@ -104,8 +105,11 @@ def input_check(sample: torch.Tensor, used: InputSpec, native: InputSpec, normal
     ratio = (std / ref_std).clamp_min(1e-12)
     spread = max(ratio.max().item(), 1 / ratio.min().item())
     return {
-        "mean": [round(v, 4) for v in mean.tolist()], "std": [round(v, 4) for v in std.tolist()],
-        "native_mean": [round(v, 4) for v in ref_mean.tolist()], "native_std": [round(v, 4) for v in ref_std.tolist()],
-        "mean_shift_in_native_stds": round(shift, 3), "spread_ratio": round(spread, 3),
+        "mean": [round(v, 4) for v in mean.tolist()],
+        "std": [round(v, 4) for v in std.tolist()],
+        "native_mean": [round(v, 4) for v in ref_mean.tolist()],
+        "native_std": [round(v, 4) for v in ref_std.tolist()],
+        "mean_shift_in_native_stds": round(shift, 3),
+        "spread_ratio": round(spread, 3),
         "mismatch": bool(native.pretrained and (shift > 2 or spread > 4)),
     }

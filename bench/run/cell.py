@@ -1,31 +1,32 @@
 """One cell: build the plugins, adapt the backbone, train under the budget, evaluate on held-out classes."""
+
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from bench.config import Cell
+from bench.config.metrics import lower_is_better
 from bench.data.augment import make_augment
 from bench.data.datasets import split_classes
 from bench.data.preprocess import fit_to_spec, normalize
 from bench.errors import UserError
-from bench.eval.definitions import lower_is_better
 from bench.eval.metrics import evaluate
 from bench.items import roc_items
 from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
 from bench.run.adapt import apply_preprocess, freeze, input_check
 from bench.run.checkpoint import checkpoint_meta, save_checkpoint
 from bench.run.diskcache import cached_tensor, content_hash
+from bench.run.pruning import Pruner
 from bench.run.sampling import BatchSampler
 from bench.run.train import TrainResult, embed, train
-from bench.search.pruning import Pruner
 
 
 class CellTimeout(Exception):
@@ -36,8 +37,17 @@ def data_key(cell: Cell) -> str:
     return json.dumps([cell.dataset, cell.dataset_args], sort_keys=True)
 
 
-def measure(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable, deadline: float | None,
-            feature_cache: bool = True, warn: Callable[[str], None] = print, checkpoints: str | None = None) -> dict:
+def measure(
+    cell: Cell,
+    data: LabelledImages,
+    caches: dict,
+    device: torch.device,
+    report: Callable,
+    deadline: float | None,
+    feature_cache: bool = True,
+    warn: Callable[[str], None] = print,
+    checkpoints: str | None = None,
+) -> dict:
     """`train_and_evaluate`; for a search trial with split.folds = K, each fold in turn (the Reality Check's
     cross-validation), its validation metrics averaged over the folds, stopping at a pruned or diverged fold."""
     pruner = Pruner(cell)
@@ -45,17 +55,24 @@ def measure(cell: Cell, data: LabelledImages, caches: dict, device: torch.device
         return train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints, pruner)
     parts = []
     for fold in range(cell.split.folds):
-        part = train_and_evaluate(replace(cell, split=replace(cell.split, fold=fold)), data, caches, device, report, deadline,
-                                  feature_cache, warn, checkpoints, pruner)
+        part = train_and_evaluate(
+            replace(cell, split=replace(cell.split, fold=fold)), data, caches, device, report, deadline, feature_cache, warn, checkpoints, pruner
+        )
         if pruner.pruned:  # also at the fold's last point, which training reports after its budget is spent
             part["train"]["stopped_by"] = "pruned"
         parts.append(part)
         if part["train"]["stopped_by"] in ("pruned", "diverged") or "diverged" in part:
             break
-    merged = {**parts[-1], "curve": [{**point, "fold": i} for i, part in enumerate(parts) for point in part.get("curve", [])],
-              "folds": [{"fold": i, "metrics": part["metrics"], "split": part["split"], "steps": part["train"]["steps"],
-                         "stopped_by": part["train"]["stopped_by"]} for i, part in enumerate(parts)]}
+    merged = {
+        **parts[-1],
+        "curve": [{**point, "fold": i} for i, part in enumerate(parts) for point in part.get("curve", [])],
+        "folds": [
+            {"fold": i, "metrics": part["metrics"], "split": part["split"], "steps": part["train"]["steps"], "stopped_by": part["train"]["stopped_by"]}
+            for i, part in enumerate(parts)
+        ],
+    }
     if len(parts) == cell.split.folds and merged["train"]["stopped_by"] not in ("pruned", "diverged") and "diverged" not in merged:
+
         def mean(key):  # a figure's mean over the folds; a note (text) as the first fold has it
             values = [part["metrics"].get(key) for part in parts]
             numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -65,9 +82,18 @@ def measure(cell: Cell, data: LabelledImages, caches: dict, device: torch.device
     return merged
 
 
-def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable,
-                       deadline: float | None, feature_cache: bool = True, warn: Callable[[str], None] = print,
-                       checkpoints: str | None = None, pruner: Pruner | None = None) -> dict:
+def train_and_evaluate(
+    cell: Cell,
+    data: LabelledImages,
+    caches: dict,
+    device: torch.device,
+    report: Callable,
+    deadline: float | None,
+    feature_cache: bool = True,
+    warn: Callable[[str], None] = print,
+    checkpoints: str | None = None,
+    pruner: Pruner | None = None,
+) -> dict:
     """The whole life of a cell, returned as the row's measured part. `caches` is shared by a grid's cells;
     with train.save, the checkpoint goes to `checkpoints`/<cell_id> (a folder beside the results file).
     A search trial (cell.trial) is scored on validation only: the test split never reaches the evaluator."""
@@ -92,8 +118,10 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
     train_idx, val_idx, test_idx, split = split_for(cell, data)
     check = input_check(images[_spread_sample(train_idx, 256, cell.split.seed)], spec, native, normalize)
     if check["mismatch"]:
-        warn(f"input check: {cell.backbone} with preprocess = {cell.model.preprocess!r} is fed inputs {check['mean_shift_in_native_stds']:.1f} "
-             f"native stds off and {check['spread_ratio']:.1f}x the spread its pretrained weights expect")
+        warn(
+            f"input check: {cell.backbone} with preprocess = {cell.model.preprocess!r} is fed inputs {check['mean_shift_in_native_stds']:.1f} "
+            f"native stds off and {check['spread_ratio']:.1f}x the spread its pretrained weights expect"
+        )
 
     def prepare_images(batch: torch.Tensor) -> torch.Tensor:
         x = normalize(batch, spec)
@@ -124,7 +152,7 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         train_model, prepare_train = backbone.head, _identity
     if augment.transform is not None:  # the warm-up step must not advance the training augmentation's generator
         warm_augment = make_augment(cell.train.augment, cell.seed)
-        warmup_prepare = lambda batch: prepare_images(warm_augment(batch))  # noqa: E731
+        warmup_prepare = lambda batch: prepare_images(warm_augment(batch))
     charge = len(train_idx) * per_image if cost_model == "features_once" else 0.0  # the one-time extraction the head trains on
     groups = data.attributes[cell.eval.episode_group] if cell.eval.episode_group else None
 
@@ -182,20 +210,47 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         for key in [key for key in embedded if key[0] not in kept]:
             del embedded[key]
         metrics, bad = score(val_idx if len(val_idx) else test_idx, curve_on, roc_points=0)  # a curve point keeps no ROC
-        curve.append({"fraction": fraction, "progress": at.progress, "steps": at.steps, "samples": at.samples,
-                      "seconds": at.seconds, "on": curve_on, "metrics": metrics, **({"nonfinite": bad} if bad else {})})
+        curve.append(
+            {
+                "fraction": fraction,
+                "progress": at.progress,
+                "steps": at.steps,
+                "samples": at.samples,
+                "seconds": at.seconds,
+                "on": curve_on,
+                "metrics": metrics,
+                **({"nonfinite": bad} if bad else {}),
+            }
+        )
         select.offer(fraction, at.steps, metrics)
         return pruner.report(metrics)  # True stops training: a search trial pruned by the median rule
 
     if trains:
         sampler = BatchSampler(loss_fn.batch, data.labels[train_idx], cell.train.batch_size, cell.seed, cell.train.m_per_class)
         if sampler.short_classes():
-            warn(f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
-                 f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)")
+            warn(
+                f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
+                f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)"
+            )
         flops = _flops_per_image(caches, cell, backbone, prepare_images(images[train_idx[:2]].to(device)))
-        result = train(train_model, loss_fn, train_inputs, labels[train_idx], prepare_train, cell.train, cell.budget, cell.seed,
-                       device, bf16, on_step, charge_at_start=charge, sampler=sampler, curve=cell.eval.curve, on_curve=on_curve,
-                       warmup_prepare=warmup_prepare)
+        result = train(
+            train_model,
+            loss_fn,
+            train_inputs,
+            labels[train_idx],
+            prepare_train,
+            cell.train,
+            cell.budget,
+            cell.seed,
+            device,
+            bf16,
+            on_step,
+            charge_at_start=charge,
+            sampler=sampler,
+            curve=cell.eval.curve,
+            on_curve=on_curve,
+            warmup_prepare=warmup_prepare,
+        )
         short = sampler.short_classes()
     else:  # the untrained baseline: no optimizer, no budget; the trunk's features as they are
         result, flops, short = TrainResult(0, 0, 0.0, "untrained", float("nan"), 0.0, 0.0, 0.0, 0.0), 0, 0
@@ -231,14 +286,23 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         weights[0] = "diverged" if result.stopped_by == "diverged" else result.steps
         kept, bad = score_test()
         if bad:
-            warn(f"train.save = \"last\": the last weights give {bad} NaN or inf embeddings (the selected ones were scored), so no checkpoint is kept")
+            warn(f'train.save = "last": the last weights give {bad} NaN or inf embeddings (the selected ones were scored), so no checkpoint is kept')
     if cell.train.save != "none" and checkpoints and not bad:
         weights_from = f"best@{selected['fraction']:g}" if selected and last is None else "last"
-        meta = checkpoint_meta(cell, spec, native, {"channels": conversion["from"][0], "size": conversion["from"][1:]},
-                               cell.eval.distance or loss_fn.distance, kept, "bf16" if bf16 else "fp32", trains, weights_from, data.meta.get("decoding"))
+        meta = checkpoint_meta(
+            cell,
+            spec,
+            native,
+            {"channels": conversion["from"][0], "size": conversion["from"][1:]},
+            cell.eval.distance or loss_fn.distance,
+            kept,
+            "bf16" if bf16 else "fp32",
+            trains,
+            weights_from,
+            data.meta.get("decoding"),
+        )
         root = Path(checkpoints)
-        saved = {"path": f"{root.name}/{cell.cell_id}", "weights_from": weights_from,
-                 "sha256": save_checkpoint(root / cell.cell_id, meta, backbone, loss_fn)}
+        saved = {"path": f"{root.name}/{cell.cell_id}", "weights_from": weights_from, "sha256": save_checkpoint(root / cell.cell_id, meta, backbone, loss_fn)}
     steps = max(result.steps, 1)
     return {
         **({"checkpoint": saved} if saved else {}),
@@ -246,19 +310,30 @@ def train_and_evaluate(cell: Cell, data: LabelledImages, caches: dict, device: t
         "metrics": metrics,
         **({"diverged": diverged} if diverged else {}),
         **({"curve": curve} if curve else {}),
-        "train": {**asdict(result), "data_time_per_step": result.data_seconds / steps,
-                  "compute_time_per_step": result.compute_seconds / steps, "augment": augment.record(), "feature_cache": cached,
-                  "cost_model": cost_model, "charged_images": len(train_idx) if cost_model == "features_once" else 0,
-                  "charged_seconds_per_image": per_image,
-                  "m_per_class_short_classes": short,
-                  "images_per_second": result.samples / max(result.seconds, 1e-9), "gflops_per_image": flops / 1e9,
-                  "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9,
-                  "schedule": {"name": cell.train.schedule, "warmup": cell.train.warmup}, **({"selected": selected} if selected else {})},
+        "train": {
+            **asdict(result),
+            "data_time_per_step": result.data_seconds / steps,
+            "compute_time_per_step": result.compute_seconds / steps,
+            "augment": augment.record(),
+            "feature_cache": cached,
+            "cost_model": cost_model,
+            "charged_images": len(train_idx) if cost_model == "features_once" else 0,
+            "charged_seconds_per_image": per_image,
+            "m_per_class_short_classes": short,
+            "images_per_second": result.samples / max(result.seconds, 1e-9),
+            "gflops_per_image": flops / 1e9,
+            "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9,
+            "schedule": {"name": cell.train.schedule, "warmup": cell.train.warmup},
+            **({"selected": selected} if selected else {}),
+        },
         "eval_seconds": round(time.perf_counter() - start, 3),
         "split": split,
         "input": {**_spec_record(spec), "preprocess": cell.model.preprocess, "native": _spec_record(native), **conversion, "check": check},
-        "model": {**frozen, "embed_dim": scored_dim[0],
-                  "trainable_params": sum(p.numel() for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad)},
+        "model": {
+            **frozen,
+            "embed_dim": scored_dim[0],
+            "trainable_params": sum(p.numel() for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad),
+        },
         "precision": "bf16" if bf16 else "fp32",
     }
 
@@ -290,8 +365,7 @@ class _Selection:
 
 def split_for(cell: Cell, data: LabelledImages):
     s = cell.split
-    return split_classes(data, s.test_fraction, s.seed, s.val_fraction, list(s.test_classes) or None,
-                         list(s.val_classes) or None, s.folds, s.fold)
+    return split_classes(data, s.test_fraction, s.seed, s.val_fraction, list(s.test_classes) or None, list(s.val_classes) or None, s.folds, s.fold)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -381,6 +455,7 @@ def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16,
 def _content_of(data: LabelledImages) -> Callable[[], str]:
     """A lazy content hash of the dataset, computed once per dataset object and only when a disk cache asks
     (memoised in its `meta`, which plugins fill and nothing compares)."""
+
     def content() -> str:
         if "content_sha256" not in data.meta:
             data.meta["content_sha256"] = content_hash(data.images, data.labels)
@@ -390,8 +465,7 @@ def _content_of(data: LabelledImages) -> Callable[[], str]:
 
 
 def _spec_record(spec: InputSpec) -> dict:
-    return {"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean), "std": list(spec.std),
-            "bgr": spec.bgr, "pretrained": spec.pretrained}
+    return {"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean), "std": list(spec.std), "bgr": spec.bgr, "pretrained": spec.pretrained}
 
 
 def check_deadline(deadline: float | None, what: str) -> None:

@@ -8,6 +8,7 @@ threshold and test metrics *of the weights in the folder*, whichever weights the
 Loading never unpickles code: the backbone is rebuilt from the registry with the cell's arguments and freeze
 mode, and the tensors are loaded strictly after their hash is checked.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,16 +93,28 @@ def load_checkpoint(path: str | Path) -> Loaded:
     loss_fn = LOSSES.get(cell["loss"]).factory(backbone.embed_dim, **cell["loss_args"])
     tensors = load_file(str(weights))
     for prefix, module in (("backbone.", backbone), ("loss.", loss_fn)):
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise UserError(f"{weights}: does not fit {cell['backbone']} as configured ({' '.join(str(exc).split())[:300]}) — the plugin changed since the checkpoint was written") from None
+            raise UserError(
+                f"{weights}: does not fit {cell['backbone']} as configured ({' '.join(str(exc).split())[:300]}) — the plugin changed since the checkpoint was written"
+            ) from None
     model = backbone if meta["embed_with"] == "backbone" else backbone.trunk
     model.eval()
     spec, native = (InputSpec(**{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])}) for d in (meta["spec"], meta["native"]))
-    return Loaded(model, spec, native, meta["decoded"], meta.get("decoding") or _legacy_decoding(cell), meta["distance"],
-                  meta.get("val_threshold"), meta["precision"] == "bf16", cell["eval"]["batch_size"], meta)
+    return Loaded(
+        model,
+        spec,
+        native,
+        meta["decoded"],
+        meta.get("decoding") or _legacy_decoding(cell),
+        meta["distance"],
+        meta.get("val_threshold"),
+        meta["precision"] == "bf16",
+        cell["eval"]["batch_size"],
+        meta,
+    )
 
 
 def _legacy_decoding(cell: dict) -> dict:
@@ -117,14 +130,33 @@ def _legacy_decoding(cell: dict) -> dict:
 KEPT_METRICS = ("verification_roc_auc", "verification_balanced_accuracy_val_threshold", "recall_at_1", "map_at_r")
 
 
-def checkpoint_meta(cell, spec: InputSpec, native: InputSpec, decoded: dict, distance: str, metrics: dict, precision: str,
-                    trains: bool, weights_from: str, decoding: dict | None = None) -> dict:
+def checkpoint_meta(
+    cell,
+    spec: InputSpec,
+    native: InputSpec,
+    decoded: dict,
+    distance: str,
+    metrics: dict,
+    precision: str,
+    trains: bool,
+    weights_from: str,
+    decoding: dict | None = None,
+) -> dict:
     """checkpoint.json's content; `metrics` must be the test metrics of the weights saved beside it, and
     `decoding` how the dataset decoded its files (None: a dataset of arrays, decoded with no background)."""
     threshold = metrics.get("verification_val_threshold")
-    return {"cell": cell.to_dict(), "cell_id": cell.cell_id, "spec": dataclasses.asdict(spec), "native": dataclasses.asdict(native),
-            "decoded": decoded, "decoding": decoding or {"background": None, "max_pixels": 0}, "preprocess": cell.model.preprocess,
-            "distance": distance, "precision": precision,
-            "val_threshold": threshold if threshold is not None and threshold == threshold else None,
-            "embed_with": "backbone" if trains else "trunk", "weights_from": weights_from,
-            "metrics": {k: v for k, v in metrics.items() if k in KEPT_METRICS}}
+    return {
+        "cell": cell.to_dict(),
+        "cell_id": cell.cell_id,
+        "spec": dataclasses.asdict(spec),
+        "native": dataclasses.asdict(native),
+        "decoded": decoded,
+        "decoding": decoding or {"background": None, "max_pixels": 0},
+        "preprocess": cell.model.preprocess,
+        "distance": distance,
+        "precision": precision,
+        "val_threshold": threshold if threshold is not None and threshold == threshold else None,
+        "embed_with": "backbone" if trains else "trunk",
+        "weights_from": weights_from,
+        "metrics": {k: v for k, v in metrics.items() if k in KEPT_METRICS},
+    }

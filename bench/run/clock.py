@@ -5,6 +5,7 @@ statistics, `/proc/self/task/*/schedstat`: time on a core and time runnable but 
 A seconds budget buys what the machine gives it. A neighbour that keeps the cores busy takes its share — and,
 before `quiet_threads` below, much more: OpenMP's worker threads spin-waited for a core the neighbour held, so a
 small head's step ran 48x slower. The waiting share is what marks a row *contended* (`bench.report.lines`)."""
+
 from __future__ import annotations
 
 import os
@@ -104,25 +105,13 @@ class Meter:
         self.stop_span()
         runnable = self.on_core + self.waiting
         share = self.cpu / (self.wall * self.threads) if self.wall > 0 and self.threads else None
-        return {"wall_seconds": round(self.wall, 4), "cpu_seconds": round(self.cpu, 4), "threads": self.threads,
-                "cpu_share": None if share is None else round(share, 4),
-                "core_wait_share": round(self.waiting / runnable, 4) if self.scheduled and runnable > 0 else None,
-                "load_start": self.load_start, "load_end": _load(),
-                "omp_wait_policy": os.environ.get(WAIT_POLICY)}
-
-
-CONTENDED = 0.2  # a seconds-bound row whose threads waited for a core this share of their runnable time is marked
-
-
-def core_wait(row: dict) -> float | None:
-    """The row's `train.machine.core_wait_share`, or None (an older row, or no scheduler statistics)."""
-    return ((row.get("train") or {}).get("machine") or {}).get("core_wait_share")
-
-
-def contended(row: dict) -> bool:
-    """True when an ok row's training was stopped by its max_seconds clock while its threads waited for a core
-    at least CONTENDED of their runnable time: a busy neighbour bought it fewer steps, not the method. A row
-    bound by steps or samples is never contended: the load cost it time, not results."""
-    share = core_wait(row)
-    return (row.get("status") == "ok" and (row.get("train") or {}).get("stopped_by") == "max_seconds"
-            and share is not None and share >= CONTENDED)
+        return {
+            "wall_seconds": round(self.wall, 4),
+            "cpu_seconds": round(self.cpu, 4),
+            "threads": self.threads,
+            "cpu_share": None if share is None else round(share, 4),
+            "core_wait_share": round(self.waiting / runnable, 4) if self.scheduled and runnable > 0 else None,
+            "load_start": self.load_start,
+            "load_end": _load(),
+            "omp_wait_policy": os.environ.get(WAIT_POLICY),
+        }

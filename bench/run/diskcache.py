@@ -7,6 +7,7 @@ key and the tensor's sha256 in its metadata; an entry that is partial, corrupt o
 recomputed and rewritten, never trusted. Writes go to a temporary file renamed into place, so readers see
 a whole file or none; a write that fails (a full disk) keeps the entry in memory, with one warning.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,8 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -69,8 +70,11 @@ def _save_or_fall_back(caches: dict, path: Path, full: str, value: Made) -> None
     except (OSError, SafetensorError) as exc:
         caches.writable = False
         message = " ".join(str(exc).split())
-        warnings.warn(f"{path.parent}: cannot write the feature cache ({type(exc).__name__}: {message}); "
-                      "keeping it in memory for the rest of this run (free space, or pass --cache-dir DIR or --no-disk-cache)")
+        warnings.warn(
+            f"{path.parent}: cannot write the feature cache ({type(exc).__name__}: {message}); "
+            "keeping it in memory for the rest of this run (free space, or pass --cache-dir DIR or --no-disk-cache)",
+            stacklevel=2,
+        )
 
 
 def _digest(tensor: torch.Tensor) -> str:
@@ -90,7 +94,7 @@ def _load(path: Path, full: str) -> Made | None:
             raise ValueError("key or checksum mismatch")
         return tensor, json.loads(meta["facts"])
     except Exception as exc:  # partial, corrupt, or another key: recompute, never trust it
-        warnings.warn(f"{path}: cache entry unreadable or not what its name says ({type(exc).__name__}: {exc}); recomputing it")
+        warnings.warn(f"{path}: cache entry unreadable or not what its name says ({type(exc).__name__}: {exc}); recomputing it", stacklevel=2)
         return None
 
 

@@ -7,6 +7,7 @@ the coordinator (bench.run.runner) alone appends the rows and writes their per-i
 - Ray (`--executor ray`): one task per cell on a running cluster or a local one.
 - submitit (`--executor slurm` / `submitit-local`): one job per cell on Slurm, or submitit's local executor.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,10 +16,10 @@ import multiprocessing as mp
 import os
 import platform
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -36,7 +37,6 @@ HARD_GRACE_S = 30.0  # a worker still busy this long past --cell-timeout is kill
 POLL_S = 2.0
 
 
-
 @contextlib.contextmanager
 def environment(values: dict[str, str]):
     """os.environ with `values` set while the block runs (a process started inside inherits them), then as before."""
@@ -50,6 +50,7 @@ def environment(values: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
 
 @dataclass(frozen=True)
 class Job:
@@ -79,8 +80,13 @@ def _no_device(cell: Cell, job: Job) -> dict | None:
     """The cell's `error` row when this process cannot give it the device asked for (--device cuda on a node
     without CUDA: the coordinator cannot check a node it does not run on)."""
     if job.device == "cuda" and not torch.cuda.is_available():
-        return failed_row(cell, job.grid_name, torch.device("cpu"), "error", f"--device cuda: node {platform.node()} sees no CUDA device — "
-                          "ask for one ([resources] gpus = 1, [slurm] partition) or run with --device auto")
+        return failed_row(
+            cell,
+            job.grid_name,
+            torch.device("cpu"),
+            "error",
+            f"--device cuda: node {platform.node()} sees no CUDA device — ask for one ([resources] gpus = 1, [slurm] partition) or run with --device auto",
+        )
     return None
 
 
@@ -104,8 +110,7 @@ def in_process(cells: list[Cell], data: dict[str, LabelledImages], job: Job, iso
             row = run_isolated(cell, job.grid_name, data[data_key(cell)], device, job)
         else:
             hook = progress.step_hook(cell)
-            row = run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout,
-                           hook, job.feature_cache, warn, job.checkpoints)
+            row = run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout, hook, job.feature_cache, warn, job.checkpoints)
             progress.drop(hook)
         yield "done", cell, row
 
@@ -122,8 +127,20 @@ def _serve(conn, data: dict, job: Job) -> None:
             return
         if cell is None:
             return
-        conn.send(_no_device(cell, job) or run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout,
-                                                    feature_cache=job.feature_cache, warn=lambda message: None, checkpoints=job.checkpoints))
+        conn.send(
+            _no_device(cell, job)
+            or run_cell(
+                cell,
+                job.grid_name,
+                data[data_key(cell)],
+                caches,
+                device,
+                job.cell_timeout,
+                feature_cache=job.feature_cache,
+                warn=lambda message: None,
+                checkpoints=job.checkpoints,
+            )
+        )
 
 
 class LocalWorkers:
@@ -174,8 +191,9 @@ class LocalWorkers:
                         if proc.is_alive():
                             proc.kill()
                             proc.join()
-                        row = failed_row(cell, job.grid_name, resolve_device(job.device), "error",
-                                         f"worker process {describe_exit(proc.exitcode)} while running this cell")
+                        row = failed_row(
+                            cell, job.grid_name, resolve_device(job.device), "error", f"worker process {describe_exit(proc.exitcode)} while running this cell"
+                        )
                         if queue:
                             idle.append(spawn(slot))
                     else:
@@ -210,8 +228,17 @@ class LocalWorkers:
                 del busy[conn]
                 if queue:
                     idle.append(spawn(slot))
-                yield "done", cell, failed_row(cell, job.grid_name, resolve_device(job.device), "timeout",
-                                               f"cell exceeded --cell-timeout {job.cell_timeout:g} s and its worker was killed")
+                yield (
+                    "done",
+                    cell,
+                    failed_row(
+                        cell,
+                        job.grid_name,
+                        resolve_device(job.device),
+                        "timeout",
+                        f"cell exceeded --cell-timeout {job.cell_timeout:g} s and its worker was killed",
+                    ),
+                )
 
 
 _WORKER_CACHES: dict[str, Caches] = {}  # per Ray worker process, kept between the tasks it runs
@@ -228,8 +255,17 @@ def _run_remote(cell: Cell, data: LabelledImages, job: Job) -> dict:
 
         data = DATASETS.get(cell.dataset).factory(**cell.dataset_args)
     caches = _WORKER_CACHES.setdefault(job.cache_dir or "", Caches(job.cache_dir))
-    return run_cell(cell, job.grid_name, data, caches, resolve_device(job.device), job.cell_timeout, feature_cache=job.feature_cache,
-                    warn=lambda message: None, checkpoints=job.checkpoints)
+    return run_cell(
+        cell,
+        job.grid_name,
+        data,
+        caches,
+        resolve_device(job.device),
+        job.cell_timeout,
+        feature_cache=job.feature_cache,
+        warn=lambda message: None,
+        checkpoints=job.checkpoints,
+    )
 
 
 def _require(module: str, extra: str, flag: str):
@@ -257,8 +293,7 @@ class RayCells:
         job = replace(job, threads=job.threads or int(cpus))
         # a cluster's workers do not inherit this process's environment: hand them its OpenMP wait policy (bench.run.clock)
         policy = {WAIT_POLICY: os.environ[WAIT_POLICY]} if WAIT_POLICY in os.environ else {}
-        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0,
-                            **({"runtime_env": {"env_vars": policy}} if policy else {}))(_run_remote)
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0, **({"runtime_env": {"env_vars": policy}} if policy else {}))(_run_remote)
         refs = self.refs
         refs.update({key: ray.put(value) for key, value in data.items() if key not in refs})
         pending = {}
@@ -301,9 +336,15 @@ class SubmititCells:
         timeout_min = int(job.slurm.get("time_min", max(10, 2 * (job.cell_timeout or 3600) / 60)))
         params = {"timeout_min": timeout_min}
         if not self.local:
-            params |= {"slurm_partition": job.slurm.get("partition"), "cpus_per_task": int(job.resources.get("cpus", 1)),
-                       "gpus_per_node": int(job.resources.get("gpus", 0)), "mem_gb": job.resources.get("mem_gb"),
-                       "slurm_account": job.slurm.get("account"), "slurm_qos": job.slurm.get("qos"), "slurm_constraint": job.slurm.get("constraint")}
+            params |= {
+                "slurm_partition": job.slurm.get("partition"),
+                "cpus_per_task": int(job.resources.get("cpus", 1)),
+                "gpus_per_node": int(job.resources.get("gpus", 0)),
+                "mem_gb": job.resources.get("mem_gb"),
+                "slurm_account": job.slurm.get("account"),
+                "slurm_qos": job.slurm.get("qos"),
+                "slurm_constraint": job.slurm.get("constraint"),
+            }
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         job = replace(job, threads=job.threads or int(job.resources.get("cpus", 1)))
         queue, running = list(cells), {}

@@ -1,4 +1,5 @@
 """Optional per-cell subprocess isolation: a cell that hangs or kills its interpreter is recorded, not fatal."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,8 +11,9 @@ import torch
 EXIT_GRACE_S = 10.0  # how long a child whose pipe closed may take to exit (CUDA teardown can be slow)
 
 
-def _child(conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool, checkpoints: str | None = None,
-           threads: int | None = None) -> None:
+def _child(
+    conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool, checkpoints: str | None = None, threads: int | None = None
+) -> None:
     if threads:  # --threads, as the parent runs with: thread counts change float sums, so the row and its items
         torch.set_num_threads(threads)
     for module in plugins:  # the same --plugin modules the parent imported
@@ -33,8 +35,21 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
 
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, cell, grid_name, data, str(device), options.plugins, options.feature_cache,
-                                            getattr(options, "checkpoints", None), getattr(options, "threads", None)), daemon=True)
+    proc = ctx.Process(
+        target=_child,
+        args=(
+            send,
+            cell,
+            grid_name,
+            data,
+            str(device),
+            options.plugins,
+            options.feature_cache,
+            getattr(options, "checkpoints", None),
+            getattr(options, "threads", None),
+        ),
+        daemon=True,
+    )
     proc.start()
     send.close()
     if not receive.poll(options.cell_timeout):  # True on a row or on the child's end of the pipe closing
@@ -55,7 +70,9 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
     if row is not None:
         return row
     if lingering:
-        return failed_row(cell, grid_name, device, "error", f"the cell's process closed its pipe without reporting and had not exited {EXIT_GRACE_S:g} s later; killed")
+        return failed_row(
+            cell, grid_name, device, "error", f"the cell's process closed its pipe without reporting and had not exited {EXIT_GRACE_S:g} s later; killed"
+        )
     return failed_row(cell, grid_name, device, "error", f"the cell's process {describe_exit(proc.exitcode)} before reporting")
 
 

@@ -4,6 +4,7 @@ On a terminal, rich bars (and, in-process, one bar per cell's steps). Anywhere e
 CI) plain lines: one per finished cell with its status and headline metrics, and a line every minute
 naming the cells still running — never a redrawn bar cut to 80 columns.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,8 +44,14 @@ class GridProgress:
 
     def __enter__(self):
         if self.live:
-            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                       TimeElapsedColumn(), TimeRemainingColumn()]
+            columns = [
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            ]
             self.bar = Progress(*columns, console=self.console, transient=False).__enter__()
             self.grid_task = self.bar.add_task(f"grid {self.name}", total=self.total, completed=self.done_before, info=self._counts())
         return self
@@ -69,8 +76,12 @@ class GridProgress:
         if self.bar is not None:
             self.bar.update(self.grid_task, advance=1, info=f"{self._counts()} · last: {escape(label(cell))} → {summary(row)}")
         else:
-            self.console.print(f"[{self.done_before + self.done}/{self.total}] {label(cell)}: {summary(row)} "
-                               f"({time.monotonic() - start:.0f} s) · {self._counts()}", highlight=False, markup=False, soft_wrap=True)
+            self.console.print(
+                f"[{self.done_before + self.done}/{self.total}] {label(cell)}: {summary(row)} ({time.monotonic() - start:.0f} s) · {self._counts()}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
     def tick(self) -> None:
         """Called while waiting: a plain log says every minute what is still running."""

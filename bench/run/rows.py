@@ -1,5 +1,6 @@
 """A cell's result row: run a cell and turn whatever happened (a result, a timeout, an OOM, a crash) into
 one row with the config, the status and the environment. Any executor calls `run_cell`."""
+
 from __future__ import annotations
 
 import functools
@@ -8,10 +9,10 @@ import platform
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -21,9 +22,18 @@ from bench.results import SCHEMA, SPEED_FIELDS, speed_env
 from bench.run.cell import CellTimeout, measure, use_bf16
 
 
-def run_cell(cell: Cell, grid_name: str, data: LabelledImages, caches: dict, device: torch.device,
-             cell_timeout: float | None = None, report=lambda steps=None, info="": None, feature_cache: bool = True,
-             warn=print, checkpoints: str | None = None) -> dict:
+def run_cell(
+    cell: Cell,
+    grid_name: str,
+    data: LabelledImages,
+    caches: dict,
+    device: torch.device,
+    cell_timeout: float | None = None,
+    report=lambda steps=None, info="": None,
+    feature_cache: bool = True,
+    warn=print,
+    checkpoints: str | None = None,
+) -> dict:
     """Train and evaluate one cell; any failure becomes the row's status, never an exception. A row whose test
     split was scored carries its per-item outcomes under "_items" (numpy arrays, picklable through every
     executor) for the coordinator, which writes them to the cell's items file (bench.run.runner.items_keeper)."""
@@ -51,8 +61,14 @@ def trial_record(cell: Cell, row: dict) -> dict:
     and the metric at each curve point (what the median rule and a rebuilt study read)."""
     metric = cell.trial.metric
     objective = row.get("metrics", {}).get(metric) if row.get("status") == "ok" else None
-    return {"study": cell.trial.study, "trial": cell.trial.number, "params": cell.trial.params, "metric": metric, "objective": objective,
-            "intermediate": [point["metrics"].get(metric) for point in row.get("curve", [])]}
+    return {
+        "study": cell.trial.study,
+        "trial": cell.trial.number,
+        "params": cell.trial.params,
+        "metric": metric,
+        "objective": objective,
+        "intermediate": [point["metrics"].get(metric) for point in row.get("curve", [])],
+    }
 
 
 def failed_row(cell: Cell, grid_name: str, device: torch.device | str, status: str, error: str) -> dict:
@@ -107,8 +123,9 @@ def source_state() -> dict:
     unknown = {"git_commit": None, "git_dirty": None}
     try:
         tracked = subprocess.run(git + ["ls-files", "--error-unmatch", "__init__.py"], **quiet)
-        status = subprocess.run(git + ["status", "--porcelain=v2", "--branch", "--untracked-files=no", "--", ".", "../backbones", "../losses"],
-                                **quiet)  # the code, not results files a run is writing
+        status = subprocess.run(
+            git + ["status", "--porcelain=v2", "--branch", "--untracked-files=no", "--", ".", "../backbones", "../losses"], **quiet
+        )  # the code, not results files a run is writing
     except (OSError, subprocess.SubprocessError):
         return unknown
     head = [ln.split()[2] for ln in status.stdout.splitlines() if ln.startswith("# branch.oid ")]
@@ -122,7 +139,7 @@ def device_name(device: torch.device) -> str:
 
 
 def cpu_model() -> str:
-    """"model name" from /proc/cpuinfo, else platform.processor(), else platform.machine()."""
+    """ "model name" from /proc/cpuinfo, else platform.processor(), else platform.machine()."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -153,8 +170,13 @@ def this_run_speed(executor: str, workers: int, threads: int | None, resources: 
 def speed_difference(rows: list[dict], grid_name: str, speed: Callable[[dict], dict]) -> str | None:
     """How the grid's existing max_seconds rows ran on another speed environment than this run's `speed`,
     in one line (field: theirs → this run's; a field unknown on either side is not compared), or None."""
-    seconds = [r for r in rows if r.get("grid") == grid_name and "train" in r  # a row that trained
-               and ((r.get("config") or {}).get("budget") or {}).get("max_seconds") is not None]
+    seconds = [
+        r
+        for r in rows
+        if r.get("grid") == grid_name
+        and "train" in r  # a row that trained
+        and ((r.get("config") or {}).get("budget") or {}).get("max_seconds") is not None
+    ]
     changes: dict[str, set] = {}
     for row in seconds:
         theirs, ours = speed_env(row), speed(row)
@@ -164,5 +186,7 @@ def speed_difference(rows: list[dict], grid_name: str, speed: Callable[[dict], d
     if not changes:
         return None
     named = "; ".join(f"{field} {', '.join(sorted(pairs))}" for field, pairs in changes.items())
-    return (f"resuming grid {grid_name}: its existing max_seconds rows ran on another speed environment ({named}), so a seconds "
-            "budget buys different steps in this run's rows; compare them as separate setups, or rerun with --rerun all on one setup")
+    return (
+        f"resuming grid {grid_name}: its existing max_seconds rows ran on another speed environment ({named}), so a seconds "
+        "budget buys different steps in this run's rows; compare them as separate setups, or rerun with --rerun all on one setup"
+    )

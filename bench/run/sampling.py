@@ -3,6 +3,7 @@
 Written here rather than taken from PML's MPerClassSampler because the runner draws one batch per
 step from an endless seeded stream, and pairs/triplets need the balanced layouts the losses expect.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,6 +89,4 @@ class BatchSampler:
     def _m_per_class(self, size: int) -> np.ndarray:
         n_classes = min(size // self.m, len(self.by_class))
         chosen = self.rng.choice(len(self.by_class), n_classes, replace=False)
-        return np.concatenate([
-            self.rng.choice(self.by_class[c], self.m, replace=len(self.by_class[c]) < self.m) for c in chosen
-        ])
+        return np.concatenate([self.rng.choice(self.by_class[c], self.m, replace=len(self.by_class[c]) < self.m) for c in chosen])

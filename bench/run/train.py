@@ -1,4 +1,5 @@
 """The one training loop. Budgets are enforced here and nowhere else; plugins never see them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,16 +7,16 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from bench.config import Budget, TrainConfig
-from bench.run.clock import Meter
 from bench.plugins import Loss
+from bench.run.clock import Meter
 from bench.run.sampling import BatchSampler
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch of stored inputs (on device) -> what the model takes
@@ -86,11 +87,22 @@ def lr_factor(schedule: str, warmup: float, fraction: float) -> float:
 
 
 def train(
-    model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, cfg: TrainConfig,
-    budget: Budget, seed: int, device: torch.device, bf16: bool,
+    model: nn.Module,
+    loss_fn: Loss,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    prepare: Prepare,
+    cfg: TrainConfig,
+    budget: Budget,
+    seed: int,
+    device: torch.device,
+    bf16: bool,
     on_step: Callable[[int, int, float, float], None] = lambda steps, samples, seconds, loss: None,
-    charge_at_start: float = 0.0, sampler: BatchSampler | None = None,
-    curve: tuple[float, ...] = (), on_curve: CurveHook = lambda fraction, at: None, warmup_prepare: Prepare | None = None,
+    charge_at_start: float = 0.0,
+    sampler: BatchSampler | None = None,
+    curve: tuple[float, ...] = (),
+    on_curve: CurveHook = lambda fraction, at: None,
+    warmup_prepare: Prepare | None = None,
 ) -> TrainResult:
     """Train `model` (a backbone on images, or only its head on a frozen trunk's features) until the budget stops it.
 
@@ -112,8 +124,7 @@ def train(
     steps = samples = 0
     data_seconds = compute_seconds = paused = 0.0
     recent: list[float] = []
-    warmup_seconds = warm_up(model, loss_fn, inputs, labels, warmup_prepare or prepare, sampler, cfg,
-                             _fit(cfg.batch_size, budget, 0), device, bf16)
+    warmup_seconds = warm_up(model, loss_fn, inputs, labels, warmup_prepare or prepare, sampler, cfg, _fit(cfg.batch_size, budget, 0), device, bf16)
     start = time.perf_counter()
     meter = Meter(torch.get_num_threads())
 
@@ -176,12 +187,23 @@ def train(
     wall = time.perf_counter() - start - paused
     machine = meter.record()
     final = sum(recent) / len(recent) if recent else float("nan")
-    return TrainResult(steps, samples, wall + charge_at_start, stopped_by, final, data_seconds, compute_seconds, wall, charge_at_start, paused,
-                       warmup_seconds, machine)
+    return TrainResult(
+        steps, samples, wall + charge_at_start, stopped_by, final, data_seconds, compute_seconds, wall, charge_at_start, paused, warmup_seconds, machine
+    )
 
 
-def warm_up(model: nn.Module, loss_fn: Loss, inputs: torch.Tensor, labels: torch.Tensor, prepare: Prepare, sampler: BatchSampler,
-            cfg: TrainConfig, size: int, device: torch.device, bf16: bool) -> float:
+def warm_up(
+    model: nn.Module,
+    loss_fn: Loss,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    prepare: Prepare,
+    sampler: BatchSampler,
+    cfg: TrainConfig,
+    size: int,
+    device: torch.device,
+    bf16: bool,
+) -> float:
     """One forward and backward pass on a batch like the first step's, and a step of a throwaway optimizer,
     before the budget's clock starts: the first step in a process pays one-time costs (the allocator, oneDNN's
     and cuDNN's kernel choices, lazy initialisation) that would otherwise come out of a `max_seconds` budget

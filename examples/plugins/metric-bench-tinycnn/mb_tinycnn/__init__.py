@@ -1,4 +1,5 @@
 """An example metric-bench backbone plugin: two conv layers and a projection, for any image size."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,13 @@ class TinyCNN(nn.Module):
         self.input_spec = InputSpec((image_size, image_size), channels, (0.5,) * channels, (0.5,) * channels)
         self.embed_dim = embed_dim
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
             nn.Linear(2 * width, embed_dim),
         )
 

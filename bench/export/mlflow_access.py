@@ -1,5 +1,6 @@
 """Reaching an MLflow tracking store: its URI, whether a server answers (fast), whether this mlflow can open it, and
 which MLflow version reads it (`bench export mlflow --check`). mlflow is imported only when a store is opened."""
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,10 @@ def store_uri(uri: str | None, results: Path, flag: str = "--tracking-uri") -> s
         uri = f"sqlite:///{Path(uri).as_posix()}"
     scheme = urlparse(uri).scheme.split("+", 1)[0]  # postgresql+psycopg2 is postgresql
     if scheme not in SCHEMES:
-        raise UserError(f"{flag} {uri!r}: {scheme!r} is not a tracking store MLflow reads — give sqlite:///PATH.db (a file), "
-                        "file:///FOLDER or http(s)://HOST:PORT (an MLflow server)")
+        raise UserError(
+            f"{flag} {uri!r}: {scheme!r} is not a tracking store MLflow reads — give sqlite:///PATH.db (a file), "
+            "file:///FOLDER or http(s)://HOST:PORT (an MLflow server)"
+        )
     db = sqlite_file(uri)
     if db is not None:
         check_output_file(db, flag)
@@ -73,19 +76,22 @@ def probe_server(uri: str, flag: str, path: str = "health") -> str:
         return ""
     except (urllib.error.URLError, OSError, ValueError) as exc:
         why = getattr(exc, "reason", exc)
-        raise UserError(f"{flag} {uri}: no MLflow server answered within {PROBE_SECONDS:g} s ({type(why).__name__}: "
-                        f"{' '.join(str(why).split())[:120]}) — start one (mlflow server --host HOST --port PORT) or give another "
-                        f"{flag}") from None
+        raise UserError(
+            f"{flag} {uri}: no MLflow server answered within {PROBE_SECONDS:g} s ({type(why).__name__}: "
+            f"{' '.join(str(why).split())[:120]}) — start one (mlflow server --host HOST --port PORT) or give another "
+            f"{flag}"
+        ) from None
 
 
 def sqlite_file(uri: str) -> Path | None:
     """The database file of a sqlite:/// URI (relative with three slashes, absolute with four), else None."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
 # --- versions: which MLflow reads a store ---------------------------------------------------------------------
+
 
 def schema_report(uri: str) -> list[str]:
     """`bench export mlflow --check`: the store's schema revision and the mlflow-skinny that wrote it against this
@@ -106,9 +112,11 @@ def schema_report(uri: str) -> list[str]:
     if found != head:
         raise UserError(schema_error(uri))
     said = f" (written by mlflow-skinny {', '.join(writers)})" if writers else ""
-    return [f"{uri}: schema {found}{said}; this {mine} expects {head}: it reads and writes the store",
-            f"a server reads it after {reader_install()}; a newer mlflow asks for `mlflow db upgrade` first, "
-            "after which this export needs the same mlflow-skinny (pip install -U mlflow-skinny)"]
+    return [
+        f"{uri}: schema {found}{said}; this {mine} expects {head}: it reads and writes the store",
+        f"a server reads it after {reader_install()}; a newer mlflow asks for `mlflow db upgrade` first, "
+        "after which this export needs the same mlflow-skinny (pip install -U mlflow-skinny)",
+    ]
 
 
 def schema_error(uri: str) -> str:
@@ -124,8 +132,10 @@ def schema_error(uri: str) -> str:
         newer = [v for v in writers if Version(v) > Version(mlflow.__version__)]
         install = f"pip install -U 'mlflow-skinny>={newer[-1]}'" if newer else "pip install -U mlflow-skinny (to the mlflow that upgraded it, or newer)"
         return f"{uri}: the store's schema {found}{said} is newer than this mlflow-skinny {mlflow.__version__} knows ({head}) — {install}"
-    return (f"{uri}: the store's schema {found}{said} is older than this mlflow-skinny {mlflow.__version__}'s ({head}) — back it up, "
-            f"then `mlflow db upgrade {uri}` (pip install 'mlflow=={mlflow.__version__}'), or give another --tracking-uri")
+    return (
+        f"{uri}: the store's schema {found}{said} is older than this mlflow-skinny {mlflow.__version__}'s ({head}) — back it up, "
+        f"then `mlflow db upgrade {uri}` (pip install 'mlflow=={mlflow.__version__}'), or give another --tracking-uri"
+    )
 
 
 def _head() -> str:
@@ -140,7 +150,7 @@ def _known(revision: str | None) -> bool:
 
     try:
         return revision is not None and ScriptDirectory.from_config(_get_alembic_config(db_url="")).get_revision(revision) is not None
-    except Exception:  # noqa: BLE001 — alembic raises its own errors for a revision it has no script for
+    except Exception:
         return False
 
 
@@ -160,11 +170,15 @@ def _revision(uri: str) -> tuple[str | None, list[str]]:
             if "alembic_version" not in tables:
                 return None, []
             revision = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-            found = connection.execute(sa.text("SELECT DISTINCT value FROM experiment_tags WHERE key = :k"), {"k": WRITER}).scalars().all() \
-                if "experiment_tags" in tables else []
+            found = (
+                connection.execute(sa.text("SELECT DISTINCT value FROM experiment_tags WHERE key = :k"), {"k": WRITER}).scalars().all()
+                if "experiment_tags" in tables
+                else []
+            )
     except sa.exc.SQLAlchemyError as exc:
-        raise UserError(f"{uri}: cannot read the store's schema ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}) "
-                        "— give another --tracking-uri") from None
+        raise UserError(
+            f"{uri}: cannot read the store's schema ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}) — give another --tracking-uri"
+        ) from None
     finally:
         engine.dispose()
     writers = []

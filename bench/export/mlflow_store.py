@@ -1,6 +1,7 @@
-"""The MLflow store that `bench export mlflow` and `bench run --mlflow` write (bench.report.mlflow decides what): the
+"""The MLflow store that `bench export mlflow` and `bench run --mlflow` write (bench.export.mlflow decides what): the
 runs metric-bench logged in one experiment, found again by their tags, so that exporting again writes only what
-changed. Opening it (URI, probe, versions): bench.report.mlflow_access."""
+changed. Opening it (URI, probe, versions): bench.export.mlflow_access."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from bench.errors import UserError
-from bench.report.leaderboard import FIRST_KEYS
-from bench.report.mlflow import Parent, cell_files, cell_items, cell_run, content_key, provisional
-from bench.report.mlflow_access import SQL, WRITER, import_mlflow, schema_error, sqlite_file
+from bench.export.mlflow import Parent, cell_files, cell_items, cell_run, content_key, provisional
+from bench.export.mlflow_access import SQL, WRITER, import_mlflow, schema_error, sqlite_file
 from bench.report.plots import FIGURES, figure_files
+from bench.report.table import FIRST_KEYS
 from bench.results import latest_rows
 
 ARTIFACTS = ("log", "copy", "link", "none")  # bench.cli.export.ARTIFACTS says what each does
@@ -30,6 +31,7 @@ OWN = (KIND, KEY, STATE, CELL)
 
 
 # --- the store ----------------------------------------------------------------------------------------------
+
 
 class Store:
     """One MLflow experiment and the runs metric-bench logged in it, indexed by their tags (a cell's id and content
@@ -68,8 +70,9 @@ class Store:
         except Exception as exc:  # not an MLflow store, a server that does not answer, a locked database, another schema
             if "database schema" in str(exc) and urlparse(uri).scheme.split("+", 1)[0] in SQL:
                 raise UserError(schema_error(uri)) from exc
-            raise UserError(f"{uri}: cannot open the MLflow store ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}) "
-                            "— give another --tracking-uri") from exc
+            raise UserError(
+                f"{uri}: cannot open the MLflow store ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}) — give another --tracking-uri"
+            ) from exc
 
     def _runs(self):
         token = None
@@ -109,9 +112,8 @@ class Store:
         """One row as it lands (`bench run --mlflow`), under its provisional parent; `export` later places and marks it."""
         return self.log_cell(row, self.parent(provisional(row), refresh=False))
 
-    def log_cell(self, row: dict, parent_id: str, metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS,
-                 line_name: str | None = None) -> str:
-        """"kept" when the cell's run was logged from this very row (its content key), brought up to date where the
+    def log_cell(self, row: dict, parent_id: str, metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS, line_name: str | None = None) -> str:
+        """ "kept" when the cell's run was logged from this very row (its content key), brought up to date where the
         plan changed (its parent, name, the options and curves it names); else logs it: "added", or "replaced" when
         an older run (a superseded row, an earlier format, a run cut short before its key) was there and is deleted."""
         key = content_key(row, self.artifacts)
@@ -128,14 +130,17 @@ class Store:
             return "kept"
         from mlflow.entities import Metric, Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, start_time=spec.start_ms, run_name=name,
-                                     tags={KIND: "cell", CELL: row["cell_id"], PARENT: parent_id})
+        run = self.client.create_run(self.experiment_id, start_time=spec.start_ms, run_name=name, tags={KIND: "cell", CELL: row["cell_id"], PARENT: parent_id})
         run_id = run.info.run_id
         tags = dict(spec.tags)
         if spec.checkpoint is not None and self.artifacts in ("log", "link"):
             tags["checkpoint"] = str(spec.checkpoint)
-        self.client.log_batch(run_id, metrics=[Metric(_key(k), v, ts, step) for k, v, step, ts in spec.metrics],
-                              params=[Param(k, v) for k, v in _params(spec.params).items()], tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(_key(k), v, ts, step) for k, v, step, ts in spec.metrics],
+            params=[Param(k, v) for k, v in _params(spec.params).items()],
+            tags=[RunTag(k, v) for k, v in _tags(tags).items()],
+        )
         if self.artifacts in ("log", "copy"):
             for path, text in cell_files(row).items():
                 self.client.log_text(run_id, text, path)
@@ -175,9 +180,12 @@ class Store:
         if self.artifacts == "link" and parent.kind == "line" and self.plots is not None and figure_files(self.plots):
             parent = replace(parent, tags=parent.tags | {"plots": str(self.plots.resolve())})
         files = self._parent_files(parent)
-        state = {"content": _digest([parent.name, parent.params, parent.metrics, parent.tags, parent.start_ms, parent.end_ms]),
-                 "curve": _digest(parent.curve), "files": _digest({p: _file_digest(f) for p, f in files.items()}),
-                 "plots": any(p.startswith("plots/") for p in files)}
+        state = {
+            "content": _digest([parent.name, parent.params, parent.metrics, parent.tags, parent.start_ms, parent.end_ms]),
+            "curve": _digest(parent.curve),
+            "files": _digest({p: _file_digest(f) for p, f in files.items()}),
+            "plots": any(p.startswith("plots/") for p in files),
+        }
         old = _state(run)
         if run is not None and all(old.get(k) == v for k, v in state.items()):
             return run.info.run_id  # nothing changed: nothing written
@@ -186,8 +194,9 @@ class Store:
             run, old = None, {}
         now = max(int(time.time() * 1000), int(old.get("refreshed", 0)) + 1)
         if run is None:
-            run = self.client.create_run(self.experiment_id, start_time=parent.start_ms or now, run_name=_cut(parent.name, KEY_CHARS),
-                                         tags={KIND: parent.kind, KEY: parent.key})
+            run = self.client.create_run(
+                self.experiment_id, start_time=parent.start_ms or now, run_name=_cut(parent.name, KEY_CHARS), tags={KIND: parent.kind, KEY: parent.key}
+            )
         elif run.info.run_name != _cut(parent.name, KEY_CHARS):
             self.client.update_run(run.info.run_id, name=_cut(parent.name, KEY_CHARS))
         self._write_parent(run, parent, files, state, old, now)

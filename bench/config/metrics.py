@@ -6,6 +6,7 @@ is named in the README. Parameterised names (`recall_at_<k>`, `verification_tar_
 `few_shot_<n>way_<k>shot_accuracy`) are patterns: `<…>` stands for the value from `[eval]`, a number,
 except `<group>`, a name (`eval.episode_group`: letters, digits, _).
 """
+
 from __future__ import annotations
 
 import re
@@ -27,27 +28,31 @@ class MetricDef:
     @property
     def regex(self) -> re.Pattern:
         parts = re.split(r"(<\w+>)", self.pattern)  # literal text at even positions, placeholders at odd
-        return re.compile("".join(PLACEHOLDER.get(p, r"[0-9.e-]+") if i % 2 else re.escape(p)
-                                  for i, p in enumerate(parts)) + r"\Z")
+        return re.compile("".join(PLACEHOLDER.get(p, r"[0-9.e-]+") if i % 2 else re.escape(p) for i, p in enumerate(parts)) + r"\Z")
 
 
 METRICS: tuple[MetricDef, ...] = (
     MetricDef("verification_roc_auc", "higher", "ROC-AUC of −distance over the verification pairs (sklearn)"),
     MetricDef("verification_eer", "lower", "equal error rate: where the ROC crosses FAR = FRR"),
     MetricDef("verification_tar_at_far_<f>", "higher", "best true-accept rate of a threshold with false-accept rate ≤ f"),
-    MetricDef("verification_balanced_accuracy_best_threshold", "higher",
-              "balanced accuracy (mean of TPR and TNR) at the threshold that maximises it on the test pairs (optimistic)"),
+    MetricDef(
+        "verification_balanced_accuracy_best_threshold",
+        "higher",
+        "balanced accuracy (mean of TPR and TNR) at the threshold that maximises it on the test pairs (optimistic)",
+    ),
     MetricDef("verification_best_threshold", "none", "the distance at or below which a pair is called same-class, for the balanced accuracy above"),
-    MetricDef("verification_balanced_accuracy_val_threshold", "higher",
-              "test balanced accuracy at the threshold that maximises it on the validation split"),
+    MetricDef("verification_balanced_accuracy_val_threshold", "higher", "test balanced accuracy at the threshold that maximises it on the validation split"),
     MetricDef("verification_val_threshold", "none", "the distance threshold chosen on the validation split"),
     MetricDef("verification_pairs", "none", "how many pairs the ROC is computed over (query × gallery pairs with a separate gallery)"),
     MetricDef("verification_same_pairs", "none", "of which same-class"),
     MetricDef("verification_different_pairs", "none", "of which different-class"),
     MetricDef("verification_pair_rule", "none", "`all` pairs or a `sampled` stratified subset"),
     MetricDef("verification_note", "none", "why verification figures are missing, when they are"),
-    MetricDef("verification_roc", "none",
-              "the ROC as {\"fpr\": [...], \"tpr\": [...]}, at most 300 of its vertices (the rule in `downsample_roc`); absent when verification is NaN"),
+    MetricDef(
+        "verification_roc",
+        "none",
+        'the ROC as {"fpr": [...], "tpr": [...]}, at most 300 of its vertices (the rule in `downsample_roc`); absent when verification is NaN',
+    ),
     MetricDef("recall_at_<k>", "higher", "hit rate: fraction of queries with ≥ 1 same-class item in the top k"),
     MetricDef("precision_at_1", "higher", "fraction of queries whose nearest neighbour is same-class (PML's definition)"),
     MetricDef("r_precision", "higher", "precision in the top R, R = the query's same-class items in the gallery (PML)"),
@@ -58,12 +63,19 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("retrieval_gallery", "none", "`other_queries` (leave-one-out) or `separate` gallery"),
     MetricDef("knn_backend", "none", "`torch` or `faiss`: which exact kNN ran"),
     MetricDef("few_shot_<n>way_<k>shot_accuracy", "higher", "mean over episodes of the fraction of queries whose nearest support image is of their class"),
-    MetricDef("few_shot_<n>way_<k>shot_accuracy_stderr", "none", "standard error of that mean over episodes (how precise the score is, not a score: the leaderboard shows it beside the accuracy)"),
+    MetricDef(
+        "few_shot_<n>way_<k>shot_accuracy_stderr",
+        "none",
+        "standard error of that mean over episodes (how precise the score is, not a score: the leaderboard shows it beside the accuracy)",
+    ),
     MetricDef("few_shot_<n>way_<k>shot_episodes", "none", "how many episodes were drawn"),
     MetricDef("few_shot_classes", "none", "test classes with k + 1 images (with a gallery: k gallery images and a query)"),
     MetricDef("few_shot_note", "none", "why few-shot figures are missing, when they are"),
-    MetricDef("few_shot_<n>way_<k>shot_within_<group>_accuracy", "higher",
-              "the same over episodes whose n classes share one value of `eval.episode_group` (the group uniform among those that qualify)"),
+    MetricDef(
+        "few_shot_<n>way_<k>shot_within_<group>_accuracy",
+        "higher",
+        "the same over episodes whose n classes share one value of `eval.episode_group` (the group uniform among those that qualify)",
+    ),
     MetricDef("few_shot_<n>way_<k>shot_within_<group>_accuracy_stderr", "none", "standard error of that mean over episodes (not a score)"),
     MetricDef("few_shot_<n>way_<k>shot_within_<group>_episodes", "none", "how many within-group episodes were drawn"),
     MetricDef("few_shot_within_<group>_groups", "none", "groups with ≥ n classes that qualify as for `few_shot_classes`"),

@@ -7,6 +7,7 @@ each trained on TRIAL_SEED (never a grid seed) and scored on validation (bench.r
 options run on every seed of the grid, scored on test: those rows are the leaderboard's, and none of them is a
 run the selection saw.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,13 +16,13 @@ import math
 from dataclasses import dataclass, replace
 
 from bench.config import Cell, Grid, Trial
+from bench.config.metrics import lower_is_better
+from bench.config.space import TRIAL_SEED, Dimension, SearchSpec
 from bench.errors import UserError
-from bench.eval.definitions import lower_is_better
 from bench.grid import searched_in, with_params
 from bench.results import latest_rows
+from bench.run.pruning import median_bar
 from bench.run.train import curve_points
-from bench.search.pruning import median_bar
-from bench.search.space import TRIAL_SEED, Dimension, SearchSpec
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,9 @@ class Search:
         state = optuna.trial.TrialState
         objective = search.get("objective")
         if row.get("status") == "ok" and objective is not None and math.isfinite(objective):
-            return optuna.trial.create_trial(state=state.COMPLETE, value=objective, params=params, distributions=distributions,
-                                             intermediate_values=intermediate)
+            return optuna.trial.create_trial(
+                state=state.COMPLETE, value=objective, params=params, distributions=distributions, intermediate_values=intermediate
+            )
         kind = state.PRUNED if row.get("status") == "pruned" else state.FAIL
         return optuna.trial.create_trial(state=kind, params=params, distributions=distributions, intermediate_values=intermediate)
 
@@ -177,8 +179,16 @@ class Search:
         sign = 1 if self.lower else -1
         number, row = min(complete, key=lambda nr: (sign * nr[1]["search"]["objective"], nr[0]))
         pruned = sum(r.get("status") == "pruned" for r in done.values())
-        return {"study": conf.study, "trial": number, "params": row["config"]["trial"]["params"], "metric": self.spec.metric,
-                "objective": row["search"]["objective"], "trials": len(done), "pruned": pruned, "failed": len(done) - len(complete) - pruned}
+        return {
+            "study": conf.study,
+            "trial": number,
+            "params": row["config"]["trial"]["params"],
+            "metric": self.spec.metric,
+            "objective": row["search"]["objective"],
+            "trials": len(done),
+            "pruned": pruned,
+            "failed": len(done) - len(complete) - pruned,
+        }
 
     def final_cells(self, rows: list[dict]) -> tuple[list[Cell], dict[str, dict], list[str]]:
         """(every study's best options on every seed, scored on test; the `search` record each of their rows

@@ -1,5 +1,6 @@
 """The `[search]` table of a grid: how many trials, which validation metric, which sampler, and the searched
 options as ranges. Structure only; config.py checks each range against the options and plugins it sets."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bench.config.metrics import definition
 from bench.errors import UserError, did_you_mean
-from bench.eval.definitions import definition
 from bench.typecheck import matches, type_name
 
 KINDS = ("log", "range", "choices")
@@ -69,8 +70,14 @@ class SearchSpec:
     def identity(self) -> dict:
         """What makes a study: everything but the trial count (raising `trials` continues a study) and `parallel`;
         with the seed its trials train on."""
-        return {"trial_seed": TRIAL_SEED, "metric": self.metric, "sampler": self.sampler, "seed": self.seed, "prune": self.prune,
-                "space": {d.option: [d.kind, d.low, d.high, list(d.choices), d.integer] for d in self.dims}}
+        return {
+            "trial_seed": TRIAL_SEED,
+            "metric": self.metric,
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "prune": self.prune,
+            "space": {d.option: [d.kind, d.low, d.high, list(d.choices), d.integer] for d in self.dims},
+        }
 
 
 def parse_search(table: Any, where: str) -> SearchSpec | None:
@@ -84,7 +91,9 @@ def parse_search(table: Any, where: str) -> SearchSpec | None:
     allowed = [f.name for f in dataclasses.fields(SearchSpec) if f.name != "dims"]
     for key, value in settings.items():
         if key not in allowed:
-            raise UserError(f"{where}: unknown key {key!r} in [search]; {did_you_mean(key, allowed)}allowed: {', '.join(allowed)}, or a searched option such as \"train.lr\" = {{ log = [1e-5, 1e-2] }}")
+            raise UserError(
+                f'{where}: unknown key {key!r} in [search]; {did_you_mean(key, allowed)}allowed: {", ".join(allowed)}, or a searched option such as "train.lr" = {{ log = [1e-5, 1e-2] }}'
+            )
         if not matches(value, hints[key]):
             raise UserError(f"{where}: [search] {key} = {value!r} should be {type_name(hints[key])}")
     if "trials" not in settings:
@@ -98,10 +107,12 @@ def parse_search(table: Any, where: str) -> SearchSpec | None:
     d = definition(spec.metric)
     if d is None or d.direction == "none" or spec.metric.endswith("_val_threshold"):
         why = "needs a threshold from a validation split of its own" if d is not None and spec.metric.endswith("_val_threshold") else "is not a score"
-        raise UserError(f"{where}: [search] metric = {spec.metric!r} {why} — use a validation score such as \"verification_roc_auc\", \"recall_at_1\" or \"few_shot_20way_1shot_accuracy\"")
+        raise UserError(
+            f'{where}: [search] metric = {spec.metric!r} {why} — use a validation score such as "verification_roc_auc", "recall_at_1" or "few_shot_20way_1shot_accuracy"'
+        )
     dims = tuple(_dimension(key, value, where) for key, value in table.items() if "." in key)
     if not dims:
-        raise UserError(f"{where}: [search] searches no option — add one, e.g. \"train.lr\" = {{ log = [1e-5, 1e-2] }}")
+        raise UserError(f'{where}: [search] searches no option — add one, e.g. "train.lr" = {{ log = [1e-5, 1e-2] }}')
     return dataclasses.replace(spec, dims=dims)
 
 

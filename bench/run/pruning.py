@@ -1,6 +1,7 @@
 """The median rule of Optuna's MedianPruner, split where a search runs: the coordinator computes a trial's bar
 when it sends the trial (`median_bar`), and the cell applies it at each curve point (`Pruner`), because a cell on
 a worker, Ray or Slurm cannot ask the study."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import math
 import numpy as np
 
 from bench.config import Cell
-from bench.eval.definitions import lower_is_better
+from bench.config.metrics import lower_is_better
 
 STARTUP_TRIALS = 5  # MedianPruner's n_startup_trials: completed trials before any pruning
 

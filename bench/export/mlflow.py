@@ -1,8 +1,9 @@
 """Result rows → what an MLflow store should hold: one parent run per leaderboard line (mean ± std over its seeds, and
 the leaderboard's marks) or per search study (its trials), and one nested child run per cell. Pure functions of rows;
-bench.report.mlflow_store writes them. Numbers a reader ranks or filters on are metrics (a yes/no as 0/1), the
+bench.export.mlflow_store writes them. Numbers a reader ranks or filters on are metrics (a yes/no as 0/1), the
 evaluation's sizes and settings are params, nothing that is not a finite number is logged as a metric, and the rest
 of a row goes into its run's artifacts (config.json, row.json), so the runs table stays narrow."""
+
 from __future__ import annotations
 
 import functools
@@ -21,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from bench.config import NOT_IDENTITY
-from bench.eval.definitions import definition as _definition, lower_is_better
+from bench.config.metrics import definition as _definition
+from bench.config.metrics import lower_is_better
 from bench.report.budget import curve_means
-from bench.report.leaderboard import ABSENT, FIRST_KEYS, default_metric, key_columns, ranked
-from bench.report.lines import as_text, configuration, curve_of, current, env_label, flatten, line_env, lines_of, speed_env
+from bench.report.lines import ABSENT, as_text, configuration, current, curve_of, env_label, flatten, line_env, lines_of, speed_env
 from bench.report.names import line_names as run_names  # the plots' legends' rule: short, unique names per line
-from bench.results import latest_rows
-from bench.run.clock import contended, core_wait
+from bench.report.table import FIRST_KEYS, default_metric, key_columns, ranked
+from bench.results import contended, core_wait, latest_rows
 
 FORMAT = "2"  # what a child run holds; a store's runs of another format are logged again (part of a cell's content key)
 RUN_STATUS = {"ok": "FINISHED", "pruned": "KILLED"}  # every other status (error, oom, timeout, diverged) is FAILED
@@ -35,8 +36,13 @@ SIZE = re.compile(r"_(episodes|pairs|classes|groups|queries)\Z")  # counts of th
 DERIVED = ("verification_different_pairs", "knn_backend")  # pairs − same pairs; which exact kNN ran: in row.json only
 TRAIN = ("steps", "samples", "seconds")  # the training figures a budget is spent in; the rest stays in row.json
 FIGURES = ("vs_best_delta", "vs_best_p_adj", "detectable", "gain_vs_untrained")  # <metric>/<figure>; all of them in line.json
-MARKS = {"group": "comparison_group", "vs_best": "vs_best", "tuned": "tuned", "others": "other_seeds",
-         "stopped_by": "stopped_by"}  # the leaderboard's text marks a parent keeps as tags (when they say something)
+MARKS = {
+    "group": "comparison_group",
+    "vs_best": "vs_best",
+    "tuned": "tuned",
+    "others": "other_seeds",
+    "stopped_by": "stopped_by",
+}  # the leaderboard's text marks a parent keeps as tags (when they say something)
 definition = functools.cache(_definition)  # each row asks for the same few dozen names, and a lookup compiles regexes
 VERSIONS = ("torch", "torchvision", "timm", "pytorch-metric-learning", "scikit-learn", "numpy", "pandas", "metric-bench")
 
@@ -45,6 +51,7 @@ VERSIONS = ("torch", "torchvision", "timm", "pytorch-metric-learning", "scikit-l
 class Parent:
     """A parent run: a leaderboard line ("line") or a search study ("study"), and the cells nested under it. `options`
     are the config options its cells are told apart by (their params besides the seed and the evaluation's sizes)."""
+
     kind: str
     key: str
     name: str
@@ -64,6 +71,7 @@ class Parent:
 @dataclass
 class CellRun:
     """What a child run holds for one row."""
+
     name: str
     status: str
     start_ms: int
@@ -75,6 +83,7 @@ class CellRun:
 
 
 # --- parents -------------------------------------------------------------------------------------------------
+
 
 def line_key(row: dict, speed_env: str = "") -> str:
     return hashlib.sha256(f"{configuration(row)}\n{speed_env}".encode()).hexdigest()[:16]
@@ -127,8 +136,7 @@ def provisional(row: dict) -> Parent:
     config = row.get("config", {})
     if config.get("trial"):
         return study_parent(study_of(row), [row], None, counts=False)
-    return Parent("line", line_key(row), " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]), [row["cell_id"]],
-                  _options(config, FIRST_KEYS))
+    return Parent("line", line_key(row), " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]), [row["cell_id"]], _options(config, FIRST_KEYS))
 
 
 def line_parent(line, metric: str, mark: pd.Series | None, label: str | None, options: tuple[str, ...] = FIRST_KEYS) -> Parent:
@@ -139,8 +147,14 @@ def line_parent(line, metric: str, mark: pd.Series | None, label: str | None, op
     train/steps_min and _max, its text marks as tags and the whole line as line.json; and the time from its first
     cell's start to its last cell's end."""
     config, ok = line.config, line.ok
-    parent = Parent("line", line_key(line.rows[0], line.speed_env), label or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]),
-                    [r["cell_id"] for r in line.rows], _options(config, options) | _shared_protocol(ok), options=options)
+    parent = Parent(
+        "line",
+        line_key(line.rows[0], line.speed_env),
+        label or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]),
+        [r["cell_id"] for r in line.rows],
+        _options(config, options) | _shared_protocol(ok),
+        options=options,
+    )
     by_key: dict[str, list[float]] = {}
     for row in ok:
         for key, value in cell_metrics(row, metric):
@@ -181,8 +195,9 @@ def mean_curve(line, metric: str) -> list[tuple[str, float, int, int]]:
             if point.get("on", "val") == on and point.get("fraction") in values:
                 steps.setdefault(float(point["fraction"]), []).append(float(point.get("steps", 0)))
     end = max(_span(r)[1] for r in line.rows)
-    return [(f"curve/{split}/{metric}", mean, round(np.mean(steps[f])), end)
-            for f, (mean, _) in curve_means(line, metric).items() if f in steps and _finite(mean)]
+    return [
+        (f"curve/{split}/{metric}", mean, round(np.mean(steps[f])), end) for f, (mean, _) in curve_means(line, metric).items() if f in steps and _finite(mean)
+    ]
 
 
 def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> Parent:
@@ -191,16 +206,28 @@ def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> P
     search_metric = next((r["search"]["metric"] for r in rows if (r.get("search") or {}).get("metric")), None)
     searched = tuple(dict.fromkeys(k for r in trials for k in r["config"]["trial"].get("params", {})))
     options = FIRST_KEYS + tuple(k for k in searched if k not in FIRST_KEYS)
-    parent = Parent("study", study, f"study {study} · " + " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]), [r["cell_id"] for r in rows],
-                    _options(config, FIRST_KEYS), tags={"study": study} | _source(rows), options=options)
+    parent = Parent(
+        "study",
+        study,
+        f"study {study} · " + " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]),
+        [r["cell_id"] for r in rows],
+        _options(config, FIRST_KEYS),
+        tags={"study": study} | _source(rows),
+        options=options,
+    )
     if search_metric:
         parent.tags["search_metric"] = search_metric
     if chosen is not None:
         parent.tags["chosen_trial"] = str(chosen)
     if counts:
         status = Counter(r.get("status") for r in trials)
-        parent.metrics.update(trials=len(trials), trials_ok=status["ok"], trials_pruned=status["pruned"],
-                              trials_failed=len(trials) - status["ok"] - status["pruned"], final_rows=len(rows) - len(trials))
+        parent.metrics.update(
+            trials=len(trials),
+            trials_ok=status["ok"],
+            trials_pruned=status["pruned"],
+            trials_failed=len(trials) - status["ok"] - status["pruned"],
+            final_rows=len(rows) - len(trials),
+        )
         objectives = [float(o) for r in trials if _number(o := (r.get("search") or {}).get("objective")) and math.isfinite(o)]
         if objectives and search_metric and definition(search_metric) is not None:
             parent.metrics[f"best_{search_metric}"] = (min if lower_is_better(search_metric) else max)(objectives)
@@ -237,8 +264,8 @@ def _source(rows: list[dict]) -> dict[str, str]:
 
 # --- children ------------------------------------------------------------------------------------------------
 
-def cell_run(row: dict, folders: list[Path], metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS,
-             line_name: str | None = None) -> CellRun:
+
+def cell_run(row: dict, folders: list[Path], metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS, line_name: str | None = None) -> CellRun:
     """A row as a child run named after its line (`line_name`, else backbone · loss) and its seed: params its seed, the
     `options` that tell the runs apart and the evaluation's sizes and settings (`protocol`); metrics its scores and
     their standard errors (`cell_metrics`), its budget figures as train/<name> and the learning curve of the sort
@@ -259,8 +286,12 @@ def cell_run(row: dict, folders: list[Path], metric: str | None = None, options:
     env = row.get("env") or {}
     if env.get("git_commit") and env.get("git_dirty") is not None:
         tags["env.git_dirty"] = str(bool(env["git_dirty"])).lower()
-    for name, value in (("status", row.get("status") if row.get("status") != "ok" else None), ("stopped_by", train.get("stopped_by")),
-                        ("error", row.get("error")), ("notes", notes(row))):
+    for name, value in (
+        ("status", row.get("status") if row.get("status") != "ok" else None),
+        ("stopped_by", train.get("stopped_by")),
+        ("error", row.get("error")),
+        ("notes", notes(row)),
+    ):
         if value:
             tags[name] = str(value)
     tags |= {f"search.{k}": as_text(v) for k, v in (row.get("search") or {}).items() if k in ("study", "trial", "role", "metric")}
@@ -289,8 +320,11 @@ def cell_metrics(row: dict, metric: str) -> list[tuple[str, float]]:
     """(key, value) of a row's finite figures that are metrics: its scores (a metric with a better direction), the sort
     `metric`'s standard error, any number the definitions do not know (a plugin's), and its training figures in TRAIN.
     Counts are params (`protocol`); thresholds and the other standard errors stay in row.json."""
-    out = [(k, float(v)) for k, v in (row.get("metrics") or {}).items()
-           if _finite(v) and ((d := definition(k)) is None or d.direction != "none" or k == f"{metric}_stderr")]
+    out = [
+        (k, float(v))
+        for k, v in (row.get("metrics") or {}).items()
+        if _finite(v) and ((d := definition(k)) is None or d.direction != "none" or k == f"{metric}_stderr")
+    ]
     out += [(f"train/{k}", float(v)) for k, v in _train(row).items() if k in TRAIN and _finite(v)]
     if (wait := core_wait(row)) is not None:  # what the clock got from the machine, and the leaderboard's mark (bench.run.clock)
         out += [("train/core_wait_share", float(wait)), ("train/contended", float(contended(row)))]
@@ -317,7 +351,7 @@ def notes(row: dict) -> str:
 
 
 def versions(row: dict) -> str:
-    """"python 3.11.7 · torch 2.4.1 · … · Linux-…": the software a row ran with, in one tag."""
+    """ "python 3.11.7 · torch 2.4.1 · … · Linux-…": the software a row ran with, in one tag."""
     env = row.get("env") or {}
     found = env.get("versions") or {}
     parts = [f"python {env['python']}"] if env.get("python") else []
@@ -329,8 +363,11 @@ def child_name(row: dict, line_name: str | None = None) -> str:
     """A cell's run name: its line's name, its trial (a search's) and its seed."""
     config = row.get("config", {})
     trial = config.get("trial")
-    return (line_name or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2])) \
-        + (f" · trial {trial.get('number')}" if isinstance(trial, dict) else "") + f" · seed {config.get('seed')}"
+    return (
+        (line_name or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]))
+        + (f" · trial {trial.get('number')}" if isinstance(trial, dict) else "")
+        + f" · seed {config.get('seed')}"
+    )
 
 
 def content_key(row: dict, artifacts: str) -> str:

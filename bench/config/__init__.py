@@ -1,4 +1,5 @@
 """What a cell is: frozen dataclasses of every option, a cell's identity, a grid. bench.grid makes them from TOML."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from bench.search.space import SearchSpec
+from bench.config.space import SearchSpec
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,13 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast where the hardware has fast bf16, else fp32 (CPU convolutions run channels-last either way)
+    precision: Literal["fp32", "bf16", "auto"] = (
+        "auto"  # auto: bf16 autocast where the hardware has fast bf16, else fp32 (CPU convolutions run channels-last either way)
+    )
     m_per_class: int = 4  # images per class in m_per_class batches
-    augment: Literal["none", "koch", "flip_crop", "natural"] = "none"  # training images only; koch: Koch et al.'s affine; natural: the Reality Check's flip + crop
+    augment: Literal["none", "koch", "flip_crop", "natural"] = (
+        "none"  # training images only; koch: Koch et al.'s affine; natural: the Reality Check's flip + crop
+    )
     schedule: Literal["constant", "cosine"] = "constant"  # lr schedule over the fraction of the binding budget limit
     warmup: float = 0.0  # fraction of the budget with a linear lr warm-up from 0 (any schedule)
     select: Literal["last", "best"] = "last"  # best: the curve point best on validation (eval.select_metric) is scored on test
@@ -74,7 +79,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class Trial:
     """Marks a cell as trial `number` of a search's study: it is scored on validation only, the test split is
-    never scored (bench.search). `prune_at` is the median pruner's bar per curve point, set by the coordinator."""
+    never scored (bench.run.study). `prune_at` is the median pruner's bar per curve point, set by the coordinator."""
 
     study: str
     number: int
@@ -131,7 +136,7 @@ class Grid:
     excluded: int  # combinations removed by [[exclude]]
     resources: dict = field(default_factory=dict)  # [resources]: what one cell asks of Ray or Slurm (not its identity)
     slurm: dict = field(default_factory=dict)  # [slurm]: where and how long submitit's Slurm jobs run
-    search: SearchSpec | None = None  # [search]: cells are then the configurations' defaults; bench.search tunes them
+    search: SearchSpec | None = None  # [search]: cells are then the configurations' defaults; bench.run.study tunes them
     report: dict = field(default_factory=dict)  # [report]: how the views judge lines (equivalence, target); carried by the rows
 
 
