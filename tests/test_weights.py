@@ -50,7 +50,7 @@ def test_mismatched_weights_are_a_one_line_error(tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump({"state_dict": print}, f)  # an object weights_only must not unpickle
+        pickle.dump({"state_dict": print}, f, protocol=2)  # an object weights_only must not unpickle (protocol 2: torch.save's own)
     with pytest.raises(UserError, match="cannot read weights"):
         build(weights=str(path))
 
