@@ -1,6 +1,6 @@
 """What every benchmark writes: one JSON file under results/benchmarks/ with the machine, the versions, the
-command, the date, every raw measurement and the figures the README quotes (computed from the raw ones by
-benchmarks/tables.py, which also renders the README's tables from the file)."""
+command, the date, every raw measurement and the figures the docs quote (computed from the raw ones by
+benchmarks/tables.py, which also renders the docs' tables from the file)."""
 
 from __future__ import annotations
 

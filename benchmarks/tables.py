@@ -1,8 +1,8 @@
-"""The README's benchmark tables, made from the raw figures in results/benchmarks/*.json:
+"""The docs' benchmark tables, made from the raw figures in results/benchmarks/*.json:
 
     .venv/bin/python benchmarks/tables.py results/benchmarks/precision.json [more.json ...]
 
-Each benchmark has a `summarise_<name>(raw)` (the figures the README quotes: means, medians over repeats,
+Each benchmark has a `summarise_<name>(raw)` (the figures the docs quote: means, medians over repeats,
 ratios, all computed from the raw measurements; the benchmark stores its output as the file's "summary")
 and a `render_<name>(record)` that prints its markdown table(s) from the raw figures."""
 

@@ -1,4 +1,4 @@
-"""The arms table of README's "On products", computed from a product-question results file.
+"""The arms table of docs/products.md, computed from a product-question results file.
 
     .venv/bin/python examples/product_question_summary.py results/product_question.jsonl
 

@@ -1,4 +1,4 @@
-"""The tables of README's "Why the pretrained siamese lost", computed from a seed-question results file.
+"""The tables of docs/seed-question.md, computed from a seed-question results file.
 
     .venv/bin/python examples/seed_question_summary.py results/seed_question.jsonl
 

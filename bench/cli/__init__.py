@@ -158,7 +158,7 @@ def cmd_run(args) -> int:
 
     if args.metric is not None and ((d := definition(args.metric)) is None or d.direction == "none"):
         raise UserError(
-            f"--metric {args.metric!r} is not a score a leaderboard can sort by — see README 'What is measured' (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)"
+            f"--metric {args.metric!r} is not a score a leaderboard can sort by — see docs/metrics.md (e.g. verification_roc_auc, recall_at_1, few_shot_20way_1shot_accuracy)"
         )
     grid = load_grid(args.grid)
     from bench.run.runner import RunOptions, run_grid  # after the grid's checks: it imports torch and the training code

@@ -1,8 +1,8 @@
 """The one table of metric definitions: every key of a row's `metrics`, its direction and meaning.
 
-The evaluator's output, the leaderboard's sort direction and the README's "What is measured" section all
+The evaluator's output, the leaderboard's sort direction and docs/metrics.md all
 follow this table; `tests/test_metric_defs.py` checks that every key a row carries has an entry here and
-is named in the README. Parameterised names (`recall_at_<k>`, `verification_tar_at_far_<f>`,
+is named in docs/metrics.md. Parameterised names (`recall_at_<k>`, `verification_tar_at_far_<f>`,
 `few_shot_<n>way_<k>shot_accuracy`) are patterns: `<…>` stands for the value from `[eval]`, a number,
 except `<group>`, a name (`eval.episode_group`: letters, digits, _).
 """

@@ -1,7 +1,7 @@
 """The leaderboard's judgements of a line, on the sort metric in its own direction: significance against the best
 of its comparison group, the gain over the untrained baseline, whether it was still improving, the selected
 curve point and what a search chose. Pure functions of `bench.report.lines.Line`s; the rules are stated in
-`bench.report.leaderboard.RULES` and the README."""
+`bench.report.wording.RULES` and docs/trust.md."""
 
 from __future__ import annotations
 

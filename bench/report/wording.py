@@ -191,7 +191,7 @@ def nan_metrics(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 def numerics_note(frame: pd.DataFrame) -> str:
     """A line under a group's table when its ok rows ran in more than one arithmetic environment (device, torch
-    threads, CPU model, precision), with how many rows ran in each: a result moves with these (README: *Results
+    threads, CPU model, precision), with how many rows ran in each: a result moves with these (docs/speed.md: *Results
     that move with the thread count*), so a difference between lines run apart is not only the method's."""
     found: dict[str, int] = {}
     for text in frame.get("numerics", []):
@@ -202,7 +202,7 @@ def numerics_note(frame: pd.DataFrame) -> str:
     where = "; ".join(f"{escape_md(label)}: {n} row{'s' if n > 1 else ''}" for label, n in sorted(found.items()))
     return (
         f"*numerics*: these rows ran in {len(found)} arithmetic environments ({where}). The same cell and seed give "
-        "different numbers at another thread count, CPU or precision (README: *Results that move with the thread "
+        "different numbers at another thread count, CPU or precision (docs/speed.md: *Results that move with the thread "
         "count*): a difference between lines that ran apart is partly the environment's."
     )
 

@@ -399,7 +399,7 @@ def _spread_sample(idx: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def protocol_cost(cell: Cell, trains: bool) -> str:
-    """What a cell's budget clock pays for (README, *Budgets*): "end_to_end", every step's forward and backward
+    """What a cell's budget clock pays for (docs/grids.md, *Budgets*): "end_to_end", every step's forward and backward
     pass through what trains; "features_once", a frozen trunk without augmentation: one extraction of the
     training images' features (charged at the start), then the head's steps; "trunk_per_step", a frozen trunk
     with augmentation: its forward pass on each step's augmented images; "untrained", no training at all."""
