@@ -103,7 +103,7 @@ def _report(table: Any, where: str) -> dict:
     for key, value in table.items():
         if key == "metric":
             if not isinstance(value, str) or (d := definition(value)) is None or d.direction == "none":
-                raise UserError(f"{where}: [report] metric = {value!r} is not a score (see docs/metrics.md), e.g. \"recall_at_1\"")
+                raise UserError(f'{where}: [report] metric = {value!r} is not a score (see docs/metrics.md), e.g. "recall_at_1"')
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise UserError(f"{where}: [report] {key} = {value!r} must be a positive number — {REPORT[key]}")
     return {k: v if k == "metric" else float(v) for k, v in table.items()}
@@ -149,7 +149,7 @@ def _section(table: Any, cls, where: str, name: str):
         if key == "episode_group" and value and not all(c.isalnum() or c == "_" for c in value):
             raise UserError(f"{where}: [{name}] episode_group = {value!r} must be letters, digits and '_' (it names metrics), e.g. \"alphabet\"")
         if key == "select_metric" and ((d := definition(value)) is None or d.direction == "none"):
-            raise UserError(f"{where}: [{name}] select_metric = {value!r} is not a score (see docs/metrics.md), e.g. \"verification_roc_auc\"")
+            raise UserError(f'{where}: [{name}] select_metric = {value!r} is not a score (see docs/metrics.md), e.g. "verification_roc_auc"')
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     return cls(**values)
 
