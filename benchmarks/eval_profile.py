@@ -22,6 +22,7 @@ Figures go to results/benchmarks/eval_profile.json (--out); `--render FILE` prin
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -116,7 +117,12 @@ def child(kind: str, steps: int, threads: int, omniglot: str) -> dict:
     ]
     cell = dataclasses.replace(cell, budget=Budget(max_steps=steps), dataset_args={**cell.dataset_args, "root": omniglot})
     data = load_datasets([cell], _Quiet())[cell_module.data_key(cell)]
-    out = cell_module.train_and_evaluate(cell, data, {}, torch.device("cpu"), report, None, True, lambda message: None)
+    if "job" in inspect.signature(cell_module.train_and_evaluate).parameters:  # from the Job refactor on
+        from bench.run.job import Job
+
+        out = cell_module.train_and_evaluate(cell, Job("profile"), data, {}, torch.device("cpu"), report, lambda message: None)
+    else:  # the version before it, measured side by side
+        out = cell_module.train_and_evaluate(cell, data, {}, torch.device("cpu"), report, None, True, lambda message: None)
     with tempfile.TemporaryDirectory() as tmp:  # the coordinator's write of the per-item outcomes beside the row
         start = time.perf_counter()
         items_keeper(Path(tmp) / "r.jsonl", lambda message: None)({"cell_id": "profile", **out})

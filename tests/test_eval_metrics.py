@@ -35,6 +35,7 @@ from bench.eval.verification import (
     select_pairs,
     verification_metrics,
 )
+from bench.run.job import Job
 
 PML_DISTANCE = {"cosine": CosineSimilarity(), "euclidean": LpDistance(normalize_embeddings=False), "l1": LpDistance(normalize_embeddings=False, p=1)}
 BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))]
@@ -591,6 +592,6 @@ def test_a_cell_embeds_each_image_once_per_weights_and_reuses_exactly(monkeypatc
 
     monkeypatch.setattr(cell_module, "embed", spy_embed)
     monkeypatch.setattr(cell_module, "evaluate", spy_evaluate)
-    out = cell_module.train_and_evaluate(cell, DATASETS.get("digits").factory(), {}, torch.device("cpu"), lambda *a, **k: None, None)
+    out = cell_module.train_and_evaluate(cell, Job("g"), DATASETS.get("digits").factory(), {}, torch.device("cpu"))
     assert checked == [True] and out["train"]["selected"]
     assert len(calls) == 3 and len(set(calls)) == 3  # the two curve points' validation images, then the test images only

@@ -199,9 +199,9 @@ def fake_run_cell(seen: list):
     """A run_cell that records the device it was given and returns a row without training."""
     from bench.run.rows import _row_start
 
-    def run_cell(cell, grid_name, data, caches, device, *args, **kwargs):
+    def run_cell(cell, job, data, caches, device, *args, **kwargs):
         seen.append(device)
-        return {**_row_start(cell, grid_name), "status": "ok", "metrics": {}, "train": {}, "env": {"device": str(device)}}
+        return {**_row_start(cell, job.grid_name), "status": "ok", "metrics": {}, "train": {}, "env": {"device": str(device)}}
 
     return run_cell
 

@@ -13,6 +13,7 @@ import pytest
 from processes import complete_rows, kill_when, launch
 
 from bench.cli import main
+from bench.run.job import Job
 
 FAULTY = """
 import gc, multiprocessing.connection, os, signal, time, torch
@@ -173,8 +174,8 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
     }
     (cell,) = parse_grid(raw, "r.toml").cells
     data = DATASETS.get("digits").factory()
-    first = run_cell(cell, "r", data, {}, torch.device("cpu"))
-    second = run_cell(cell, "r", data, {}, torch.device("cpu"))
+    first = run_cell(cell, Job("r"), data, {}, torch.device("cpu"))
+    second = run_cell(cell, Job("r"), data, {}, torch.device("cpu"))
     assert first["status"] == second["status"] == "ok"
     assert json.dumps(first["metrics"], sort_keys=True) == json.dumps(second["metrics"], sort_keys=True)  # NaN-safe
     assert first["train"]["final_loss"] == second["train"]["final_loss"]

@@ -23,6 +23,7 @@ from bench.grid import parse_grid
 from bench.report.table import table
 from bench.results import read_rows
 from bench.run.cell import split_for
+from bench.run.job import Job
 from bench.run.pruning import Pruner
 from bench.run.rows import run_cell, trial_record
 from bench.run.study import Search, curve_steps
@@ -79,11 +80,11 @@ def test_trials_never_give_the_test_split_to_the_evaluator(folds, tmp_path, monk
     current = {}
     real_measure, real_evaluate = rows_module.measure, cell_module.evaluate
 
-    def spy_measure(cell, data, *args, **kwargs):
+    def spy_measure(cell, job, data, *args, **kwargs):
         folds_of = [replace(cell, split=replace(cell.split, fold=f)) for f in range(max(cell.split.folds, 1))]
         splits = [split_for(c, data) for c in folds_of]
         current.update(trial=cell.trial is not None, val={int(x) for s in splits for x in data.labels[s[1]]}, test={int(x) for x in data.labels[splits[0][2]]})
-        return real_measure(cell, data, *args, **kwargs)
+        return real_measure(cell, job, data, *args, **kwargs)
 
     def spy_evaluate(embeddings, labels, *args, **kwargs):
         calls.append((current["trial"], {int(x) for x in labels}, current["val"], current["test"]))
@@ -248,7 +249,7 @@ def test_a_trial_with_folds_prunes_exactly_when_optunas_median_pruner_does(monke
                 break
         script[:] = values
         cell = replace(conf.base, trial=Trial("s", 99, {}, "verification_roc_auc", search.prune_bar(done, conf.base)))
-        row = run_cell(cell, "s", data, caches, torch.device("cpu"))
+        row = run_cell(cell, Job("s"), data, caches, torch.device("cpu"))
         reported = steps if stop is None else stop + 1
         assert row["status"] == ("ok" if stop is None else "pruned"), (case, stop, row.get("error"))
         assert row["search"]["intermediate"] == pytest.approx(values[:reported], nan_ok=True), case
@@ -268,7 +269,7 @@ def test_a_bar_impossible_at_a_folds_last_point_prunes_the_trial_there(tmp_path)
     search = Search(parse_grid(tomllib.loads(small_backbone(grid_text(steps=4, folds=2))), "g"))
     cell = search.next_trials([])[0]
     cell = replace(cell, trial=replace(cell.trial, prune_at=(None, 1.5, None)))
-    row = run_cell(cell, "s", few_digits(), {}, torch.device("cpu"))
+    row = run_cell(cell, Job("s"), few_digits(), {}, torch.device("cpu"))
     assert row["status"] == "pruned" and row["train"]["stopped_by"] == "pruned" and row["search"]["objective"] is None
     assert [f["fold"] for f in row["folds"]] == [0] and row["folds"][0]["steps"] == 4 and len(row["search"]["intermediate"]) == 2
 
@@ -286,7 +287,7 @@ def test_a_trial_below_the_bar_is_pruned_at_its_curve_point_and_recorded(tmp_pat
     search = Search(grid)
     cell = search.next_trials([])[0]
     cell = replace(cell, trial=replace(cell.trial, prune_at=(1.5,)))
-    row = run_cell(cell, "s", DATASETS.get("digits").factory(), {}, torch.device("cpu"))
+    row = run_cell(cell, Job("s"), DATASETS.get("digits").factory(), {}, torch.device("cpu"))
     assert row["status"] == "pruned" and row["train"]["stopped_by"] == "pruned" and row["train"]["steps"] == 4
     assert row["search"]["objective"] is None and len(row["search"]["intermediate"]) == 1 and len(row["curve"]) == 1
     study = optuna.create_study(direction="maximize")

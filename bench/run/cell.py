@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
 from bench.run.adapt import apply_preprocess, freeze, input_check
 from bench.run.checkpoint import checkpoint_meta, save_checkpoint
 from bench.run.diskcache import cached_tensor, content_hash
+from bench.run.job import Job
 from bench.run.pruning import Pruner
 from bench.run.sampling import BatchSampler
 from bench.run.train import TrainResult, embed, train
@@ -38,26 +39,16 @@ def data_key(cell: Cell) -> str:
 
 
 def measure(
-    cell: Cell,
-    data: LabelledImages,
-    caches: dict,
-    device: torch.device,
-    report: Callable,
-    deadline: float | None,
-    feature_cache: bool = True,
-    warn: Callable[[str], None] = print,
-    checkpoints: str | None = None,
+    cell: Cell, job: Job, data: LabelledImages, caches: dict, device: torch.device, report: Callable, warn: Callable[[str], None], deadline: float | None
 ) -> dict:
     """`train_and_evaluate`; for a search trial with split.folds = K, each fold in turn (the Reality Check's
     cross-validation), its validation metrics averaged over the folds, stopping at a pruned or diverged fold."""
     pruner = Pruner(cell)
     if cell.trial is None or not cell.split.folds:
-        return train_and_evaluate(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints, pruner)
+        return train_and_evaluate(cell, job, data, caches, device, report, warn, deadline, pruner)
     parts = []
     for fold in range(cell.split.folds):
-        part = train_and_evaluate(
-            replace(cell, split=replace(cell.split, fold=fold)), data, caches, device, report, deadline, feature_cache, warn, checkpoints, pruner
-        )
+        part = train_and_evaluate(replace(cell, split=replace(cell.split, fold=fold)), job, data, caches, device, report, warn, deadline, pruner)
         if pruner.pruned:  # also at the fold's last point, which training reports after its budget is spent
             part["train"]["stopped_by"] = "pruned"
         parts.append(part)
@@ -84,20 +75,107 @@ def measure(
 
 def train_and_evaluate(
     cell: Cell,
+    job: Job,
     data: LabelledImages,
     caches: dict,
     device: torch.device,
-    report: Callable,
-    deadline: float | None,
-    feature_cache: bool = True,
+    report: Callable = lambda *a, **k: None,
     warn: Callable[[str], None] = print,
-    checkpoints: str | None = None,
+    deadline: float | None = None,
     pruner: Pruner | None = None,
 ) -> dict:
-    """The whole life of a cell, returned as the row's measured part. `caches` is shared by a grid's cells;
-    with train.save, the checkpoint goes to `checkpoints`/<cell_id> (a folder beside the results file).
-    A search trial (cell.trial) is scored on validation only: the test split never reaches the evaluator."""
+    """The whole life of a cell, returned as the row's measured part: build it, train it under its budget (scoring
+    the curve points on validation), score the selected weights, keep a checkpoint. `caches` is shared by a
+    grid's cells; with train.save, the checkpoint goes to `job.checkpoints`/<cell_id>. A search trial
+    (cell.trial) is scored on validation only: the test split never reaches the evaluator."""
     pruner = pruner or Pruner(cell)
+    b = build(cell, data, caches, device, report, warn, job.feature_cache)
+    scorer = Scorer(cell, b, data, device)
+    select = _Selection(cell, b.model)
+
+    def on_step(steps, samples, seconds, loss):
+        report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
+        check_deadline(deadline, f"training (step {steps})")
+
+    def on_curve(fraction: float, at) -> bool:
+        report(info=f"curve point {fraction:g} on {scorer.curve_on}")
+        metrics = scorer.curve_point(fraction, at, keep=select.best["steps"] if select.best else None)
+        select.offer(fraction, at.steps, metrics)
+        return pruner.report(metrics)  # True stops training: a search trial pruned by the median rule
+
+    result, flops, short = _train(cell, b, caches, device, warn, on_step, on_curve)
+    check_deadline(deadline, "training")
+    last = {k: v.detach().clone() for k, v in b.model.state_dict().items()} if cell.train.save == "last" and select.state is not None else None
+    selected = select.restore()
+    # a diverged step ran its forward pass (BatchNorm's running statistics moved) but was never counted
+    scorer.weights = selected["steps"] if selected else ("diverged" if result.stopped_by == "diverged" else result.steps)
+    report(info="evaluating")
+    start = time.perf_counter()
+    metrics, nonfinite, items = scorer.final(result, selected)
+    # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
+    diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None
+    check_deadline(deadline, "evaluation")
+    saved = None
+    if cell.train.save != "none" and job.checkpoints and not nonfinite:
+        saved = _checkpoint(cell, b, scorer, data, metrics, selected, last, result, Path(job.checkpoints), warn)
+    return {
+        **({"checkpoint": saved} if saved else {}),
+        **({"_items": items} if items else {}),  # numpy arrays, for the coordinator only: never part of the JSONL row
+        "metrics": metrics,
+        **({"diverged": diverged} if diverged else {}),
+        **({"curve": scorer.curve} if scorer.curve else {}),
+        "train": _train_record(cell, b, result, flops, short, selected),
+        "eval_seconds": round(time.perf_counter() - start, 3),
+        "split": b.split,
+        "input": {**_spec_record(b.spec), "preprocess": cell.model.preprocess, "native": _spec_record(b.native), **b.conversion, "check": b.check},
+        "model": {
+            **b.frozen,
+            "embed_dim": scorer.scored_dim,
+            "trainable_params": sum(p.numel() for m in (b.backbone, b.loss_fn) for p in m.parameters() if p.requires_grad),
+        },
+        "precision": "bf16" if b.bf16 else "fp32",
+    }
+
+
+@dataclass
+class Built:
+    """A cell ready to train and score: its plugins on the device, its split, and its input pipeline — what the
+    training loop steps on (`train_model` on `train_inputs` through `prepare_train`) and what evaluation embeds
+    (`model` on `inputs` through `prepare_eval`): images, or a frozen trunk's cached features."""
+
+    backbone: torch.nn.Module
+    loss_fn: torch.nn.Module
+    frozen: dict
+    bf16: bool
+    spec: InputSpec
+    native: InputSpec
+    images: torch.Tensor
+    conversion: dict
+    check: dict
+    labels: torch.Tensor
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    split: dict
+    trains: bool
+    augment: object
+    cost_model: str
+    cached: bool
+    per_image: float  # a frozen trunk's measured forward seconds per image, in this run
+    charge: float  # the one-time extraction the head trains on, charged to the budget's clock
+    model: torch.nn.Module
+    inputs: torch.Tensor
+    prepare_images: Callable
+    prepare_eval: Callable
+    train_model: torch.nn.Module
+    train_inputs: torch.Tensor
+    prepare_train: Callable
+    warmup_prepare: Callable | None
+
+
+def build(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, report: Callable, warn: Callable[[str], None], feature_cache: bool) -> Built:
+    """The cell's plugins (seeded), frozen as asked, on the device; the images fitted to the backbone's input
+    (cached per dataset and shape), its class split and input check; a frozen trunk's features (cached per grid)."""
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)
     backbone = BACKBONES.get(cell.backbone).factory(**cell.backbone_args)
@@ -133,7 +211,7 @@ def train_and_evaluate(
     augment = make_augment(cell.train.augment, cell.seed)
     cost_model = protocol_cost(cell, trains)
     cached = cost_model == "features_once" and feature_cache
-    per_image = 0.0  # a frozen trunk's measured forward seconds per image, in this run
+    per_image = 0.0
     if cached:  # a frozen trunk sees each image once per grid; only the head trains
         inputs, per_image = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content)
         model, prepare_train, prepare_eval = backbone.head, _identity, _identity
@@ -153,188 +231,211 @@ def train_and_evaluate(
     if augment.transform is not None:  # the warm-up step must not advance the training augmentation's generator
         warm_augment = make_augment(cell.train.augment, cell.seed)
         warmup_prepare = lambda batch: prepare_images(warm_augment(batch))
-    charge = len(train_idx) * per_image if cost_model == "features_once" else 0.0  # the one-time extraction the head trains on
-    groups = data.attributes[cell.eval.episode_group] if cell.eval.episode_group else None
+    charge = len(train_idx) * per_image if cost_model == "features_once" else 0.0
+    return Built(
+        backbone,
+        loss_fn,
+        frozen,
+        bf16,
+        spec,
+        native,
+        images,
+        conversion,
+        check,
+        labels,
+        train_idx,
+        val_idx,
+        test_idx,
+        split,
+        trains,
+        augment,
+        cost_model,
+        cached,
+        per_image,
+        charge,
+        model,
+        inputs,
+        prepare_images,
+        prepare_eval,
+        train_model,
+        train_inputs,
+        prepare_train,
+        warmup_prepare,
+    )
 
-    scored_dim = [backbone.embed_dim]  # what evaluation saw: the head's output, or the trunk's for the untrained baseline
 
-    roles = data.attributes.get("role")
+class Scorer:
+    """Scores the cell's model as it is now, on validation (curve points, a trial's objective) or test (the row's
+    metrics, with the threshold chosen on validation and each test item's outcome).
 
-    # Embeddings by (the weights, as the optimizer steps that made them; which images), so that no images are
-    # embedded twice with the same weights: the selected curve point's validation embeddings are those the test
-    # score's threshold needs, and a curve scored on test ends with the final weights' test embeddings. Only
-    # the current and the selected weights' are kept.
-    embedded: dict = {}
-    weights: list = [0]  # optimizer steps behind the weights (and BatchNorm statistics) `model` holds now
+    Embeddings are kept by (the weights, as the optimizer steps that made them; which images), so that no images
+    are embedded twice with the same weights: the selected curve point's validation embeddings are those the test
+    score's threshold needs, and a curve scored on test ends with the final weights' test embeddings. Only the
+    current and the selected weights' are kept."""
 
-    def embed_once(what: tuple, idx: np.ndarray) -> torch.Tensor:
-        key = (weights[0], *what)
-        if key not in embedded:
-            embedded[key] = embed(model, inputs[idx], prepare_eval, cell.eval.batch_size, device, bf16)
-        return embedded[key]
+    def __init__(self, cell: Cell, built: Built, data: LabelledImages, device: torch.device):
+        self.cell, self.b, self.device = cell, built, device
+        self.groups = data.attributes[cell.eval.episode_group] if cell.eval.episode_group else None
+        self.roles = data.attributes.get("role")
+        self.embedded: dict = {}
+        self.weights: int | str = 0  # optimizer steps behind the weights (and BatchNorm statistics) the model holds now
+        self.scored_dim = built.backbone.embed_dim  # what evaluation saw: the head's output, or the trunk's for the untrained baseline
+        self.curve: list[dict] = []
+        self.curve_on = "val" if len(built.val_idx) else "test"  # the test split is scored on a curve only when there is no validation
 
-    def score(idx: np.ndarray, split: str, **extra) -> tuple[dict, int]:
-        """Every metric of the images `idx` (the `split`: "val" or "test") as `model` embeds them now; (metrics, how
+    def embed_once(self, what: tuple, idx: np.ndarray) -> torch.Tensor:
+        key = (self.weights, *what)
+        if key not in self.embedded:
+            b = self.b
+            self.embedded[key] = embed(b.model, b.inputs[idx], b.prepare_eval, self.cell.eval.batch_size, self.device, b.bf16)
+        return self.embedded[key]
+
+    def score(self, idx: np.ndarray, split: str, **extra) -> tuple[dict, int]:
+        """Every metric of the images `idx` (the `split`: "val" or "test") as the model embeds them now; (metrics, how
         many embeddings are not finite). When the images have roles, queries are searched against the gallery only
         (the In-Shop protocol)."""
+        roles, labels, cell = self.roles, self.b.labels, self.cell
         queries, gallery = (idx[roles[idx] == "query"], idx[roles[idx] == "gallery"]) if roles is not None and (roles[idx] != "").any() else (idx, None)
-        emb = embed_once((split, "all" if gallery is None else "queries"), queries)
-        scored_dim[0] = emb.shape[1]
+        emb = self.embed_once((split, "all" if gallery is None else "queries"), queries)
+        self.scored_dim = emb.shape[1]
         if gallery is not None:
-            extra["gallery"] = embed_once((split, "gallery"), gallery)
+            extra["gallery"] = self.embed_once((split, "gallery"), gallery)
             extra["gallery_labels"] = labels[gallery]
         bad = sum(int((~torch.isfinite(e).all(1)).sum()) for e in (emb, extra.get("val_embeddings"), extra.get("gallery")) if e is not None)
         if bad:
             return {}, bad
-        grouped = {"groups": groups[queries], "group_name": cell.eval.episode_group} if groups is not None else {}
-        return evaluate(emb, labels[queries], loss_fn.distance, cell.eval, cell.split.seed, **grouped, **extra), 0
+        grouped = {"groups": self.groups[queries], "group_name": cell.eval.episode_group} if self.groups is not None else {}
+        return evaluate(emb, labels[queries], self.b.loss_fn.distance, cell.eval, cell.split.seed, **grouped, **extra), 0
 
-    def on_step(steps, samples, seconds, loss):
-        report(steps, f"loss {loss:.4f}  {samples / max(seconds, 1e-9):.0f} img/s")
-        check_deadline(deadline, f"training (step {steps})")
+    def score_test(self, items: dict | None = None) -> tuple[dict, int]:
+        """The test split as the model embeds it now, with a threshold chosen on the validation split when there is
+        one; `items` (a dict) collects the per-test-item outcomes (bench.items)."""
+        b = self.b
+        val = self.embed_once(("val", "all"), b.val_idx) if len(b.val_idx) else None
+        return self.score(b.test_idx, "test", items=items, **({"val_embeddings": val, "val_labels": b.labels[b.val_idx]} if val is not None else {}))
 
-    def score_test(items: dict | None = None) -> tuple[dict, int]:
-        """The test split as `model` embeds it now, with a threshold chosen on the validation split when there is one;
-        `items` (a dict) collects the per-test-item outcomes (bench.items)."""
-        val = embed_once(("val", "all"), val_idx) if len(val_idx) else None
-        return score(test_idx, "test", items=items, **({"val_embeddings": val, "val_labels": labels[val_idx]} if val is not None else {}))
-
-    curve: list[dict] = []
-    select = _Selection(cell, model)
-    curve_on = "val" if len(val_idx) else "test"  # the test split is scored on a curve only when there is no validation
-
-    def on_curve(fraction: float, at) -> bool:
-        report(info=f"curve point {fraction:g} on {curve_on}")
-        weights[0] = at.steps
-        kept = {at.steps, select.best["steps"] if select.best else None}
-        for key in [key for key in embedded if key[0] not in kept]:
-            del embedded[key]
-        metrics, bad = score(val_idx if len(val_idx) else test_idx, curve_on, roc_points=0)  # a curve point keeps no ROC
-        curve.append(
+    def curve_point(self, fraction: float, at, keep: int | None) -> dict:
+        """Score a learning-curve point (no ROC kept) and append it to the curve; the embeddings of weights other
+        than these and `keep` (the selected point's) are dropped."""
+        self.weights = at.steps
+        for key in [key for key in self.embedded if key[0] not in {at.steps, keep}]:
+            del self.embedded[key]
+        b = self.b
+        metrics, bad = self.score(b.val_idx if len(b.val_idx) else b.test_idx, self.curve_on, roc_points=0)
+        self.curve.append(
             {
                 "fraction": fraction,
                 "progress": at.progress,
                 "steps": at.steps,
                 "samples": at.samples,
                 "seconds": at.seconds,
-                "on": curve_on,
+                "on": self.curve_on,
                 "metrics": metrics,
                 **({"nonfinite": bad} if bad else {}),
             }
         )
-        select.offer(fraction, at.steps, metrics)
-        return pruner.report(metrics)  # True stops training: a search trial pruned by the median rule
+        return metrics
 
-    if trains:
-        sampler = BatchSampler(loss_fn.batch, data.labels[train_idx], cell.train.batch_size, cell.seed, cell.train.m_per_class)
-        if sampler.short_classes():
-            warn(
-                f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
-                f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)"
-            )
-        flops = _flops_per_image(caches, cell, backbone, prepare_images(images[train_idx[:2]].to(device)))
-        result = train(
-            train_model,
-            loss_fn,
-            train_inputs,
-            labels[train_idx],
-            prepare_train,
-            cell.train,
-            cell.budget,
-            cell.seed,
-            device,
-            bf16,
-            on_step,
-            charge_at_start=charge,
-            sampler=sampler,
-            curve=cell.eval.curve,
-            on_curve=on_curve,
-            warmup_prepare=warmup_prepare,
-        )
-        short = sampler.short_classes()
-    else:  # the untrained baseline: no optimizer, no budget; the trunk's features as they are
-        result, flops, short = TrainResult(0, 0, 0.0, "untrained", float("nan"), 0.0, 0.0, 0.0, 0.0), 0, 0
-    check_deadline(deadline, "training")
-    last = {k: v.detach().clone() for k, v in model.state_dict().items()} if cell.train.save == "last" and select.state is not None else None
-    selected = select.restore()
-    # a diverged step ran its forward pass (BatchNorm's running statistics moved) but was never counted
-    weights[0] = selected["steps"] if selected else ("diverged" if result.stopped_by == "diverged" else result.steps)
-    report(info="evaluating")
-    start = time.perf_counter()
-    items: dict = {}  # stays empty for a search trial, scored on validation, and for non-finite embeddings
-    if cell.trial is not None:  # a search trial: its objective is on validation, and test is never scored
-        if result.stopped_by == "pruned" or (curve and curve[-1]["fraction"] == 1.0 and selected is None):
-            # pruned: the curve point that pruned it is its last score; else the end of training was just scored
-            metrics, nonfinite = curve[-1]["metrics"], curve[-1].get("nonfinite", 0)
+    def final(self, result: TrainResult, selected: dict | None) -> tuple[dict, int, dict]:
+        """The row's metrics, how many embeddings were not finite, and the test items behind the metrics (with the
+        ROC's vertices, which `bench plot` draws: half a tiny cell's row, so kept in its items file). A search trial
+        is scored on validation and keeps no items."""
+        items: dict = {}
+        if self.cell.trial is not None:  # a search trial: its objective is on validation, and test is never scored
+            curve = self.curve
+            if result.stopped_by == "pruned" or (curve and curve[-1]["fraction"] == 1.0 and selected is None):
+                # pruned: the curve point that pruned it is its last score; else the end of training was just scored
+                metrics, nonfinite = curve[-1]["metrics"], curve[-1].get("nonfinite", 0)
+            else:
+                metrics, nonfinite = self.score(self.b.val_idx, "val")
         else:
-            metrics, nonfinite = score(val_idx, "val")
-    else:  # the row's metrics, and the outcome of each test item behind them (the coordinator writes them beside the row)
-        metrics, nonfinite = score_test(items)
-    # the ROC's few hundred vertices (for `bench plot`) would be half a tiny cell's row: its items file keeps them;
-    # a trial's validation ROC is not kept (no view draws a trial)
-    roc = metrics.pop("verification_roc", None)
-    if roc and cell.trial is None:
-        items.update(roc_items(roc))
-    # weights gone non-finite are a result of the config (`diverged`), not a failure to rerun
-    diverged = f"{nonfinite} test/validation embeddings are NaN or inf after {result.steps} steps" if nonfinite else None
-    check_deadline(deadline, "evaluation")
-    saved, kept, bad = None, metrics, nonfinite
-    if cell.train.save != "none" and checkpoints and not nonfinite and last is not None:
-        # save = "last" while the test split scored the validation-selected weights: a checkpoint's metadata
-        # describes the weights in it, so the last weights get their own validation threshold and test metrics
-        model.load_state_dict(last)
-        weights[0] = "diverged" if result.stopped_by == "diverged" else result.steps
-        kept, bad = score_test()
+            metrics, nonfinite = self.score_test(items)
+        roc = metrics.pop("verification_roc", None)
+        if roc and self.cell.trial is None:
+            items.update(roc_items(roc))
+        return metrics, nonfinite, items
+
+
+def _train(cell: Cell, b: Built, caches: dict, device: torch.device, warn, on_step, on_curve) -> tuple[TrainResult, int, int]:
+    """Train under the budget (nothing for the untrained baseline); (result, FLOPs per image, short classes)."""
+    if not b.trains:  # the untrained baseline: no optimizer, no budget; the trunk's features as they are
+        return TrainResult(0, 0, 0.0, "untrained", float("nan"), 0.0, 0.0, 0.0, 0.0), 0, 0
+    sampler = BatchSampler(b.loss_fn.batch, b.labels.numpy()[b.train_idx], cell.train.batch_size, cell.seed, cell.train.m_per_class)
+    if sampler.short_classes():
+        warn(
+            f"{sampler.short_classes()} of {len(sampler.by_class)} training classes have fewer than train.m_per_class = "
+            f"{cell.train.m_per_class} images: their images repeat within a batch (drawn with replacement)"
+        )
+    flops = _flops_per_image(caches, cell, b.backbone, b.prepare_images(b.images[b.train_idx[:2]].to(device)))
+    result = train(
+        b.train_model,
+        b.loss_fn,
+        b.train_inputs,
+        b.labels[b.train_idx],
+        b.prepare_train,
+        cell.train,
+        cell.budget,
+        cell.seed,
+        device,
+        b.bf16,
+        on_step,
+        charge_at_start=b.charge,
+        sampler=sampler,
+        curve=cell.eval.curve,
+        on_curve=on_curve,
+        warmup_prepare=b.warmup_prepare,
+    )
+    return result, flops, sampler.short_classes()
+
+
+def _checkpoint(
+    cell: Cell, b: Built, scorer: Scorer, data: LabelledImages, metrics: dict, selected: dict | None, last: dict | None, result: TrainResult, root: Path, warn
+) -> dict | None:
+    """Save the checkpoint train.save asks for; its record for the row, or None when the weights it would keep are
+    not finite. save = "last" while the test split scored the validation-selected weights: a checkpoint's metadata
+    describes the weights in it, so the last weights get their own validation threshold and test metrics."""
+    kept, bad = metrics, 0
+    if last is not None:
+        b.model.load_state_dict(last)
+        scorer.weights = "diverged" if result.stopped_by == "diverged" else result.steps
+        kept, bad = scorer.score_test()
         if bad:
             warn(f'train.save = "last": the last weights give {bad} NaN or inf embeddings (the selected ones were scored), so no checkpoint is kept')
-    if cell.train.save != "none" and checkpoints and not bad:
-        weights_from = f"best@{selected['fraction']:g}" if selected and last is None else "last"
-        meta = checkpoint_meta(
-            cell,
-            spec,
-            native,
-            {"channels": conversion["from"][0], "size": conversion["from"][1:]},
-            cell.eval.distance or loss_fn.distance,
-            kept,
-            "bf16" if bf16 else "fp32",
-            trains,
-            weights_from,
-            data.meta.get("decoding"),
-        )
-        root = Path(checkpoints)
-        saved = {"path": f"{root.name}/{cell.cell_id}", "weights_from": weights_from, "sha256": save_checkpoint(root / cell.cell_id, meta, backbone, loss_fn)}
+            return None
+    weights_from = f"best@{selected['fraction']:g}" if selected and last is None else "last"
+    meta = checkpoint_meta(
+        cell,
+        b.spec,
+        b.native,
+        {"channels": b.conversion["from"][0], "size": b.conversion["from"][1:]},
+        cell.eval.distance or b.loss_fn.distance,
+        kept,
+        "bf16" if b.bf16 else "fp32",
+        b.trains,
+        weights_from,
+        data.meta.get("decoding"),
+    )
+    return {"path": f"{root.name}/{cell.cell_id}", "weights_from": weights_from, "sha256": save_checkpoint(root / cell.cell_id, meta, b.backbone, b.loss_fn)}
+
+
+def _train_record(cell: Cell, b: Built, result: TrainResult, flops: int, short: int, selected: dict | None) -> dict:
+    """The row's `train`: what the budget bought, at what speed and cost, and the curve point selected."""
     steps = max(result.steps, 1)
     return {
-        **({"checkpoint": saved} if saved else {}),
-        **({"_items": items} if items else {}),  # numpy arrays, for the coordinator only: never part of the JSONL row
-        "metrics": metrics,
-        **({"diverged": diverged} if diverged else {}),
-        **({"curve": curve} if curve else {}),
-        "train": {
-            **asdict(result),
-            "data_time_per_step": result.data_seconds / steps,
-            "compute_time_per_step": result.compute_seconds / steps,
-            "augment": augment.record(),
-            "feature_cache": cached,
-            "cost_model": cost_model,
-            "charged_images": len(train_idx) if cost_model == "features_once" else 0,
-            "charged_seconds_per_image": per_image,
-            "m_per_class_short_classes": short,
-            "images_per_second": result.samples / max(result.seconds, 1e-9),
-            "gflops_per_image": flops / 1e9,
-            "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9,
-            "schedule": {"name": cell.train.schedule, "warmup": cell.train.warmup},
-            **({"selected": selected} if selected else {}),
-        },
-        "eval_seconds": round(time.perf_counter() - start, 3),
-        "split": split,
-        "input": {**_spec_record(spec), "preprocess": cell.model.preprocess, "native": _spec_record(native), **conversion, "check": check},
-        "model": {
-            **frozen,
-            "embed_dim": scored_dim[0],
-            "trainable_params": sum(p.numel() for m in (backbone, loss_fn) for p in m.parameters() if p.requires_grad),
-        },
-        "precision": "bf16" if bf16 else "fp32",
+        **asdict(result),
+        "data_time_per_step": result.data_seconds / steps,
+        "compute_time_per_step": result.compute_seconds / steps,
+        "augment": b.augment.record(),
+        "feature_cache": b.cached,
+        "cost_model": b.cost_model,
+        "charged_images": len(b.train_idx) if b.cost_model == "features_once" else 0,
+        "charged_seconds_per_image": b.per_image,
+        "m_per_class_short_classes": short,
+        "images_per_second": result.samples / max(result.seconds, 1e-9),
+        "gflops_per_image": flops / 1e9,
+        "gflop_per_second": flops * result.samples / max(result.seconds, 1e-9) / 1e9,
+        "schedule": {"name": cell.train.schedule, "warmup": cell.train.warmup},
+        **({"selected": selected} if selected else {}),
     }
 
 

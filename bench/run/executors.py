@@ -17,7 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from bench.run.cell import data_key
 from bench.run.clock import WAIT_POLICY
 from bench.run.diskcache import Caches
 from bench.run.isolation import EXIT_GRACE_S, describe_exit, run_isolated
+from bench.run.job import Job
 from bench.run.rows import failed_row, run_cell
 
 Event = tuple[str, Cell, "dict | None"]
@@ -50,22 +51,6 @@ def environment(values: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a cell needs besides itself and its data: identical for every executor."""
-
-    grid_name: str
-    device: str = "cpu"  # as asked (auto | cpu | cuda), resolved by the process that runs the cell (`resolve_device`)
-    cell_timeout: float | None = None
-    feature_cache: bool = True
-    plugins: tuple[str, ...] = ()
-    cache_dir: str | None = None
-    threads: int | None = None
-    resources: dict = field(default_factory=dict)  # [resources]: cpus, gpus, mem_gb
-    slurm: dict = field(default_factory=dict)  # [slurm]: partition, time_min, account, qos, constraint
-    checkpoints: str | None = None  # where cells with train.save write their checkpoint folders
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -107,10 +92,10 @@ def in_process(cells: list[Cell], data: dict[str, LabelledImages], job: Job, iso
     for cell in cells:
         yield "started", cell, None
         if isolate:
-            row = run_isolated(cell, job.grid_name, data[data_key(cell)], device, job)
+            row = run_isolated(cell, data[data_key(cell)], device, job)
         else:
             hook = progress.step_hook(cell)
-            row = run_cell(cell, job.grid_name, data[data_key(cell)], caches, device, job.cell_timeout, hook, job.feature_cache, warn, job.checkpoints)
+            row = run_cell(cell, job, data[data_key(cell)], caches, device, hook, warn)
             progress.drop(hook)
         yield "done", cell, row
 
@@ -127,20 +112,7 @@ def _serve(conn, data: dict, job: Job) -> None:
             return
         if cell is None:
             return
-        conn.send(
-            _no_device(cell, job)
-            or run_cell(
-                cell,
-                job.grid_name,
-                data[data_key(cell)],
-                caches,
-                device,
-                job.cell_timeout,
-                feature_cache=job.feature_cache,
-                warn=lambda message: None,
-                checkpoints=job.checkpoints,
-            )
-        )
+        conn.send(_no_device(cell, job) or run_cell(cell, job, data[data_key(cell)], caches, device, warn=lambda message: None))
 
 
 class LocalWorkers:
@@ -255,17 +227,7 @@ def _run_remote(cell: Cell, data: LabelledImages, job: Job) -> dict:
 
         data = DATASETS.get(cell.dataset).factory(**cell.dataset_args)
     caches = _WORKER_CACHES.setdefault(job.cache_dir or "", Caches(job.cache_dir))
-    return run_cell(
-        cell,
-        job.grid_name,
-        data,
-        caches,
-        resolve_device(job.device),
-        job.cell_timeout,
-        feature_cache=job.feature_cache,
-        warn=lambda message: None,
-        checkpoints=job.checkpoints,
-    )
+    return run_cell(cell, job, data, caches, resolve_device(job.device), warn=lambda message: None)
 
 
 def _require(module: str, extra: str, flag: str):

@@ -5,29 +5,28 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import signal
+from dataclasses import replace
 
 import torch
 
 EXIT_GRACE_S = 10.0  # how long a child whose pipe closed may take to exit (CUDA teardown can be slow)
 
 
-def _child(
-    conn, cell, grid_name, data, device: str, plugins: tuple[str, ...], feature_cache: bool, checkpoints: str | None = None, threads: int | None = None
-) -> None:
-    if threads:  # --threads, as the parent runs with: thread counts change float sums, so the row and its items
-        torch.set_num_threads(threads)
-    for module in plugins:  # the same --plugin modules the parent imported
+def _child(conn, cell, job, data, device: str) -> None:
+    if job.threads:  # --threads, as the parent runs with: thread counts change float sums, so the row and its items
+        torch.set_num_threads(job.threads)
+    for module in job.plugins:  # the same --plugin modules the parent imported
         importlib.import_module(module)
     from bench.builtins import load_builtins
     from bench.run.rows import run_cell
 
     load_builtins()
-    conn.send(run_cell(cell, grid_name, data, {}, torch.device(device), feature_cache=feature_cache, checkpoints=checkpoints))
+    conn.send(run_cell(cell, replace(job, cell_timeout=None), data, {}, torch.device(device)))  # the parent enforces the timeout
     conn.close()
 
 
-def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> dict:
-    """Run one cell in a fresh spawned process; kill it when it outlives `options.cell_timeout`.
+def run_isolated(cell, data, device: torch.device, job) -> dict:
+    """Run one cell in a fresh spawned process; kill it when it outlives `job.cell_timeout`.
 
     Costs an interpreter start (importing torch) per cell, so it is opt-in (`bench run --isolate`).
     """
@@ -37,25 +36,15 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_child,
-        args=(
-            send,
-            cell,
-            grid_name,
-            data,
-            str(device),
-            options.plugins,
-            options.feature_cache,
-            getattr(options, "checkpoints", None),
-            getattr(options, "threads", None),
-        ),
+        args=(send, cell, job, data, str(device)),
         daemon=True,
     )
     proc.start()
     send.close()
-    if not receive.poll(options.cell_timeout):  # True on a row or on the child's end of the pipe closing
+    if not receive.poll(job.cell_timeout):  # True on a row or on the child's end of the pipe closing
         proc.kill()
         proc.join()
-        return failed_row(cell, grid_name, device, "timeout", f"cell exceeded --cell-timeout {options.cell_timeout:g} s and was killed")
+        return failed_row(cell, job.grid_name, device, "timeout", f"cell exceeded --cell-timeout {job.cell_timeout:g} s and was killed")
     try:
         row = receive.recv()
     except EOFError:  # the pipe closed without a row: the child is dying (or closed it and went on)
@@ -71,9 +60,9 @@ def run_isolated(cell, grid_name: str, data, device: torch.device, options) -> d
         return row
     if lingering:
         return failed_row(
-            cell, grid_name, device, "error", f"the cell's process closed its pipe without reporting and had not exited {EXIT_GRACE_S:g} s later; killed"
+            cell, job.grid_name, device, "error", f"the cell's process closed its pipe without reporting and had not exited {EXIT_GRACE_S:g} s later; killed"
         )
-    return failed_row(cell, grid_name, device, "error", f"the cell's process {describe_exit(proc.exitcode)} before reporting")
+    return failed_row(cell, job.grid_name, device, "error", f"the cell's process {describe_exit(proc.exitcode)} before reporting")
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -20,27 +20,17 @@ from bench.config import Cell
 from bench.plugins import LabelledImages
 from bench.results import SCHEMA, SPEED_FIELDS, speed_env
 from bench.run.cell import CellTimeout, measure, use_bf16
+from bench.run.job import Job
 
 
-def run_cell(
-    cell: Cell,
-    grid_name: str,
-    data: LabelledImages,
-    caches: dict,
-    device: torch.device,
-    cell_timeout: float | None = None,
-    report=lambda steps=None, info="": None,
-    feature_cache: bool = True,
-    warn=print,
-    checkpoints: str | None = None,
-) -> dict:
+def run_cell(cell: Cell, job: Job, data: LabelledImages, caches: dict, device: torch.device, report=lambda steps=None, info="": None, warn=print) -> dict:
     """Train and evaluate one cell; any failure becomes the row's status, never an exception. A row whose test
     split was scored carries its per-item outcomes under "_items" (numpy arrays, picklable through every
     executor) for the coordinator, which writes them to the cell's items file (bench.run.runner.items_keeper)."""
-    row = _row_start(cell, grid_name)
-    deadline = time.monotonic() + cell_timeout if cell_timeout else None
+    row = _row_start(cell, job.grid_name)
+    deadline = time.monotonic() + job.cell_timeout if job.cell_timeout else None
     try:
-        row.update(measure(cell, data, caches, device, report, deadline, feature_cache, warn, checkpoints))
+        row.update(measure(cell, job, data, caches, device, report, warn, deadline))
         if "diverged" in row:  # non-finite embeddings: say why in the row's error
             row["error"] = row.pop("diverged")
         stopped = row["train"]["stopped_by"]
