@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import ROOT
 from PIL import Image
 from sklearn.metrics import auc, roc_curve
 
@@ -22,7 +23,7 @@ from bench.report.rows import items_loader
 from bench.report.table import table
 
 PNG = b"\x89PNG\r\n\x1a\n"
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = ROOT / "results"
 
 
 # --- the ROC a row keeps ------------------------------------------------------------------------------------

@@ -13,16 +13,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 mlflow = pytest.importorskip("mlflow", reason="needs the `mlflow` extra (in the test extra)")
 from mlflow import MlflowClient  # noqa: E402
-from test_mlflow_export import QUICK, export, runs, write  # noqa: E402
+from mlflow_runs import QUICK, export, runs, write  # noqa: E402
 
 from bench.cli import main  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 from bench.run import rows as run_rows  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # inside MLflow's SQL store
 
 

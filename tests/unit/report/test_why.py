@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_comparisons import tables
-from test_leaderboard import cell
+from boards import cell, tables
 
 from bench.report.budget import flips, fraction_text
 from bench.report.leaderboard import markdown

@@ -9,7 +9,7 @@ from itertools import combinations, product
 import numpy as np
 import pytest
 import torch
-from test_metrics import DISTANCES, clustered, ref_distance
+from refs import DISTANCES, clustered, ref_distance
 
 from bench.config import EvalConfig
 from bench.config.metrics import definition

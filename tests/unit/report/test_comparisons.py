@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
+from boards import _cells, board, by_backbone, cell, tables, welch_by_hand, write
 from scipy import stats
-from test_leaderboard import _cells, board, by_backbone, cell, welch_by_hand, write
 
 from bench.errors import UserError
 from bench.report.leaderboard import markdown
@@ -20,20 +20,6 @@ FEW_SHOT = "few_shot_20way_1shot_accuracy"
 def measured(r: dict, **metrics) -> dict:
     r["metrics"].update(metrics)
     return r
-
-
-def tables(text: str) -> dict[str, list[dict]]:
-    """Each markdown table of `text` as {heading: [row as {header: cell}]}; "" for a table without a heading."""
-    out, heading, header = {}, "", None
-    for ln in text.splitlines():
-        if ln.startswith("### "):
-            heading, header = ln[4:], None
-        elif ln.startswith("| #"):
-            header = _cells(ln)
-            out[heading] = []
-        elif ln.startswith("| ") and header:
-            out[heading].append(dict(zip(header, _cells(ln))))
-    return out
 
 
 # --- 1. comparison groups ------------------------------------------------------------------------------------

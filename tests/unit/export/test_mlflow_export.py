@@ -16,6 +16,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow", reason="needs the `mlflow` extra (in the test extra)")
 from mlflow import MlflowClient  # noqa: E402
+from mlflow_runs import QUICK, RESULTS, export, runs, write  # noqa: E402
 
 from bench.cli import main  # noqa: E402
 from bench.export.mlflow import SIZE, plan  # noqa: E402
@@ -23,8 +24,6 @@ from bench.report.lines import configuration  # noqa: E402
 from bench.report.table import ranked  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
-QUICK = RESULTS / "seed_question_quick.jsonl"  # 15 ok rows with learning curves, 8 lines
 SEARCH = RESULTS / "search.jsonl"  # trials (ok and pruned) of 3 studies, and their finals
 SEED = RESULTS / "seed_question.jsonl"  # 80 cells, 28 lines: lines still improving and not, steps ranges
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # inside MLflow's SQL store
@@ -35,22 +34,6 @@ def store(tmp_path_factory):
     """One SQLite store for the module (creating its tables takes seconds); each test has its own experiment."""
     folder = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{folder}/mlflow.db"
-
-
-def export(store: str, experiment: str, *files, extra=()) -> int:
-    return main(["export", "mlflow", *map(str, files), "--tracking-uri", store, "--experiment", experiment, *extra])
-
-
-def runs(store: str, experiment: str) -> tuple[list, list]:
-    """(parents, children) of the experiment's active runs."""
-    client = MlflowClient(store)
-    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
-    return [r for r in found if r.data.tags.get("bench.kind") != "cell"], [r for r in found if r.data.tags.get("bench.kind") == "cell"]
-
-
-def write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,8 @@
 """The README links only to files that exist (the docs site's own links are checked by `mkdocs build --strict`)."""
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
 
 
 def test_the_readme_links_resolve():

@@ -3,14 +3,15 @@ only as a safety cap far above what they take), and it shows the columns *Answer
 
 import subprocess
 import sys
-from pathlib import Path
+
+from paths import ROOT
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.toml"
+QUICKSTART = ROOT / "examples" / "quickstart.toml"
 
 
 def test_the_quickstart_is_steps_bound_with_a_baseline_and_curves():

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+from paths import ROOT
 from PIL import Image
 
-OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot"
 
 
 def png_bytes(value: int, size: tuple[int, int] = (8, 8), mode: str = "L") -> bytes:

@@ -4,7 +4,8 @@ evaluation in their own packages, and no import circles (counting imports inside
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+from paths import ROOT
+
 PACKAGES = ("bench", "backbones", "losses")
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import ROOT
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import eval_speed  # noqa: E402
 import record  # noqa: E402
@@ -322,5 +323,5 @@ def test_eval_profile_ratios_and_projection_come_from_the_raw_figures():
 def test_eval_profile_knows_every_kind_of_the_seed_questions_rows():
     import eval_profile
 
-    rows = eval_profile.seed_question_rows(Path(__file__).resolve().parent.parent / "results" / "seed_question.jsonl")
+    rows = eval_profile.seed_question_rows(ROOT / "results" / "seed_question.jsonl")
     assert {eval_profile.kind_of(r) for r in rows} == set(eval_profile.KINDS)

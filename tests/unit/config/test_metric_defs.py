@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from paths import ROOT
 
 from bench.config import EvalConfig
 from bench.config.metrics import METRICS, definition, direction, lower_is_better
 from bench.eval.metrics import evaluate
 
-METRICS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+METRICS_PAGE = ROOT / "docs" / "metrics.md"
 CONFIG = EvalConfig(recall_k=(1, 3, 16), tar_far=(0.05, 1e-4), n_way=5, k_shot=2, episodes=20, max_pairs=500)
 
 

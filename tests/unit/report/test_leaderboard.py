@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
+from boards import _cells, board, by_backbone, cell, row, welch_by_hand, write
 from scipy import stats
 
 from bench.errors import UserError
 from bench.report.leaderboard import markdown
 from bench.report.table import table
 from bench.report.verdicts import signed
-
-
-def row(backbone, loss, seed, auc, r1=0.5, *, dataset="toy", status="ok", steps=100, stopped_by="budget", loss_args=None, **extra):
-    metrics = {"verification_roc_auc": auc, "recall_at_1": r1, "recall_at_2": min(1.0, r1 + 0.1), **extra}
-    return {
-        "schema": 1,
-        "cell_id": f"{backbone}-{loss}-{seed}-{json.dumps(loss_args, sort_keys=True)}-{status}",
-        "status": status,
-        "config": {
-            "backbone": backbone,
-            "loss": loss,
-            "dataset": dataset,
-            "seed": seed,
-            "loss_args": loss_args or {},
-            "train": {"batch_size": 32, "lr": 0.001},
-            "split": {"seed": 0},
-            "eval": {"recall_k": [1, 2]},
-        },
-        "metrics": metrics,
-        "train": {"stopped_by": stopped_by, "steps": steps},
-    }
 
 
 def error_row(backbone, loss, seed):
@@ -174,11 +152,6 @@ def test_a_row_without_an_argument_does_not_merge_with_rows_that_have_it():
     assert frame["verification_roc_auc_mean"].tolist() == [pytest.approx(0.9), pytest.approx(0.5)]
 
 
-def _cells(line: str) -> list[str]:
-    # Split a markdown table line on unescaped pipes.
-    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-
-
 def _rows(text: str) -> list[dict]:
     """The body rows of the (one) markdown table, as {header: cell}."""
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
@@ -224,33 +197,6 @@ def test_a_rerun_row_supersedes_the_earlier_row_of_its_cell():
 
 
 # --- verdicts: significance vs the best, gain over the untrained baseline, still improving, selected -------
-
-
-def cell(backbone, loss, seed, value, *, metric="verification_roc_auc", curve=None, selected=None, **config):
-    """A row whose sort-metric value is `value`, with `config` sections merged into the default config."""
-    r = row(backbone, loss, seed, 0.5, **{metric: value})
-    for section, v in config.items():
-        r["config"][section] = {**r["config"][section], **v} if isinstance(r["config"].get(section), dict) else v
-    r["cell_id"] = f"{json.dumps(r['config'], sort_keys=True)}"  # unique per cell: rows differ beyond row()'s id
-    if curve is not None:
-        r["curve"] = curve
-    if selected is not None:
-        r["train"]["selected"] = {"fraction": selected, "steps": int(100 * selected), "metric": metric, "value": value}
-    return r
-
-
-def by_backbone(frame):
-    return {r["backbone"]: r for _, r in frame.iterrows()}
-
-
-def welch_by_hand(a, b):
-    # Welch's t with the Welch–Satterthwaite degrees of freedom, two-sided p from the t distribution.
-    n1, n2 = len(a), len(b)
-    m1, m2 = sum(a) / n1, sum(b) / n2
-    v1, v2 = sum((x - m1) ** 2 for x in a) / (n1 - 1), sum((x - m2) ** 2 for x in b) / (n2 - 1)
-    t = (m1 - m2) / math.sqrt(v1 / n1 + v2 / n2)
-    df = (v1 / n1 + v2 / n2) ** 2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
-    return 2 * stats.t.sf(abs(t), df)
 
 
 def grid(samples: dict[str, list[float]], metric="verification_roc_auc"):
@@ -479,21 +425,6 @@ def test_selected_curve_point_per_configuration():
 
 
 # --- several files, the cells that are not ok, CSV, plot links, non-numeric metrics -------------------------
-
-
-def board(tmp_path, monkeypatch, capsys, *args) -> tuple[int, str]:
-    from bench.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    try:
-        code = main(["leaderboard", *map(str, args)])
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    return code, capsys.readouterr().err.strip()
-
-
-def write(path, rows) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_several_files_merge_by_cell_and_a_later_file_supersedes(tmp_path, monkeypatch, capsys):

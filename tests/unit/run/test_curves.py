@@ -8,9 +8,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from boards import cell, tables
 from scipy import stats
-from test_comparisons import tables
-from test_leaderboard import cell
 from torch import nn
 
 import bench.run.train as train_module

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from paths import ROOT
 from scipy import stats
 
 from bench.cli import main
@@ -446,7 +447,7 @@ def test_plot_writes_a_png(tmp_path, capsys):
 
 
 def test_the_committed_seed_question_results(capsys):
-    results = Path(__file__).resolve().parents[1] / "results" / "seed_question.jsonl"
+    results = ROOT / "results" / "seed_question.jsonl"
     start = time.perf_counter()
     code, out, err = cli(capsys, results, "--metric", "few_shot_20way_1shot_accuracy")
     print(f"bench effects on {results.name}: {time.perf_counter() - start:.2f} s")  # reported with -s; never asserted

@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 from bench.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 METRIC = "few_shot_20way_1shot_accuracy"
 KEYS = ("backbone", "loss", "model.freeze")
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # inside MLflow's SQL store

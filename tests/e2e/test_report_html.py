@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import ROOT
 
 from bench.cli import main
 from bench.report.html import page
 from bench.report.pareto import Point, front
 from bench.results import read_rows
 
-ROOT = Path(__file__).parent.parent
 SOURCE = ROOT / "results" / "seed_question_quick.jsonl"
 METRIC = "few_shot_20way_1shot_accuracy"
 ERROR_PAYLOAD = "RuntimeError: <script>window.__pwned = 'error'; document.title = 'pwned'</script> in the loss"

@@ -6,14 +6,14 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
+from paths import ROOT
 
 from bench.registry import PluginWarning
 from bench.typecheck import check_call_args
 
-PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "plugins" / "metric-bench-tinycnn"
+PLUGIN = ROOT / "examples" / "plugins" / "metric-bench-tinycnn"
 
 
 def test_pip_installed_plugin_is_listed_and_runs_in_a_grid(tmp_path):

@@ -8,10 +8,10 @@ import json
 import math
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import ROOT
 from scipy import stats
 
 from bench.report.paired import ItemBootstrap
@@ -19,9 +19,8 @@ from bench.report.rows import items_loader
 from bench.report.simultaneous import Family, Member
 from bench.report.table import table
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import stats_calibration as calibration  # noqa: E402
+import stats_calibration as calibration
 
 
 @pytest.mark.parametrize("k", [2, 5, 10])
@@ -51,7 +50,7 @@ def verdicts_agree_with_intervals(frame) -> int:
 
 
 def test_below_exactly_when_the_simultaneous_interval_excludes_zero_on_synthetic_groups():
-    from test_leaderboard import cell
+    from boards import cell
 
     rng = np.random.default_rng(0)
     checked = 0

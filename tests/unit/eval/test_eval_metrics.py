@@ -13,10 +13,10 @@ import torch
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
+from refs import DISTANCES, clustered, ref_distance
 from scipy.optimize import brentq
 from scipy.spatial.distance import cdist
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score, roc_curve
-from test_metrics import DISTANCES, clustered, ref_distance
 
 from bench.config import EvalConfig
 from bench.errors import UserError

@@ -1,6 +1,7 @@
 """Grid expansion and strict validation: every mistake fails before training with file + key + fix."""
 
 import pytest
+from paths import ROOT
 
 from bench.config import Cell
 from bench.errors import UserError
@@ -144,11 +145,10 @@ def test_split_seed_zero_is_accepted_and_list_elements_are_validated():
 
 def test_every_toml_block_in_the_readme_validates():
     import re
-    from pathlib import Path
 
     import tomllib
 
-    root = Path(__file__).parent.parent
+    root = ROOT
     readme = "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
     assert blocks, "the README and docs have no ```toml blocks"

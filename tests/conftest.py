@@ -1,0 +1,85 @@
+"""What the whole suite shares: the markers each test gets from where it lives and what it needs, and a grid
+builder (`make_grid`) so a test states only the options it is about."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+E2E = Path(__file__).parent / "e2e"
+ENGINES = ("ray", "submitit", "mlflow", "optuna", "statsmodels", "matplotlib")
+
+
+def pytest_collection_modifyitems(items):
+    """e2e tests are `slow`; a test whose module imports an optional engine is `engine`; the Chromium test is
+    `browser`. Select with -m, e.g. `pytest -m "not slow"` for the unit tests alone."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if E2E in path.parents:
+            item.add_marker(pytest.mark.slow)
+        source = path.read_text() if path.suffix == ".py" else ""
+        if any(f'"{engine}"' in source or f"import {engine}" in source for engine in ENGINES):
+            item.add_marker(pytest.mark.engine)
+        if "webdriver" in item.name or "browser" in item.name:
+            item.add_marker(pytest.mark.browser)
+
+
+DEFAULT_GRID = {
+    "name": "t",
+    "budget": {"max_steps": 4},
+    "train": {"batch_size": 16},
+    "axes": {"backbone": ["conv4"], "loss": ["contrastive"], "dataset": ["digits"], "seed": [0]},
+    "backbone": {"conv4": {"image_size": 16}},
+}
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"TOML has no {v}")
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML for {type(v).__name__}")
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def to_toml(grid: dict, prefix: str = "") -> str:
+    """A grid dict as TOML text: plain values first, then each sub-table (dotted keys quoted)."""
+    plain = [f"{_key(k)} = {_toml_value(v)}" for k, v in grid.items() if not isinstance(v, dict)]
+    out = "\n".join(plain) + ("\n" if plain else "")
+    for k, v in grid.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{_key(k)}" if prefix else _key(k)
+            out += f"\n[{name}]\n" + to_toml(v, name)
+    return out
+
+
+def merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def make_grid(tmp_path):
+    """make_grid(**sections) -> the path of a grid file: a 4-step conv4 (16 px) contrastive cell on digits, with
+    each given section merged in (e.g. `axes={"loss": ["triplet", "none"]}`, `budget={"max_seconds": 2.0}`)."""
+
+    def make(name: str = "t", **sections) -> Path:
+        grid = merged(DEFAULT_GRID, {"name": name, **sections})
+        path = tmp_path / f"{name}.toml"
+        path.write_text(to_toml(grid))
+        return path
+
+    return make

@@ -1,0 +1,32 @@
+"""Exports into a throwaway MLflow store and reads its runs back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow import MlflowClient
+from paths import ROOT
+
+from bench.cli import main
+
+RESULTS = ROOT / "results"
+
+
+QUICK = RESULTS / "seed_question_quick.jsonl"  # 15 ok rows with learning curves, 8 lines
+
+
+def export(store: str, experiment: str, *files, extra=()) -> int:
+    return main(["export", "mlflow", *map(str, files), "--tracking-uri", store, "--experiment", experiment, *extra])
+
+
+def runs(store: str, experiment: str) -> tuple[list, list]:
+    """(parents, children) of the experiment's active runs."""
+    client = MlflowClient(store)
+    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    return [r for r in found if r.data.tags.get("bench.kind") != "cell"], [r for r in found if r.data.tags.get("bench.kind") == "cell"]
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
