@@ -6,25 +6,17 @@ import pytest
 
 from bench.cli import main
 
-GRID = """
-name = "probe"
-[budget]
-max_steps = 2
-[train]
-batch_size = 12
-precision = "fp32"
-select = "best"
-[split]
-val_fraction = 0.3
-[eval]
-episodes = 20
-n_way = {n_way}
-curve = [0.5, 1.0]
-select_metric = "{metric}"
-[axes]
-backbone = ["conv4"]
-loss = ["triplet"]
-"""
+
+def probe(make_grid, metric: str, n_way: int):
+    return make_grid(
+        "probe",
+        budget={"max_steps": 2},
+        train={"batch_size": 12, "precision": "fp32", "select": "best"},
+        split={"val_fraction": 0.3},
+        eval={"episodes": 20, "n_way": n_way, "curve": [0.5, 1.0], "select_metric": metric},
+        axes={"loss": ["triplet"]},
+    )
+
 
 CASES = {
     "a threshold chosen on validation": ("verification_balanced_accuracy_val_threshold", 3, "not among the metrics a validation split alone gives"),
@@ -33,11 +25,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_select_metric_validation_cannot_give_fails_before_training(case, tmp_path, capsys):
+def test_a_select_metric_validation_cannot_give_fails_before_training(case, tmp_path, capsys, make_grid):
     metric, n_way, why = CASES[case]
-    (tmp_path / "g.toml").write_text(GRID.format(metric=metric, n_way=n_way))
+    grid = probe(make_grid, metric, n_way)
     results = tmp_path / "r.jsonl"
-    for command in (["validate", str(tmp_path / "g.toml")], ["run", "--grid", str(tmp_path / "g.toml"), "--results", str(results)]):
+    for command in (["validate", str(grid)], ["run", "--grid", str(grid), "--results", str(results)]):
         assert main(command) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         err = " ".join(" ".join(lines).split())
@@ -47,6 +39,5 @@ def test_a_select_metric_validation_cannot_give_fails_before_training(case, tmp_
     assert not results.exists() and not (tmp_path / "r_checkpoints").exists()
 
 
-def test_a_select_metric_validation_gives_passes_preflight(tmp_path, capsys):
-    (tmp_path / "g.toml").write_text(GRID.format(metric="few_shot_3way_1shot_accuracy", n_way=3))
-    assert main(["validate", str(tmp_path / "g.toml")]) == 0
+def test_a_select_metric_validation_gives_passes_preflight(capsys, make_grid):
+    assert main(["validate", str(probe(make_grid, "few_shot_3way_1shot_accuracy", 3))]) == 0

@@ -12,24 +12,6 @@ from bench.cli import main
 from bench.results import speed_env as speed_environment
 from bench.run.rows import cpu_model, speed_difference, this_run_speed
 
-GRID = """name = "{name}"
-[budget]
-max_steps = 1
-{seconds}
-[train]
-batch_size = 12
-[eval]
-episodes = 5
-n_way = 3
-[axes]
-backbone = ["conv4"]
-loss = ["triplet"]
-dataset = ["digits"]
-seed = {seeds}
-[backbone.conv4]
-image_size = 16
-"""
-
 
 @pytest.fixture
 def cwd(tmp_path, monkeypatch):
@@ -39,29 +21,30 @@ def cwd(tmp_path, monkeypatch):
     torch.set_num_threads(threads)  # --threads sets this process's
 
 
-def run(capsys, name, seeds, threads, seconds="max_seconds = 60.0"):
-    Path(f"{name}.toml").write_text(GRID.format(name=name, seeds=seeds, seconds=seconds))
-    assert main(["run", "--grid", f"{name}.toml", "--threads", str(threads)]) == 0
+def run(capsys, make_grid, name, seeds, threads, seconds=60.0):
+    budget = {"max_steps": 1, **({"max_seconds": seconds} if seconds else {})}
+    grid = make_grid(name, budget=budget, train={"batch_size": 12}, eval={"episodes": 5, "n_way": 3}, axes={"loss": ["triplet"], "seed": seeds})
+    assert main(["run", "--grid", str(grid), "--threads", str(threads)]) == 0
     err = capsys.readouterr().err
     return [line for line in err.splitlines() if "speed environment" in line], [json.loads(l) for l in Path(f"results/{name}.jsonl").read_text().splitlines()]
 
 
-def test_rows_carry_the_cpu_model_and_resuming_a_seconds_grid_on_other_threads_warns(cwd, capsys):
-    warned, rows = run(capsys, "g", [0], 1)
+def test_rows_carry_the_cpu_model_and_resuming_a_seconds_grid_on_other_threads_warns(cwd, capsys, make_grid):
+    warned, rows = run(capsys, make_grid, "g", [0], 1)
     assert not warned
     env = rows[0]["env"]
     assert env["cpu_model"] == cpu_model() and env["cpu_model"] and env["torch_threads"] == 1 and env["device"] == "cpu"
     assert speed_environment(rows[0]) == {"device": "cpu", "cpu_model": cpu_model(), "torch_threads": 1, "precision": rows[0]["precision"]}
-    warned, rows = run(capsys, "g", [0, 1], 1)  # the same setup: no warning
+    warned, rows = run(capsys, make_grid, "g", [0, 1], 1)  # the same setup: no warning
     assert not warned and len(rows) == 2
-    warned, rows = run(capsys, "g", [0, 1, 2], 2)
+    warned, rows = run(capsys, make_grid, "g", [0, 1, 2], 2)
     assert len(warned) == 1 and "torch_threads 1 → 2" in warned[0] and "max_seconds" in warned[0]
     assert len(rows) == 3 and rows[-1]["env"]["torch_threads"] == 2  # the rows still land
 
 
-def test_no_warning_for_a_grid_without_a_seconds_budget(cwd, capsys):
-    run(capsys, "steps", [0], 1, seconds="")
-    warned, rows = run(capsys, "steps", [0, 1], 2, seconds="")
+def test_no_warning_for_a_grid_without_a_seconds_budget(cwd, capsys, make_grid):
+    run(capsys, make_grid, "steps", [0], 1, seconds=None)
+    warned, rows = run(capsys, make_grid, "steps", [0, 1], 2, seconds=None)
     assert not warned and len(rows) == 2
 
 
