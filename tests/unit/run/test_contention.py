@@ -12,17 +12,6 @@ import pytest
 from bench.results import CONTENDED, contended, core_wait
 from bench.run.clock import Meter
 
-GRID = """name = "busy"
-[budget]
-max_seconds = 1.5
-[axes]
-backbone = ["conv4"]
-loss = ["triplet"]
-dataset = ["digits"]
-seed = [0]
-[backbone.conv4]
-image_size = 16
-"""
 HOG = "while True: pass"
 pinned = pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity") or not os.path.exists("/proc/self/task"), reason="needs Linux (CPU affinity and per-thread scheduler statistics)"
@@ -43,8 +32,8 @@ def bench(cwd, *args, cpu: int | None = None):
 
 
 @pinned
-def test_a_cell_beside_two_hogs_on_its_core_is_marked_contended_and_rerun(tmp_path):
-    (tmp_path / "g.toml").write_text(GRID)
+def test_a_cell_beside_two_hogs_on_its_core_is_marked_contended_and_rerun(tmp_path, make_grid):
+    make_grid("g", budget={"max_seconds": 1.5}, train={}, axes={"loss": ["triplet"]})
     cpu = min(os.sched_getaffinity(0))
     hogs = [subprocess.Popen([sys.executable, "-c", HOG], preexec_fn=lambda: os.sched_setaffinity(0, {cpu})) for _ in range(2)]
     try:
