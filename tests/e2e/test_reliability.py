@@ -129,7 +129,19 @@ def test_isolated_hanging_cell_is_killed_at_the_hard_timeout(plugin_dir):
     (plugin_dir / "h.toml").write_text(GRID.format(modes='["hang", "ok"]').replace('"faults"', '"hang"'))
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "h.toml", "--isolate", "--cell-timeout", "20"],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--plugin",
+            "faulty_plugin",
+            "--grid",
+            "h.toml",
+            "--isolate",
+            "--cell-timeout",
+            "10",
+        ],  # spawn + torch import + the ok cell fit well inside 10 s,
         cwd=plugin_dir,
         env=env,
         capture_output=True,
