@@ -128,20 +128,9 @@ def test_nan_loss_is_recorded_as_diverged(plugin_dir):
 def test_isolated_hanging_cell_is_killed_at_the_hard_timeout(plugin_dir):
     (plugin_dir / "h.toml").write_text(GRID.format(modes='["hang", "ok"]').replace('"faults"', '"hang"'))
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
+    # spawn, the torch import and the ok cell fit well inside the 10 s the hanging cell pays
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            "--plugin",
-            "faulty_plugin",
-            "--grid",
-            "h.toml",
-            "--isolate",
-            "--cell-timeout",
-            "10",
-        ],  # spawn + torch import + the ok cell fit well inside 10 s,
+        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "h.toml", "--isolate", "--cell-timeout", "10"],
         cwd=plugin_dir,
         env=env,
         capture_output=True,
