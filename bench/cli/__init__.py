@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from bench.grid import load_grid
+    from bench.run.clock import quiet_threads, seconds_bound
+
+    if seconds_bound(args.grid):  # before torch loads: OpenMP's idle threads sleep, so a busy neighbour costs its share
+        quiet_threads()
 
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise UserError(f"--cell-timeout {args.cell_timeout:g} must be a positive number of seconds")

@@ -22,11 +22,29 @@ SPIN_COUNT = "GOMP_SPINCOUNT"
 def quiet_threads() -> None:
     """Let OpenMP's idle worker threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the user
     chose how OpenMP waits (OMP_WAIT_POLICY, or GNU OpenMP's GOMP_SPINCOUNT: GOMP_SPINCOUNT=300000 alone is
-    libgomp's own default). It must be set before torch loads its OpenMP runtime, so importing `bench` calls this
-    first; the worker processes, Ray workers and Slurm jobs a run starts inherit it. Measured in
-    `benchmarks/contention.py`: a thread spinning for a core that a neighbour holds stalls every parallel region."""
+    libgomp's own default). It must be set before torch loads its OpenMP runtime, so `bench run` calls this for a
+    grid with a seconds budget before it imports torch; the worker processes, Ray workers and Slurm jobs a run
+    starts inherit it. Measured in `benchmarks/contention.py`: a thread spinning for a core that a neighbour holds
+    stalls every parallel region — but on a quiet machine passive waiting costs small cells up to 30 % of their
+    speed, which a grid bound by steps or samples pays in time for nothing, so it keeps OpenMP's default."""
     if "torch" not in sys.modules and not {WAIT_POLICY, SPIN_COUNT} & set(os.environ):
         os.environ[WAIT_POLICY] = "PASSIVE"
+
+
+def seconds_bound(grid_file: str | Path) -> bool:
+    """Whether a grid file asks for a seconds budget (`[budget] max_seconds`, or an axis over it), read raw and
+    cheaply, before the grid's own checks import anything heavy; False for a file that does not parse (the
+    checks then say why)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        raw = tomllib.loads(Path(grid_file).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    budget, axes = raw.get("budget"), raw.get("axes")
+    return (isinstance(budget, dict) and "max_seconds" in budget) or (isinstance(axes, dict) and "budget.max_seconds" in axes)
 
 
 def _schedstat() -> dict[str, tuple[int, int]] | None:

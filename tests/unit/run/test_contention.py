@@ -105,3 +105,22 @@ def test_mlflow_children_carry_the_wait_and_the_mark():
     assert dict(cell_metrics(row, "verification_roc_auc"))["train/contended"] == 0.0
     del row["train"]["machine"]  # an older row: nothing said
     assert "train/contended" not in dict(cell_metrics(row, "verification_roc_auc"))
+
+
+def test_only_a_grid_with_a_seconds_budget_gets_the_passive_wait(tmp_path, make_grid):
+    from bench.run.clock import seconds_bound
+
+    assert seconds_bound(make_grid("a", budget={"max_seconds": 2.0}))
+    assert seconds_bound(make_grid("b", axes={"budget.max_seconds": [1.0, 2.0]}))
+    assert not seconds_bound(make_grid("c", budget={"max_steps": 3}))
+    (tmp_path / "broken.toml").write_text("[budget\n")
+    assert not seconds_bound(tmp_path / "broken.toml") and not seconds_bound(tmp_path / "missing.toml")
+    # a steps-bound run in a fresh process keeps OpenMP's default wait, and its rows say so
+    make_grid("g", budget={"max_steps": 2})
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--results", "r/g.jsonl"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads((tmp_path / "r" / "g.jsonl").read_text().splitlines()[0])
+    assert row["train"]["machine"]["omp_wait_policy"] is None
