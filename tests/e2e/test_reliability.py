@@ -188,7 +188,7 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
 KILL_GRID = """
 name = "kill"
 [budget]
-max_steps = 150
+max_steps = 70
 [train]
 batch_size = 16
 precision = "fp32"

@@ -306,7 +306,7 @@ def search_dist(dim):
 def searched(tmp_path_factory):
     """One search through the CLI, in a subprocess as a user runs it: 2 studies × 4 trials, then 2 seeds."""
     cwd = tmp_path_factory.mktemp("search")
-    (cwd / "g.toml").write_text(grid_text(trials=4, defaults="true", steps=60))
+    (cwd / "g.toml").write_text(grid_text(trials=4, defaults="true", steps=30))
     proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd
