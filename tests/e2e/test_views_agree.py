@@ -4,11 +4,10 @@ MLflow export name the same lines, the same best line and the same means (they a
 from __future__ import annotations
 
 import csv
-import shutil
 from html.parser import HTMLParser
 
 import pytest
-from paths import ROOT
+from paths import ROOT, copy_rows
 
 from bench.cli import main
 
@@ -61,7 +60,7 @@ def views(tmp_path_factory):
     pytest.importorskip("matplotlib")
     folder = tmp_path_factory.mktemp("views")
     results = folder / "quick.jsonl"
-    shutil.copy(ROOT / "results" / "seed_question_quick.jsonl", results)
+    copy_rows(ROOT / "results" / "seed_question_quick.jsonl", results)
     store = f"sqlite:///{folder / 'mlflow.db'}"
     assert main(["leaderboard", str(results), "--metric", METRIC, "--csv", str(folder / "quick.csv")]) == 0
     assert main(["report", str(results), "--metric", METRIC, "--out", str(folder / "quick.html")]) == 0

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mlflow import MlflowClient
-from paths import ROOT
+from paths import ROOT, copy_rows, link_items  # noqa: F401 (copy_rows: the tests import it from here too)
 
 from bench.cli import main
 
@@ -29,4 +29,5 @@ def runs(store: str, experiment: str) -> tuple[list, list]:
 
 def write(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    link_items(path.parent)
     return path

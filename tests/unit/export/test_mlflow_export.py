@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,11 +15,12 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow", reason="needs the `mlflow` extra (in the test extra)")
 from mlflow import MlflowClient  # noqa: E402
-from mlflow_runs import QUICK, RESULTS, export, runs, write  # noqa: E402
+from mlflow_runs import QUICK, RESULTS, copy_rows, export, runs, write  # noqa: E402
 
 from bench.cli import main  # noqa: E402
 from bench.export.mlflow import SIZE, plan  # noqa: E402
 from bench.report.lines import configuration  # noqa: E402
+from bench.report.rows import items_loader  # noqa: E402
 from bench.report.table import ranked  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 
@@ -38,16 +38,15 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def quick(store, tmp_path_factory):
-    path = tmp_path_factory.mktemp("quick") / QUICK.name
-    shutil.copy(QUICK, path)
-    assert export(store, "quick", path) == 0
+    path = copy_rows(QUICK, tmp_path_factory.mktemp("quick") / QUICK.name)
+    assert export(store, "quick", path, extra=["--metric", "verification_roc_auc"]) == 0  # the metric these tests read
     return path, read_rows(path)
 
 
 def test_one_child_per_cell_under_one_parent_per_leaderboard_line(store, quick):
-    _, rows = quick
+    path, rows = quick
     parents, children = runs(store, "quick")
-    frame, line_rows = ranked(rows, "verification_roc_auc")
+    frame, line_rows = ranked(rows, "verification_roc_auc", items_loader([path]))  # paired over the items, as the export
     assert len(children) == len(rows) == 15 and len(parents) == len(frame) == 8
     by_cell = {c.data.tags["cell_id"]: c for c in children}
     by_id = {p.info.run_id: p for p in parents}
@@ -103,7 +102,7 @@ def test_a_child_holds_its_rows_metrics_params_tags_and_curve(store, quick):
 def test_exporting_again_adds_nothing_and_writes_nothing(store, quick):
     path, _ = quick
     before = {r.info.run_id: (r.data.tags, r.data.metrics, r.info.end_time) for r in sum(runs(store, "quick"), [])}
-    assert export(store, "quick", path) == 0
+    assert export(store, "quick", path, extra=["--metric", "verification_roc_auc"]) == 0
     assert {r.info.run_id: (r.data.tags, r.data.metrics, r.info.end_time) for r in sum(runs(store, "quick"), [])} == before  # no refresh either
 
 
@@ -228,7 +227,7 @@ def test_failed_and_trial_rows_are_exported_with_their_status(store, tmp_path):
 
 
 def test_bad_inputs_are_one_line_errors_and_create_no_store(tmp_path, capsys):
-    path = shutil.copy(QUICK, tmp_path / "q.jsonl")
+    path = copy_rows(QUICK, tmp_path / "q.jsonl")
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "a_file").write_text("")
     assert main(["export", "mlflow", str(tmp_path / "missing.jsonl")]) == 2
@@ -254,7 +253,7 @@ def test_a_store_that_cannot_answer_fails_fast_in_one_line(tmp_path, monkeypatch
 
     from bench.export import mlflow_access as tracking
 
-    path = shutil.copy(QUICK, tmp_path / "q.jsonl")
+    path = copy_rows(QUICK, tmp_path / "q.jsonl")
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
@@ -281,7 +280,7 @@ def test_a_store_that_cannot_answer_fails_fast_in_one_line(tmp_path, monkeypatch
 
 def test_without_mlflow_export_and_run_fail_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
-    path = shutil.copy(QUICK, tmp_path / "q.jsonl")
+    path = copy_rows(QUICK, tmp_path / "q.jsonl")
     assert main(["export", "mlflow", str(path)]) == 2
     (tmp_path / "g.toml").write_text(GRID)
     results = tmp_path / "out" / "g.jsonl"
