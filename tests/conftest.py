@@ -3,6 +3,7 @@ builder (`make_grid`) so a test states only the options it is about."""
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -12,6 +13,11 @@ E2E = Path(__file__).parent / "e2e"
 ENGINES = ("ray", "submitit", "mlflow", "optuna", "statsmodels", "matplotlib")
 
 
+@functools.cache
+def _source(path: Path) -> str:
+    return path.read_text() if path.suffix == ".py" else ""
+
+
 def pytest_collection_modifyitems(items):
     """e2e tests are `slow`; a test whose module imports an optional engine is `engine`; the Chromium test is
     `browser`. Select with -m, e.g. `pytest -m "not slow"` for the unit tests alone."""
@@ -19,7 +25,7 @@ def pytest_collection_modifyitems(items):
         path = Path(str(item.fspath))
         if E2E in path.parents:
             item.add_marker(pytest.mark.slow)
-        source = path.read_text() if path.suffix == ".py" else ""
+        source = _source(path)  # once per file, not once per test
         if any(f'"{engine}"' in source or f"import {engine}" in source for engine in ENGINES):
             item.add_marker(pytest.mark.engine)
         if "webdriver" in item.name or "browser" in item.name:

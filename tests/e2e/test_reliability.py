@@ -83,6 +83,21 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
+def faulty_run(plugin_dir: Path, name: str, modes: str, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """`bench run` of the faulty plugin's cells (one per mode) in a fresh process; its result and rows."""
+    (plugin_dir / f"{name}.toml").write_text(GRID.format(modes=modes).replace('"faults"', f'"{name}"'))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", f"{name}.toml", *args],
+        cwd=plugin_dir,
+        env={**os.environ, "PYTHONPATH": str(plugin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    results = plugin_dir / "results" / f"{name}.jsonl"
+    return proc, rows(results) if results.exists() else []
+
+
 def test_failures_are_recorded_and_the_grid_goes_on(plugin_dir):
     from bench.plugins import BACKBONES
 
@@ -126,36 +141,18 @@ def test_nan_loss_is_recorded_as_diverged(plugin_dir):
 
 
 def test_isolated_hanging_cell_is_killed_at_the_hard_timeout(plugin_dir):
-    (plugin_dir / "h.toml").write_text(GRID.format(modes='["hang", "ok"]').replace('"faults"', '"hang"'))
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
     # spawn, the torch import and the ok cell fit well inside the 10 s the hanging cell pays
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "h.toml", "--isolate", "--cell-timeout", "10"],
-        cwd=plugin_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc, got = faulty_run(plugin_dir, "hang", '["hang", "ok"]', "--isolate", "--cell-timeout", "10")
     assert proc.returncode == 1, proc.stderr
-    got = {r["config"]["backbone_args"]["mode"]: r for r in rows(plugin_dir / "results" / "hang.jsonl")}
+    got = {r["config"]["backbone_args"]["mode"]: r for r in got}
     assert got["hang"]["status"] == "timeout" and "killed" in got["hang"]["error"]
     assert got["ok"]["status"] == "ok"
 
 
 def test_isolated_crashed_cell_is_an_error_naming_its_exit_code_or_signal(plugin_dir):
-    (plugin_dir / "c.toml").write_text(GRID.format(modes='["exit", "sigkill"]').replace('"faults"', '"crash"'))
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "c.toml", "--isolate", "--cell-timeout", "120"],
-        cwd=plugin_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc, got = faulty_run(plugin_dir, "crash", '["exit", "sigkill"]', "--isolate", "--cell-timeout", "120")
     assert proc.returncode == 1, proc.stderr
-    got = {r["config"]["backbone_args"]["mode"]: r for r in rows(plugin_dir / "results" / "crash.jsonl")}
+    got = {r["config"]["backbone_args"]["mode"]: r for r in got}
     assert got["exit"]["status"] == "error" and "exited with code 3" in got["exit"]["error"]  # not a timeout
     assert got["sigkill"]["status"] == "error" and "killed by SIGKILL" in got["sigkill"]["error"]
 
@@ -241,18 +238,9 @@ def rows_ignoring_torn(path: Path) -> list[dict]:
 
 
 def test_an_all_failed_grid_runs_every_cell_writes_every_row_then_exits_1(plugin_dir):
-    (plugin_dir / "f.toml").write_text(GRID.format(modes='["raise", "oom"]').replace('"faults"', '"allfail"'))
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--plugin", "faulty_plugin", "--grid", "f.toml"],
-        cwd=plugin_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc, got = faulty_run(plugin_dir, "allfail", '["raise", "oom"]')
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert sorted(r["status"] for r in rows(plugin_dir / "results" / "allfail.jsonl")) == ["error", "oom"]
+    assert sorted(r["status"] for r in got) == ["error", "oom"]
     assert "2 of 2 cells failed" in proc.stderr and "Traceback" not in proc.stderr
     assert (plugin_dir / "results" / "allfail.md").exists()  # the leaderboard is still written
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mlflow import MlflowClient
-from paths import ROOT, copy_rows, link_items  # noqa: F401 (copy_rows: the tests import it from here too)
+from paths import ROOT, link_items
 
 from bench.cli import main
 

@@ -15,7 +15,8 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow", reason="needs the `mlflow` extra (in the test extra)")
 from mlflow import MlflowClient  # noqa: E402
-from mlflow_runs import QUICK, RESULTS, copy_rows, export, runs, write  # noqa: E402
+from mlflow_runs import QUICK, RESULTS, export, runs, write  # noqa: E402
+from paths import copy_rows  # noqa: E402
 
 from bench.cli import main  # noqa: E402
 from bench.export.mlflow import SIZE, plan  # noqa: E402
