@@ -74,6 +74,9 @@ class EvalConfig:
     curve: tuple[float, ...] = ()  # fractions of the budget at which the cell is scored (validation, else test); 1.0 is implied
     select_metric: str = "verification_roc_auc"  # what train.select = "best" follows (the leaderboard judges curves by its own metric)
     episode_group: str = ""  # a per-image attribute (Omniglot: "alphabet"): also score N-way episodes drawn within one value
+    precision: Literal["train", "fp32", "bf16"] = (
+        "train"  # the scoring forward passes: train = train.precision as it resolved; bf16 is fast only with AMX/AVX512-BF16 or a GPU
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class Cell:
         config = json.loads(json.dumps(asdict(self)))  # tuples become lists, as in the JSONL row
         if config["trial"] is None:  # a plain cell's config (and id) is what it was before searches existed
             del config["trial"]
+        if config["eval"]["precision"] == "train":  # likewise before eval.precision existed
+            del config["eval"]["precision"]
         return config
 
     def identity(self) -> dict:

@@ -20,7 +20,7 @@ from bench.results import SPEED_FIELDS, latest_rows, speed_env
 
 ABSENT = "—"  # shown for a key a configuration does not have
 TRAINING_ONLY_EVAL = ("curve", "select_metric")  # eval options that only act while training (a baseline has neither)
-NOT_TEST_MATERIAL = ("distance", *TRAINING_ONLY_EVAL)  # eval options that do not change what a group scores
+NOT_TEST_MATERIAL = ("distance", "precision", *TRAINING_ONLY_EVAL)  # eval options that are the method, not what a group scores
 SECONDS = "max_seconds"
 
 

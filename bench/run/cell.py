@@ -147,6 +147,7 @@ class Built:
     loss_fn: torch.nn.Module
     frozen: dict
     bf16: bool
+    eval_bf16: bool  # the scoring forward passes' precision (eval.precision)
     spec: InputSpec
     native: InputSpec
     images: torch.Tensor
@@ -182,6 +183,7 @@ def build(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, 
     frozen = freeze(backbone, cell.model.freeze, cell.model.unfrozen_stages)
     loss_fn = LOSSES.get(cell.loss).factory(backbone.embed_dim, **cell.loss_args)
     bf16 = use_bf16(cell.train.precision, device)
+    eval_bf16 = bf16 if cell.eval.precision == "train" else cell.eval.precision == "bf16"
     channels_last = device.type == "cpu"  # oneDNN's convolutions on NHWC (`train.embed` says why)
     backbone.to(device)
     if channels_last:
@@ -237,6 +239,7 @@ def build(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, 
         loss_fn,
         frozen,
         bf16,
+        eval_bf16,
         spec,
         native,
         images,
@@ -287,7 +290,7 @@ class Scorer:
         key = (self.weights, *what)
         if key not in self.embedded:
             b = self.b
-            self.embedded[key] = embed(b.model, b.inputs[idx], b.prepare_eval, self.cell.eval.batch_size, self.device, b.bf16)
+            self.embedded[key] = embed(b.model, b.inputs[idx], b.prepare_eval, self.cell.eval.batch_size, self.device, b.eval_bf16)
         return self.embedded[key]
 
     def score(self, idx: np.ndarray, split: str, **extra) -> tuple[dict, int]:
@@ -410,7 +413,7 @@ def _checkpoint(
         {"channels": b.conversion["from"][0], "size": b.conversion["from"][1:]},
         cell.eval.distance or b.loss_fn.distance,
         kept,
-        "bf16" if b.bf16 else "fp32",
+        "bf16" if b.eval_bf16 else "fp32",  # what the kept metrics were scored in, and what `bench embed` embeds in
         b.trains,
         weights_from,
         data.meta.get("decoding"),

@@ -325,3 +325,67 @@ def test_eval_profile_knows_every_kind_of_the_seed_questions_rows():
 
     rows = eval_profile.seed_question_rows(ROOT / "results" / "seed_question.jsonl")
     assert {eval_profile.kind_of(r) for r in rows} == set(eval_profile.KINDS)
+
+
+def test_eval_precision_ratios_differences_and_projection_come_from_the_raw_figures():
+    import eval_precision
+
+    def run(kind, precision, curve, test, metric, recall, steps=100, loss=0.5):
+        return {
+            "kind": kind,
+            "precision": precision,
+            "repeat": 0,
+            "steps": steps,
+            "final_loss": loss,
+            "train_seconds": 32.0,
+            "warmup_seconds": 0.0,
+            "curve_seconds": curve,
+            "eval_seconds": test,
+            "selected": {"fraction": 1.0},
+            "metrics": {"few_shot_20way_1shot_accuracy": metric, "recall_at_1": recall, "verification_best_threshold": 0.3 if precision == "fp32" else 0.9},
+            "curve": [],
+        }
+
+    raw = {
+        "metric": "few_shot_20way_1shot_accuracy",
+        "runs": [
+            run("koch", "fp32", 4.0, 10.0, 0.50, 0.20),
+            run("koch", "bf16", 1.0, 4.0, 0.48, 0.15),
+            run("conv4", "fp32", 1.0, 2.0, 0.60, 0.40),
+            run("conv4", "bf16", 1.0, 1.0, 0.60, 0.41, loss=0.6),  # trained differently: said so
+        ],
+        "committed_std": {"koch": 0.002, "conv4": None},
+        "seed_question": {
+            "rows": [
+                {"kind": "koch", "curve_seconds": 8.0, "eval_seconds": 20.0, "train_seconds": 32.0, "warmup_seconds": 0.0},
+                {"kind": "lite0_frozen", "curve_seconds": 1.0, "eval_seconds": 1.0, "train_seconds": 30.0, "warmup_seconds": 0.0},
+            ]
+        },
+    }
+    s = eval_precision.summarise(raw)
+    koch, conv4 = s["kinds"]["koch"], s["kinds"]["conv4"]
+    assert koch["ratio"] == pytest.approx({"curve": 0.25, "test": 0.4}) and koch["same_training"] and not conv4["same_training"]
+    assert koch["metric_diff"] == pytest.approx(-0.02)
+    assert koch["max_metric_diff"] == pytest.approx(0.05) and koch["max_metric_diff_of"] == "recall_at_1"  # a threshold is not a score
+    q = s["seed_question"]
+    projected = 8 * 0.25 + 20 * 0.4 + 2.0  # a kind not measured stays as it was
+    assert q["evaluation_share"] == pytest.approx(30 / 92) and q["projected_share"] == pytest.approx(projected / (92 - 30 + projected))
+    assert s["own_cells_share"]["fp32"] == pytest.approx(17 / (64 + 17))
+    rec = {
+        "raw": raw,
+        "summary": s,
+        "machine": {"cpu_model": "x", "cores": 2, "torch_threads": 2, "fast_bf16": False},
+        "versions": {},
+        "date": "2026-12-06",
+        "command": "c",
+    }
+    text = eval_precision.render(rec)
+    assert "| koch | 4.00 | 1.00 | 10.00 | 4.00 | 0.40× | −0.0200 | 0.0020 | 0.0500 (recall_at_1) | yes |" in text
+    assert f"{projected / (92 - 30 + projected):.1%} projected" in text
+
+
+def test_the_docs_eval_precision_table_is_the_committed_records():
+    import eval_precision
+
+    rec = json.loads((ROOT / "results" / "benchmarks" / "eval_precision.json").read_text())
+    assert eval_precision.render(rec) in (ROOT / "docs" / "metrics.md").read_text()

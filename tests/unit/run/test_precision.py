@@ -53,3 +53,24 @@ image_size = 32
         fp32, bf16 = by[(backbone, "fp32")]["metrics"], by[(backbone, "bf16")]["metrics"]
         for key in ("verification_roc_auc", "recall_at_1"):
             assert bf16[key] == pytest.approx(fp32[key], abs=0.05), (backbone, key)
+
+
+def test_eval_precision_scores_the_same_weights_and_leaves_default_ids_alone(make_grid, tmp_path, monkeypatch):
+    # eval.precision = "train" (the default) is absent from a row's config, so every cell id made before the option
+    # existed still matches; "fp32" scores exactly what fp32 training's own precision scores (the same weights: a
+    # steps budget), and "bf16" scores those weights in bf16 — another line of the same comparison group.
+    raw = {"budget": {"max_steps": 1}, "axes": {"backbone": ["conv4"], "loss": ["triplet"]}}
+    default = parse_grid(raw, "g.toml").cells[0]
+    assert "precision" not in default.to_dict()["eval"]
+    assert default.cell_id == parse_grid({**raw, "eval": {"precision": "train"}}, "g.toml").cells[0].cell_id
+    assert default.cell_id != parse_grid({**raw, "eval": {"precision": "fp32"}}, "g.toml").cells[0].cell_id
+    monkeypatch.chdir(tmp_path)
+    grid = make_grid("ep", train={"precision": "fp32", "batch_size": 16}, axes={"loss": ["triplet"], "eval.precision": ["train", "fp32", "bf16"]})
+    assert main(["run", "--grid", str(grid), "--results", "r.jsonl"]) == 0
+    rows = {r["config"]["eval"].get("precision", "train"): r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    assert rows["train"]["metrics"] == rows["fp32"]["metrics"]
+    assert rows["train"]["train"]["final_loss"] == rows["bf16"]["train"]["final_loss"]  # the same training
+    assert rows["bf16"]["metrics"] != rows["fp32"]["metrics"]  # bf16 arithmetic moves the embeddings
+    assert all(r["precision"] == "fp32" for r in rows.values())  # the row's precision is training's
+    board = (tmp_path / "r.md").read_text()
+    assert board.count("| # |") == 1 and "eval.precision" in board  # one group; the option tells the lines apart
