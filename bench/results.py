@@ -158,8 +158,12 @@ CONTENDED = 0.2  # a seconds-bound row whose threads waited for a core this shar
 
 
 def core_wait(row: dict) -> float | None:
-    """The row's `train.machine.core_wait_share`, or None (an older row, or no scheduler statistics)."""
-    return ((row.get("train") or {}).get("machine") or {}).get("core_wait_share")
+    """How long the row's clock waited for a core: the larger of `train.machine.core_wait_share` (the training
+    loop's) and `charge_core_wait_share` (the timing of a frozen trunk's extraction, charged to the same clock);
+    None when neither is known (an older row, or no scheduler statistics)."""
+    machine = (row.get("train") or {}).get("machine") or {}
+    shares = [s for s in (machine.get("core_wait_share"), machine.get("charge_core_wait_share")) if s is not None]
+    return max(shares) if shares else None
 
 
 def contended(row: dict) -> bool:

@@ -93,3 +93,35 @@ def make_grid(tmp_path):
         return path
 
     return make
+
+
+# The reference run the determinism checks compare with: 4 conv4 cells long enough (400 steps) for a kill to land
+# mid-grid, at one thread (what a `--workers` run gives each cell), run once per session in a fresh process.
+REFERENCE_GRID = {
+    "name": "ref",
+    "budget": {"max_steps": 400},
+    "train": {"batch_size": 16, "precision": "fp32"},
+    "eval": {"episodes": 50},
+    "axes": {"backbone": ["conv4"], "loss": ["bce_l1", "triplet"], "dataset": ["digits"], "seed": [0, 1]},
+    "backbone": {"conv4": {"image_size": 16}},
+}
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory) -> Path:
+    """The folder of one uninterrupted `bench run --threads 1` of REFERENCE_GRID: its grid as `grid.toml` (name
+    "ref"), its rows in `ref.jsonl` and its leaderboard in `ref.md`. Tests read it; none may write there."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("reference")
+    (folder / "grid.toml").write_text(to_toml(REFERENCE_GRID))
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl", "--threads", "1"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder

@@ -23,6 +23,7 @@ from bench.items import roc_items
 from bench.plugins import BACKBONES, LOSSES, InputSpec, LabelledImages
 from bench.run.adapt import apply_preprocess, freeze, input_check
 from bench.run.checkpoint import checkpoint_meta, save_checkpoint
+from bench.run.clock import Meter
 from bench.run.diskcache import cached_tensor, content_hash
 from bench.run.job import Job
 from bench.run.pruning import Pruner
@@ -163,6 +164,7 @@ class Built:
     cost_model: str
     cached: bool
     per_image: float  # a frozen trunk's measured forward seconds per image, in this run
+    charge_wait: float | None  # the share of that measurement's runnable time its threads waited for a core
     charge: float  # the one-time extraction the head trains on, charged to the budget's clock
     model: torch.nn.Module
     inputs: torch.Tensor
@@ -213,14 +215,14 @@ def build(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, 
     augment = make_augment(cell.train.augment, cell.seed)
     cost_model = protocol_cost(cell, trains)
     cached = cost_model == "features_once" and feature_cache
-    per_image = 0.0
+    per_image, charge_wait = 0.0, None
     if cached:  # a frozen trunk sees each image once per grid; only the head trains
-        inputs, per_image = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content)
+        inputs, per_image, charge_wait = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content)
         model, prepare_train, prepare_eval = backbone.head, _identity, _identity
     elif not trains and feature_cache and backbone.input_spec.pretrained:
         # the untrained baseline of pretrained weights scores the very features its frozen lines train heads on
         cached = True
-        inputs, _ = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content, timed=False)
+        inputs, _, _ = _features(caches, cell, backbone, images, prepare_images, device, bf16, report, content, timed=False)
         model, prepare_train, prepare_eval = torch.nn.Identity(), _identity, _identity
     else:
         model, inputs, prepare_eval = (backbone if trains else backbone.trunk), images, prepare_images
@@ -228,7 +230,7 @@ def build(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, 
     train_model, train_inputs, warmup_prepare = model, inputs[train_idx], None
     if cost_model == "features_once" and not cached:  # the same protocol without the cache: this cell extracts its training images' features
         report(info="embedding the training images once (frozen trunk)")
-        train_inputs, per_image = _extract(backbone.trunk, images[train_idx], prepare_images, cell.train.batch_size, device, bf16)
+        train_inputs, per_image, charge_wait = _extract(backbone.trunk, images[train_idx], prepare_images, cell.train.batch_size, device, bf16)
         train_model, prepare_train = backbone.head, _identity
     if augment.transform is not None:  # the warm-up step must not advance the training augmentation's generator
         warm_augment = make_augment(cell.train.augment, cell.seed)
@@ -255,6 +257,7 @@ def build(cell: Cell, data: LabelledImages, caches: dict, device: torch.device, 
         cost_model,
         cached,
         per_image,
+        charge_wait,
         charge,
         model,
         inputs,
@@ -433,6 +436,7 @@ def _train_record(cell: Cell, b: Built, result: TrainResult, flops: int, short: 
         "cost_model": b.cost_model,
         "charged_images": len(b.train_idx) if b.cost_model == "features_once" else 0,
         "charged_seconds_per_image": b.per_image,
+        **({"machine": {**result.machine, "charge_core_wait_share": b.charge_wait}} if result.machine and b.cost_model == "features_once" else {}),
         "m_per_class_short_classes": short,
         "images_per_second": result.samples / max(result.seconds, 1e-9),
         "gflops_per_image": flops / 1e9,
@@ -514,21 +518,26 @@ def protocol_cost(cell: Cell, trains: bool) -> str:
     return "features_once" if cell.train.augment == "none" else "trunk_per_step"
 
 
-def _extract(trunk, images, prepare, size, device, bf16) -> tuple[torch.Tensor, float]:
-    """The trunk's features of `images` in chunks of the training batch size, and its forward seconds per image,
+def _extract(trunk, images, prepare, size, device, bf16) -> tuple[torch.Tensor, float, float | None]:
+    """The trunk's features of `images` in chunks of the training batch size, its forward seconds per image,
     timed after the first (warm-up) chunk (on that chunk again when there is no other): what the trunk's forward
-    costs per image inside a training step on this run's device, threads and precision."""
+    costs per image inside a training step on this run's device, threads and precision — and the share of the
+    timed part's runnable time its threads waited for a core (a busy neighbour inflates the charge too)."""
     head = embed(trunk, images[:size], prepare, size, device, bf16)
     timed = images[size:] if len(images) > size else images[:size]
+    meter = Meter(torch.get_num_threads())
     start = time.perf_counter()
     rest = embed(trunk, timed, prepare, size, device, bf16)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     per_image = (time.perf_counter() - start) / max(len(timed), 1)
-    return (torch.cat([head, rest]) if len(images) > size else head), per_image
+    wait = meter.record()["core_wait_share"]
+    return (torch.cat([head, rest]) if len(images) > size else head), per_image, wait
 
 
-def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report, content, timed: bool = True) -> tuple[torch.Tensor, float]:
+def _features(
+    caches: dict, cell: Cell, backbone, images, prepare, device, bf16, report, content, timed: bool = True
+) -> tuple[torch.Tensor, float, float | None]:
     """Trunk features of every image, cached per (backbone and its weights, preprocess, data, input, precision),
     and the trunk's forward seconds per image measured in this run. A trunk that is not pretrained depends on the
     seed's initialisation, so the seed joins the key. The timing depends on the device, the threads, the
@@ -541,19 +550,19 @@ def _features(caches: dict, cell: Cell, backbone, images, prepare, device, bf16,
 
     def make():
         report(info="embedding every image once (frozen-feature cache)")
-        features, made["per_image"] = _extract(backbone.trunk, images, prepare, size, device, bf16)
+        features, *made["timing"] = _extract(backbone.trunk, images, prepare, size, device, bf16)
         return features, {}
 
     features, _ = cached_tensor(caches, key, make, content)
     timing = ("trunk seconds per image", key, size, str(device), torch.get_num_threads())
     if not timed:  # an untrained baseline charges nothing
-        return features, 0.0
-    if "per_image" in made:
-        caches[timing] = made["per_image"]
+        return features, 0.0, None
+    if "timing" in made:
+        caches[timing] = tuple(made["timing"])
     elif timing not in caches:
         report(info="timing the frozen trunk")
-        caches[timing] = _extract(backbone.trunk, images[: size + max(size, 256)], prepare, size, device, bf16)[1]
-    return features, caches[timing]
+        caches[timing] = _extract(backbone.trunk, images[: size + max(size, 256)], prepare, size, device, bf16)[1:]
+    return features, *caches[timing]
 
 
 def _content_of(data: LabelledImages) -> Callable[[], str]:

@@ -34,27 +34,6 @@ image_size = 16
 [resources]
 cpus = 1
 """
-# a killed coordinator needs cells long enough for the kill to land mid-grid: 4 ResNet cells of 40 steps
-LONG_GRID = """
-name = "g"
-[budget]
-max_steps = 40
-[train]
-batch_size = 12
-precision = "fp32"
-[eval]
-episodes = 20
-n_way = 3
-[axes]
-backbone = ["timm/resnet10t"]
-loss = ["contrastive", "triplet"]
-seed = [0, 1]
-[backbone."timm/resnet10t"]
-image_size = 32
-[resources]
-cpus = 1
-"""
-
 METRICS = ("verification_roc_auc", "recall_at_1", "map_at_r", "few_shot_3way_1shot_accuracy")
 
 
@@ -165,15 +144,19 @@ seed = [0, 1]
     assert all(r["status"] == "ok" for r in got if not r["config"]["backbone_args"]["die"])
 
 
-def test_a_killed_coordinator_resumes_without_duplicates(tmp_path):
-    (tmp_path / "g.toml").write_text(LONG_GRID)
-    results = tmp_path / "results" / "g.jsonl"
+def test_a_killed_coordinator_resumes_without_duplicates(tmp_path, reference_run):
+    """Two workers of one thread each, killed with the coordinator after the first row, then resumed: every cell
+    once, each the row the uninterrupted one-thread reference run gave."""
+    (tmp_path / "g.toml").write_text((reference_run / "grid.toml").read_text())
+    results = tmp_path / "results" / "ref.jsonl"
     kill_when(launch(tmp_path, "--grid", "g.toml", "--workers", "2"), results, 1)
     assert 1 <= len(rows(results)) < 4  # partial: the kill landed mid-grid
     done = run_cli(tmp_path, "--workers", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     got = rows(results)
     assert len(got) == 4 and len({r["cell_id"] for r in got}) == 4 and all(r["status"] == "ok" for r in got)
+    want = {r["cell_id"]: json.dumps(r["metrics"]) for r in rows(reference_run / "ref.jsonl")}
+    assert {r["cell_id"]: json.dumps(r["metrics"]) for r in got} == want
 
 
 def test_disk_cache_is_reused_and_a_corrupt_entry_is_recomputed(tmp_path):

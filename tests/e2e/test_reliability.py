@@ -167,8 +167,8 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
     raw = {
         "budget": {"max_steps": 3},
         "train": {"batch_size": 16},
-        "axes": {"backbone": ["timm/resnet10t"], "loss": ["contrastive"]},
-        "backbone": {"timm/resnet10t": {"image_size": 32}},
+        "axes": {"backbone": ["conv4"], "loss": ["contrastive"]},
+        "backbone": {"conv4": {"image_size": 16}},
     }
     (cell,) = parse_grid(raw, "r.toml").cells
     data = DATASETS.get("digits").factory()
@@ -182,48 +182,25 @@ def test_same_cell_and_seed_give_the_same_metrics_twice():
     assert first["env"]["torch_threads"] >= 1 and first["schema"] == SCHEMA
 
 
-KILL_GRID = """
-name = "kill"
-[budget]
-max_steps = 70
-[train]
-batch_size = 16
-precision = "fp32"
-[eval]
-episodes = 50
-[axes]
-backbone = ["timm/resnet10t"]
-loss = ["bce_l1", "triplet"]
-seed = [0, 1]
-[backbone."timm/resnet10t"]
-image_size = 32
-"""
-
-
-def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_path):
-    (tmp_path / "grid.toml").write_text(KILL_GRID)
-    reference = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl"], cwd=tmp_path, capture_output=True, text=True
-    )
-    assert reference.returncode == 0, reference.stderr
-    ref = rows(tmp_path / "ref.jsonl")
+def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_path, reference_run):
+    (tmp_path / "grid.toml").write_text((reference_run / "grid.toml").read_text())
+    ref = rows(reference_run / "ref.jsonl")
     cells = sorted(r["cell_id"] for r in ref)
     assert len(set(cells)) == 4
     path = tmp_path / "killed.jsonl"
+    run = ("--grid", "grid.toml", "--results", "killed.jsonl", "--threads", "1")
     for n_rows, delay in [(0, 5.0), (1, 0.0), (2, 1.0)]:  # in cell 1's training; right after a row; mid-cell
-        kill_when(launch(tmp_path, "--grid", "grid.toml", "--results", "killed.jsonl"), path, n_rows, delay)
+        kill_when(launch(tmp_path, *run), path, n_rows, delay)
         assert complete_rows(path) < len(cells)  # the kill left cells to resume
     # a kill while a row is being written leaves a torn last line; make sure there is one (of a cell not done)
     assert ref[-1]["cell_id"] not in {r["cell_id"] for r in rows_ignoring_torn(path)}
     path.write_text(path.read_text() + json.dumps(ref[-1])[:100])
-    finish = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "killed.jsonl"], cwd=tmp_path, capture_output=True, text=True
-    )
+    finish = subprocess.run([sys.executable, "-m", "bench", "run", *run], cwd=tmp_path, capture_output=True, text=True)
     assert finish.returncode == 0, finish.stderr
     killed = rows_ignoring_torn(path)
     assert sorted(r["cell_id"] for r in killed) == cells  # each cell exactly once: nothing lost, nothing duplicated
     assert {r["cell_id"]: json.dumps(r["metrics"]) for r in killed} == {r["cell_id"]: json.dumps(r["metrics"]) for r in ref}
-    assert (tmp_path / "killed.md").read_text().replace("killed", "ref") == (tmp_path / "ref.md").read_text()
+    assert (tmp_path / "killed.md").read_text().replace("killed", "ref") == (reference_run / "ref.md").read_text()
 
 
 def rows_ignoring_torn(path: Path) -> list[dict]:

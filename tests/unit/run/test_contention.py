@@ -66,6 +66,12 @@ def test_only_a_seconds_bound_ok_row_that_waited_is_contended():
     assert not contended(row(0.9, stopped_by="max_steps"))  # the load cost it time, not steps
     assert not contended(row(0.9, status="error")) and not contended(row(None))
     assert not contended({"status": "ok", "train": {"stopped_by": "max_seconds"}}) and core_wait({}) is None  # older rows
+    # a frozen trunk's extraction timing is charged to the same clock: a neighbour that starved it starved the cell,
+    # even when the head's loop then ran on a quiet machine (or got no step at all)
+    charged = {"status": "ok", "train": {"stopped_by": "max_seconds", "machine": {"core_wait_share": 0.0, "charge_core_wait_share": 0.5}}}
+    assert contended(charged) and core_wait(charged) == 0.5
+    charged["train"]["machine"]["charge_core_wait_share"] = None
+    assert not contended(charged) and core_wait(charged) == 0.0
 
 
 @pinned
