@@ -158,12 +158,24 @@ CONTENDED = 0.2  # a seconds-bound row whose threads waited for a core this shar
 
 
 def core_wait(row: dict) -> float | None:
-    """How long the row's clock waited for a core: the larger of `train.machine.core_wait_share` (the training
-    loop's) and `charge_core_wait_share` (the timing of a frozen trunk's extraction, charged to the same clock);
-    None when neither is known (an older row, or no scheduler statistics)."""
-    machine = (row.get("train") or {}).get("machine") or {}
-    shares = [s for s in (machine.get("core_wait_share"), machine.get("charge_core_wait_share")) if s is not None]
-    return max(shares) if shares else None
+    """The share of the row's clock its threads spent waiting for a core: the training loop's
+    (`train.machine.core_wait_share`, over its `wall_seconds`) and, for a frozen trunk's extraction charged to the
+    same clock, the measured extraction's (`charge_core_wait_share`, over `train.charged_seconds`), each weighted by
+    the seconds it put on the clock; None when neither is known (an older row, or no scheduler statistics)."""
+    train = row.get("train") or {}
+    machine = train.get("machine") or {}
+    parts = [
+        (share, seconds)
+        for share, seconds in (
+            (machine.get("core_wait_share"), machine.get("wall_seconds")),
+            (machine.get("charge_core_wait_share"), train.get("charged_seconds")),
+        )
+        if share is not None
+    ]
+    if len(parts) < 2:
+        return parts[0][0] if parts else None
+    clock = sum(seconds or 0.0 for _, seconds in parts)
+    return sum(share * (seconds or 0.0) for share, seconds in parts) / clock if clock > 0 else max(share for share, _ in parts)
 
 
 def contended(row: dict) -> bool:

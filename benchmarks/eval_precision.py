@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import record
-from eval_profile import KINDS, kind_of, seed_question_rows
+import tables
+from eval_profile import KINDS, seed_question_clocks, seed_question_rows
 
 from bench.config.metrics import direction
 from bench.grid import tomllib
@@ -127,7 +127,6 @@ def main() -> None:
     if args.render:
         print(render(json.loads(args.render.read_text())))
         return
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     rows = seed_question_rows(args.rows)
     runs = []
     for kind in args.cells:
@@ -145,20 +144,7 @@ def main() -> None:
         "metric": metric,
         "runs": runs,
         "committed_std": {k: _std([r["metrics"].get(metric) for r in committed(k, rows)]) for k in args.cells},
-        "seed_question": {
-            "path": str(args.rows.relative_to(record.ROOT)) if args.rows.is_relative_to(record.ROOT) else str(args.rows),
-            "rows": [
-                {
-                    "kind": kind_of(r),
-                    "curve_seconds": r["train"]["curve_seconds"],
-                    "eval_seconds": r["eval_seconds"],
-                    "train_seconds": r["train"]["seconds"],
-                    "warmup_seconds": r["train"].get("warmup_seconds", 0.0),
-                }
-                for r in rows
-                if r.get("status") == "ok"
-            ],
-        },
+        "seed_question": seed_question_clocks([r for r in rows if r.get("status") == "ok"], args.rows),
     }
     out = record.write("eval_precision", args, raw, summarise(raw))
     print(render(json.loads(out.read_text())))
@@ -262,29 +248,22 @@ def render(rec: dict) -> str:
         for kind, k in s["kinds"].items()
     ]
     sq, own = s["seed_question"], s["own_cells_share"]
+    apart = [kind for kind, k in s["kinds"].items() if not k["same_training"]]
     text = [
-        record_table(header, table),
+        tables.markdown(header, table, "l" + "r" * (len(header) - 2) + "l"),
+        "",
+        "Both runs of every kind trained the same weights (the same steps and final loss)."
+        if not apart
+        else f"Not the same weights in both runs (steps or final loss differ), so their Δ is not bf16's alone: {', '.join(apart)}.",
         "",
         f"Evaluation's share of the seed question ({sq['rows']} rows, {sq['rows_covered']} of them of a kind measured here): "
         f'{sq["evaluation_share"]:.1%} as run (fp32), {sq["projected_share"]:.1%} projected with eval.precision = "bf16" '
         f"({sq['evaluation_seconds']:.0f} s → {sq['projected_evaluation_seconds']:.0f} s of {sq['clock_seconds']:.0f} s). "
         f"On this run's own cells: {own['fp32']:.1%} (fp32) and {own['bf16']:.1%} (bf16).",
         "",
-        _provenance(rec),
+        tables.provenance(rec),
     ]
     return "\n".join(text)
-
-
-def record_table(header, rows) -> str:
-    import tables
-
-    return tables.markdown(header, rows, "l" + "r" * (len(header) - 2) + "l")
-
-
-def _provenance(rec: dict) -> str:
-    import tables
-
-    return tables.provenance(rec)
 
 
 if __name__ == "__main__":

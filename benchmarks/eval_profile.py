@@ -236,6 +236,26 @@ def seed_question_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def seed_question_clocks(rows: list[dict], path: Path) -> dict:
+    """Each row's kind and clocks, what a projection of the grid's evaluation share reads: the curve and test
+    seconds, the training loop's wall seconds, the budget's clock (`train_seconds`: the loop plus a frozen trunk's
+    charged extraction) and the warm-up."""
+    return {
+        "path": str(path.relative_to(record.ROOT)) if path.is_relative_to(record.ROOT) else str(path),
+        "rows": [
+            {
+                "kind": kind_of(r),
+                "curve_seconds": r["train"]["curve_seconds"],
+                "eval_seconds": r["eval_seconds"],
+                "train_wall_seconds": r["train"]["wall_seconds"],
+                "train_seconds": r["train"]["seconds"],
+                "warmup_seconds": r["train"].get("warmup_seconds", 0.0),
+            }
+            for r in rows
+        ],
+    }
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cells", nargs="+", default=list(KINDS), choices=list(KINDS))
@@ -291,19 +311,7 @@ def main() -> None:
         "runs": runs,
         "evaluate_command": commands,
         "layouts": layouts,
-        "seed_question": {
-            "path": str(args.rows.relative_to(record.ROOT)) if args.rows.is_relative_to(record.ROOT) else str(args.rows),
-            "rows": [
-                {
-                    "kind": kind_of(r),
-                    "curve_seconds": r["train"]["curve_seconds"],
-                    "eval_seconds": r["eval_seconds"],
-                    "train_wall_seconds": r["train"]["wall_seconds"],
-                    "warmup_seconds": r["train"].get("warmup_seconds", 0.0),
-                }
-                for r in rows
-            ],
-        },
+        "seed_question": seed_question_clocks(rows, args.rows),
     }
     out = record.write("eval_profile", args, raw, summarise(raw))
     print(render(json.loads(out.read_text())))

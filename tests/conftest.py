@@ -111,17 +111,10 @@ REFERENCE_GRID = {
 def reference_run(tmp_path_factory) -> Path:
     """The folder of one uninterrupted `bench run --threads 1` of REFERENCE_GRID: its grid as `grid.toml` (name
     "ref"), its rows in `ref.jsonl` and its leaderboard in `ref.md`. Tests read it; none may write there."""
-    import subprocess
-    import sys
+    from processes import run_bench
 
     folder = tmp_path_factory.mktemp("reference")
     (folder / "grid.toml").write_text(to_toml(REFERENCE_GRID))
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--grid", "grid.toml", "--results", "ref.jsonl", "--threads", "1"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_bench(folder, "--grid", "grid.toml", "--results", "ref.jsonl", "--threads", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     return folder

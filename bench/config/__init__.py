@@ -111,8 +111,9 @@ class Cell:
         config = json.loads(json.dumps(asdict(self)))  # tuples become lists, as in the JSONL row
         if config["trial"] is None:  # a plain cell's config (and id) is what it was before searches existed
             del config["trial"]
-        if config["eval"]["precision"] == "train":  # likewise before eval.precision existed
-            del config["eval"]["precision"]
+        for (section, option), default in UNWRITTEN_DEFAULTS.items():  # likewise before these options existed
+            if config[section][option] == default:
+                del config[section][option]
         return config
 
     def identity(self) -> dict:
@@ -131,6 +132,7 @@ class Cell:
 
 
 NOT_IDENTITY = (("train", "save"),)  # options that change what is kept, never what is measured
+UNWRITTEN_DEFAULTS = {("eval", "precision"): "train"}  # options added later, absent from a config (and id) at their default
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ import math
 import re
 from dataclasses import dataclass
 
-from bench.config import NOT_IDENTITY
+from bench.config import NOT_IDENTITY, UNWRITTEN_DEFAULTS
 from bench.results import SPEED_FIELDS, latest_rows, speed_env
 
 ABSENT = "—"  # shown for a key a configuration does not have
 TRAINING_ONLY_EVAL = ("curve", "select_metric")  # eval options that only act while training (a baseline has neither)
-NOT_TEST_MATERIAL = ("distance", "precision", *TRAINING_ONLY_EVAL)  # eval options that are the method, not what a group scores
+NOT_TEST_MATERIAL = ("distance", *TRAINING_ONLY_EVAL)  # eval options that do not change what a group scores
 SECONDS = "max_seconds"
 
 
@@ -151,8 +151,13 @@ def comparison_key(config: dict) -> dict:
         "dataset": config.get("dataset"),
         "dataset_args": config.get("dataset_args", {}),
         "split": config.get("split", {}),
-        "eval": {k: v for k, v in config.get("eval", {}).items() if k not in NOT_TEST_MATERIAL},
+        "eval": {k: v for k, v in {**unwritten("eval"), **config.get("eval", {})}.items() if k not in NOT_TEST_MATERIAL},
     }
+
+
+def unwritten(section: str) -> dict:
+    """The options of `section` a config leaves out at their default (bench.config.UNWRITTEN_DEFAULTS), with it."""
+    return {option: default for (s, option), default in UNWRITTEN_DEFAULTS.items() if s == section}
 
 
 def comparison_groups(all_lines: list[Line]) -> list[tuple[str, list[int]]]:

@@ -99,6 +99,7 @@ def train(
     bf16: bool,
     on_step: Callable[[int, int, float, float], None] = lambda steps, samples, seconds, loss: None,
     charge_at_start: float = 0.0,
+    charge_wait: float | None = None,
     sampler: BatchSampler | None = None,
     curve: tuple[float, ...] = (),
     on_curve: CurveHook = lambda fraction, at: None,
@@ -110,7 +111,8 @@ def train(
     `prepare`: give one without random state of its own, such as a second copy of a seeded augmentation), so
     the first cell in a process does not pay one-time costs out of `max_seconds`. `charge_at_start` seconds
     are on the clock from the start: work the protocol does before its first step that ran outside this loop
-    (a frozen trunk's one-time extraction of the training images' features). At each `curve` fraction of the
+    (a frozen trunk's one-time extraction of the training images' features); `charge_wait`, the share of that work's
+    measured runnable time its threads waited for a core, joins the clock's machine record. At each `curve` fraction of the
     budget (after the first step that reaches it, and 1.0 when training ends) `on_curve` runs with the clock
     stopped: curve evaluations cost no training budget (their time is `curve_seconds`). An `on_curve` that returns
     True stops training there (`stopped_by` "pruned": a search trial below the median rule's bar)."""
@@ -186,6 +188,8 @@ def train(
             reached(fraction)
     wall = time.perf_counter() - start - paused
     machine = meter.record()
+    if charge_at_start:
+        machine["charge_core_wait_share"] = charge_wait
     final = sum(recent) / len(recent) if recent else float("nan")
     return TrainResult(
         steps, samples, wall + charge_at_start, stopped_by, final, data_seconds, compute_seconds, wall, charge_at_start, paused, warmup_seconds, machine

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from processes import kill_when, launch
+from processes import kill_when, launch, run_bench
 
 from bench.cli import main
 
@@ -56,14 +56,7 @@ def reference(tmp_path_factory):
 
 
 def run_cli(cwd: Path, *args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
+    return run_bench(cwd, "--grid", "g.toml", *args, env={**os.environ, **(env or {})})
 
 
 def assert_same_rows(got: dict, reference: dict) -> None:

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from processes import complete_rows, kill_when, launch
+from processes import complete_rows, kill_when, launch, run_bench
 
 from bench.cli import main
 from bench.run.job import Job
@@ -195,7 +195,7 @@ def test_kill_9_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     # a kill while a row is being written leaves a torn last line; make sure there is one (of a cell not done)
     assert ref[-1]["cell_id"] not in {r["cell_id"] for r in rows_ignoring_torn(path)}
     path.write_text(path.read_text() + json.dumps(ref[-1])[:100])
-    finish = subprocess.run([sys.executable, "-m", "bench", "run", *run], cwd=tmp_path, capture_output=True, text=True)
+    finish = run_bench(tmp_path, *run)
     assert finish.returncode == 0, finish.stderr
     killed = rows_ignoring_torn(path)
     assert sorted(r["cell_id"] for r in killed) == cells  # each cell exactly once: nothing lost, nothing duplicated

@@ -4,7 +4,6 @@ the leaderboard's lines are the best trial's options run on every seed."""
 
 import json
 import math
-import subprocess
 import sys
 from dataclasses import replace
 
@@ -12,7 +11,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from processes import kill_when, launch
+from processes import kill_when, launch, run_bench
 
 import bench.run.cell as cell_module
 import bench.run.rows as rows_module
@@ -303,7 +302,7 @@ def searched(tmp_path_factory):
     """One search through the CLI, in a subprocess as a user runs it: 2 studies × 4 trials, then 2 seeds."""
     cwd = tmp_path_factory.mktemp("search")
     (cwd / "g.toml").write_text(grid_text(trials=4, defaults="true", steps=30))
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    proc = run_bench(cwd, "--grid", "g.toml", "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd
 
@@ -332,7 +331,7 @@ def test_the_leaderboard_lines_are_the_best_trials_run_on_every_seed(searched):
         assert line["ok"] == 2 and f"train.lr={json.dumps(shown)}" in line["tuned"]
     markdown = (searched / "results" / "s.md").read_text()
     assert "tuned (search)" in markdown and "trial " in markdown
-    again = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "g.toml"], cwd=searched, capture_output=True, text=True, timeout=300)
+    again = run_bench(searched, "--grid", "g.toml")
     assert again.returncode == 0 and "nothing to run" in again.stderr and len(read_rows(searched / "results" / "s.jsonl")) == len(rows)
 
 
@@ -400,9 +399,7 @@ def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
     kill_when(launch(tmp_path, "--grid", "g.toml", "--threads", "1"), results, 3)
     partial = read_rows(results)
     assert 3 <= len(partial) < 8 and all(r["config"].get("trial") for r in partial)  # killed among the trials
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+    done = run_bench(tmp_path, "--grid", "g.toml", "--threads", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_rows(results)
     assert len({r["cell_id"] for r in rows}) == len(rows) == 8 + 4 + 4 + 2  # trials, finals, defaults, baselines: none twice
@@ -411,13 +408,7 @@ def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
 
 def test_trials_run_through_local_workers_as_in_process(searched, tmp_path):
     (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--grid", "g.toml", "--workers", "2", "--threads", "1"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_bench(tmp_path, "--grid", "g.toml", "--workers", "2", "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     got, want = read_rows(tmp_path / "results" / "s.jsonl"), read_rows(searched / "results" / "s.jsonl")
     assert trials_of(got) == trials_of(want)

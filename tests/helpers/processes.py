@@ -9,6 +9,11 @@ import time
 from pathlib import Path
 
 
+def run_bench(cwd: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`bench run ARGS` in `cwd`, to its end, its output captured (text)."""
+    return subprocess.run([sys.executable, "-m", "bench", "run", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def launch(cwd: Path, *args: str) -> subprocess.Popen:
     """`bench run ARGS` in `cwd`; its stderr goes to cwd/launch.stderr (a file, not a pipe nobody drains)."""
     with open(cwd / "launch.stderr", "w") as stderr:

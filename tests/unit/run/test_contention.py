@@ -66,12 +66,16 @@ def test_only_a_seconds_bound_ok_row_that_waited_is_contended():
     assert not contended(row(0.9, stopped_by="max_steps"))  # the load cost it time, not steps
     assert not contended(row(0.9, status="error")) and not contended(row(None))
     assert not contended({"status": "ok", "train": {"stopped_by": "max_seconds"}}) and core_wait({}) is None  # older rows
-    # a frozen trunk's extraction timing is charged to the same clock: a neighbour that starved it starved the cell,
-    # even when the head's loop then ran on a quiet machine (or got no step at all)
-    charged = {"status": "ok", "train": {"stopped_by": "max_seconds", "machine": {"core_wait_share": 0.0, "charge_core_wait_share": 0.5}}}
-    assert contended(charged) and core_wait(charged) == 0.5
-    charged["train"]["machine"]["charge_core_wait_share"] = None
-    assert not contended(charged) and core_wait(charged) == 0.0
+
+    # a frozen trunk's extraction is charged to the same clock: its measured wait counts for the seconds it put on the
+    # clock. A starved extraction that left the loop no time marks the cell; a short one beside a quiet loop does not.
+    def charged(loop_wait, loop_seconds, charge_wait, charge_seconds):
+        machine = {"core_wait_share": loop_wait, "wall_seconds": loop_seconds, "charge_core_wait_share": charge_wait}
+        return {"status": "ok", "train": {"stopped_by": "max_seconds", "charged_seconds": charge_seconds, "machine": machine}}
+
+    assert core_wait(charged(0.0, 0.0003, 0.5, 72.0)) == pytest.approx(0.5, abs=1e-5) and contended(charged(0.0, 0.0003, 0.5, 72.0))
+    assert core_wait(charged(0.1, 30.0, 0.5, 2.0)) == pytest.approx((0.1 * 30 + 0.5 * 2) / 32) and not contended(charged(0.1, 30.0, 0.5, 2.0))
+    assert core_wait(charged(0.1, 30.0, None, 2.0)) == 0.1  # no measurement of the charge: the loop's alone
 
 
 @pinned

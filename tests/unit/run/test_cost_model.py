@@ -109,7 +109,7 @@ def test_a_frozen_trunk_is_charged_one_extraction_then_the_heads_steps_with_and_
         assert train["seconds"] == charge + train["wall_seconds"]
         assert train["warmup_seconds"] == HEAD_SECONDS_PER_CALL  # the head's warm-up call, off the budget's clock
         wait = train["machine"]["charge_core_wait_share"]  # the timed extraction's own wait for a core, beside the loop's
-        assert wait is None or 0 <= wait < 1
+        assert (wait is None) == (train["machine"]["core_wait_share"] is None) and (wait is None or 0 <= wait < 1)
     assert cached["train"]["feature_cache"] and not plain["train"]["feature_cache"]
     for key in ("verification_roc_auc", "recall_at_1"):  # the uncached cell scores through the whole backbone
         assert cached["metrics"][key] == pytest.approx(plain["metrics"][key], abs=2e-3), key

@@ -58,7 +58,7 @@ image_size = 32
 def test_eval_precision_scores_the_same_weights_and_leaves_default_ids_alone(make_grid, tmp_path, monkeypatch):
     # eval.precision = "train" (the default) is absent from a row's config, so every cell id made before the option
     # existed still matches; "fp32" scores exactly what fp32 training's own precision scores (the same weights: a
-    # steps budget), and "bf16" scores those weights in bf16 — another line of the same comparison group.
+    # steps budget), and "bf16" scores those weights in bf16 — scored another way, so another comparison group.
     raw = {"budget": {"max_steps": 1}, "axes": {"backbone": ["conv4"], "loss": ["triplet"]}}
     default = parse_grid(raw, "g.toml").cells[0]
     assert "precision" not in default.to_dict()["eval"]
@@ -73,4 +73,5 @@ def test_eval_precision_scores_the_same_weights_and_leaves_default_ids_alone(mak
     assert rows["bf16"]["metrics"] != rows["fp32"]["metrics"]  # bf16 arithmetic moves the embeddings
     assert all(r["precision"] == "fp32" for r in rows.values())  # the row's precision is training's
     board = (tmp_path / "r.md").read_text()
-    assert board.count("| # |") == 1 and "eval.precision" in board  # one group; the option tells the lines apart
+    # "train" and "fp32" scored alike here yet are told apart by the option; bf16 arithmetic is not compared with fp32's
+    assert board.count("| # |") == 3 and "### eval.precision = train" in board and "### eval.precision = bf16" in board
