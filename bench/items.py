@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from bench.schema import ItemsRef
+
 ITEMS_SCHEMA = 1
 ITEM_PAIRS = 5000  # the most verification pairs a cell keeps (rank uint16 + same bool: ~9 KB compressed)
 FIXED_POINT = 65535  # r_precision and map_at_r are kept as round(value * FIXED_POINT) in uint16
@@ -72,12 +74,9 @@ def items_folder(results_path: Path) -> Path:
     return results_path.parent / f"{results_path.stem}_items"
 
 
-def items_path(results_path: Path, row: dict) -> Path | None:
-    """Where `row`'s items file is, or None when the row has none."""
-    entry = row.get("items")
-    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-        return None
-    return Path(results_path).parent / entry["file"]
+def items_path(results_path: Path, entry: ItemsRef | None) -> Path | None:
+    """Where a row's items file (its `items` entry) is, or None when the row has none."""
+    return None if entry is None else Path(results_path).parent / entry.file
 
 
 def write_items(results_path: Path, cell_id: str, items: dict[str, np.ndarray], on_error: Callable[[OSError], None] | None = None) -> dict | None:
@@ -132,12 +131,12 @@ class Arrays(Mapping):
         return len(self._names)
 
 
-def read_items(results_path: Path, row: dict) -> Arrays | None:
-    """The arrays `write_items` wrote for `row` (without `schema`; a Mapping that decodes each on first use), or
-    None: the row has no "items", or the file is missing, unreadable, of a newer schema or not the one the row
+def read_items(results_path: Path, entry: ItemsRef | None) -> Arrays | None:
+    """The arrays `write_items` wrote for a row whose `items` entry is `entry` (without `schema`; a Mapping that
+    decodes each on first use), or None: the row has no items, or the file is missing, unreadable, of a newer schema or not the one the row
     names (its sha256 differs; the cell was rerun into another results file, or the file was edited); those say
     so in one warning naming the file."""
-    path = items_path(results_path, row)
+    path = items_path(results_path, entry)
     if path is None:
         return None
     try:
@@ -145,7 +144,7 @@ def read_items(results_path: Path, row: dict) -> Arrays | None:
     except OSError as exc:
         warnings.warn(f"{path}: items file not readable ({exc.strerror or exc}); the row's items are ignored", stacklevel=2)
         return None
-    if hashlib.sha256(data).hexdigest() != row["items"].get("sha256"):
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
         warnings.warn(f"{path}: sha256 differs from the row's (the file was replaced or edited); the row's items are ignored", stacklevel=2)
         return None
     try:  # the bytes are the ones written (their sha256 is the row's), so a member decoded later decodes as written

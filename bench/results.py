@@ -9,33 +9,26 @@ import warnings
 from pathlib import Path
 
 from bench.errors import UserError, read_text
-
-SCHEMA = 2  # 2: precision defaults to "auto" (cell ids changed), balanced verification accuracy, charged cache time
-# Within schema 2 the test ROC left the row (`roc`) for the cell's items file (bench.items.ROC_FPR): no bump, as it
-# is no part of a cell's identity and files holding both kinds of row still resume; the plots read either place.
-
+from bench.schema import SCHEMA, Row, RowError
 
 SPEED_FIELDS = ("device", "torch_threads", "cpu_model", "precision")  # what a second of training buys depends on
 
 
-def speed_env(row: dict) -> dict:
+def speed_env(row: Row) -> dict:
     """What a second of training bought on this row's machine: device, torch threads, CPU model and the precision
-    that ran (`row["precision"]`); a field the row lacks is None (unknown)."""
-    env = row.get("env") or {}
+    that ran; a field the row lacks is None (unknown)."""
+    env = row.env
     return {
-        "device": env.get("device"),
-        "torch_threads": env.get("torch_threads"),
-        "cpu_model": env.get("cpu_model"),
-        "precision": row.get("precision", env.get("precision")),
+        "device": env and env.device,
+        "torch_threads": env and env.torch_threads,
+        "cpu_model": env and env.cpu_model,
+        "precision": row.precision,
     }
 
 
-ROW_KEYS = {"config": dict, "status": str}  # what every row has; ok rows also have OK_ROW_KEYS
-OK_ROW_KEYS = ("metrics", "train")
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a results file. A torn line (a run killed mid-write) is skipped with a warning."""
+def read_rows(path: str | Path) -> list[Row]:
+    """Rows of a results file, typed and upgraded (bench.schema). A torn line (a run killed mid-write) is skipped
+    with a warning; a line that does not fit the schema is a UserError naming it."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return []
@@ -56,18 +49,15 @@ def read_rows(path: str | Path) -> list[dict]:
             raise UserError(
                 f"{path}: written by a newer metric-bench (row schema {row['schema']} > {SCHEMA}) — upgrade metric-bench or use another results file"
             )
-        missing = [k for k in ROW_KEYS if not isinstance(row.get(k), ROW_KEYS[k])]
-        missing += [k for k in OK_ROW_KEYS if row.get("status") == "ok" and not isinstance(row.get(k), dict)]
-        if missing:
-            raise UserError(
-                f"{path}:{number}: a row with cell_id but no valid {', '.join(missing)} — not a metric-bench results file "
-                f"(or another tool's schema); give a file written by `bench run`"
-            )
+        try:
+            row = Row.from_dict(row, where=f"{path}:{number}")
+        except RowError as exc:
+            raise UserError(f"{exc} — not a metric-bench results file (or another tool's schema); give a file written by `bench run`") from None
         rows.append(row)
     return rows
 
 
-def read_results(paths: list[Path]) -> list[dict]:
+def read_results(paths: list[Path]) -> list[Row]:
     """The rows of several files, in the order given: `latest_rows` then keeps, per cell, the last file's row."""
     rows = []
     for path in map(Path, paths):
@@ -77,10 +67,10 @@ def read_results(paths: list[Path]) -> list[dict]:
     return rows
 
 
-def require_current_schema(rows: list[dict], path: str | Path) -> None:
+def require_current_schema(rows: list[Row], path: str | Path) -> None:
     """`bench run` resumes only a file of the current schema: older rows have other cell ids (a changed
     default), so resuming would silently rerun every cell next to rows it can no longer match."""
-    old = sorted({row.get("schema", 0) for row in rows if row.get("schema", 0) < SCHEMA})
+    old = sorted({row.schema for row in rows if row.schema < SCHEMA})
     if old:
         raise UserError(
             f"{path}: rows of results schema {', '.join(map(str, old))} (this metric-bench writes {SCHEMA}; cell ids changed) "
@@ -88,9 +78,9 @@ def require_current_schema(rows: list[dict], path: str | Path) -> None:
         )
 
 
-def latest_rows(rows: list[dict]) -> dict[str, dict]:
+def latest_rows(rows: list[Row]) -> dict[str, Row]:
     """The newest row of each cell (rows are append-only: a rerun's row supersedes the earlier one)."""
-    return {row["cell_id"]: row for row in rows}
+    return {row.cell_id: row for row in rows}
 
 
 class ResultsWriter:
@@ -114,8 +104,8 @@ class ResultsWriter:
             if self._file.read(1) != b"\n":
                 self._write(b"\n")
 
-    def append(self, row: dict) -> None:
-        self._write((json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode())
+    def append(self, row: Row) -> None:
+        self._write((json.dumps(row.to_dict(), sort_keys=True, allow_nan=True) + "\n").encode())
 
     def _write(self, data: bytes) -> None:
         """All of `data` on disk (written and fsynced), else a UserError naming the file and the cause: a full
@@ -157,19 +147,17 @@ class ResultsWriter:
 CONTENDED = 0.2  # a seconds-bound row whose threads waited for a core this share of their runnable time is marked
 
 
-def core_wait(row: dict) -> float | None:
+def core_wait(row: Row) -> float | None:
     """The share of the row's clock its threads spent waiting for a core: the training loop's
     (`train.machine.core_wait_share`, over its `wall_seconds`) and, for a frozen trunk's extraction charged to the
     same clock, the measured extraction's (`charge_core_wait_share`, over `train.charged_seconds`), each weighted by
     the seconds it put on the clock; None when neither is known (an older row, or no scheduler statistics)."""
-    train = row.get("train") or {}
-    machine = train.get("machine") or {}
+    machine = row.train and row.train.machine
+    if machine is None:
+        return None
     parts = [
         (share, seconds)
-        for share, seconds in (
-            (machine.get("core_wait_share"), machine.get("wall_seconds")),
-            (machine.get("charge_core_wait_share"), train.get("charged_seconds")),
-        )
+        for share, seconds in ((machine.core_wait_share, machine.wall_seconds), (machine.charge_core_wait_share, row.train.charged_seconds))
         if share is not None
     ]
     if len(parts) < 2:
@@ -178,9 +166,9 @@ def core_wait(row: dict) -> float | None:
     return sum(share * (seconds or 0.0) for share, seconds in parts) / clock if clock > 0 else max(share for share, _ in parts)
 
 
-def contended(row: dict) -> bool:
+def contended(row: Row) -> bool:
     """True when an ok row's training was stopped by its max_seconds clock while its threads waited for a core
     at least CONTENDED of their runnable time: a busy neighbour bought it fewer steps, not the method. A row
     bound by steps or samples is never contended: the load cost it time, not results."""
     share = core_wait(row)
-    return row.get("status") == "ok" and (row.get("train") or {}).get("stopped_by") == "max_seconds" and share is not None and share >= CONTENDED
+    return row.ok and row.train.stopped_by == "max_seconds" and share is not None and share >= CONTENDED

@@ -72,8 +72,9 @@ def convert(source: Path, target: Path, roc_in_items: bool) -> list[dict]:
     """`source`'s rows and items into `target` (a fresh folder), the ROC inline or in the items files."""
     target.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for row in read_rows(source):
-        arrays = read_items(source, row) or {}
+    for typed in read_rows(source):
+        arrays = read_items(source, typed.items) or {}
+        row = typed.to_dict()
         roc = row.get("roc") or (inline(row, arrays).get("roc") if ROC_FPR in arrays else None)
         row = {k: v for k, v in row.items() if k not in ("roc", "items")}
         arrays = {k: v for k, v in arrays.items() if k not in (ROC_FPR, ROC_TPR)}
@@ -151,8 +152,9 @@ def tiny_cell(folder: Path) -> dict:
     folder.mkdir()
     (folder / "tiny.toml").write_text(TINY)
     record.bench_run(folder, "--grid", "tiny.toml", "--results", "tiny.jsonl", "--threads", "1")
-    [row] = read_rows(folder / "tiny.jsonl")
-    arrays = read_items(folder / "tiny.jsonl", row)
+    [typed] = read_rows(folder / "tiny.jsonl")
+    arrays = read_items(folder / "tiny.jsonl", typed.items)
+    row = typed.to_dict()
     without_roc = write_items(folder / "bare.jsonl", row["cell_id"], {k: v for k, v in arrays.items() if k not in (ROC_FPR, ROC_TPR)})
     return {
         "row_bytes": len(line(row)),

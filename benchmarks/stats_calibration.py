@@ -51,6 +51,7 @@ def simulate_lines(rng, means: list[float], seeds: int | list[int], fixed: tuple
 def lines_of(simulated, material: str, with_items: bool = True):
     """bench.report.lines.Line objects whose rows carry the simulated per-episode counts (and `load` reads them)."""
     from bench.report.lines import Line
+    from bench.schema import Row
 
     lines = []
     for index, runs in enumerate(simulated):
@@ -58,19 +59,23 @@ def lines_of(simulated, material: str, with_items: bool = True):
         for s, correct in enumerate(runs):
             items = {METRIC: correct, f"{METRIC}.queries": np.array(QUERIES, np.uint16), f"material.{METRIC}": np.array(material)}
             rows.append(
-                {
-                    "config": {"backbone": f"line{index}", "seed": s},
-                    "status": "ok",
-                    "metrics": {METRIC: float(correct.mean() / QUERIES)},
-                    "_items": items if with_items else None,
-                }
+                Row.from_dict(
+                    {
+                        "cell_id": f"line{index}-seed{s}",
+                        "config": {"backbone": f"line{index}", "seed": s},
+                        "status": "ok",
+                        "metrics": {METRIC: float(correct.mean() / QUERIES)},
+                        "train": {"steps": 1, "stopped_by": "max_steps"},
+                        "_items": items if with_items else None,  # kept in the row's `extra`, where `load` reads it
+                    }
+                )
             )
         lines.append(Line(tuple(rows)))
     return lines
 
 
 def load(row: dict):
-    return row.get("_items")
+    return row.extra.get("_items")
 
 
 # --- scenarios: each returns one replicate's outcome ----------------------------------------------------------

@@ -26,7 +26,7 @@ def untrained(df: pd.DataFrame) -> str:
 
 def main() -> None:
     rows = newest(sys.argv[1])
-    bad = [r for r in rows if r["status"] != "ok"]
+    bad = [r for r in rows if not r.ok]
     df = frame(rows, [METRIC, *COLUMNS.values()])
     print(arms(df, METRIC, "recall@1", COLUMNS, "untrained recall@1"))
     print()

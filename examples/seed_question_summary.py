@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.report.table import table
 from bench.results import latest_rows, read_rows
+from bench.schema import Row
 
 FEW_SHOT = "few_shot_20way_1shot_accuracy"
 WITHIN = "few_shot_20way_1shot_within_alphabet_accuracy"
@@ -29,13 +30,13 @@ NAMES = {
 }
 
 
-def frame(rows: list[dict], metrics: list[str]) -> pd.DataFrame:
+def frame(rows: list[Row], metrics: list[str]) -> pd.DataFrame:
     """One line per ok row: its options, the `metrics` (NaN where a row lacks one), its steps and whether the clock stopped it."""
     out = []
     for r in rows:
-        if r["status"] != "ok":
+        if not r.ok:
             continue
-        c, m, t = r["config"], r["metrics"], r["train"]
+        c, m, t = r.config, r.metrics, r.train
         out.append(
             {
                 "backbone": c["backbone"],
@@ -45,8 +46,8 @@ def frame(rows: list[dict], metrics: list[str]) -> pd.DataFrame:
                 "preprocess": c["model"]["preprocess"],
                 "augment": c.get("train", {}).get("augment", "none"),
                 **{k: m.get(k, float("nan")) for k in metrics},
-                "steps": t["steps"],
-                "by_seconds": t["stopped_by"] == "max_seconds",
+                "steps": t.steps,
+                "by_seconds": t.stopped_by == "max_seconds",
             }
         )
     return pd.DataFrame(out)
@@ -78,7 +79,7 @@ def arms(df: pd.DataFrame, metric: str, title: str, columns: dict[str, str], unt
     return "\n".join(lines + [line for _, line in sorted(table_rows, reverse=True)])
 
 
-def improving(rows: list[dict], metric: str) -> str:
+def improving(rows: list[Row], metric: str) -> str:
     board = table(rows, metric)
     still = board[board["still_improving"].astype(str).str.startswith("yes")]
     lines = [f"Still improving at the end of the budget ({len(still)} of {int((board['loss'] != 'none').sum())} trained configurations):"]
@@ -91,13 +92,13 @@ def improving(rows: list[dict], metric: str) -> str:
     return "\n".join(lines)
 
 
-def newest(path: str) -> list[dict]:
+def newest(path: str) -> list[Row]:
     return list(latest_rows(read_rows(path)).values())
 
 
 def main() -> None:
     rows = newest(sys.argv[1])
-    bad = [r for r in rows if r["status"] != "ok"]
+    bad = [r for r in rows if not r.ok]
     print(arms(frame(rows, [FEW_SHOT, *COLUMNS.values()]), FEW_SHOT, "20-way 1-shot", COLUMNS))
     print(f"\n{len(rows)} cells, {len(bad)} not ok")
     print()

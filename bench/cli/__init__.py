@@ -202,10 +202,10 @@ def cmd_run(args) -> int:
         str(cache_dir) if cache_dir else None,
     )
     rows = run_grid(grid, results, options, console=console, on_row=tracker.log if tracker else None)
-    failed = [r for r in rows if r.get("status") != "ok"]
+    failed = [r for r in rows if not r.ok]
     for r in failed:
         console.print(
-            f"[yellow]cell {r['cell_id']} ({escape(r['config']['backbone'])} · {escape(r['config']['loss'])}): {r['status']}[/] {escape(r.get('error', ''))}",
+            f"[yellow]cell {r.cell_id} ({escape(r.config['backbone'])} · {escape(r.config['loss'])}): {r.status}[/] {escape(r.error or '')}",
             highlight=False,
         )
     _write_leaderboard(rows, metric, results.with_suffix(".md"), title=grid.name, sources=[results])
@@ -214,12 +214,12 @@ def cmd_run(args) -> int:
     return _run_exit_code(grid, rows, results)
 
 
-def _run_exit_code(grid, rows: list[dict], results: Path) -> int:
+def _run_exit_code(grid, rows: list, results: Path) -> int:
     """1 when a cell of the grid (its latest row, run now or before) ended error, oom or timeout, or a searched
     configuration has no result because none of its trials completed; else 0. `diverged` and `pruned` are results
     of a configuration, and a search's failed trials are part of its search (counted in its finals' rows)."""
     from bench.results import CONTENDED, contended
-    from bench.run.runner import FAILED
+    from bench.schema import FAILED
 
     if busy := sum(map(contended, rows)):  # a warning, not a failure: the rows are kept and marked
         console.print(
@@ -229,7 +229,7 @@ def _run_exit_code(grid, rows: list[dict], results: Path) -> int:
             highlight=False,
             soft_wrap=True,
         )
-    failed = sum(r.get("status") in FAILED for r in rows)
+    failed = sum(r.status in FAILED for r in rows)
     empty = []
     if grid.search is not None:
         from bench.results import read_rows

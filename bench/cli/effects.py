@@ -69,7 +69,7 @@ def cmd_effects(args: argparse.Namespace) -> int:
     from bench.results import read_results
 
     rows = read_results(args.results)  # a missing file is a UserError
-    if not any(r.get("status") == "ok" for r in current(rows)):
+    if not any(r.ok for r in current(rows)):
         raise UserError(f"{', '.join(map(str, args.results))}: no ok rows — run the grid (or --rerun failed) first")
     metric = args.metric or default_metric(rows)
     check_metric(current(rows), metric)

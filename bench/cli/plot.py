@@ -43,7 +43,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is not a folder — give a folder to --out")
     rows = read_results(args.results)
-    if not any(r.get("status") == "ok" for r in rows):
+    if not any(r.ok for r in rows):
         raise UserError(f"{', '.join(map(str, args.results))}: no ok rows, nothing to plot — run the grid (or --rerun failed) first")
     from bench.report.rows import items_loader
     from bench.report.table import default_metric

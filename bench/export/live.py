@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from bench.schema import Row
+
 
 def plots_folder(results: Path) -> Path:
     return results.parent / f"{results.stem}_plots"  # where `bench plot` draws by default
@@ -25,7 +27,7 @@ class RunLogger:
         self.results, self.console, self.failed = results, console, False
         self.store = Store(store_uri(uri or None, results, "--mlflow"), results.stem, "log", (results.parent,), plots_folder(results))
 
-    def log(self, row: dict) -> None:
+    def log(self, row: Row) -> None:
         if self.failed:
             return
         try:

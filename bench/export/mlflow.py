@@ -25,10 +25,11 @@ from bench.config import NOT_IDENTITY
 from bench.config.metrics import definition as _definition
 from bench.config.metrics import lower_is_better
 from bench.report.budget import curve_means
-from bench.report.lines import ABSENT, as_text, configuration, current, curve_of, env_label, flatten, line_env, lines_of, speed_env
+from bench.report.lines import ABSENT, as_text, configuration, current, curve_of, env_label, flatten, is_final, line_env, lines_of, speed_env
 from bench.report.names import line_names as run_names  # the plots' legends' rule: short, unique names per line
 from bench.report.table import FIRST_KEYS, default_metric, key_columns, ranked
 from bench.results import contended, core_wait, latest_rows
+from bench.schema import Row, as_rows
 
 FORMAT = "2"  # what a child run holds; a store's runs of another format are logged again (part of a cell's content key)
 RUN_STATUS = {"ok": "FINISHED", "pruned": "KILLED"}  # every other status (error, oom, timeout, diverged) is FAILED
@@ -85,22 +86,23 @@ class CellRun:
 # --- parents -------------------------------------------------------------------------------------------------
 
 
-def line_key(row: dict, speed_env: str = "") -> str:
+def line_key(row: Row, speed_env: str = "") -> str:
     return hashlib.sha256(f"{configuration(row)}\n{speed_env}".encode()).hexdigest()[:16]
 
 
-def study_of(row: dict) -> str:
-    trial = row.get("config", {}).get("trial")
-    return str((row.get("search") or {}).get("study") or (trial.get("study") if isinstance(trial, dict) else "") or "unknown")
+def study_of(row: Row) -> str:
+    trial = row.config.get("trial")
+    return str((row.search and row.search.study) or (trial.get("study") if isinstance(trial, dict) else "") or "unknown")
 
 
-def plan(rows: list[dict], metric: str, items=None) -> list[Parent]:
+def plan(rows: list[Row], metric: str, items=None) -> list[Parent]:
     """The parent runs of these rows: one per leaderboard line (its rows grouped, ranked and marked by `ranked`, as
     `bench leaderboard` does), then one per search study holding the rows no line holds (its trials, and the finals of
     an earlier choice). Every cell's newest row is under exactly one parent; a bad `metric` is a UserError. `items`
     (bench.report.rows.items_loader) as the leaderboard's: comparisons paired over test items where rows kept them."""
+    rows = as_rows(rows)
     frame, line_rows = ranked(rows, metric, items)
-    ids = [frozenset(r["cell_id"] for r in rs) for rs in line_rows]
+    ids = [frozenset(r.cell_id for r in rs) for rs in line_rows]
     marks = dict(zip(ids, (mark for _, mark in frame.iterrows())))
     labels = dict(zip(ids, run_names(frame)))
     options = option_columns(frame)
@@ -108,7 +110,7 @@ def plan(rows: list[dict], metric: str, items=None) -> list[Parent]:
     best = {ids[i] for i in (frame.drop_duplicates("group").index if len(frame) else ())}  # each group's first line: its best
     parents = []
     for line in lines_of(current(rows)):
-        cells = frozenset(r["cell_id"] for r in line.rows)
+        cells = frozenset(r.cell_id for r in line.rows)
         parent = line_parent(line, metric, marks.get(cells), labels.get(cells), options)
         parent.group = groups.get(parent.tags.get("comparison_group"), 0) if len(groups) > 1 else 0
         parent.figures = cells in best
@@ -116,11 +118,11 @@ def plan(rows: list[dict], metric: str, items=None) -> list[Parent]:
             parent.tags.pop("comparison_group", None)
         parents.append(parent)
     placed = {c for p in parents for c in p.cells}
-    studies: dict[str, list[dict]] = {}
+    studies: dict[str, list[Row]] = {}
     for cell_id, row in latest_rows(rows).items():
         if cell_id not in placed:
             studies.setdefault(study_of(row), []).append(row)
-    chosen = {r["search"]["study"]: r["search"]["trial"] for r in rows if r.get("search", {}).get("role") == "final"}
+    chosen = {r.search.study: r.search.trial for r in rows if is_final(r)}
     return parents + [study_parent(study, found, chosen.get(study)) for study, found in studies.items()]
 
 
@@ -130,13 +132,13 @@ def option_columns(frame: pd.DataFrame) -> tuple[str, ...]:
     return tuple(c for c in key_columns(frame) if c not in ("distance", "speed_env")) if len(frame) else FIRST_KEYS
 
 
-def provisional(row: dict) -> Parent:
+def provisional(row: Row) -> Parent:
     """The parent a row goes under while a grid runs, before `plan` can see every row: its configuration's (or its
     study's) parent, with no statistics yet."""
-    config = row.get("config", {})
+    config = row.config
     if config.get("trial"):
         return study_parent(study_of(row), [row], None, counts=False)
-    return Parent("line", line_key(row), " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]), [row["cell_id"]], _options(config, FIRST_KEYS))
+    return Parent("line", line_key(row), " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]), [row.cell_id], _options(config, FIRST_KEYS))
 
 
 def line_parent(line, metric: str, mark: pd.Series | None, label: str | None, options: tuple[str, ...] = FIRST_KEYS) -> Parent:
@@ -151,7 +153,7 @@ def line_parent(line, metric: str, mark: pd.Series | None, label: str | None, op
         "line",
         line_key(line.rows[0], line.speed_env),
         label or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]),
-        [r["cell_id"] for r in line.rows],
+        [r.cell_id for r in line.rows],
         _options(config, options) | _shared_protocol(ok),
         options=options,
     )
@@ -172,7 +174,7 @@ def line_parent(line, metric: str, mark: pd.Series | None, label: str | None, op
         parent.metrics["identical_seeds"] = float(bool(mark.get("identical_seeds")))
         parent.files["line.json"] = json.dumps({k: _plain(v) for k, v in mark.items()}, indent=1, ensure_ascii=False)
     if ok:
-        steps = [float(r["train"]["steps"]) for r in ok if _number(r.get("train", {}).get("steps"))]
+        steps = [float(r.train.steps) for r in ok if _number(r.train.steps)]
         parent.metrics.update({"train/steps_min": min(steps), "train/steps_max": max(steps)} if steps else {})
         parent.curve = mean_curve(line, metric)
     parent.metrics.update(seeds=float(len(line.rows)), seeds_ok=float(len(ok)))
@@ -191,26 +193,26 @@ def mean_curve(line, metric: str) -> list[tuple[str, float, int, int]]:
     for row in line.ok:
         on, values = curve_of(row, metric)
         split = split or on
-        for point in row.get("curve") or []:
-            if point.get("on", "val") == on and point.get("fraction") in values:
-                steps.setdefault(float(point["fraction"]), []).append(float(point.get("steps", 0)))
+        for point in row.curve or []:
+            if (point.on or "val") == on and point.fraction in values:
+                steps.setdefault(float(point.fraction), []).append(float(point.steps or 0))
     end = max(_span(r)[1] for r in line.rows)
     return [
         (f"curve/{split}/{metric}", mean, round(np.mean(steps[f])), end) for f, (mean, _) in curve_means(line, metric).items() if f in steps and _finite(mean)
     ]
 
 
-def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> Parent:
-    config = rows[0].get("config", {})
-    trials = [r for r in rows if r.get("config", {}).get("trial")]
-    search_metric = next((r["search"]["metric"] for r in rows if (r.get("search") or {}).get("metric")), None)
-    searched = tuple(dict.fromkeys(k for r in trials for k in r["config"]["trial"].get("params", {})))
+def study_parent(study: str, rows: list[Row], chosen, counts: bool = True) -> Parent:
+    config = rows[0].config
+    trials = [r for r in rows if r.config.get("trial")]
+    search_metric = next((r.search.metric for r in rows if r.search and r.search.metric), None)
+    searched = tuple(dict.fromkeys(k for r in trials for k in r.config["trial"].get("params", {})))
     options = FIRST_KEYS + tuple(k for k in searched if k not in FIRST_KEYS)
     parent = Parent(
         "study",
         study,
         f"study {study} · " + " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]),
-        [r["cell_id"] for r in rows],
+        [r.cell_id for r in rows],
         _options(config, FIRST_KEYS),
         tags={"study": study} | _source(rows),
         options=options,
@@ -220,7 +222,7 @@ def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> P
     if chosen is not None:
         parent.tags["chosen_trial"] = str(chosen)
     if counts:
-        status = Counter(r.get("status") for r in trials)
+        status = Counter(r.status for r in trials)
         parent.metrics.update(
             trials=len(trials),
             trials_ok=status["ok"],
@@ -228,7 +230,7 @@ def study_parent(study: str, rows: list[dict], chosen, counts: bool = True) -> P
             trials_failed=len(trials) - status["ok"] - status["pruned"],
             final_rows=len(rows) - len(trials),
         )
-        objectives = [float(o) for r in trials if _number(o := (r.get("search") or {}).get("objective")) and math.isfinite(o)]
+        objectives = [float(o) for r in trials if _number(o := r.search and r.search.objective) and math.isfinite(o)]
         if objectives and search_metric and definition(search_metric) is not None:
             parent.metrics[f"best_{search_metric}"] = (min if lower_is_better(search_metric) else max)(objectives)
     spans = [_span(r) for r in rows]
@@ -243,20 +245,20 @@ def _options(config: dict, options: tuple[str, ...]) -> dict[str, str]:
     return {k: as_text(flat[k]) for k in options if k in flat and k not in skip}
 
 
-def _shared_protocol(rows: list[dict]) -> dict[str, str]:
+def _shared_protocol(rows: list[Row]) -> dict[str, str]:
     """The evaluation's sizes and settings that all these rows share."""
     found = [protocol(r) for r in rows]
     return {k: v for k, v in found[0].items() if all(f.get(k) == v for f in found)} if found else {}
 
 
-def _source(rows: list[dict]) -> dict[str, str]:
+def _source(rows: list[Row]) -> dict[str, str]:
     """MLflow's source tags for these rows: their grid, and the git commit they were made at when they all record one
     (bench.run.rows.source_state); never the commit checked out now."""
     tags = {}
-    grids = {r.get("grid") for r in rows}
+    grids = {r.grid for r in rows}
     if len(grids) == 1 and (grid := grids.pop()):
         tags["mlflow.source.name"] = f"grid {grid}"
-    commits = {(r.get("env") or {}).get("git_commit") for r in rows}
+    commits = {r.env and r.env.git_commit for r in rows}
     if len(commits) == 1 and (commit := commits.pop()):
         tags["mlflow.source.git.commit"] = str(commit)
     return tags
@@ -265,64 +267,62 @@ def _source(rows: list[dict]) -> dict[str, str]:
 # --- children ------------------------------------------------------------------------------------------------
 
 
-def cell_run(row: dict, folders: list[Path], metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS, line_name: str | None = None) -> CellRun:
+def cell_run(row: Row, folders: list[Path], metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS, line_name: str | None = None) -> CellRun:
     """A row as a child run named after its line (`line_name`, else backbone · loss) and its seed: params its seed, the
     `options` that tell the runs apart and the evaluation's sizes and settings (`protocol`); metrics its scores and
     their standard errors (`cell_metrics`), its budget figures as train/<name> and the learning curve of the sort
     `metric` (default: the row's own) as curve/<split>/<metric> at each point's training step; tags its status,
     environment and source. Its artifacts are `cell_files`."""
-    config, train = row.get("config", {}), _train(row)
+    config, train = row.config, _train(row)
     metric = metric or default_metric([row])
     start, end = _span(row)
     metrics = [(k, v, 0, end) for k, v in cell_metrics(row, metric)]
-    if _finite(objective := (row.get("search") or {}).get("objective")):
+    if _finite(objective := row.search and row.search.objective):
         metrics.append(("search/objective", float(objective), 0, end))
-    for point in row.get("curve") or []:
-        prefix = f"curve/{point.get('on', 'val')}" + (f"/fold{point['fold']}" if "fold" in point else "")
-        if _finite(value := (point.get("metrics") or {}).get(metric)):
-            metrics.append((f"{prefix}/{metric}", float(value), int(point.get("steps", 0)), start + int(1000 * point.get("seconds", 0))))
+    for point in row.curve or []:
+        prefix = f"curve/{point.on or 'val'}" + (f"/fold{point.fold}" if point.fold is not None else "")
+        if _finite(value := point.metrics.get(metric)):
+            metrics.append((f"{prefix}/{metric}", float(value), int(point.steps or 0), start + int(1000 * (point.seconds or 0))))
     params = {"seed": as_text(config.get("seed"))} | _options(config, options) | protocol(row)
     tags = {"speed_env": env_label(speed_env(row)), "env.versions": versions(row)} | _source([row])
-    env = row.get("env") or {}
-    if env.get("git_commit") and env.get("git_dirty") is not None:
-        tags["env.git_dirty"] = str(bool(env["git_dirty"])).lower()
+    if row.env and row.env.git_commit and row.env.git_dirty is not None:
+        tags["env.git_dirty"] = str(bool(row.env.git_dirty)).lower()
     for name, value in (
-        ("status", row.get("status") if row.get("status") != "ok" else None),
+        ("status", row.status if not row.ok else None),
         ("stopped_by", train.get("stopped_by")),
-        ("error", row.get("error")),
+        ("error", row.error),
         ("notes", notes(row)),
     ):
         if value:
             tags[name] = str(value)
-    tags |= {f"search.{k}": as_text(v) for k, v in (row.get("search") or {}).items() if k in ("study", "trial", "role", "metric")}
+    tags |= {f"search.{k}": as_text(v) for k, v in (row.search.to_dict() if row.search else {}).items() if k in ("study", "trial", "role", "metric")}
     checkpoint = None
-    if isinstance(row.get("checkpoint"), dict) and row["checkpoint"].get("path"):
-        found = [f / row["checkpoint"]["path"] for f in folders]
+    if row.checkpoint and row.checkpoint.get("path"):
+        found = [f / row.checkpoint["path"] for f in folders]
         checkpoint = next((p for p in found if p.is_dir()), found[0]).resolve()
-    return CellRun(child_name(row, line_name), RUN_STATUS.get(row.get("status"), "FAILED"), start, end, params, metrics, tags, checkpoint)
+    return CellRun(child_name(row, line_name), RUN_STATUS.get(row.status, "FAILED"), start, end, params, metrics, tags, checkpoint)
 
 
-def cell_files(row: dict) -> dict[str, str]:
+def cell_files(row: Row) -> dict[str, str]:
     """A child run's artifacts (path → text): its config, and the whole row (every figure, the full curves; the ROC of
     a newer row is in its items file, `cell_items`)."""
-    return {"config.json": _json(row.get("config", {})), "row.json": _json(row)}
+    return {"config.json": _json(row.config), "row.json": _json(row.to_dict())}
 
 
-def cell_items(row: dict, folders: list[Path]) -> Path | None:
+def cell_items(row: Row, folders: list[Path]) -> Path | None:
     """The row's per-item file (its test items' outcomes and its ROC) in the first results folder that has it."""
-    entry = row.get("items")
-    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+    if row.items is None:
         return None
-    return next((f / entry["file"] for f in folders if (f / entry["file"]).is_file()), None)
+    return next((f / row.items.file for f in folders if (f / row.items.file).is_file()), None)
 
 
-def cell_metrics(row: dict, metric: str) -> list[tuple[str, float]]:
+def cell_metrics(row: Row, metric: str) -> list[tuple[str, float]]:
     """(key, value) of a row's finite figures that are metrics: its scores (a metric with a better direction), the sort
     `metric`'s standard error, any number the definitions do not know (a plugin's), and its training figures in TRAIN.
     Counts are params (`protocol`); thresholds and the other standard errors stay in row.json."""
     out = [
         (k, float(v))
-        for k, v in (row.get("metrics") or {}).items()
+        for k, v in (row.metrics or {}).items()
         if _finite(v) and ((d := definition(k)) is None or d.direction != "none" or k == f"{metric}_stderr")
     ]
     out += [(f"train/{k}", float(v)) for k, v in _train(row).items() if k in TRAIN and _finite(v)]
@@ -331,11 +331,11 @@ def cell_metrics(row: dict, metric: str) -> list[tuple[str, float]]:
     return out
 
 
-def protocol(row: dict) -> dict[str, str]:
+def protocol(row: Row) -> dict[str, str]:
     """The evaluation's sizes (episodes, pairs, classes, groups, queries) and settings (distance, gallery, pair rule) a
     row reports among its metrics: constants of its protocol, params rather than metric charts."""
     out = {}
-    for k, v in (row.get("metrics") or {}).items():
+    for k, v in (row.metrics or {}).items():
         d = definition(k)
         if k in DERIVED:
             continue
@@ -344,24 +344,24 @@ def protocol(row: dict) -> dict[str, str]:
     return out
 
 
-def notes(row: dict) -> str:
+def notes(row: Row) -> str:
     """The row's notes on figures it could not compute, and any text metric with no definition, in one line."""
-    texts = {k: v for k, v in (row.get("metrics") or {}).items() if isinstance(v, str) and v and (k.endswith("_note") or definition(k) is None)}
+    texts = {k: v for k, v in (row.metrics or {}).items() if isinstance(v, str) and v and (k.endswith("_note") or definition(k) is None)}
     return "; ".join(f"{k}: {v}" for k, v in texts.items())
 
 
-def versions(row: dict) -> str:
+def versions(row: Row) -> str:
     """ "python 3.11.7 · torch 2.4.1 · … · Linux-…": the software a row ran with, in one tag."""
-    env = row.get("env") or {}
+    env = row.env.to_dict() if row.env else {}
     found = env.get("versions") or {}
     parts = [f"python {env['python']}"] if env.get("python") else []
     parts += [f"{p} {found[p]}" for p in VERSIONS if found.get(p)] + [f"{p} {v}" for p, v in found.items() if p not in VERSIONS and v]
     return " · ".join(parts + ([str(env["platform"])] if env.get("platform") else [])) or "unknown"
 
 
-def child_name(row: dict, line_name: str | None = None) -> str:
+def child_name(row: Row, line_name: str | None = None) -> str:
     """A cell's run name: its line's name, its trial (a search's) and its seed."""
-    config = row.get("config", {})
+    config = row.config
     trial = config.get("trial")
     return (
         (line_name or " · ".join(str(config.get(k)) for k in FIRST_KEYS[:2]))
@@ -370,22 +370,22 @@ def child_name(row: dict, line_name: str | None = None) -> str:
     )
 
 
-def content_key(row: dict, artifacts: str) -> str:
+def content_key(row: Row, artifacts: str) -> str:
     """What a child run was logged from: the row, FORMAT and the artifacts asked for. A run with another key is logged
     again (a rerun, a row changed in place, an earlier format); one with the same key is kept."""
-    text = f"{FORMAT}\n{artifacts}\n{json.dumps(row, sort_keys=True, default=str)}"
+    text = f"{FORMAT}\n{artifacts}\n{json.dumps(row.to_dict(), sort_keys=True, default=str)}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _train(row: dict) -> dict:
-    return row["train"] if isinstance(row.get("train"), dict) else {}
+def _train(row: Row) -> dict:
+    """The row's training figures by name (empty for a row that did not train)."""
+    return row.train.to_dict() if row.train else {}
 
 
-def _span(row: dict) -> tuple[int, int]:
+def _span(row: Row) -> tuple[int, int]:
     """(start, end) of a row in ms: it finished at finished_at after its training and evaluation seconds."""
-    train = _train(row)
-    end = _ms(row.get("finished_at"))
-    return end - int(1000 * sum(float(v) for v in (train.get("seconds"), row.get("eval_seconds")) if _finite(v))), end
+    end = _ms(row.finished_at)
+    return end - int(1000 * sum(float(v) for v in (row.train and row.train.seconds, row.eval_seconds) if _finite(v))), end
 
 
 def _json(value) -> str:

@@ -21,6 +21,7 @@ from bench.export.mlflow_access import SQL, WRITER, import_mlflow, schema_error,
 from bench.report.plots import FIGURES, figure_files
 from bench.report.table import FIRST_KEYS
 from bench.results import latest_rows
+from bench.schema import Row, as_rows
 
 ARTIFACTS = ("log", "copy", "link", "none")  # bench.cli.export.ARTIFACTS says what each does
 KEY_CHARS, PARAM_CHARS, TAG_CHARS = 250, 500, 5000  # the smallest limits MLflow versions and servers enforce
@@ -88,11 +89,11 @@ class Store:
             self.client.set_experiment_tag(self.experiment_id, key, value)
             self.experiment_tags[key] = value
 
-    def export(self, rows: list[dict], parents: list[Parent], metric: str) -> Counter:
+    def export(self, rows: list[Row], parents: list[Parent], metric: str) -> Counter:
         """Every cell's newest row under its parent (`plan` with `metric`): counts of cells "added", "replaced" and
         "kept". Parents are created, refreshed in place or replaced; one metric-bench logged that now holds no cell is
         deleted."""
-        latest, counts = latest_rows(rows), Counter()
+        latest, counts = latest_rows(as_rows(rows)), Counter()
         self.tag_experiment(SORT_METRIC, metric)
         for parent in parents:
             run_id = self.parent(parent, refresh=True)
@@ -108,16 +109,16 @@ class Store:
         counts["parents"] = len(parents)
         return counts
 
-    def log_row(self, row: dict) -> str:
+    def log_row(self, row: Row) -> str:
         """One row as it lands (`bench run --mlflow`), under its provisional parent; `export` later places and marks it."""
         return self.log_cell(row, self.parent(provisional(row), refresh=False))
 
-    def log_cell(self, row: dict, parent_id: str, metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS, line_name: str | None = None) -> str:
+    def log_cell(self, row: Row, parent_id: str, metric: str | None = None, options: tuple[str, ...] = FIRST_KEYS, line_name: str | None = None) -> str:
         """ "kept" when the cell's run was logged from this very row (its content key), brought up to date where the
         plan changed (its parent, name, the options and curves it names); else logs it: "added", or "replaced" when
         an older run (a superseded row, an earlier format, a run cut short before its key) was there and is deleted."""
         key = content_key(row, self.artifacts)
-        found = self.cells.get(row["cell_id"], [])
+        found = self.cells.get(row.cell_id, [])
         same = next((r for r in found if r.data.tags.get(KEY) == key), None)
         for run in found:
             if run is not same:
@@ -125,12 +126,12 @@ class Store:
         spec = cell_run(row, self.folders, metric, options, line_name)
         name = _cut(spec.name, KEY_CHARS)
         if same is not None:
-            self.cells[row["cell_id"]] = [same]
+            self.cells[row.cell_id] = [same]
             self._update(same, spec, parent_id, name if line_name is not None else None)
             return "kept"
         from mlflow.entities import Metric, Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, start_time=spec.start_ms, run_name=name, tags={KIND: "cell", CELL: row["cell_id"], PARENT: parent_id})
+        run = self.client.create_run(self.experiment_id, start_time=spec.start_ms, run_name=name, tags={KIND: "cell", CELL: row.cell_id, PARENT: parent_id})
         run_id = run.info.run_id
         tags = dict(spec.tags)
         if spec.checkpoint is not None and self.artifacts in ("log", "link"):
@@ -150,7 +151,7 @@ class Store:
             self.client.log_artifacts(run_id, str(spec.checkpoint), "checkpoint")
         self.client.set_terminated(run_id, spec.status, end_time=spec.end_ms)
         self.client.set_tag(run_id, KEY, key)  # last: a run without it was cut short, and the next export redoes it
-        self.cells[row["cell_id"]] = [self.client.get_run(run_id)]
+        self.cells[row.cell_id] = [self.client.get_run(run_id)]
         return "replaced" if found else "added"
 
     def _update(self, run, spec, parent_id: str, name: str | None) -> None:

@@ -19,6 +19,7 @@ from bench.report.lines import ABSENT, Line, comparison_groups, configuration, c
 from bench.report.paired import Comparison, ItemBootstrap, contrast, contrast_seeds, holm, interval, shared_material
 from bench.report.variance import BALANCED, CONFIGURATION, Crossed, Variance, crossed, variance
 from bench.report.verdicts import better, identical_seeds, line_items, signed, untrained_key, values
+from bench.schema import Row, as_rows
 
 PLUGIN_ARGS = {"backbone": "backbone_args.", "loss": "loss_args.", "dataset": "dataset_args."}
 SEEDS_ONLY = "seeds only"
@@ -266,7 +267,7 @@ def _why(axis: str, level: str, reference: str, axes: dict[str, list[str]], flat
 
 
 def effects(
-    rows: list[dict],
+    rows: list[Row],
     metric: str,
     axes: list[str] | None = None,
     references: dict[str, str] | None = None,
@@ -278,7 +279,7 @@ def effects(
     or None: every two-way interaction the design allows). `axes` restricts the effects to those named; `load(row)`
     gives a row's items dict (bench.items.read_items), or None.
     Unknown or non-varying axes, unknown levels and interactions of non-axes are one-line UserErrors."""
-    found = lines_of(current(rows))
+    found = lines_of(current(as_rows(rows)))
     groups = [(label, [found[i] for i in members]) for label, members in comparison_groups(found)]
     flats = {label: [options(line) for line in lines] for label, lines in groups}
     all_axes = {label: group_axes(lines, flats[label]) for label, lines in groups}
@@ -328,7 +329,7 @@ def observations(lines: list[Line], axes: list[str], metric: str) -> pd.DataFram
     for n, line in enumerate(lines):
         f = options(line)
         for r in line.ok:
-            y = float(r["metrics"].get(metric, math.nan))
+            y = float(r.metric(metric, math.nan))
             if math.isfinite(y):
                 out.append({**{a: level_text(f.get(a, ABSENT)) for a in axes}, CONFIGURATION: n, "y": y})
     return pd.DataFrame(out, columns=[*axes, CONFIGURATION, "y"])

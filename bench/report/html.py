@@ -25,6 +25,7 @@ from bench.report.verdicts import signed
 from bench.report.wording import group_notes, mark_columns, mean_std, verdict
 from bench.report.wording import rules as leaderboard_rules
 from bench.results import CONTENDED
+from bench.schema import Row, as_rows
 
 PLOT_EXTRA = "pip install 'metric-bench[plot]'"
 STATS_EXTRA = "pip install 'metric-bench[stats]'"
@@ -135,11 +136,12 @@ SCRIPT = """
 """
 
 
-def page(rows: list[dict], metric: str, title: str, sources: list[str], items=None) -> str:
+def page(rows: list[Row], metric: str, title: str, sources: list[str], items=None) -> str:
     """The whole page. `items(row)` gives a row's per-item outcomes (bench.report.rows.items_loader), for paired
     comparisons; an unknown or direction-less `metric` is a UserError (raised before anything is drawn)."""
     if not rows:
         raise UserError(f"{', '.join(sources)}: holds no result rows yet — run the grid first")
+    rows = as_rows(rows)
     frame, line_rows = ranked(rows, metric, items)
     groups, why = _effect_groups(rows, metric, items, frame.empty)
     sections = [
@@ -178,11 +180,11 @@ def _sha256(text: str) -> str:
 # --- the run: grid, environment, budget ---------------------------------------------------------------------
 
 
-def _overview(rows: list[dict], sources: list[str], metric: str) -> str:
+def _overview(rows: list[Row], sources: list[str], metric: str) -> str:
     latest = current(rows)
-    statuses = Counter(r.get("status") for r in latest)
-    grids = Counter(str(r.get("grid", ABSENT)) for r in latest)
-    trials = sum(1 for r in rows if r.get("config", {}).get("trial"))
+    statuses = Counter(r.status for r in latest)
+    grids = Counter(str(r.grid if r.grid is not None else ABSENT) for r in latest)
+    trials = sum(1 for r in rows if r.config.get("trial"))
     better = "lower" if lower_is_better(metric) else "higher"
     facts = [
         ("results", ", ".join(sources)),
@@ -196,10 +198,10 @@ def _overview(rows: list[dict], sources: list[str], metric: str) -> str:
         ),
         ("sorted by", f"{metric} ({better} is better)"),
     ]
-    budgets = Counter(_budget_text(r.get("config", {}).get("budget", {})) for r in latest)
-    stopped = Counter(str(r.get("train", {}).get("stopped_by", ABSENT)) for r in latest if r.get("status") == "ok")
+    budgets = Counter(_budget_text(r.config.get("budget", {})) for r in latest)
+    stopped = Counter(str(r.train.stopped_by) for r in latest if r.ok)
     facts += [("budget", _counted(budgets, "cell")), ("stopped by", _counted(stopped, "ok cell"))]
-    env = [flatten(r["env"]) for r in latest if isinstance(r.get("env"), dict)]
+    env = [flatten(r.env.to_dict()) for r in latest if r.env is not None]
     keys = list(dict.fromkeys(k for e in env for k in e))
     environment = [(k, _counted(Counter(str(e.get(k, ABSENT)) for e in env), "cell")) for k in keys]
     return (
@@ -414,7 +416,7 @@ def _td(text, sort=None, cls: str | None = None) -> str:
 # --- quality against cost -------------------------------------------------------------------------------------
 
 
-def _cost(frame: pd.DataFrame, line_rows: list[list[dict]], metric: str) -> str:
+def _cost(frame: pd.DataFrame, line_rows: list[list[Row]], metric: str) -> str:
     """Per comparison group and cost (seconds, GFLOPs): every line's metric against its training cost per cell, the
     Pareto front marked, and the front as a table: the best line each budget buys."""
     if frame.empty:
@@ -473,7 +475,7 @@ def _front_table(points: list[pareto.Point], on_front: list[int], metric: str, k
 # --- effects, plots, cells that did not finish --------------------------------------------------------------
 
 
-def _effect_groups(rows: list[dict], metric: str, items, empty: bool) -> tuple[list | None, str]:
+def _effect_groups(rows: list[Row], metric: str, items, empty: bool) -> tuple[list | None, str]:
     """`bench effects`' groups of these rows, computed once for the answer and the effects section; (None, why) when
     there are none (no finished cell, no statsmodels, a design without two levels of any axis)."""
     if empty:
@@ -555,7 +557,7 @@ def caption(name: str, metric: str, frame: pd.DataFrame) -> str:
     return CAPTIONS.get(stem, name).format(metric=metric) + shown + where + "."
 
 
-def _plots(rows: list[dict], metric: str, frame: pd.DataFrame, empty: bool, items=None) -> str:
+def _plots(rows: list[Row], metric: str, frame: pd.DataFrame, empty: bool, items=None) -> str:
     head = '<section id="plots"><h2>Plots</h2>'
     if empty:
         return ""
@@ -609,23 +611,21 @@ def _roc_img(linear, log, text: str) -> str:
     )
 
 
-def _failures(rows: list[dict]) -> str:
+def _failures(rows: list[Row]) -> str:
     """The cells whose newest row is not ok (as the leaderboard's list), each with its whole message."""
-    failed = [r for r in current(rows) if r.get("status") != "ok"]
+    failed = [r for r in current(rows) if not r.ok]
     if not failed:
         return '<section id="failures"><h2>Cells that did not finish</h2><p>None: every cell\'s newest row is ok.</p></section>'
     heads = "".join(_th(h) for h in ("cell", *FIRST_KEYS, "seed", "status", "message"))
     body = []
     for r in failed:
-        c = r.get("config", {})
-        error = str(r.get("error") or "").strip()
+        c = r.config
+        error = str(r.error or "").strip()
         first = (error.splitlines() or [""])[0]
         message = escape(first) + (f"<details><summary>whole message</summary><pre>{escape(error)}</pre></details>" if error != first else "")
         body.append(
             "<tr>"
-            + "".join(
-                _td(v) for v in (r.get("cell_id", ABSENT), *(as_text(c.get(k, ABSENT)) for k in FIRST_KEYS), as_text(c.get("seed", ABSENT)), r.get("status"))
-            )
+            + "".join(_td(v) for v in (r.cell_id, *(as_text(c.get(k, ABSENT)) for k in FIRST_KEYS), as_text(c.get("seed", ABSENT)), r.status))
             + f"<td>{message}</td></tr>"
         )
     return (

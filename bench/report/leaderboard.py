@@ -13,6 +13,7 @@ import pandas as pd
 from bench.report.lines import ABSENT, current
 from bench.report.table import DEFAULT_METRIC, FIRST_KEYS, HEADERS, VERDICTS, key_columns, metric_columns, varies
 from bench.report.wording import escape_md, group_notes, mark_columns, mean_std, rules, verdict
+from bench.schema import Row, as_rows
 
 
 def markdown(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, title: str = "") -> str:
@@ -57,19 +58,19 @@ def _table(frame: pd.DataFrame, verdicts: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def failures(rows: list[dict]) -> str:
+def failures(rows: list[Row]) -> str:
     """A markdown list of the cells whose newest row is not ok: config, seed, status and the error's first
     line (a traceback's last lines say more, but one line keeps the list scannable); "" when none failed."""
-    failed = [r for r in current(rows) if r.get("status") != "ok"]
+    failed = [r for r in current(as_rows(rows)) if not r.ok]
     if not failed:
         return ""
     lines = [f"**Not ok** ({len(failed)} cell{'s' * (len(failed) != 1)}; newest row of each):", ""]
     for r in failed:
-        c = r.get("config", {})
-        error = (str(r.get("error") or "").strip().splitlines() or [""])[0]
+        c = r.config
+        error = (str(r.error or "").strip().splitlines() or [""])[0]
         error = error if len(error) <= 200 else error[:199] + "…"
         what = " · ".join(str(c.get(k, ABSENT)) for k in FIRST_KEYS)
-        lines.append(escape_md(f"- `{r['cell_id']}` {what}, seed {c.get('seed', ABSENT)}: **{r.get('status')}**" + (f" — {error}" if error else "")))
+        lines.append(escape_md(f"- `{r.cell_id}` {what}, seed {c.get('seed', ABSENT)}: **{r.status}**" + (f" — {error}" if error else "")))
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from bench.config import NOT_IDENTITY, UNWRITTEN_DEFAULTS
 from bench.results import SPEED_FIELDS, latest_rows, speed_env
+from bench.schema import Row
 
 ABSENT = "—"  # shown for a key a configuration does not have
 TRAINING_ONLY_EVAL = ("curve", "select_metric")  # eval options that only act while training (a baseline has neither)
@@ -29,22 +30,22 @@ class Line:
     """One line of the leaderboard: the newest row of each seed of one configuration (in one speed environment
     when its seeds had to be split), and that environment's label ("" when the seeds were not split)."""
 
-    rows: tuple[dict, ...]
+    rows: tuple[Row, ...]
     speed_env: str = ""
 
     @property
     def config(self) -> dict:
-        return self.rows[0]["config"]
+        return self.rows[0].config
 
     @property
-    def ok(self) -> list[dict]:
-        return [r for r in self.rows if r.get("status") == "ok"]
+    def ok(self) -> list[Row]:
+        return [r for r in self.rows if r.ok]
 
     @property
     def distance(self) -> str | None:
         """The distance the ok seeds were scored with (`metrics.distance`; the config's `eval.distance` for rows
         written before the evaluator recorded it), several joined by ", ", None when unknown."""
-        found = sorted({str(d) for r in self.ok if (d := r["metrics"].get("distance", r["config"].get("eval", {}).get("distance")))})
+        found = sorted({str(d) for r in self.ok if (d := r.metrics.get("distance", r.config.get("eval", {}).get("distance")))})
         return ", ".join(found) or None
 
 
@@ -58,25 +59,30 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def configuration(row: dict) -> str:
+def configuration(row: Row) -> str:
     """The identity of a row's configuration: its canonical config without the seed."""
-    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in row["config"].items() if k != "seed"}
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in row.config.items() if k != "seed"}
     for section, option in NOT_IDENTITY:  # whether a checkpoint was kept does not make another configuration
         config.get(section, {}).pop(option, None)
     return json.dumps(config, sort_keys=True)
 
 
-def current(rows: list[dict]) -> list[dict]:
+def current(rows: list[Row]) -> list[Row]:
     """The newest row of each cell, less a search's trial rows (scored on validation, not test) and the final rows
     of a study's earlier choices: a study's current choice is that of its last final row in file order."""
-    latest = [r for r in latest_rows(rows).values() if not r.get("config", {}).get("trial")]
-    chosen = {r["search"]["study"]: r["search"]["trial"] for r in rows if r.get("search", {}).get("role") == "final"}
-    return [r for r in latest if r.get("search", {}).get("role") != "final" or chosen[r["search"]["study"]] == r["search"]["trial"]]
+    latest = [r for r in latest_rows(rows).values() if not r.config.get("trial")]
+    chosen = {r.search.study: r.search.trial for r in rows if is_final(r)}
+    return [r for r in latest if not is_final(r) or chosen[r.search.study] == r.search.trial]
 
 
-def lines_of(rows: list[dict]) -> list[Line]:
+def is_final(row: Row) -> bool:
+    """A search's final row: its study's chosen options on one seed, scored on test."""
+    return row.search is not None and row.search.role == "final"
+
+
+def lines_of(rows: list[Row]) -> list[Line]:
     """The lines of these (current) rows, in order of first appearance."""
-    by_config: dict[str, list[dict]] = {}
+    by_config: dict[str, list[Row]] = {}
     for r in rows:
         by_config.setdefault(configuration(r), []).append(r)
     return [line for seeds in by_config.values() for line in by_speed_env(seeds)]
@@ -85,36 +91,36 @@ def lines_of(rows: list[dict]) -> list[Line]:
 # --- the speed environment ----------------------------------------------------------------------------------
 
 
-def by_speed_env(seeds: list[dict]) -> list[Line]:
+def by_speed_env(seeds: list[Row]) -> list[Line]:
     """One line for a configuration's seeds, or several when its ok seeds ran in different environments that change
     what the line measures: one per speed environment when any was stopped by max_seconds (a second buys different
     training on each), else one per precision when they ran in different ones (`precision = "auto"` resolves per
     machine, and bf16 is different arithmetic: benchmarks/thread_ops.py). Environments are compared on the fields
     every ok seed records (rows written before `cpu_model` existed are compared on the others). A seed that is not
     ok joins the first line whose environment agrees with every field it records, else a line of its own."""
-    ok = [r for r in seeds if r.get("status") == "ok"]
+    ok = [r for r in seeds if r.ok]
     fields = [f for f in SPEED_FIELDS if ok and all(speed_env(r)[f] is not None for r in ok)]
-    if not any(r["train"].get("stopped_by") == SECONDS for r in ok):
+    if not any(r.train.stopped_by == SECONDS for r in ok):
         fields = [f for f in fields if f == "precision"]
     envs = {json.dumps([speed_env(r)[f] for f in fields]) for r in ok}
     if len(envs) < 2:
         return [Line(tuple(seeds))]
-    split: dict[str, list[dict]] = {}
+    split: dict[str, list[Row]] = {}
     for r in ok:
         split.setdefault(json.dumps([speed_env(r)[f] for f in fields]), []).append(r)
-    for r in (r for r in seeds if r.get("status") != "ok"):
+    for r in (r for r in seeds if not r.ok):
         env = speed_env(r)
         agrees = [k for k in split if all(env[f] in (None, v) for f, v in zip(fields, json.loads(k)))]
         split.setdefault(agrees[0] if agrees else json.dumps([env[f] for f in fields]), []).append(r)
     return [Line(tuple(rs), env_label(dict(zip(fields, json.loads(k))))) for k, rs in split.items()]
 
 
-def numerics(rows: list[dict]) -> dict[str, int]:
+def numerics(rows: list[Row]) -> dict[str, int]:
     """The arithmetic environments (device, torch threads, CPU model, precision) of `rows` that are ok, with how
     many rows ran in each; one key when they all agree."""
     found: dict[str, int] = {}
     for r in rows:
-        if r.get("status") == "ok":
+        if r.ok:
             label = env_label(speed_env(r))
             found[label] = found.get(label, 0) + 1
     return found
@@ -180,15 +186,15 @@ def as_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def curve_of(row: dict, metric: str) -> tuple[str | None, dict[float, float]]:
+def curve_of(row: Row, metric: str) -> tuple[str | None, dict[float, float]]:
     """A row's learning curve of `metric`: (the split, {fraction: value}) from one split, validation first, then
     the first by name that has finite values; (None, {}) without one. Every view of curves reads them here
     (the leaderboard's `still improving` and budget ranking, the plots)."""
     by_split: dict[str, dict[float, float]] = {}
-    for p in row.get("curve") or []:
-        value = p.get("metrics", {}).get(metric)
+    for p in row.curve or []:
+        value = p.metrics.get(metric)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            by_split.setdefault(str(p.get("on")), {})[round(float(p["fraction"]), 6)] = float(value)
+            by_split.setdefault(str(p.on), {})[round(float(p.fraction), 6)] = float(value)
     for on in sorted(by_split, key=lambda on: (on != "val", on)):
         return on, dict(sorted(by_split[on].items()))
     return None, {}

@@ -11,14 +11,14 @@ import numpy as np
 
 # what a cell's training cost is measured in → (its unit, the axis title, how a row's `train` gives it)
 COSTS = {
-    "steps": ("steps", "training steps per cell (train.steps)", lambda t: t.get("steps")),
-    "images": ("images", "training images per cell (train.samples)", lambda t: t.get("samples")),
+    "steps": ("steps", "training steps per cell (train.steps)", lambda t: t.steps),
+    "images": ("images", "training images per cell (train.samples)", lambda t: t.samples),
     "gflops": (
         "GFLOPs",
         "training GFLOPs per cell (train.gflops_per_image × train.samples)",
-        lambda t: t["gflops_per_image"] * t["samples"] if "gflops_per_image" in t and "samples" in t else None,
+        lambda t: t.gflops_per_image * t.samples if t.gflops_per_image is not None and t.samples is not None else None,
     ),
-    "seconds": ("seconds", "training seconds per cell (train.seconds: the budget's clock, wall + charged)", lambda t: t.get("seconds")),
+    "seconds": ("seconds", "training seconds per cell (train.seconds: the budget's clock, wall + charged)", lambda t: t.seconds),
 }
 SPREAD = 0.05  # a cost axis is drawn when the trained lines' costs differ by more than this fraction of the largest
 CHAR_WIDTH, LABEL_HEIGHT = 6.2, 11.0  # a 10 px label's width per character and its height, for placing labels apart
@@ -35,10 +35,10 @@ class Point:
     cost: float
 
 
-def line_cost(rows: list[dict], kind: str) -> float:
+def line_cost(rows: list, kind: str) -> float:
     """The mean over a line's ok rows of one cost per cell (COSTS); NaN when no ok row records it."""
     get = COSTS[kind][2]
-    found = [float(v) for r in rows if r.get("status") == "ok" and isinstance(v := get(r.get("train", {})), (int, float))]
+    found = [float(v) for r in rows if r.ok and isinstance(v := get(r.train), (int, float))]
     found = [v for v in found if math.isfinite(v)]
     return float(np.mean(found)) if found else math.nan
 

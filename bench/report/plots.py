@@ -18,6 +18,7 @@ from bench.items import roc_vertices
 from bench.report.lines import curve_of
 from bench.report.names import abbreviated, line_names, shared, short_names, varying_columns  # noqa: F401 (the last two: MLflow imports them from here)
 from bench.report.table import DEFAULT_METRIC, ranked
+from bench.schema import Row
 
 FIGURES = ("leaderboard", "roc", "recall_at_k", "curves")  # the PNGs' stems, in the order a leaderboard links them
 LOG_ROC = "roc_log"  # the ROC on a log FPR axis, when a page draws both
@@ -34,7 +35,7 @@ class Line:
     among the lines a figure draws), its ok rows (seeds), and the leaderboard's mean and std of the sort metric."""
 
     options: pd.Series
-    rows: list[dict]
+    rows: list[Row]
     mean: float
     std: float
 
@@ -50,7 +51,7 @@ def require_matplotlib():
     return matplotlib
 
 
-def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = False, both_fpr_scales: bool = False, items=None) -> tuple[dict, dict[str, str]]:
+def figures(rows: list[Row], metric: str = DEFAULT_METRIC, log_fpr: bool = False, both_fpr_scales: bool = False, items=None) -> tuple[dict, dict[str, str]]:
     """`({name: Figure}, {name: why it was not drawn})`, one figure of each stem in FIGURES per comparison group.
     Lines are grouped and ranked as in the leaderboard sorted by `metric` (best first), and lines of different
     groups (other test material, or scored another way) never share a figure: with one group the names are the
@@ -70,7 +71,7 @@ def figures(rows: list[dict], metric: str = DEFAULT_METRIC, log_fpr: bool = Fals
         part = frame.iloc[at].reset_index(drop=True)
         where = f"comparison group {n} of {len(labels)}: {group}" if len(labels) > 1 else ""
         lines = [
-            Line(options, [r for r in groups[i] if r.get("status") == "ok"], float(options[f"{metric}_mean"]), float(options[f"{metric}_std"]))
+            Line(options, [r for r in groups[i] if r.ok], float(options[f"{metric}_mean"]), float(options[f"{metric}_std"]))
             for i, (_, options) in zip(at, part.iterrows())
         ]
         drawers = {
@@ -166,10 +167,10 @@ def leaderboard_bars(lines: list[Line], metric: str, where: str):
 # --- ROC ----------------------------------------------------------------------------------------------------
 
 
-def roc_of(row: dict, items=None) -> tuple[np.ndarray, np.ndarray] | None:
+def roc_of(row: Row, items=None) -> tuple[np.ndarray, np.ndarray] | None:
     """A row's kept ROC vertices, or None: in the row for rows written before the ROC moved to the items file
-    (`row["roc"]`, or `verification_roc` in its metrics), else from its items (`items(row)`, when given)."""
-    roc = row.get("roc") or row.get("metrics", {}).get("verification_roc")
+    (`row.roc`), else from its items (`items(row)`, when given)."""
+    roc = row.roc
     if roc is None and items is not None:
         return roc_vertices(items(row))
     if not isinstance(roc, dict) or not roc.get("fpr") or len(roc["fpr"]) != len(roc.get("tpr", ())):
@@ -197,7 +198,7 @@ def roc_curves(lines: list[Line], where: str, log_fpr: bool = False, items=None)
         return "no row carries an ROC (rows written before metric-bench kept one, verification was NaN, or the items files that keep it are missing)"
     names, subtitle = legend([line for line, _ in drawable], where)
     labels = [
-        f"{name} (AUC {_mean(r['metrics'].get('verification_roc_auc') for r in line.rows):.3f}, {len(curves)} seed{'s' * (len(curves) != 1)})"
+        f"{name} (AUC {_mean(r.metric('verification_roc_auc') for r in line.rows):.3f}, {len(curves)} seed{'s' * (len(curves) != 1)})"
         for name, (line, curves) in zip(names, drawable)
     ]
     figure, axes = _figure("ROC per configuration: mean TPR over ok seeds at each FPR (vertical averaging)", subtitle, labels=labels)
@@ -222,13 +223,13 @@ def roc_curves(lines: list[Line], where: str, log_fpr: bool = False, items=None)
 
 
 def recall_at_k(lines: list[Line], where: str):
-    ks = sorted({int(m.group(1)) for line in lines for r in line.rows for key in r["metrics"] if (m := RECALL.match(key))})
+    ks = sorted({int(m.group(1)) for line in lines for r in line.rows for key in r.metrics if (m := RECALL.match(key))})
     if not ks:
         return "no row carries recall_at_<k>"
     names, subtitle = legend(lines[:MAX_LINES], where)
     figure, axes = _figure("recall@k (hit rate: ≥ 1 same-class item in the top k), mean over ok seeds", subtitle, labels=names)
     for i, (line, name) in enumerate(zip(lines[:MAX_LINES], names)):
-        points = [(k, _mean(r["metrics"].get(f"recall_at_{k}") for r in line.rows)) for k in ks]
+        points = [(k, _mean(r.metric(f"recall_at_{k}") for r in line.rows)) for k in ks]
         points = [(k, v) for k, v in points if math.isfinite(v)]
         if points:
             axes.plot(*zip(*points), marker="o", label=name, **_style(i))
@@ -245,7 +246,7 @@ def recall_at_k(lines: list[Line], where: str):
 # --- learning curves ----------------------------------------------------------------------------------------
 
 
-def curve_points(rows: list[dict], metric: str) -> tuple[dict[float, list[float]], set[str]]:
+def curve_points(rows: list[Row], metric: str) -> tuple[dict[float, list[float]], set[str]]:
     """The metric at each budget fraction, one value per seed, and the splits it was scored on. Each row's
     points come from one split, validation first (bench.report.lines.curve_of, as the leaderboard reads them)."""
     at: dict[float, list[float]] = {}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.schema import Row
+
 
 def items_loader(paths: list[Path]):
     """`load(row)`: the row's per-item arrays (bench.items.read_items), read from the items folder of whichever of
@@ -16,13 +18,13 @@ def items_loader(paths: list[Path]):
     paths = [Path(p) for p in paths]
     cache: dict[str, dict | None] = {}
 
-    def load(row: dict):
-        if not isinstance(row.get("items"), dict):
+    def load(row: Row):
+        if row.items is None:
             return None
-        key = json.dumps([row.get("cell_id"), row["items"]], sort_keys=True)
+        key = json.dumps([row.cell_id, row.items.to_dict()], sort_keys=True)
         if key not in cache:
-            found = [p for p in paths if (f := items_path(p, row)) is not None and f.is_file()]
-            cache[key] = read_items(found[0] if found else paths[0], row)  # none found: read_items says so, once
+            found = [p for p in paths if (f := items_path(p, row.items)) is not None and f.is_file()]
+            cache[key] = read_items(found[0] if found else paths[0], row.items)  # none found: read_items says so, once
         return cache[key]
 
     return load

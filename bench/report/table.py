@@ -35,6 +35,7 @@ from bench.report.verdicts import (
     versus_best,
 )
 from bench.results import contended, core_wait
+from bench.schema import Row, as_rows
 
 DEFAULT_METRIC = "verification_roc_auc"
 
@@ -69,43 +70,42 @@ VERDICTS = {
 }
 
 
-def check_metric(rows: list[dict], metric: str) -> None:
+def check_metric(rows: list[Row], metric: str) -> None:
     """A one-line UserError unless `metric` is a score (it has a direction) that some ok row carries."""
-    carried = sorted({k for r in rows if r.get("status") == "ok" for k in r.get("metrics", {})})
+    carried = sorted({k for r in as_rows(rows) if r.ok for k in r.metrics})
     scores = [k for k in carried if (d := definition(k)) is not None and d.direction != "none"]
     if metric not in scores:
         why = "is not a score (it has no better direction)" if definition(metric) else "is not a metric of these rows"
         raise UserError(f"--metric {metric!r} {why} — use one of: {', '.join(scores) or '(no finished cells)'}")
 
 
-def default_metric(rows: list[dict]) -> str:
+def default_metric(rows: list[Row]) -> str:
     """The metric the rows' grid declared in [report] metric, else the metric a search in these rows optimised
     (its trial and final rows record it), else DEFAULT_METRIC; rows that disagree are a UserError asking for --metric."""
-    declared = {r["report"]["metric"] for r in rows if isinstance(r.get("report"), dict) and r["report"].get("metric")}
+    rows = as_rows(rows)
+    declared = {r.report["metric"] for r in rows if r.report and r.report.get("metric")}
     if len(declared) > 1:
         raise UserError(f"these rows come from grids that declare different [report] metrics ({', '.join(sorted(declared))}) — choose one with --metric")
     if declared:
         return declared.pop()
-    found = {r["search"]["metric"] for r in rows if r.get("search", {}).get("metric")}
-    found |= {r["config"]["trial"]["metric"] for r in rows if isinstance(r.get("config", {}).get("trial"), dict) and "metric" in r["config"]["trial"]}
+    found = {r.search.metric for r in rows if r.search and r.search.metric}
+    found |= {r.config["trial"]["metric"] for r in rows if isinstance(r.config.get("trial"), dict) and "metric" in r.config["trial"]}
     if len(found) > 1:
         raise UserError(f"these rows come from searches with different metrics ({', '.join(sorted(found))}) — choose the sort metric with --metric")
     return found.pop() if found else DEFAULT_METRIC
 
 
-def table(rows: list[dict], metric: str = DEFAULT_METRIC, items=None, equivalence: float | None = None, target: float | None = None) -> pd.DataFrame:
+def table(rows: list[Row], metric: str = DEFAULT_METRIC, items=None, equivalence: float | None = None, target: float | None = None) -> pd.DataFrame:
     """One line per configuration: mean and std over ok seeds per shown metric, seed counts, failures, verdicts.
     `items(row)` gives a row's per-item outcomes (bench.items.reader); without it comparisons use seeds alone.
     `equivalence` and `target` default to the rows' own [report] options (`report_options`)."""
     return ranked(rows, metric, items, equivalence, target)[0]
 
 
-def report_options(rows: list[dict], equivalence: float | None = None, target: float | None = None) -> tuple[float | None, float]:
+def report_options(rows: list[Row], equivalence: float | None = None, target: float | None = None) -> tuple[float | None, float]:
     """(equivalence margin, target difference): the arguments when given, else what the rows' grid set in [report]
     (the newest row that says), else (None, TARGET). Rows of grids that disagree are a UserError naming the flags."""
-    said = {
-        json.dumps({k: v for k, v in r["report"].items() if k in ("equivalence", "target")}, sort_keys=True) for r in rows if isinstance(r.get("report"), dict)
-    }
+    said = {json.dumps({k: v for k, v in r.report.items() if k in ("equivalence", "target")}, sort_keys=True) for r in as_rows(rows) if r.report is not None}
     if len(said) > 1 and (equivalence is None or target is None):
         raise UserError(f"these rows come from grids with different [report] options ({'; '.join(sorted(said))}) — choose with --equivalence and --target")
     grid = json.loads(said.pop()) if said else {}
@@ -114,16 +114,16 @@ def report_options(rows: list[dict], equivalence: float | None = None, target: f
 
 
 def ranked(
-    rows: list[dict], metric: str = DEFAULT_METRIC, items=None, equivalence: float | None = None, target: float | None = None
-) -> tuple[pd.DataFrame, list[list[dict]]]:
+    rows: list[Row], metric: str = DEFAULT_METRIC, items=None, equivalence: float | None = None, target: float | None = None
+) -> tuple[pd.DataFrame, list[list[Row]]]:
     """`table`'s frame and, line for line in its order (by comparison group, then best first), the newest rows of
     each line: what the plots draw, so they rank and group exactly as the leaderboard does."""
-    latest = current(rows)
-    if not any(r.get("status") == "ok" for r in latest):
+    latest = current(as_rows(rows))
+    if not any(r.ok for r in latest):
         return pd.DataFrame(), []
     check_metric(latest, metric)
     found = lines_of(latest)
-    carried = {k for r in latest if r.get("status") == "ok" for k in r.get("metrics", {})}
+    carried = {k for r in latest if r.ok for k in r.metrics}
     shown = [metric] + [m for m in SHOWN if m != metric and m in carried]
     equivalence, target = report_options(latest, equivalence, target)
     group, order, vs_best = _versus_best_by_group(found, metric, items, equivalence, target)
@@ -180,37 +180,35 @@ def _line(flat: dict, line, keys: list[str], shown: list[str], carried: set[str]
     ok = line.ok
     out = {k: shown_value(flat.get(k, ABSENT)) for k in keys}
     for m in shown:
-        values = pd.Series([float(r["metrics"].get(m, math.nan)) for r in ok], dtype=float)
+        values = pd.Series([float(r.metric(m, math.nan)) for r in ok], dtype=float)
         out[f"{m}_mean"], out[f"{m}_std"] = (values.mean(), values.std()) if len(values) else (math.nan, math.nan)
         if f"{m}_stderr" in carried:  # a standard error is shown beside its score, never as one
-            out[f"{m}_se"] = pd.Series([float(r["metrics"].get(f"{m}_stderr", math.nan)) for r in ok], dtype=float).mean()
+            out[f"{m}_se"] = pd.Series([float(r.metric(f"{m}_stderr", math.nan)) for r in ok], dtype=float).mean()
     out["seeds"] = len(line.rows)
     out["ok"] = len(ok)
-    out["others"] = ", ".join(f"seed {r['config'].get('seed')}: {r.get('status')}" for r in sorted(line.rows, key=_seed) if r.get("status") != "ok")
+    out["others"] = ", ".join(f"seed {r.config.get('seed')}: {r.status}" for r in sorted(line.rows, key=_seed) if not r.ok)
     out["numerics"] = json.dumps(numerics(line.rows), sort_keys=True)
-    out["notes"] = json.dumps({k: v for r in ok for k, v in r.get("metrics", {}).items() if k.endswith("_note") and v}, sort_keys=True)
-    steps = [int(r["train"]["steps"]) for r in ok]
+    out["notes"] = json.dumps({k: v for r in ok for k, v in r.metrics.items() if k.endswith("_note") and v}, sort_keys=True)
+    steps = [int(r.train.steps) for r in ok]
     out["steps"] = round(sum(steps) / len(steps)) if ok else 0
     out["steps_range"] = "" if not ok else str(min(steps)) if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
-    out["stopped_by"] = ",".join(sorted({r["train"]["stopped_by"] for r in ok}))
-    starved = [r for r in ok if r["train"]["stopped_by"] == "max_seconds" and r["train"]["steps"] < STARVED * max(steps)]
+    out["stopped_by"] = ",".join(sorted({r.train.stopped_by for r in ok}))
+    starved = [r for r in ok if r.train.stopped_by == "max_seconds" and r.train.steps < STARVED * max(steps)]
     if starved:  # the clock stopped a seed far short of the others: another machine's load, not the method
         out["stopped_by"] += (
             " ("
-            + ", ".join(f"seed {r['config'].get('seed')} at {r['train']['steps']} of {max(steps)} steps" for r in sorted(starved, key=_seed))
+            + ", ".join(f"seed {r.config.get('seed')} at {r.train.steps} of {max(steps)} steps" for r in sorted(starved, key=_seed))
             + ": short by the clock)"
         )
     if busy := [r for r in ok if contended(r)]:  # the clock ran while a neighbour held the cores, even with one seed
         out["stopped_by"] += (
-            " ("
-            + ", ".join(f"seed {r['config'].get('seed')} waited {core_wait(r):.0%}" for r in sorted(busy, key=_seed))
-            + " of its time for a core: contended)"
+            " (" + ", ".join(f"seed {r.config.get('seed')} waited {core_wait(r):.0%}" for r in sorted(busy, key=_seed)) + " of its time for a core: contended)"
         )
     return out
 
 
-def _seed(row: dict):
-    return row["config"].get("seed", 0)
+def _seed(row: Row):
+    return row.seed
 
 
 def shown_value(value) -> str:

@@ -18,6 +18,7 @@ from bench.report.lines import ABSENT, NOT_TEST_MATERIAL, Line, curve_of
 from bench.report.paired import UNTESTED as UNTESTED_PAIR
 from bench.report.paired import Comparison, ItemBootstrap, compare_seeds, contrast, seeds_to_resolve, shared_material
 from bench.report.simultaneous import Family, Member
+from bench.schema import Row
 
 ALPHA = 0.05  # the family's error rate: P(any false "below") ≤ ALPHA; still improving needs p < ALPHA
 UNTESTED = "1 seed: untested"  # a line with one ok seed: no spread to test, wherever its mean ranks
@@ -29,7 +30,7 @@ NUMBERS = ("vs_best_delta", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best
 
 def values(line: Line, metric: str) -> np.ndarray:
     """The metric per ok seed, those without a finite value left out (they cannot be averaged or tested)."""
-    out = np.array([float(r["metrics"].get(metric, math.nan)) for r in line.ok], dtype=float)
+    out = np.array([float(r.metric(metric, math.nan)) for r in line.ok], dtype=float)
     return out[np.isfinite(out)]
 
 
@@ -37,7 +38,7 @@ def identical_seeds(line: Line) -> bool:
     """≥ 2 ok seeds whose metrics are all bit-identical: nothing in the cell depended on the seed (a pretrained
     trunk scored untrained), so the seeds are one observation, not several."""
     ok = line.ok
-    return len(ok) >= 2 and len({json.dumps(r["metrics"], sort_keys=True) for r in ok}) == 1
+    return len(ok) >= 2 and len({json.dumps(r.metrics, sort_keys=True) for r in ok}) == 1
 
 
 def better(metric: str) -> int:
@@ -61,7 +62,7 @@ def line_items(line: Line, metric: str, load) -> list | None:
     seed has none (no items file, a metric with no per-item form). `load(row)` gives a row's items dict or None."""
     from bench.items import item_scores
 
-    rows = [r for r in line.ok if math.isfinite(float(r["metrics"].get(metric, math.nan)))]
+    rows = [r for r in line.ok if math.isfinite(float(r.metric(metric, math.nan)))]
     found = [item_scores(items, metric) if (items := load(r)) is not None else None for r in rows] if load else [None]
     return found if found and all(f is not None for f in found) else None
 
@@ -190,7 +191,7 @@ def gain_vs_untrained(all_lines: list[Line], metric: str) -> dict[str, list]:
 # --- still improving, and the selected curve point --------------------------------------------------------
 
 
-def curve_pair(row: dict, metric: str) -> tuple[float, float] | None:
+def curve_pair(row: Row, metric: str) -> tuple[float, float] | None:
     """The metric at fractions 0.5 and 1.0 of the budget, both from the row's one curve split
     (bench.report.lines.curve_of: validation first), or None."""
     at = curve_of(row, metric)[1]
@@ -228,7 +229,7 @@ def still_improving(line: Line, metric: str) -> str:
 
 def selected(line: Line) -> str:
     """ "best@<fraction>" when train.select = "best" chose a curve point; one fraction per seed when they differ."""
-    chosen = [str(float(r["train"]["selected"]["fraction"])) for r in sorted(line.ok, key=_seed) if r["train"].get("selected")]
+    chosen = [str(float(r.train.selected.fraction)) for r in sorted(line.ok, key=_seed) if r.train.selected]
     if not chosen:
         return ABSENT
     return "best@" + (chosen[0] if len(set(chosen)) == 1 else ", ".join(chosen))
@@ -237,13 +238,13 @@ def selected(line: Line) -> str:
 def tuned(line: Line, show) -> str:
     """ "train.lr=0.000687, loss.margin=0.606 (trial 4 of 20, 3 pruned; val verification_roc_auc 0.718)" for a
     configuration a search chose; "—" for one at the grid's own values. `show` formats a value."""
-    search = line.rows[0].get("search", {})
-    if search.get("role") != "final":
+    search = line.rows[0].search
+    if search is None or search.role != "final":
         return ABSENT
-    params = ", ".join(f"{k}={show(v)}" for k, v in search["params"].items())
-    extra = "".join(f", {search[k]} {k}" for k in ("pruned", "failed") if search.get(k))
-    return f"{params} (trial {search['trial']} of {search['trials']}{extra}; val {search['metric']} {search['objective']:.4g})"
+    params = ", ".join(f"{k}={show(v)}" for k, v in search.params.items())
+    extra = "".join(f", {n} {k}" for k, n in (("pruned", search.pruned), ("failed", search.failed)) if n)
+    return f"{params} (trial {search.trial} of {search.trials}{extra}; val {search.metric} {search.objective:.4g})"
 
 
-def _seed(row: dict):
-    return row["config"].get("seed", 0)
+def _seed(row: Row):
+    return row.seed

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.config import Cell
+from bench.schema import Row
 
 PERIOD_S = 60.0  # how often a plain log says what is still running
 
@@ -22,14 +23,13 @@ def label(cell: Cell) -> str:
     return f"{cell.backbone} · {cell.loss} · " + (f"trial {cell.trial.number}" if cell.trial else f"seed {cell.seed}")
 
 
-def summary(row: dict) -> str:
-    trial = row.get("config", {}).get("trial")
-    if trial and row["status"] in ("ok", "pruned"):  # its validation score (pruned: at the point that pruned it)
-        return f"{row['status']}, val {trial['metric']} {row['metrics'].get(trial['metric'], float('nan')):.3f}"
-    if row["status"] != "ok":
-        return row["status"]
-    m = row["metrics"]
-    return f"ok, auc {m.get('verification_roc_auc', float('nan')):.3f}, r@1 {m.get('recall_at_1', float('nan')):.3f}"
+def summary(row: Row) -> str:
+    trial = row.config.get("trial")
+    if trial and row.status in ("ok", "pruned"):  # its validation score (pruned: at the point that pruned it)
+        return f"{row.status}, val {trial['metric']} {row.metric(trial['metric'], float('nan')):.3f}"
+    if not row.ok:
+        return row.status
+    return f"ok, auc {row.metric('verification_roc_auc', float('nan')):.3f}, r@1 {row.metric('recall_at_1', float('nan')):.3f}"
 
 
 class GridProgress:
@@ -72,7 +72,7 @@ class GridProgress:
     def finished(self, cell: Cell, row: dict) -> None:
         _, start = self.running.pop(cell.cell_id, (cell, time.monotonic()))
         self.done += 1
-        self.failed += row["status"] not in ("ok", "diverged", "pruned")
+        self.failed += row.status not in ("ok", "diverged", "pruned")
         if self.bar is not None:
             self.bar.update(self.grid_task, advance=1, info=f"{self._counts()} · last: {escape(label(cell))} → {summary(row)}")
         else:

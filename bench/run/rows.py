@@ -18,9 +18,10 @@ import torch
 
 from bench.config import Cell
 from bench.plugins import LabelledImages
-from bench.results import SCHEMA, SPEED_FIELDS, speed_env
+from bench.results import SPEED_FIELDS, speed_env
 from bench.run.cell import CellTimeout, measure, use_bf16
 from bench.run.job import Job
+from bench.schema import SCHEMA, Row
 
 
 def run_cell(cell: Cell, job: Job, data: LabelledImages, caches: dict, device: torch.device, report=lambda steps=None, info="": None, warn=print) -> dict:
@@ -149,23 +150,23 @@ def this_run_speed(executor: str, workers: int, threads: int | None, resources: 
         threads = threads or int(resources.get("cpus", 1))
     here = {"device": device_name(device) if local else None, "cpu_model": cpu_model() if local else None, "torch_threads": threads}
 
-    def speed(row: dict) -> dict:
-        asked = (row.get("config") or {}).get("train", {}).get("precision", "auto")
+    def speed(row: Row) -> dict:
+        asked = row.config.get("train", {}).get("precision", "auto")
         ran = ("bf16" if use_bf16(asked, device) else "fp32") if local or asked != "auto" else None
         return {**here, "precision": ran}
 
     return speed
 
 
-def speed_difference(rows: list[dict], grid_name: str, speed: Callable[[dict], dict]) -> str | None:
+def speed_difference(rows: list[Row], grid_name: str, speed: Callable[[Row], dict]) -> str | None:
     """How the grid's existing max_seconds rows ran on another speed environment than this run's `speed`,
     in one line (field: theirs → this run's; a field unknown on either side is not compared), or None."""
     seconds = [
         r
         for r in rows
-        if r.get("grid") == grid_name
-        and "train" in r  # a row that trained
-        and ((r.get("config") or {}).get("budget") or {}).get("max_seconds") is not None
+        if r.grid == grid_name
+        and r.train is not None  # a row that trained
+        and (r.config.get("budget") or {}).get("max_seconds") is not None
     ]
     changes: dict[str, set] = {}
     for row in seconds:

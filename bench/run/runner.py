@@ -27,6 +27,7 @@ from bench.run.progress import GridProgress
 from bench.run.rows import speed_difference, this_run_speed
 from bench.run.sampling import min_batch_size
 from bench.run.study import Search, chosen_by_another
+from bench.schema import FAILED, Row
 
 BATCH_KINDS = typing.get_args(BatchKind)  # what the Loss Protocol declares
 
@@ -46,9 +47,6 @@ class RunOptions:
     threads: int | None = None  # torch threads per worker (default: cores / workers)
     ray_address: str | None = None  # a running cluster ("auto", "ray://host:10001"), else a local one
     cache_dir: str | None = None  # frozen features and fitted images on disk; None: in memory only
-
-
-FAILED = ("error", "oom", "timeout")  # `diverged` is a result of the config, not a failure to rerun
 
 
 def make_executor(options: RunOptions, results_path: Path):
@@ -128,6 +126,7 @@ def run_grid(
                         row = keep_items(row)
                         if grid.report:  # how the views judge lines ([report]): with the rows, not in the cell's identity
                             row = {**row, "report": grid.report}
+                        row = Row.from_dict(row, strict=True, where=f"the row of cell {cell.cell_id}")  # the schema, checked once
                         writer.append(row)  # only the coordinator writes rows, whatever ran the cell
                         record.append(row)
                         if on_row is not None:
@@ -187,14 +186,14 @@ def run_search(search: Search, run: Callable, record: list[dict], rerun: str, co
     return finals
 
 
-def select_cells(cells: list[Cell], rows: list[dict], rerun: str) -> list[Cell]:
+def select_cells(cells: list[Cell], rows: list[Row], rerun: str) -> list[Cell]:
     latest = latest_rows(rows)
     if rerun == "all":
         return list(cells)
     return [
         c
         for c in cells
-        if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id]["status"] in FAILED) or (rerun == "contended" and contended(latest[c.cell_id]))
+        if c.cell_id not in latest or (rerun == "failed" and latest[c.cell_id].status in FAILED) or (rerun == "contended" and contended(latest[c.cell_id]))
     ]
 
 

@@ -23,6 +23,7 @@ from bench.grid import searched_in, with_params
 from bench.results import latest_rows
 from bench.run.pruning import median_bar
 from bench.run.train import curve_points
+from bench.schema import Row
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,11 @@ def study_id(cell: Cell, dims: tuple[Dimension, ...], spec: SearchSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def trial_rows(rows: list[dict], study: str) -> dict[int, dict]:
+def trial_rows(rows: list[Row], study: str) -> dict[int, Row]:
     """The newest row of each finished trial of `study`, by trial number."""
     found = {}
     for row in latest_rows(rows).values():
-        trial = row.get("config", {}).get("trial")
+        trial = row.config.get("trial")
         if trial and trial.get("study") == study:
             found[trial["number"]] = row
     return dict(sorted(found.items()))
@@ -92,7 +93,7 @@ class Search:
         self.lower = lower_is_better(self.spec.metric)
         self.optuna = _optuna()
 
-    def next_trials(self, rows: list[dict]) -> list[Cell]:
+    def next_trials(self, rows: list[Row]) -> list[Cell]:
         """Up to `parallel` unfinished trials of each study (lowest numbers first); [] when every study is done."""
         cells = []
         for conf in self.studies:
@@ -106,7 +107,7 @@ class Search:
         """Trials and final cells of a whole search."""
         return sum(self.spec.trials + len(conf.cells) for conf in self.studies)
 
-    def pending(self, rows: list[dict]) -> int:
+    def pending(self, rows: list[Row]) -> int:
         """Trials and final cells still to run (a study's finals count until it has chosen and run them)."""
         latest = latest_rows(rows)
         count = 0
@@ -151,46 +152,46 @@ class Search:
         seed = int.from_bytes(digest[:4], "little")
         return optuna.samplers.TPESampler(seed=seed) if self.spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
 
-    def frozen_trial(self, optuna, row: dict, distributions: dict):
+    def frozen_trial(self, optuna, row: Row, distributions: dict):
         """A finished trial row as an Optuna trial: COMPLETE with its objective, PRUNED, or FAIL."""
-        search = row.get("search", {})
-        params = {k: v for k, v in row["config"]["trial"]["params"].items() if k in distributions}
-        intermediate = {i: v for i, v in enumerate(search.get("intermediate", [])) if v is not None and math.isfinite(v)}
+        params = {k: v for k, v in row.config["trial"]["params"].items() if k in distributions}
+        found = (row.search.intermediate if row.search else None) or []
+        intermediate = {i: v for i, v in enumerate(found) if v is not None and math.isfinite(v)}
         state = optuna.trial.TrialState
-        objective = search.get("objective")
-        if row.get("status") == "ok" and objective is not None and math.isfinite(objective):
+        objective = row.search.objective if row.search else None
+        if row.ok and objective is not None and math.isfinite(objective):
             return optuna.trial.create_trial(
                 state=state.COMPLETE, value=objective, params=params, distributions=distributions, intermediate_values=intermediate
             )
-        kind = state.PRUNED if row.get("status") == "pruned" else state.FAIL
+        kind = state.PRUNED if row.status == "pruned" else state.FAIL
         return optuna.trial.create_trial(state=kind, params=params, distributions=distributions, intermediate_values=intermediate)
 
-    def prune_bar(self, done: dict[int, dict], cell: Cell) -> tuple:
+    def prune_bar(self, done: dict[int, Row], cell: Cell) -> tuple:
         """The median rule's bar for the study's next trials, from its completed trials' curve values."""
-        complete = [r["search"]["intermediate"] for r in done.values() if r.get("status") == "ok" and _finite(r["search"].get("objective"))]
+        complete = [r.search.intermediate for r in done.values() if completed(r)]
         return median_bar(complete, curve_steps(cell))
 
-    def best(self, rows: list[dict], conf: Configuration) -> dict | None:
+    def best(self, rows: list[Row], conf: Configuration) -> dict | None:
         """The study's best completed trial: {trial, params, objective, trials, pruned, failed}; None if none completed."""
         done = trial_rows(rows, conf.study)
-        complete = [(n, r) for n, r in done.items() if r.get("status") == "ok" and _finite(r["search"].get("objective"))]
+        complete = [(n, r) for n, r in done.items() if completed(r)]
         if not complete:
             return None
         sign = 1 if self.lower else -1
-        number, row = min(complete, key=lambda nr: (sign * nr[1]["search"]["objective"], nr[0]))
-        pruned = sum(r.get("status") == "pruned" for r in done.values())
+        number, row = min(complete, key=lambda nr: (sign * nr[1].search.objective, nr[0]))
+        pruned = sum(r.status == "pruned" for r in done.values())
         return {
             "study": conf.study,
             "trial": number,
-            "params": row["config"]["trial"]["params"],
+            "params": row.config["trial"]["params"],
             "metric": self.spec.metric,
-            "objective": row["search"]["objective"],
+            "objective": row.search.objective,
             "trials": len(done),
             "pruned": pruned,
             "failed": len(done) - len(complete) - pruned,
         }
 
-    def final_cells(self, rows: list[dict]) -> tuple[list[Cell], dict[str, dict], list[str]]:
+    def final_cells(self, rows: list[Row]) -> tuple[list[Cell], dict[str, dict], list[str]]:
         """(every study's best options on every seed, scored on test; the `search` record each of their rows
         carries, by cell id; the studies with no completed trial)."""
         cells, records, empty = [], {}, []
@@ -206,10 +207,15 @@ class Search:
         return cells, records, empty
 
 
-def chosen_by_another(row: dict | None, study: str) -> bool:
+def chosen_by_another(row: Row | None, study: str) -> bool:
     """Whether a final cell's row was left by another study (of another space or rule, which chose the same
     options from other trials): it runs again, so that its `search` record names the trials that chose it."""
-    return row is not None and "search" in row and row["search"].get("study") != study
+    return row is not None and row.search is not None and row.search.study != study
+
+
+def completed(row: Row) -> bool:
+    """A trial that finished ok with a finite objective."""
+    return row.ok and row.search is not None and _finite(row.search.objective)
 
 
 def _finite(value) -> bool:

@@ -195,7 +195,13 @@ def fake_run_cell(seen: list):
 
     def run_cell(cell, job, data, caches, device, *args, **kwargs):
         seen.append(device)
-        return {**_row_start(cell, job.grid_name), "status": "ok", "metrics": {}, "train": {}, "env": {"device": str(device)}}
+        return {
+            **_row_start(cell, job.grid_name),
+            "status": "ok",
+            "metrics": {},
+            "train": {"steps": 0, "stopped_by": "max_steps"},
+            "env": {"device": str(device)},
+        }
 
     return run_cell
 
@@ -230,7 +236,7 @@ def test_the_device_is_resolved_where_the_cell_runs(tmp_path, monkeypatch):
     (tmp_path / "g.toml").write_text(GRID.format(name="g", freeze="none"))
     got = runner.run_grid(load_grid(tmp_path / "g.toml"), tmp_path / "r.jsonl", runner.RunOptions(device="auto", executor="ray"))
     assert [j.device for j in jobs] == ["auto"] and seen == [torch.device("cuda")] * 2
-    assert [r["env"]["device"] for r in got] == ["cuda"] * 2
+    assert [r.env.device for r in got] == ["cuda"] * 2
 
     cell = load_grid(tmp_path / "g.toml").cells[0]
     data = {data_key(cell): None}

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import raw_rows
 from paths import ROOT, copy_rows, link_items
 
 from bench.cli import main
 from bench.report.html import page
 from bench.report.pareto import Point, front
-from bench.results import read_rows
 
 SOURCE = ROOT / "results" / "seed_question_quick.jsonl"
 METRIC = "few_shot_20way_1shot_accuracy"
@@ -171,7 +171,7 @@ def test_a_cost_every_trained_line_paid_alike_is_not_drawn(tmp_path):
 
     assert spread([Point("a", 0.5, 32.00), Point("b", 0.6, 32.02), Point("untrained", 0.4, 0.0)]) < SPREAD
     assert spread([Point("a", 0.5, 80.0), Point("b", 0.6, 1000.0)]) > SPREAD
-    rows = read_rows(SOURCE)
+    rows = raw_rows(SOURCE)
     for r in rows:
         if r.get("status") == "ok" and r["train"].get("seconds"):
             r["train"]["seconds"] = 16.0 + 0.001 * r["config"]["seed"]

@@ -11,21 +11,22 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from boards import raw_rows
 from processes import kill_when, launch, run_bench
 
 import bench.run.cell as cell_module
 import bench.run.rows as rows_module
 from bench.cli import main
-from bench.config import Trial
+from bench.config import Cell, Trial
 from bench.config.space import TRIAL_SEED
 from bench.grid import parse_grid
 from bench.report.table import table
-from bench.results import read_rows
 from bench.run.cell import split_for
 from bench.run.job import Job
 from bench.run.pruning import Pruner
 from bench.run.rows import run_cell, trial_record
 from bench.run.study import Search, curve_steps
+from bench.schema import Row, as_rows
 
 GRID = """
 name = "s"
@@ -66,9 +67,9 @@ def grid_text(steps=6, trials=3, sampler="tpe", seed=0, folds=0, defaults="false
     return text.replace("val_fraction = 0.3", "val_fraction = 0.0") if folds else text  # folds choose the validation classes
 
 
-def trials_of(rows: list[dict]) -> dict[tuple, dict]:
-    """(study, trial number) -> params, from trial rows."""
-    return {(r["search"]["study"], r["search"]["trial"]): r["config"]["trial"]["params"] for r in rows if r["config"].get("trial")}
+def trials_of(rows: list) -> dict[tuple, dict]:
+    """(study, trial number) -> params, from trial rows (`Row`s or their dicts)."""
+    return {(r.search.study, r.search.trial): r.config["trial"]["params"] for r in as_rows(rows) if r.config.get("trial")}
 
 
 @pytest.mark.parametrize("folds", [0, 2])
@@ -98,7 +99,7 @@ def test_trials_never_give_the_test_split_to_the_evaluator(folds, tmp_path, monk
     for _, labels, val, test in trial_calls:
         assert labels <= val and not labels & test
     assert any(labels & test for trial, labels, _, test in calls if not trial)  # the final cells are scored on test
-    rows = read_rows(tmp_path / "r.jsonl")
+    rows = raw_rows(tmp_path / "r.jsonl")
     trials = [r for r in rows if r["config"].get("trial")]
     assert len(trials) == 6 and all(r["status"] == "ok" and r["search"]["objective"] == r["metrics"]["verification_roc_auc"] for r in trials)
     if folds:
@@ -108,7 +109,7 @@ def test_trials_never_give_the_test_split_to_the_evaluator(folds, tmp_path, monk
             assert r["folds"][0]["split"]["val_classes_sha256"] != r["folds"][1]["split"]["val_classes_sha256"]
 
 
-def fake_rows(search: Search, rows: list[dict], objective) -> list[dict]:
+def fake_rows(search: Search, rows: list[Row], objective) -> list[Cell]:
     """Finish one round of trials without training: each gets objective(params) and a two-point curve."""
     cells = search.next_trials(rows)
     for cell in cells:
@@ -118,9 +119,10 @@ def fake_rows(search: Search, rows: list[dict], objective) -> list[dict]:
             "config": cell.to_dict(),
             "status": "ok",
             "metrics": {"verification_roc_auc": value},
-            "curve": [{"metrics": {"verification_roc_auc": value - 0.1}}, {"metrics": {"verification_roc_auc": value}}],
+            "train": {"steps": 2, "stopped_by": "max_steps"},
+            "curve": [{"fraction": 0.5, "metrics": {"verification_roc_auc": value - 0.1}}, {"fraction": 1.0, "metrics": {"verification_roc_auc": value}}],
         }
-        rows.append({**row, "search": trial_record(cell, row)})
+        rows.append(Row.from_dict({**row, "search": trial_record(cell, row)}))
     return cells
 
 
@@ -181,11 +183,22 @@ def random_study(rng, steps: int, least: int = 0) -> tuple[dict, "optuna.Study"]
         values = [float(v) if rng.random() > 0.1 else math.nan for v in rng.random(steps)]
         if rng.random() < 0.2:
             values = values[: int(rng.integers(1, steps))]  # a trial that was itself pruned
-            done[n] = {"status": "pruned", "search": {"objective": None, "intermediate": values}}
+            done[n] = Row.from_dict(
+                {"cell_id": f"t{n}", "config": {}, "status": "pruned", "search": {"study": "s", "trial": n, "objective": None, "intermediate": values}}
+            )
             study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values=dict(enumerate(values))))
         else:
             objective = values[-1] if math.isfinite(values[-1]) else 0.0
-            done[n] = {"status": "ok", "search": {"objective": objective, "intermediate": values}}
+            done[n] = Row.from_dict(
+                {
+                    "cell_id": f"t{n}",
+                    "config": {},
+                    "status": "ok",
+                    "metrics": {},
+                    "train": {"steps": steps, "stopped_by": "max_steps"},
+                    "search": {"study": "s", "trial": n, "objective": objective, "intermediate": values},
+                }
+            )
             study.add_trial(optuna.trial.create_trial(value=objective, intermediate_values=dict(enumerate(values))))
     return done, study
 
@@ -287,7 +300,7 @@ def test_a_trial_below_the_bar_is_pruned_at_its_curve_point_and_recorded(tmp_pat
     assert row["search"]["objective"] is None and len(row["search"]["intermediate"]) == 1 and len(row["curve"]) == 1
     study = optuna.create_study(direction="maximize")
     conf = search.studies[0]
-    study.add_trial(search.frozen_trial(optuna, row, {d.option: search_dist(d) for d in conf.dims}))
+    study.add_trial(search.frozen_trial(optuna, Row.from_dict(row), {d.option: search_dist(d) for d in conf.dims}))
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED and study.trials[0].intermediate_values == {0: row["search"]["intermediate"][0]}
 
 
@@ -308,7 +321,7 @@ def searched(tmp_path_factory):
 
 
 def test_the_leaderboard_lines_are_the_best_trials_run_on_every_seed(searched):
-    rows = read_rows(searched / "results" / "s.jsonl")
+    rows = raw_rows(searched / "results" / "s.jsonl")
     trials = [r for r in rows if r["config"].get("trial")]
     finals = [r for r in rows if r.get("search", {}).get("role") == "final"]
     assert len(trials) == 8 and len(finals) == 4
@@ -332,13 +345,13 @@ def test_the_leaderboard_lines_are_the_best_trials_run_on_every_seed(searched):
     markdown = (searched / "results" / "s.md").read_text()
     assert "tuned (search)" in markdown and "trial " in markdown
     again = run_bench(searched, "--grid", "g.toml")
-    assert again.returncode == 0 and "nothing to run" in again.stderr and len(read_rows(searched / "results" / "s.jsonl")) == len(rows)
+    assert again.returncode == 0 and "nothing to run" in again.stderr and len(raw_rows(searched / "results" / "s.jsonl")) == len(rows)
 
 
 def test_no_final_replicate_is_a_run_the_selection_saw(searched):
     """Trials train on TRIAL_SEED, which no final has: no final's (seed, split, options) is a trial's, and the
     winning trial's validation curve is no final's (under the old rule the seed-0 final was the winner's run)."""
-    rows = read_rows(searched / "results" / "s.jsonl")
+    rows = raw_rows(searched / "results" / "s.jsonl")
     trials = [r for r in rows if r["config"].get("trial")]
     finals = [r for r in rows if r.get("search", {}).get("role") == "final"]
     assert {r["config"]["seed"] for r in trials} == {TRIAL_SEED} and {r["config"]["seed"] for r in finals} == {0, 1}
@@ -378,13 +391,16 @@ def test_a_study_of_the_old_rule_is_not_continued_and_its_finals_run_again():
     finals, records, _ = search.final_cells(rows)
     old_study = sorted(old_ids)[0]
     rows += [
-        {
-            "cell_id": c.cell_id,
-            "config": c.to_dict(),
-            "status": "ok",
-            "metrics": {"verification_roc_auc": 0.9},
-            "search": {**records[c.cell_id], "study": old_study},
-        }
+        Row.from_dict(
+            {
+                "cell_id": c.cell_id,
+                "config": c.to_dict(),
+                "status": "ok",
+                "metrics": {"verification_roc_auc": 0.9},
+                "train": {"steps": 2, "stopped_by": "max_steps"},
+                "search": {**records[c.cell_id], "study": old_study},
+            }
+        )
         for c in finals
     ]  # the same options, chosen by an old study
     assert search.pending(rows) == len(finals) == 2 * 2
@@ -397,20 +413,20 @@ def test_a_killed_search_resumes_with_the_same_trials(searched, tmp_path):
     (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
     results = tmp_path / "results" / "s.jsonl"
     kill_when(launch(tmp_path, "--grid", "g.toml", "--threads", "1"), results, 3)
-    partial = read_rows(results)
+    partial = raw_rows(results)
     assert 3 <= len(partial) < 8 and all(r["config"].get("trial") for r in partial)  # killed among the trials
     done = run_bench(tmp_path, "--grid", "g.toml", "--threads", "1")
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = read_rows(results)
+    rows = raw_rows(results)
     assert len({r["cell_id"] for r in rows}) == len(rows) == 8 + 4 + 4 + 2  # trials, finals, defaults, baselines: none twice
-    assert trials_of(rows) == trials_of(read_rows(searched / "results" / "s.jsonl"))  # the same studies asked the same params
+    assert trials_of(rows) == trials_of(raw_rows(searched / "results" / "s.jsonl"))  # the same studies asked the same params
 
 
 def test_trials_run_through_local_workers_as_in_process(searched, tmp_path):
     (tmp_path / "g.toml").write_text((searched / "g.toml").read_text())
     proc = run_bench(tmp_path, "--grid", "g.toml", "--workers", "2", "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got, want = read_rows(tmp_path / "results" / "s.jsonl"), read_rows(searched / "results" / "s.jsonl")
+    got, want = raw_rows(tmp_path / "results" / "s.jsonl"), raw_rows(searched / "results" / "s.jsonl")
     assert trials_of(got) == trials_of(want)
     objective = {r["cell_id"]: r["search"]["objective"] for r in want if r["config"].get("trial")}
     assert {r["cell_id"]: r["search"]["objective"] for r in got if r["config"].get("trial")} == pytest.approx(objective, abs=1e-6)

@@ -8,6 +8,26 @@ import re
 
 from scipy import stats
 
+from bench.results import read_rows
+from bench.schema import Row
+
+
+def as_row(raw: dict) -> Row:
+    """A hand-made row with what the schema requires filled in: an id, a config and a status (ok); an ok row's
+    metrics, and a training record's steps and stopping rule."""
+    raw = {"cell_id": "c", "config": {}, "status": "ok", **raw}
+    if raw["status"] == "ok":
+        raw = {"metrics": {}, "train": {}, **raw}
+    if "train" in raw:
+        raw["train"] = {"steps": 1, "stopped_by": "max_steps", **raw["train"]}
+    return Row.from_dict(raw)
+
+
+def raw_rows(path) -> list[dict]:
+    """A results file's rows as the plain dicts they are written as, read through the schema (to check what landed,
+    or to edit rows the way a file is edited)."""
+    return [r.to_dict() for r in read_rows(path)]
+
 
 def row(backbone, loss, seed, auc, r1=0.5, *, dataset="toy", status="ok", steps=100, stopped_by="budget", loss_args=None, **extra):
     metrics = {"verification_roc_auc": auc, "recall_at_1": r1, "recall_at_2": min(1.0, r1 + 0.1), **extra}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from boards import raw_rows  # noqa: F401 (the tests import it from here too)
 from mlflow import MlflowClient
 from paths import ROOT, link_items
 
 from bench.cli import main
+from bench.schema import Row
 
 RESULTS = ROOT / "results"
 
@@ -27,7 +29,8 @@ def runs(store: str, experiment: str) -> tuple[list, list]:
     return [r for r in found if r.data.tags.get("bench.kind") != "cell"], [r for r in found if r.data.tags.get("bench.kind") == "cell"]
 
 
-def write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def write(path: Path, rows: list) -> Path:
+    """Rows (`Row`s or their dicts) into a results file, beside the committed items."""
+    path.write_text("".join(json.dumps(r.to_dict() if isinstance(r, Row) else r) + "\n" for r in rows))
     link_items(path.parent)
     return path

@@ -135,7 +135,9 @@ def test_results_file_from_a_newer_schema(tmp_path, monkeypatch, capsys):
 
 def test_results_file_from_an_older_schema_is_not_silently_rerun(tmp_path, monkeypatch, capsys):
     (tmp_path / "grid.toml").write_text(GOOD)
-    older = json.dumps({"schema": SCHEMA - 1, "cell_id": "x", "status": "ok", "config": {}, "metrics": {}, "train": {}}) + "\n"
+    older = (
+        json.dumps({"schema": SCHEMA - 1, "cell_id": "x", "status": "ok", "config": {}, "metrics": {}, "train": {"steps": 1, "stopped_by": "max_steps"}}) + "\n"
+    )
     (tmp_path / "r.jsonl").write_text(older)
     code, err = run(tmp_path, monkeypatch, capsys, ["run", "--grid", "grid.toml", "--results", "r.jsonl"])
     assert_one_line_exit_2(code, err, f"rows of results schema {SCHEMA - 1}", tmp_path)
@@ -292,7 +294,7 @@ def test_leaderboard_of_files_that_are_not_results(tmp_path, monkeypatch, capsys
     (tmp_path / "folder.jsonl").mkdir()
     (tmp_path / "good.jsonl").write_text("")
     cases = {
-        ("leaderboard", "other.jsonl"): "other.jsonl:1: a row with cell_id but no valid config, status",
+        ("leaderboard", "other.jsonl"): "other.jsonl:1: no 'config' — not a metric-bench results file",
         ("leaderboard", "binary.jsonl"): "not a UTF-8 text results file",
         ("leaderboard", "folder.jsonl"): "is a folder, not a results file",
         ("leaderboard", "good.jsonl", "--out", "folder.jsonl"): "folder.jsonl: is a folder — give a file path to --out",

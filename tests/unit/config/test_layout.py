@@ -73,7 +73,7 @@ def test_plugins_public_names_stay_importable():
 # or below, and units never import each other in a circle. bench/__init__ (which sets the OpenMP wait policy
 # before torch loads) and bench/__main__ are the entry points, above every layer.
 LAYERS = (
-    ("bench.errors", "bench.registry", "bench.typecheck"),
+    ("bench.errors", "bench.registry", "bench.typecheck", "bench.schema"),
     ("bench.plugins", "bench.config", "bench.results", "bench.items"),
     ("bench.eval", "bench.data", "bench.backbones", "bench.losses", "bench.baselines", "bench.builtins"),
     ("bench.grid",),

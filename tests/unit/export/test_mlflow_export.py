@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,8 @@ def test_one_child_per_cell_under_one_parent_per_leaderboard_line(store, quick):
     by_cell = {c.data.tags["cell_id"]: c for c in children}
     by_id = {p.info.run_id: p for p in parents}
     for (_, line), seeds in zip(frame.iterrows(), line_rows):  # each line's seeds share the parent that carries its marks
-        parent = by_id[by_cell[seeds[0]["cell_id"]].data.tags["mlflow.parentRunId"]]
-        assert {by_cell[r["cell_id"]].data.tags["mlflow.parentRunId"] for r in seeds} == {parent.info.run_id}
+        parent = by_id[by_cell[seeds[0].cell_id].data.tags["mlflow.parentRunId"]]
+        assert {by_cell[r.cell_id].data.tags["mlflow.parentRunId"] for r in seeds} == {parent.info.run_id}
         assert parent.data.metrics["verification_roc_auc"] == pytest.approx(line["verification_roc_auc_mean"])  # the children's key
         if not math.isnan(line["vs_best_p_adj"]):
             assert parent.data.metrics["verification_roc_auc/vs_best_p_adj"] == pytest.approx(line["vs_best_p_adj"])  # named after its metric
@@ -77,27 +78,27 @@ def test_runs_have_short_unique_names_and_parents_span_their_cells(store, quick)
     assert len({c.info.run_name for c in children}) == len(children)  # a child adds its seed
     for parent in parents:
         mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
-        seeds = {r["cell_id"]: r["config"]["seed"] for r in rows}
+        seeds = {r.cell_id: r.config["seed"] for r in rows}
         assert {c.info.run_name for c in mine} == {f"{parent.info.run_name} · seed {seeds[c.data.tags['cell_id']]}" for c in mine}
         # a parent runs from its first cell's start to its last cell's end, like a run
         assert parent.info.start_time == min(c.info.start_time for c in mine) and parent.info.end_time == max(c.info.end_time for c in mine)
-        assert parent.data.tags["mlflow.source.name"] == f"grid {rows[0]['grid']}"
+        assert parent.data.tags["mlflow.source.name"] == f"grid {rows[0].grid}"
 
 
 def test_a_child_holds_its_rows_metrics_params_tags_and_curve(store, quick):
     _, rows = quick
     _, children = runs(store, "quick")
-    row = next(r for r in rows if r.get("curve"))
-    child = next(c for c in children if c.data.tags["cell_id"] == row["cell_id"])
+    row = next(r for r in rows if r.curve)
+    child = next(c for c in children if c.data.tags["cell_id"] == row.cell_id)
     assert child.info.status == "FINISHED" and "status" not in child.data.tags  # the run's status says ok; a tag says any other
-    assert child.data.tags["speed_env"].startswith(row["env"]["device"]) and child.data.tags["speed_env"].endswith(row["precision"])
-    assert child.data.tags["stopped_by"] == row["train"]["stopped_by"] and f"torch {row['env']['versions']['torch']}" in child.data.tags["env.versions"]
-    assert child.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]
-    assert child.data.metrics["train/steps"] == row["train"]["steps"]
-    assert child.data.params["backbone"] == row["config"]["backbone"] and child.data.params["seed"] == str(row["config"]["seed"])
+    assert child.data.tags["speed_env"].startswith(row.env.device) and child.data.tags["speed_env"].endswith(row.precision)
+    assert child.data.tags["stopped_by"] == row.train.stopped_by and f"torch {row.env.versions['torch']}" in child.data.tags["env.versions"]
+    assert child.data.metrics["verification_roc_auc"] == row.metrics["verification_roc_auc"]
+    assert child.data.metrics["train/steps"] == row.train.steps
+    assert child.data.params["backbone"] == row.config["backbone"] and child.data.params["seed"] == str(row.config["seed"])
     assert "train.lr" not in child.data.params  # the same for every cell: in config.json, not a column
     history = MlflowClient(store).get_metric_history(child.info.run_id, "curve/val/verification_roc_auc")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(p["steps"], p["metrics"]["verification_roc_auc"]) for p in row["curve"]]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(p.steps, p.metrics["verification_roc_auc"]) for p in row.curve]
 
 
 def test_exporting_again_adds_nothing_and_writes_nothing(store, quick):
@@ -118,14 +119,11 @@ def test_numbers_are_metrics_sizes_are_params_and_the_table_stays_narrow(store, 
     assert not [k for k in metrics if SIZE.search(k)] and "verification_val_threshold" not in metrics  # no flat charts of constants
     by_cell = {c.data.tags["cell_id"]: c for c in children}
     for row in rows:
-        child = by_cell[row["cell_id"]]
-        sizes = {k: str(v) for k, v in row["metrics"].items() if SIZE.search(k) and k != "verification_different_pairs"}
+        child = by_cell[row.cell_id]
+        sizes = {k: str(v) for k, v in row.metrics.items() if SIZE.search(k) and k != "verification_different_pairs"}
         assert sizes and {k: child.data.params[k] for k in sizes} == sizes  # the evaluation's counts, as the row says
-        assert (
-            child.data.params["distance"] == row["metrics"]["distance"]
-            and child.data.params["verification_pair_rule"] == row["metrics"]["verification_pair_rule"]
-        )
-        scores = {k for k, v in row["metrics"].items() if isinstance(v, float) and math.isfinite(v) and not k.endswith(("_threshold", "stderr"))}
+        assert child.data.params["distance"] == row.metrics["distance"] and child.data.params["verification_pair_rule"] == row.metrics["verification_pair_rule"]
+        scores = {k for k, v in row.metrics.items() if isinstance(v, float) and math.isfinite(v) and not k.endswith(("_threshold", "stderr"))}
         assert scores <= set(child.data.metrics), scores - set(child.data.metrics)
     for parent in parents:
         assert {"few_shot_classes", "verification_pairs", "backbone", "loss", "model.freeze"} <= set(parent.data.params)
@@ -138,7 +136,7 @@ def test_the_leaderboards_marks_become_numbers():
     rows = read_rows(SEED)
     metric = "few_shot_20way_1shot_accuracy"
     frame, line_rows = ranked(rows, metric)
-    by_cells = {frozenset(r["cell_id"] for r in seeds): line for (_, line), seeds in zip(frame.iterrows(), line_rows)}
+    by_cells = {frozenset(r.cell_id for r in seeds): line for (_, line), seeds in zip(frame.iterrows(), line_rows)}
     verdicts = set()
     for parent in (p for p in plan(rows, metric) if p.kind == "line"):
         line = by_cells[frozenset(parent.cells)]
@@ -166,7 +164,7 @@ def test_another_sort_metric_replaces_the_parents_and_keeps_the_children(store, 
     assert figured and not figured & {p.info.run_id for p in parents} and len(parents) == len(before_parents)  # those replaced
     assert {c.data.tags["mlflow.parentRunId"] for c in children} <= {p.info.run_id for p in parents}
     assert not [k for p in parents for k in p.data.metrics if k.startswith("verification_roc_auc/")]
-    curved = {r["cell_id"] for r in read_rows(path) if r.get("curve")}
+    curved = {r.cell_id for r in read_rows(path) if r.curve}
     assert curved and all("curve/val/recall_at_1" in c.data.metrics for c in children if c.data.tags["cell_id"] in curved)
     assert MlflowClient(store).get_experiment_by_name("resort").tags["bench.sort_metric"] == "recall_at_1"
 
@@ -186,45 +184,44 @@ def test_a_rerun_row_replaces_its_cells_run(store, tmp_path):
     rows = read_rows(QUICK)[:4]
     path = write(tmp_path / "rerun.jsonl", rows)
     assert export(store, "rerun", path) == 0
-    rerun = {**rows[0], "finished_at": "2099-01-01T00:00:00+00:00", "metrics": {**rows[0]["metrics"], "verification_roc_auc": 0.123}}
+    rerun = rows[0].with_(finished_at="2099-01-01T00:00:00+00:00", metrics={**rows[0].metrics, "verification_roc_auc": 0.123})
     write(path, rows + [rerun])
     assert export(store, "rerun", path) == 0
     parents, children = runs(store, "rerun")
-    mine = [c for c in children if c.data.tags["cell_id"] == rerun["cell_id"]]
+    mine = [c for c in children if c.data.tags["cell_id"] == rerun.cell_id]
     assert len(children) == 4 and len(mine) == 1
     assert mine[0].data.metrics["verification_roc_auc"] == 0.123
     assert (
-        json.loads(Path(MlflowClient(store).download_artifacts(mine[0].info.run_id, "row.json", str(tmp_path))).read_text())["finished_at"]
-        == rerun["finished_at"]
+        json.loads(Path(MlflowClient(store).download_artifacts(mine[0].info.run_id, "row.json", str(tmp_path))).read_text())["finished_at"] == rerun.finished_at
     )
     frame, line_rows = ranked(rows[1:] + [rerun], "verification_roc_auc")
-    line = next(i for i, seeds in enumerate(line_rows) if rerun["cell_id"] in {r["cell_id"] for r in seeds})
+    line = next(i for i, seeds in enumerate(line_rows) if rerun.cell_id in {r.cell_id for r in seeds})
     parent = next(p for p in parents if p.info.run_id == mine[0].data.tags["mlflow.parentRunId"])
     assert parent.data.metrics["verification_roc_auc"] == pytest.approx(frame.iloc[line]["verification_roc_auc_mean"])
 
 
 def test_failed_and_trial_rows_are_exported_with_their_status(store, tmp_path):
     good = read_rows(QUICK)[0]
-    failed = {k: v for k, v in good.items() if k not in ("metrics", "train", "curve", "roc")}
-    failed |= {"cell_id": "f" * 16, "status": "error", "error": "RuntimeError: boom", "config": {**good["config"], "seed": 99}}
+    failed = good.with_(metrics=None, train=None, curve=None, roc=None)
+    failed = failed.with_(cell_id="f" * 16, status="error", error="RuntimeError: boom", config={**good.config, "seed": 99})
     search = read_rows(SEARCH)
-    trials = [r for r in search if r["config"].get("trial")]
-    study = trials[0]["search"]["study"]
-    pruned = next(r for r in trials if r["status"] == "pruned" and r["search"]["study"] == study)
+    trials = [r for r in search if r.config.get("trial")]
+    study = trials[0].search.study
+    pruned = next(r for r in trials if r.status == "pruned" and r.search.study == study)
     path = write(tmp_path / "mixed.jsonl", [good, failed, trials[0], pruned])
     assert export(store, "mixed", path) == 0
     parents, children = runs(store, "mixed")
     by_cell = {c.data.tags["cell_id"]: c for c in children}
     assert len(children) == 4
-    assert by_cell[failed["cell_id"]].info.status == "FAILED" and by_cell[failed["cell_id"]].data.tags["status"] == "error"
-    assert by_cell[failed["cell_id"]].data.tags["error"] == "RuntimeError: boom"
-    assert by_cell[pruned["cell_id"]].info.status == "KILLED" and by_cell[pruned["cell_id"]].data.tags["status"] == "pruned"
-    assert by_cell[pruned["cell_id"]].data.params["train.lr"] == json.dumps(pruned["config"]["train"]["lr"])  # the option the study searched
+    assert by_cell[failed.cell_id].info.status == "FAILED" and by_cell[failed.cell_id].data.tags["status"] == "error"
+    assert by_cell[failed.cell_id].data.tags["error"] == "RuntimeError: boom"
+    assert by_cell[pruned.cell_id].info.status == "KILLED" and by_cell[pruned.cell_id].data.tags["status"] == "pruned"
+    assert by_cell[pruned.cell_id].data.params["train.lr"] == json.dumps(pruned.config["train"]["lr"])  # the option the study searched
     (study_run,) = [p for p in parents if p.data.tags["bench.kind"] == "study"]
     assert study_run.data.tags["study"] == study and study_run.data.metrics["trials"] == 2 and study_run.data.metrics["trials_pruned"] == 1
-    assert {by_cell[r["cell_id"]].data.tags["mlflow.parentRunId"] for r in (trials[0], pruned)} == {study_run.info.run_id}
-    line = by_cell[good["cell_id"]].data.tags["mlflow.parentRunId"]  # a failed seed stays under its configuration's line
-    assert by_cell[failed["cell_id"]].data.tags["mlflow.parentRunId"] == line
+    assert {by_cell[r.cell_id].data.tags["mlflow.parentRunId"] for r in (trials[0], pruned)} == {study_run.info.run_id}
+    line = by_cell[good.cell_id].data.tags["mlflow.parentRunId"]  # a failed seed stays under its configuration's line
+    assert by_cell[failed.cell_id].data.tags["mlflow.parentRunId"] == line
 
 
 def test_bad_inputs_are_one_line_errors_and_create_no_store(tmp_path, capsys):
@@ -315,11 +312,11 @@ def test_run_logs_each_cell_as_its_row_is_written(store, tmp_path):
     assert main(["run", "--grid", str(tmp_path / "g.toml"), "--results", str(results), "--device", "cpu", "--mlflow", store]) == 0
     (row,) = read_rows(results)
     (parent,), (child,) = runs(store, "tracked")  # the experiment is the results file's stem
-    assert {"git_commit", "git_dirty"} <= set(row["env"])  # recorded at run time (None outside a git checkout)
-    assert child.data.tags.get("mlflow.source.git.commit") == row["env"]["git_commit"] == parent.data.tags.get("mlflow.source.git.commit")
-    assert child.data.tags["cell_id"] == row["cell_id"] and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert child.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]
-    assert parent.data.metrics["verification_roc_auc"] == row["metrics"]["verification_roc_auc"]  # refreshed at the end
+    assert (row.env.git_commit is None) == (row.env.git_dirty is None)  # recorded at run time (None outside a git checkout)
+    assert child.data.tags.get("mlflow.source.git.commit") == row.env.git_commit == parent.data.tags.get("mlflow.source.git.commit")
+    assert child.data.tags["cell_id"] == row.cell_id and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.metrics["verification_roc_auc"] == row.metrics["verification_roc_auc"]
+    assert parent.data.metrics["verification_roc_auc"] == row.metrics["verification_roc_auc"]  # refreshed at the end
     assert parent.data.tags["vs_best"]
     assert export(store, "tracked", results) == 0 and len(runs(store, "tracked")[1]) == 1  # `bench export` finds the same runs
 
@@ -327,7 +324,7 @@ def test_run_logs_each_cell_as_its_row_is_written(store, tmp_path):
 def test_a_line_split_by_speed_environment_moves_its_cells_and_drops_the_empty_parent(store, tmp_path):
     first = read_rows(QUICK)[0]
     seeds = [r for r in read_rows(QUICK) if configuration(r) == configuration(first)][:2]
-    seeds = [{**r, "train": {**r["train"], "stopped_by": "max_seconds"}, "env": {**r["env"], "cpu_model": cpu}} for r, cpu in zip(seeds, ("cpu A", "cpu B"))]
+    seeds = [r.with_(train=replace(r.train, stopped_by="max_seconds"), env=replace(r.env, cpu_model=cpu)) for r, cpu in zip(seeds, ("cpu A", "cpu B"))]
     path = write(tmp_path / "split.jsonl", seeds[:1])
     assert export(store, "split", path) == 0
     ((before,), _) = runs(store, "split")

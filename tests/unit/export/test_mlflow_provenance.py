@@ -17,10 +17,9 @@ from paths import ROOT
 
 mlflow = pytest.importorskip("mlflow", reason="needs the `mlflow` extra (in the test extra)")
 from mlflow import MlflowClient  # noqa: E402
-from mlflow_runs import QUICK, export, runs, write  # noqa: E402
+from mlflow_runs import QUICK, export, raw_rows, runs, write  # noqa: E402
 
 from bench.cli import main  # noqa: E402
-from bench.results import read_rows  # noqa: E402
 from bench.run import rows as run_rows  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # inside MLflow's SQL store
@@ -36,7 +35,7 @@ def artifacts(store: str, run, path: str | None = None) -> list[str]:
 
 
 def test_each_mode_logs_links_or_leaves_the_artifacts(store, tmp_path):
-    row = {k: v for k, v in read_rows(QUICK)[0].items() if k != "items"}  # a row without items: its artifacts are config and row
+    row = {k: v for k, v in raw_rows(QUICK)[0].items() if k != "items"}  # a row without items: its artifacts are config and row
     row["checkpoint"] = {"path": "art_checkpoints/c1", "weights_from": "last", "sha256": "0"}
     (tmp_path / "art_checkpoints" / "c1").mkdir(parents=True)
     (tmp_path / "art_checkpoints" / "c1" / "checkpoint.json").write_text("{}")
@@ -69,7 +68,7 @@ def test_each_mode_logs_links_or_leaves_the_artifacts(store, tmp_path):
 def test_the_plots_go_once_to_the_best_line_of_their_group(store, tmp_path):
     """Every line's parent holds line.json; only its group's best line holds the group's figures (not one copy per
     line). When another line becomes the best, the former best's run, whose plots no longer apply, is replaced."""
-    quick = read_rows(QUICK)
+    quick = raw_rows(QUICK)
     one, other = quick[0], next(r for r in quick if r["config"]["loss"] != quick[0]["config"]["loss"])
     (tmp_path / "best_plots").mkdir()
     (tmp_path / "best_plots" / "roc.png").write_bytes(b"png")
@@ -95,7 +94,7 @@ def test_runs_carry_the_commit_their_rows_were_made_at_never_the_checked_out_one
     subprocess.run(git + ["init", "-q"], check=True)
     subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "x"], check=True)
     head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    quick = read_rows(QUICK)
+    quick = raw_rows(QUICK)
     made = [
         {**r, "env": {**r["env"], "git_commit": "a" * 40, "git_dirty": True}}
         for r in quick
@@ -143,7 +142,7 @@ def test_a_row_records_its_checkouts_commit_once_per_process(monkeypatch):
 def versioned(store, tmp_path):
     """The module's store, with a way to set its schema revision as another MLflow would have left it (put back after)."""
     db = Path(store[len("sqlite:///") :])
-    path = write(tmp_path / "v.jsonl", read_rows(QUICK)[:2])
+    path = write(tmp_path / "v.jsonl", raw_rows(QUICK)[:2])
     assert export(store, "v", path, extra=["--artifacts", "none"]) == 0
 
     def revision(value: str | None = None) -> str:
@@ -227,7 +226,7 @@ def test_check_of_a_server_or_a_file_store_says_there_is_no_schema_to_compare(tm
 
 
 def test_a_cells_items_file_with_its_roc_is_logged_beside_its_row(store, tmp_path):
-    row = read_rows(QUICK)[0]
+    row = raw_rows(QUICK)[0]
     row = {**row, "cell_id": "withitems", "items": {**(row.get("items") or {}), "file": "it_items/withitems.npz"}}
     (tmp_path / "it_items").mkdir()
     (tmp_path / "it_items" / "withitems.npz").write_bytes(b"npz")

@@ -47,7 +47,7 @@ def test_lines_are_ranked_and_tested_only_within_the_data_they_score():
     assert [(c["#"], c["loss"], c["vs best"]) for c in easy] == [("1", "triplet", "best")]
     assert "only within a *comparison group*" in text
     _, lines = ranked(rows)  # the plots draw the same lines in the same order
-    assert [(ln[0]["config"]["loss"], ln[0]["config"]["dataset"]) for ln in lines] == list(zip(frame["loss"], frame["dataset"]))
+    assert [(ln[0].config["loss"], ln[0].config["dataset"]) for ln in lines] == list(zip(frame["loss"], frame["dataset"]))
 
 
 def test_a_split_or_evaluation_axis_makes_groups_but_the_distance_curve_and_selection_metric_do_not():

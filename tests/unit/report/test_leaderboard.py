@@ -14,6 +14,7 @@ from bench.errors import UserError
 from bench.report.leaderboard import markdown
 from bench.report.table import table
 from bench.report.verdicts import signed
+from bench.schema import RowError
 
 
 def error_row(backbone, loss, seed):
@@ -123,8 +124,8 @@ def test_table_unknown_or_directionless_metric_is_a_user_error():
 
 def test_a_broken_row_is_not_reported_as_an_unknown_metric():
     broken = row("a", "l", 0, 0.9)
-    del broken["train"]  # a KeyError inside the aggregation must surface as itself
-    with pytest.raises(KeyError, match="train"):
+    del broken["train"]  # a row that breaks the schema must surface as itself, naming what it lacks
+    with pytest.raises(RowError, match="an ok row with no train"):
         table([broken])
 
 

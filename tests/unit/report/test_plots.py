@@ -21,6 +21,7 @@ from bench.report.names import line_names
 from bench.report.plots import FIGURES, LOG_ROC, MAX_LINES, Line, figures, legend, mean_roc, roc_of
 from bench.report.rows import items_loader
 from bench.report.table import table
+from bench.schema import as_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RESULTS = ROOT / "results"
@@ -176,7 +177,8 @@ def test_lines_are_ranked_like_the_leaderboard_and_read_the_roc_from_either_plac
     bars = drawn["leaderboard"].axes[0]
     assert [t.get_text() for t in bars.get_yticklabels()][0].startswith("resnet") and "lower is better" in bars.get_title()
     assert "curves" in skipped  # the curves were scored in verification_roc_auc only
-    assert roc_of(ROWS[3]) is not None and roc_of(ROWS[0]) is not None and roc_of({"metrics": {}}) is None
+    typed = as_rows(ROWS)
+    assert roc_of(typed[3]) is not None and roc_of(typed[0]) is not None and roc_of(typed[0].with_(roc=None)) is None
 
 
 def test_at_most_twelve_lines_the_best_ones():

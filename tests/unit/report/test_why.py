@@ -190,7 +190,7 @@ def test_the_views_default_metric_is_the_rows_report_metric():
     for r in rows:
         r["report"] = {"metric": "recall_at_1", "equivalence": 0.01}
     assert default_metric(rows) == "recall_at_1"
-    rows[0]["search"] = {"metric": "map_at_r"}  # a declared metric wins over a search's
+    rows[0]["search"] = {"study": "s", "trial": 0, "metric": "map_at_r"}  # a declared metric wins over a search's
     assert default_metric(rows) == "recall_at_1"
     table(rows, "verification_roc_auc")  # one metric and the same judging options: no conflict
     rows[1]["report"] = {"metric": "map_at_r", "equivalence": 0.01}

@@ -21,6 +21,7 @@ from bench.eval.fewshot import WITHIN_GROUP_STREAM, class_pools, draw_episodes, 
 from bench.eval.metrics import evaluate
 from bench.eval.verification import item_pairs, select_pairs
 from bench.items import ITEM_PAIRS, ItemScores, item_metric, item_scores, items_folder, items_path, read_items, roc_vertices, write_items
+from bench.schema import ItemsRef, Row
 
 KS = (1, 2, 4)
 
@@ -209,21 +210,21 @@ def test_items_file_round_trip_and_a_changed_file_is_refused(tmp_path):
     results = tmp_path / "r.jsonl"
     items = {"retrieval.first_hit": np.array([1, 0, 3], dtype=np.uint16), "material.retrieval": np.array("ab" * 32)}
     entry = write_items(results, "c0ffee", items)
-    assert entry["file"] == "r_items/c0ffee.npz" and items_path(results, {"items": entry}) == items_folder(results) / "c0ffee.npz"
+    assert entry["file"] == "r_items/c0ffee.npz" and items_path(results, ItemsRef.from_dict(entry)) == items_folder(results) / "c0ffee.npz"
     data = (tmp_path / entry["file"]).read_bytes()
     assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
-    got = read_items(results, {"items": entry})  # a Mapping that decodes an array when it is first asked for
+    got = read_items(results, ItemsRef.from_dict(entry))  # a Mapping that decodes an array when it is first asked for
     assert got.keys() == items.keys() and all(np.array_equal(got[k], items[k]) for k in items)
     assert len(got) == 2 and "schema" not in got and got.get("verification.rank") is None
     with pytest.raises(KeyError):
         got["schema"]
-    assert read_items(results, {"cell_id": "c0ffee"}) is None
+    assert read_items(results, None) is None
     write_items(results, "c0ffee", {**items, "retrieval.first_hit": np.array([2, 2, 2], dtype=np.uint16)})  # a rerun's file
     with pytest.warns(UserWarning, match="c0ffee.npz: sha256 differs"):
-        assert read_items(results, {"items": entry}) is None
+        assert read_items(results, ItemsRef.from_dict(entry)) is None
     (tmp_path / entry["file"]).unlink()
     with pytest.warns(UserWarning, match="c0ffee.npz"):
-        assert read_items(results, {"items": entry}) is None
+        assert read_items(results, ItemsRef.from_dict(entry)) is None
     (tmp_path / "blocked.jsonl").write_text("")
     (tmp_path / "blocked_items").write_text("a file where the folder should be")
     failures = []
@@ -288,10 +289,10 @@ def test_a_grid_keeps_every_cells_items_beside_its_results_and_workers_keep_the_
     arrays = {}
     for row in rows:
         assert row["status"] == "ok", row.get("error")
-        path = items_path(results, row)
+        path = items_path(results, entry_of(row))
         assert path == results.parent / "r_items" / f"{row['cell_id']}.npz"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == row["items"]["sha256"] and path.stat().st_size == row["items"]["bytes"]
-        arrays[row["cell_id"]] = items = read_items(results, row)
+        arrays[row["cell_id"]] = items = read_items(results, entry_of(row))
         for metric in ("recall_at_1", "recall_at_2", "precision_at_1", "map_at_r", "few_shot_3way_1shot_accuracy", "verification_roc_auc"):
             tolerance = 1e-9 if metric.startswith(("recall", "precision", "few_shot")) else 1e-5
             assert item_metric(item_scores(items, metric)) == pytest.approx(row["metrics"][metric], abs=tolerance), metric
@@ -299,7 +300,7 @@ def test_a_grid_keeps_every_cells_items_beside_its_results_and_workers_keep_the_
 
     workers, _ = bench_run("w.jsonl", "--workers", "2")
     for row in (json.loads(line) for line in workers.read_text().splitlines()):
-        got, want = read_items(workers, row), arrays[row["cell_id"]]
+        got, want = read_items(workers, entry_of(row)), arrays[row["cell_id"]]
         assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want), row["config"]["loss"]
 
 
@@ -310,7 +311,7 @@ def test_search_trials_keep_no_items_and_its_finals_do(bench_run):
     trials = [r for r in rows if "trial" in r["config"]]
     others = [r for r in rows if "trial" not in r["config"]]
     assert len(trials) == 2 and all(r["status"] == "ok" and "items" not in r and "roc" not in r for r in trials)
-    assert {r["config"]["loss"] for r in others} == {"contrastive", "none"} and all(read_items(results, r) for r in others)
+    assert {r["config"]["loss"] for r in others} == {"contrastive", "none"} and all(read_items(results, entry_of(r)) for r in others)
 
 
 def test_a_cells_roc_is_kept_in_its_items_file_and_its_row_stays_small(bench_run):
@@ -321,12 +322,12 @@ def test_a_cells_roc_is_kept_in_its_items_file_and_its_row_stays_small(bench_run
     [line] = results.read_text().splitlines()
     row = json.loads(line)
     assert row["status"] == "ok" and "roc" not in row and "verification_roc" not in row["metrics"]
-    fpr, tpr = roc_vertices(read_items(results, row))
+    fpr, tpr = roc_vertices(read_items(results, entry_of(row)))
     inline = len(json.dumps({"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}}))
     assert len(line) < 7000 < len(line) + inline  # 4.8 KB; the ROC's ~270 vertices inline made it 10.2 KB
     assert (fpr[0], fpr[-1], tpr[-1]) == (0.0, 1.0, 1.0) and np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
     assert auc(fpr, tpr) == pytest.approx(row["metrics"]["verification_roc_auc"], abs=0.5 / 99 + 1e-5)  # downsample_roc's bound
-    drawn = roc_of(row, items_loader([results]))  # what the plots draw
+    drawn = roc_of(Row.from_dict(row), items_loader([results]))  # what the plots draw
     assert np.array_equal(drawn[0], fpr) and np.array_equal(drawn[1], tpr)
 
 
@@ -338,4 +339,9 @@ def test_an_unwritable_items_folder_keeps_every_row_and_warns_once(bench_run, tm
     assert err.count("items not kept:") == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert all(read_items(results, r) is None for r in rows)
+        assert all(read_items(results, entry_of(r)) is None for r in rows)
+
+
+def entry_of(row: dict) -> ItemsRef | None:
+    """A row's items entry as the readers take it (bench.schema.ItemsRef), from the row as written."""
+    return ItemsRef.from_dict(row["items"]) if "items" in row else None

@@ -9,9 +9,14 @@ import pytest
 
 from bench.errors import UserError
 from bench.results import SCHEMA, ResultsWriter, read_rows
+from bench.schema import Row
 
 
-def make_row(cell_id: str, **extra) -> dict:
+def make_row(cell_id: str, **extra) -> Row:
+    return Row.from_dict(raw_row(cell_id, **extra))
+
+
+def raw_row(cell_id: str, **extra) -> dict:
     return {
         "schema": SCHEMA,
         "cell_id": cell_id,
@@ -39,7 +44,7 @@ def test_nan_metric_round_trips(tmp_path):
     path = tmp_path / "r.jsonl"
     with ResultsWriter(path) as writer:
         writer.append(make_row("a", metrics={"verification_roc_auc": float("nan")}))
-    assert math.isnan(read_rows(path)[0]["metrics"]["verification_roc_auc"])
+    assert math.isnan(read_rows(path)[0].metrics["verification_roc_auc"])
 
 
 def test_reopening_appends_rather_than_truncating(tmp_path):
@@ -48,7 +53,7 @@ def test_reopening_appends_rather_than_truncating(tmp_path):
         writer.append(make_row("a"))
     with ResultsWriter(path) as writer:
         writer.append(make_row("b"))
-    assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+    assert [r.cell_id for r in read_rows(path)] == ["a", "b"]
 
 
 def test_missing_file_reads_as_no_rows(tmp_path):
@@ -60,37 +65,37 @@ def test_torn_last_line_is_skipped_and_next_row_starts_on_a_new_line(tmp_path):
     with ResultsWriter(path) as writer:
         writer.append(make_row("a"))
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(make_row("torn"))[:25])  # a run killed mid-write: no closing brace, no newline
+        f.write(json.dumps(raw_row("torn"))[:25])  # a run killed mid-write: no closing brace, no newline
     with pytest.warns(UserWarning, match="torn"):
-        assert [r["cell_id"] for r in read_rows(path)] == ["a"]
+        assert [r.cell_id for r in read_rows(path)] == ["a"]
     with ResultsWriter(path) as writer:
         writer.append(make_row("b"))
     with pytest.warns(UserWarning, match=r":2: .*torn"):
-        assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+        assert [r.cell_id for r in read_rows(path)] == ["a", "b"]
 
 
 def test_file_without_final_newline_but_complete_row_keeps_both_rows(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps(make_row("a")), encoding="utf-8")
+    path.write_text(json.dumps(raw_row("a")), encoding="utf-8")
     with ResultsWriter(path) as writer:
         writer.append(make_row("b"))
-    assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+    assert [r.cell_id for r in read_rows(path)] == ["a", "b"]
 
 
 def test_torn_last_line_ending_in_non_ascii_character(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps(make_row("a")) + '\n{"cell_id": "caf\u00e9', encoding="utf-8")
+    path.write_text(json.dumps(raw_row("a")) + '\n{"cell_id": "caf\u00e9', encoding="utf-8")
     with ResultsWriter(path) as writer:
         writer.append(make_row("b"))
     with pytest.warns(UserWarning, match="torn"):
-        assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+        assert [r.cell_id for r in read_rows(path)] == ["a", "b"]
 
 
 def test_non_row_lines_are_skipped_with_a_warning(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text("\n".join([json.dumps(make_row("a")), "[1, 2]", '{"no_cell_id": 1}', "", json.dumps(make_row("b"))]) + "\n")
+    path.write_text("\n".join([json.dumps(raw_row("a")), "[1, 2]", '{"no_cell_id": 1}', "", json.dumps(raw_row("b"))]) + "\n")
     with pytest.warns(UserWarning, match="not a metric-bench row"):
-        assert [r["cell_id"] for r in read_rows(path)] == ["a", "b"]
+        assert [r.cell_id for r in read_rows(path)] == ["a", "b"]
 
 
 def test_second_writer_on_same_file_is_a_user_error(tmp_path):
@@ -102,7 +107,7 @@ def test_second_writer_on_same_file_is_a_user_error(tmp_path):
         first.append(make_row("b"))
     with ResultsWriter(path) as again:  # the lock is released on close
         again.append(make_row("c"))
-    assert [r["cell_id"] for r in read_rows(path)] == ["a", "b", "c"]
+    assert [r.cell_id for r in read_rows(path)] == ["a", "b", "c"]
 
 
 def test_row_from_newer_schema_is_a_user_error(tmp_path):
@@ -117,15 +122,15 @@ def test_row_from_newer_schema_is_a_user_error(tmp_path):
 def test_row_without_schema_or_current_schema_is_accepted(tmp_path):
     path = tmp_path / "r.jsonl"
     with ResultsWriter(path) as writer:
-        writer.append({k: v for k, v in make_row("old").items() if k != "schema"})
+        writer.append(Row.from_dict({k: v for k, v in raw_row("old").items() if k != "schema"}))
         writer.append(make_row("now"))
-    assert [r["cell_id"] for r in read_rows(path)] == ["old", "now"]
+    assert [r.cell_id for r in read_rows(path)] == ["old", "now"]
 
 
 def test_a_row_of_another_shape_is_a_user_error_naming_the_line(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps(make_row("a")) + "\n" + json.dumps({"cell_id": "b", "status": "ok", "config": {}}) + "\n")
-    with pytest.raises(UserError, match=r"r.jsonl:2: a row with cell_id but no valid metrics, train"):
+    path.write_text(json.dumps(raw_row("a")) + "\n" + json.dumps({"cell_id": "b", "status": "ok", "config": {}}) + "\n")
+    with pytest.raises(UserError, match=r"r.jsonl:2: an ok row with no metrics, train"):
         read_rows(path)
 
 
@@ -204,7 +209,7 @@ def test_a_write_that_fails_part_way_is_a_user_error_and_leaves_no_torn_line(tmp
         writer.append(make_row("c"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing torn to skip
-        assert [r["cell_id"] for r in read_rows(path)] == ["a", "c"]
+        assert [r.cell_id for r in read_rows(path)] == ["a", "c"]
 
 
 def test_a_failed_append_that_cannot_cut_back_says_so_and_the_next_run_skips_the_line(tmp_path, monkeypatch):
@@ -224,7 +229,7 @@ def test_a_failed_append_that_cannot_cut_back_says_so_and_the_next_run_skips_the
     with ResultsWriter(path) as writer:
         writer.append(make_row("c"))
     with pytest.warns(UserWarning, match=r":1: .*torn"):
-        assert [r["cell_id"] for r in read_rows(path)] == ["c"]
+        assert [r.cell_id for r in read_rows(path)] == ["c"]
 
 
 def test_appending_until_a_real_small_tmpfs_is_full_leaves_only_complete_lines(tmp_path):
@@ -244,7 +249,7 @@ def test_appending_until_a_real_small_tmpfs_is_full_leaves_only_complete_lines(t
                 writer.append(make_row(f"c{n}", note="x" * 2000))
                 written.append(f"c{n}")
         assert written and path.read_bytes().endswith(b"\n")
-        assert [r["cell_id"] for r in read_rows(path)] == written
+        assert [r.cell_id for r in read_rows(path)] == written
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
@@ -260,4 +265,4 @@ def test_a_file_whose_older_rows_keep_the_roc_inline_still_resumes(tmp_path):
         writer.append(make_row("after", items={"file": "r_items/after.npz", "sha256": "0" * 64, "bytes": 1}))
     rows = read_rows(path)
     require_current_schema(rows, path)  # no UserError: nothing to rerun
-    assert [r["cell_id"] for r in rows] == ["before", "after"] and rows[0]["roc"]["tpr"] == [0.0, 0.75, 1.0] and "roc" not in rows[1]
+    assert [r.cell_id for r in rows] == ["before", "after"] and rows[0].roc["tpr"] == [0.0, 0.75, 1.0] and rows[1].roc is None

@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from boards import as_row
 
 from bench.results import CONTENDED, contended, core_wait
 from bench.run.clock import Meter
+from bench.schema import Row
 
 HOG = "while True: pass"
 pinned = pytest.mark.skipif(
@@ -48,7 +50,7 @@ def test_a_cell_beside_two_hogs_on_its_core_is_marked_contended_and_rerun(tmp_pa
     assert machine["threads"] == 1 and machine["wall_seconds"] >= 1.0 and machine["cpu_seconds"] > 0
     assert machine["core_wait_share"] >= 0.5 and machine["cpu_share"] < 0.5, machine  # a third of one core, not all of it
     assert machine["omp_wait_policy"] == "PASSIVE" and {"load_start", "load_end"} <= set(machine)
-    assert contended(row) and row["train"]["stopped_by"] == "max_seconds"
+    assert contended(Row.from_dict(row)) and row["train"]["stopped_by"] == "max_seconds"
     board = (tmp_path / "r" / "busy.md").read_text()
     assert "waited" in board and ": contended)" in board and "*contended*" in board
     said = " ".join((done.stdout + done.stderr).split())  # rich wraps at the terminal's width
@@ -60,18 +62,18 @@ def test_a_cell_beside_two_hogs_on_its_core_is_marked_contended_and_rerun(tmp_pa
 
 def test_only_a_seconds_bound_ok_row_that_waited_is_contended():
     def row(share, stopped_by="max_seconds", status="ok"):
-        return {"status": status, "train": {"stopped_by": stopped_by, "machine": {"core_wait_share": share}}}
+        return as_row({"status": status, "train": {"stopped_by": stopped_by, "machine": {"core_wait_share": share}}})
 
     assert contended(row(CONTENDED)) and not contended(row(CONTENDED - 0.01))
     assert not contended(row(0.9, stopped_by="max_steps"))  # the load cost it time, not steps
     assert not contended(row(0.9, status="error")) and not contended(row(None))
-    assert not contended({"status": "ok", "train": {"stopped_by": "max_seconds"}}) and core_wait({}) is None  # older rows
+    assert not contended(as_row({"train": {"stopped_by": "max_seconds"}})) and core_wait(as_row({})) is None  # older rows
 
     # a frozen trunk's extraction is charged to the same clock: its measured wait counts for the seconds it put on the
     # clock. A starved extraction that left the loop no time marks the cell; a short one beside a quiet loop does not.
     def charged(loop_wait, loop_seconds, charge_wait, charge_seconds):
         machine = {"core_wait_share": loop_wait, "wall_seconds": loop_seconds, "charge_core_wait_share": charge_wait}
-        return {"status": "ok", "train": {"stopped_by": "max_seconds", "charged_seconds": charge_seconds, "machine": machine}}
+        return as_row({"train": {"stopped_by": "max_seconds", "charged_seconds": charge_seconds, "machine": machine}})
 
     assert core_wait(charged(0.0, 0.0003, 0.5, 72.0)) == pytest.approx(0.5, abs=1e-5) and contended(charged(0.0, 0.0003, 0.5, 72.0))
     assert core_wait(charged(0.1, 30.0, 0.5, 2.0)) == pytest.approx((0.1 * 30 + 0.5 * 2) / 32) and not contended(charged(0.1, 30.0, 0.5, 2.0))
@@ -109,12 +111,12 @@ def test_mlflow_children_carry_the_wait_and_the_mark():
         "metrics": {"verification_roc_auc": 0.8},
         "train": {"steps": 5, "samples": 160, "seconds": 1.5, "stopped_by": "max_seconds", "machine": {"core_wait_share": 0.6}},
     }
-    got = dict(cell_metrics(row, "verification_roc_auc"))
+    got = dict(cell_metrics(as_row(row), "verification_roc_auc"))
     assert got["train/contended"] == 1.0 and got["train/core_wait_share"] == 0.6
     row["train"]["machine"]["core_wait_share"] = 0.01
-    assert dict(cell_metrics(row, "verification_roc_auc"))["train/contended"] == 0.0
+    assert dict(cell_metrics(as_row(row), "verification_roc_auc"))["train/contended"] == 0.0
     del row["train"]["machine"]  # an older row: nothing said
-    assert "train/contended" not in dict(cell_metrics(row, "verification_roc_auc"))
+    assert "train/contended" not in dict(cell_metrics(as_row(row), "verification_roc_auc"))
 
 
 def test_only_a_grid_with_a_seconds_budget_gets_the_passive_wait(tmp_path, make_grid):

@@ -23,6 +23,7 @@ from bench.report.lines import Line
 from bench.report.table import table
 from bench.run.cell import _Selection
 from bench.run.train import budget_fraction, lr_factor, train
+from bench.schema import as_rows
 
 
 class TinyLoss(nn.Module):
@@ -285,7 +286,7 @@ def test_lines_without_a_seed_spread_are_not_asserted(seeds):
     rows = flip_rows(spread=0.0, seeds=seeds)  # one seed, or three identical ones: the noise is unknown
     said, _ = along_the_budget(rows)
     assert "no two lines change order beyond the seed noise; 1 order change between lines whose seed spread is unknown" in said
-    means = [curve_means(Line(tuple(r for r in rows if r["config"]["loss"] == loss)), AUC) for loss in "ab"]
+    means = [curve_means(Line(tuple(r for r in as_rows(rows) if r.config["loss"] == loss)), AUC) for loss in "ab"]
     assert all(se is None for c in means for _, se in c.values())
 
 
@@ -295,7 +296,8 @@ def test_flips_against_welch_t_statistics_from_scipy():
     for _ in range(20):
         values = rng.normal(0.5, 0.03, (6, 1, len(fractions))) + rng.normal(0, rng.uniform(0.002, 0.03), (6, 3, len(fractions)))
         lines = [
-            Line(tuple(cell("r", f"l{i}", s, v[-1], curve=seeds_curve(dict(zip(fractions, v)))) for s, v in enumerate(seeds))) for i, seeds in enumerate(values)
+            Line(tuple(as_rows(cell("r", f"l{i}", s, v[-1], curve=seeds_curve(dict(zip(fractions, v)))) for s, v in enumerate(seeds))))
+            for i, seeds in enumerate(values)
         ]
         names = [f"L{i}" for i in range(6)]
         found = flips([curve_means(line, AUC) for line in lines], names, AUC)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from boards import as_row
 
 import bench.run.rows as rows_module
 from bench.cli import main
 from bench.results import speed_env as speed_environment
 from bench.run.rows import cpu_model, speed_difference, this_run_speed
+from bench.schema import Row
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def test_rows_carry_the_cpu_model_and_resuming_a_seconds_grid_on_other_threads_w
     assert not warned
     env = rows[0]["env"]
     assert env["cpu_model"] == cpu_model() and env["cpu_model"] and env["torch_threads"] == 1 and env["device"] == "cpu"
-    assert speed_environment(rows[0]) == {"device": "cpu", "cpu_model": cpu_model(), "torch_threads": 1, "precision": rows[0]["precision"]}
+    assert speed_environment(Row.from_dict(rows[0])) == {"device": "cpu", "cpu_model": cpu_model(), "torch_threads": 1, "precision": rows[0]["precision"]}
     warned, rows = run(capsys, make_grid, "g", [0, 1], 1)  # the same setup: no warning
     assert not warned and len(rows) == 2
     warned, rows = run(capsys, make_grid, "g", [0, 1, 2], 2)
@@ -51,19 +53,21 @@ def test_no_warning_for_a_grid_without_a_seconds_budget(cwd, capsys, make_grid):
 def test_this_runs_threads_and_what_the_node_decides(monkeypatch):
     monkeypatch.setattr(rows_module.os, "cpu_count", lambda: 8)
     cpu = torch.device("cpu")
-    row = {"config": {"train": {"precision": "auto"}}}
+    row = as_row({"config": {"train": {"precision": "auto"}}})
     assert this_run_speed("local", 2, None, {}, cpu)(row)["torch_threads"] == 4  # --workers 2: cores / 2 each
     assert this_run_speed("local", 2, 3, {}, cpu)(row)["torch_threads"] == 3  # --threads wins
     assert this_run_speed("local", 0, None, {}, cpu)(row)["torch_threads"] == torch.get_num_threads()
     on_ray = this_run_speed("ray", 0, None, {"cpus": 4}, None)
     assert on_ray(row) == {"device": None, "cpu_model": None, "torch_threads": 4, "precision": None}  # decided on the node
-    assert on_ray({"config": {"train": {"precision": "fp32"}}})["precision"] == "fp32"
+    assert on_ray(as_row({"config": {"train": {"precision": "fp32"}}}))["precision"] == "fp32"
 
 
 def test_speed_difference_names_each_field_and_ignores_unknowns():
     def row(**env):
         precision = env.pop("precision", "fp32")
-        return {"grid": "g", "train": {}, "config": {"budget": {"max_seconds": 5.0}, "train": {"precision": "auto"}}, "env": env, "precision": precision}
+        return as_row(
+            {"grid": "g", "train": {}, "config": {"budget": {"max_seconds": 5.0}, "train": {"precision": "auto"}}, "env": env, "precision": precision}
+        )
 
     here = lambda r: {"device": "cpu", "cpu_model": "B", "torch_threads": 2, "precision": "fp32"}
     same = row(device="cpu", cpu_model="B", torch_threads=2)
