@@ -95,12 +95,11 @@ def test_old_layouts_are_upgraded_in_one_place():
     assert "verification_roc" in old["metrics"] and "precision" not in upgrade({"cell_id": "x"})  # the input is left alone
 
 
-def test_the_runner_writes_rows_through_the_strict_schema(tmp_path, make_grid):
-    """A real cell's row, as the coordinator writes it: every key it carries is one the schema declares."""
-    from bench.cli import main
-
-    grid = make_grid("typed", budget={"max_steps": 2}, train={"batch_size": 12}, eval={"episodes": 5, "n_way": 3}, axes={"loss": ["triplet"]})
-    assert main(["run", "--grid", str(grid), "--results", str(tmp_path / "t.jsonl"), "--threads", "1"]) == 0
-    [raw] = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
-    row = Row.from_dict(raw, strict=True)
-    assert row.to_dict() == raw and row.train.machine is not None and row.env.torch_threads == 1 and row.items is not None
+def test_the_runner_writes_rows_through_the_strict_schema(reference_run):
+    """Real cells' rows, as the coordinator wrote them (the session's reference run): every key they carry is one the
+    schema declares, and they read back as they were written."""
+    raws = [json.loads(line) for line in (reference_run / "ref.jsonl").read_text().splitlines()]
+    assert raws and all(r["status"] == "ok" for r in raws)
+    for raw in raws:
+        row = Row.from_dict(raw, strict=True)
+        assert row.to_dict() == raw and row.train.machine is not None and row.env.torch_threads == 1 and row.items is not None
