@@ -35,22 +35,24 @@ from eval_profile import KINDS, seed_question_clocks, seed_question_rows
 
 from bench.config.metrics import direction
 from bench.grid import tomllib
+from bench.results import read_rows
+from bench.schema import Row
 
 PRECISIONS = ("fp32", "bf16")
 GRID = record.ROOT / "examples" / "seed_question.toml"
 ROWS = record.ROOT / "results" / "seed_question.jsonl"
 
 
-def committed(kind: str, rows: list[dict]) -> list[dict]:
+def committed(kind: str, rows: list[Row]) -> list[Row]:
     """The committed ok rows of `kind`'s configuration (every seed): backbone, loss, freeze, native, no augmentation."""
     backbone, loss, freeze = KINDS[kind]
     return [
         r
         for r in rows
-        if r.get("status") == "ok"
-        and (r["config"]["backbone"], r["config"]["loss"], r["config"]["model"]["freeze"]) == (backbone, loss, freeze)
-        and r["config"]["model"]["preprocess"] == "native"
-        and r["config"]["train"]["augment"] == "none"
+        if r.ok
+        and (r.config["backbone"], r.config["loss"], r.config["model"]["freeze"]) == (backbone, loss, freeze)
+        and r.config["model"]["preprocess"] == "native"
+        and r.config["train"]["augment"] == "none"
     ]
 
 
@@ -91,22 +93,22 @@ def run_one(kind: str, steps: int, precision: str, args) -> dict:
         grid.write_text(grid_toml(kind, steps, precision, str(args.omniglot.resolve())))
         results = Path(tmp) / "rows.jsonl"
         record.bench_run(record.ROOT, "--grid", str(grid), "--results", str(results), "--threads", str(args.threads), "--no-disk-cache")
-        (row,) = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    if row["status"] != "ok":
-        raise SystemExit(f"{kind} ({precision}): the cell's status is {row['status']}: {row.get('error', '')[:500]}")
-    t = row["train"]
+        (row,) = read_rows(results)
+    if not row.ok:
+        raise SystemExit(f"{kind} ({precision}): the cell's status is {row.status}: {(row.error or '')[:500]}")
+    t = row.train
     return {
         "kind": kind,
         "precision": precision,
-        "steps": t["steps"],
-        "final_loss": t.get("final_loss"),
-        "train_seconds": t["seconds"],  # the budget's clock: the loop (curve points excluded) and a frozen trunk's extraction
-        "warmup_seconds": t.get("warmup_seconds", 0.0),
-        "curve_seconds": t.get("curve_seconds", 0.0),
-        "eval_seconds": row["eval_seconds"],
-        "selected": t.get("selected"),
-        "metrics": row["metrics"],
-        "curve": [{"fraction": p["fraction"], "metrics": p["metrics"]} for p in row.get("curve", [])],
+        "steps": t.steps,
+        "final_loss": t.final_loss,
+        "train_seconds": t.seconds,  # the budget's clock: the loop (curve points excluded) and a frozen trunk's extraction
+        "warmup_seconds": t.warmup_seconds or 0.0,
+        "curve_seconds": t.curve_seconds or 0.0,
+        "eval_seconds": row.eval_seconds,
+        "selected": t.selected.to_dict() if t.selected else None,
+        "metrics": row.metrics,
+        "curve": [{"fraction": p.fraction, "metrics": p.metrics} for p in row.curve or []],
     }
 
 
@@ -130,8 +132,8 @@ def main() -> None:
     rows = seed_question_rows(args.rows)
     runs = []
     for kind in args.cells:
-        seed0 = [r for r in committed(kind, rows) if r["config"]["seed"] == 0]
-        steps = seed0[0]["train"]["steps"] if seed0 else 0
+        seed0 = [r for r in committed(kind, rows) if r.seed == 0]
+        steps = seed0[0].train.steps if seed0 else 0
         for repeat in range(args.repeats):
             for precision in PRECISIONS:
                 runs.append({"repeat": repeat, **run_one(kind, steps, precision, args)})
@@ -143,8 +145,8 @@ def main() -> None:
     raw = {
         "metric": metric,
         "runs": runs,
-        "committed_std": {k: _std([r["metrics"].get(metric) for r in committed(k, rows)]) for k in args.cells},
-        "seed_question": seed_question_clocks([r for r in rows if r.get("status") == "ok"], args.rows),
+        "committed_std": {k: _std([r.metric(metric) for r in committed(k, rows)]) for k in args.cells},
+        "seed_question": seed_question_clocks([r for r in rows if r.ok], args.rows),
     }
     out = record.write("eval_precision", args, raw, summarise(raw))
     print(render(json.loads(out.read_text())))

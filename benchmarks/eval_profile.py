@@ -31,8 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import record
+
+if TYPE_CHECKING:
+    from bench.schema import Row
 
 BEFORE = "8feacd1"  # the code before #30 item 5 (evaluation that costs little)
 KINDS = {  # kind → (backbone, loss, model.freeze) of a seed-0 cell of the grid (native preprocessing, no augmentation)
@@ -48,11 +52,11 @@ METRIC_FUNCTIONS = ("verification_metrics", "retrieval_metrics", "few_shot_accur
 PHASES = ("curve", "test")
 
 
-def kind_of(row: dict) -> str:
+def kind_of(row: Row) -> str:
     """The profiled kind a seed-question row's evaluation costs like (frozen BatchNorm-in-train-mode Lite0 embeds
     through its whole network, as a fine-tuned one does; caffe preprocessing costs what native does)."""
-    backbone = {"efficientnet_lite0_imagenet": "lite0"}.get(row["config"]["backbone"], row["config"]["backbone"])
-    cost = row["train"]["cost_model"]
+    backbone = {"efficientnet_lite0_imagenet": "lite0"}.get(row.config["backbone"], row.config["backbone"])
+    cost = row.train.cost_model
     if cost == "untrained":
         return f"{backbone}_untrained"
     if backbone == "lite0":
@@ -232,11 +236,13 @@ def evaluate_command(code: Path, npz: Path) -> dict:
     return {"import_seconds": total / 1e6, "wall_seconds": wall, "largest_imports": heavy}
 
 
-def seed_question_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def seed_question_rows(path: Path) -> list[Row]:
+    from bench.results import read_rows  # not at the top: this script times `bench evaluate`'s imports
+
+    return read_rows(path)
 
 
-def seed_question_clocks(rows: list[dict], path: Path) -> dict:
+def seed_question_clocks(rows: list[Row], path: Path) -> dict:
     """Each row's kind and clocks, what a projection of the grid's evaluation share reads: the curve and test
     seconds, the training loop's wall seconds, the budget's clock (`train_seconds`: the loop plus a frozen trunk's
     charged extraction) and the warm-up."""
@@ -245,11 +251,11 @@ def seed_question_clocks(rows: list[dict], path: Path) -> dict:
         "rows": [
             {
                 "kind": kind_of(r),
-                "curve_seconds": r["train"]["curve_seconds"],
-                "eval_seconds": r["eval_seconds"],
-                "train_wall_seconds": r["train"]["wall_seconds"],
-                "train_seconds": r["train"]["seconds"],
-                "warmup_seconds": r["train"].get("warmup_seconds", 0.0),
+                "curve_seconds": r.train.curve_seconds,
+                "eval_seconds": r.eval_seconds,
+                "train_wall_seconds": r.train.wall_seconds,
+                "train_seconds": r.train.seconds,
+                "warmup_seconds": r.train.warmup_seconds or 0.0,
             }
             for r in rows
         ],
