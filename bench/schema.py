@@ -1,5 +1,5 @@
 """The result row, typed: what one line of a results file holds (`Row`, its `TrainRecord` with the clock's `Machine`
-record, its `CurvePoint`s, its `Env`, its search `Trial` record and `ItemsRef`), the schema version, and the one
+record, its `CurvePoint`s, its `Env`, a search's `SearchRecord`, its `ItemsRef` and a trial's `Fold`s), the schema version, and the one
 place an old row is upgraded. Rows travel as plain dicts only on the wire (JSON lines, worker processes);
 everything that reads a results file reads `Row`s through `Row.from_dict`.
 
@@ -241,6 +241,8 @@ class Row(Record):
         """A row from its JSON dict: checked against the schema and upgraded (`upgrade`); `strict` (the writer)
         also refuses keys the schema does not know."""
         row = super().from_dict(upgrade(raw) if not strict else raw, strict, where)
+        if strict and row.status not in STATUSES:
+            raise RowError(f"{where}.status: {row.status!r} is none of {', '.join(STATUSES)}")
         if row.status == OK and (missing := [k for k in cls.OK_KEYS if getattr(row, k) is None]):
             raise RowError(f"{where}: an ok row with no {', '.join(missing)}")
         return row

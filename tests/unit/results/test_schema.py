@@ -80,6 +80,8 @@ def test_unknown_keys_are_kept_on_read_and_refused_on_write(tmp_path):
     assert row.to_dict() == raw  # a newer minor version's keys survive a read and a write
     with pytest.raises(RowError, match=r"row: unknown key\(s\) added_later"):
         Row.from_dict(raw, strict=True)
+    with pytest.raises(RowError, match=r"row.status: 'done' is none of ok, pruned"):
+        Row.from_dict(ok_row(status="done"), strict=True)
     with ResultsWriter(tmp_path / "r.jsonl") as writer:
         writer.append(row)
     assert read_rows(tmp_path / "r.jsonl") == [row]
