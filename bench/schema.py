@@ -240,7 +240,7 @@ class Row(Record):
     def from_dict(cls, raw: dict, strict: bool = False, where: str = "row") -> Row:
         """A row from its JSON dict: checked against the schema and upgraded (`upgrade`); `strict` (the writer)
         also refuses keys the schema does not know."""
-        row = super().from_dict(upgrade(raw) if not strict else raw, strict, where)
+        row = super().from_dict(upgrade(raw), strict, where)
         if strict and row.status not in STATUSES:
             raise RowError(f"{where}.status: {row.status!r} is none of {', '.join(STATUSES)}")
         if row.status == OK and (missing := [k for k in cls.OK_KEYS if getattr(row, k) is None]):
