@@ -49,15 +49,17 @@ def simulate_lines(rng, means: list[float], seeds: int | list[int], fixed: tuple
 
 
 def lines_of(simulated, material: str, with_items: bool = True):
-    """bench.report.lines.Line objects whose rows carry the simulated per-episode counts (and `load` reads them)."""
+    """(bench.report.lines.Line objects of the simulated rows, `load(row)`: a row's simulated per-episode counts, as
+    bench.report.rows.items_loader gives a real row's items; None for every row without items)."""
     from bench.report.lines import Line
     from bench.schema import Row
 
-    lines = []
+    lines, kept = [], {}
     for index, runs in enumerate(simulated):
         rows = []
         for s, correct in enumerate(runs):
             items = {METRIC: correct, f"{METRIC}.queries": np.array(QUERIES, np.uint16), f"material.{METRIC}": np.array(material)}
+            kept[f"line{index}-seed{s}"] = items if with_items else None
             rows.append(
                 Row.from_dict(
                     {
@@ -66,16 +68,11 @@ def lines_of(simulated, material: str, with_items: bool = True):
                         "status": "ok",
                         "metrics": {METRIC: float(correct.mean() / QUERIES)},
                         "train": {"steps": 1, "stopped_by": "max_steps"},
-                        "_items": items if with_items else None,  # kept in the row's `extra`, where `load` reads it
                     }
                 )
             )
         lines.append(Line(tuple(rows)))
-    return lines
-
-
-def load(row: dict):
-    return row.extra.get("_items")
+    return lines, lambda row: kept[row.cell_id]
 
 
 # --- scenarios: each returns one replicate's outcome ----------------------------------------------------------
@@ -87,7 +84,7 @@ def family_replicate(seed: int, means: list[float], seeds: int, with_items: bool
     from bench.report.verdicts import versus_best
 
     rng = np.random.default_rng(seed)
-    lines = lines_of(simulate_lines(rng, means, seeds), f"{seed:064x}", with_items)
+    lines, load = lines_of(simulate_lines(rng, means, seeds), f"{seed:064x}", with_items)
     out = versus_best(lines, METRIC, load)
     best = out["vs_best"].index("best")
     below = [v == "below" for v in out["vs_best"]]
@@ -102,7 +99,7 @@ def pair_replicate(seed: int, seeds_a: int, seeds_b: int, gap: float, fixed_b: b
 
     rng = np.random.default_rng(seed)
     simulated = simulate_lines(rng, [gap, 0.0], [seeds_a, seeds_b], fixed=(1,) if fixed_b else ())
-    a, b = lines_of(simulated, f"{seed:064x}", with_items)
+    (a, b), load = lines_of(simulated, f"{seed:064x}", with_items)
     c = compare_lines(a, b, METRIC, load, ItemBootstrap())
     return {"p": c.p, "covered": (c.low <= gap <= c.high) if c.tested else None, "method": c.method, "df": c.df}
 
@@ -215,7 +212,7 @@ def degenerate() -> dict:
     from bench.report.verdicts import versus_best
 
     rng = np.random.default_rng(0)
-    one = lines_of(simulate_lines(rng, [0.0, 0.0], 1), "a" * 64)
+    one, load = lines_of(simulate_lines(rng, [0.0, 0.0], 1), "a" * 64)
     out = {"1 seed per line": {"vs_best": versus_best(one, METRIC, load)["vs_best"]}}
     c = compare_seeds(np.array([0.5, 0.5, 0.5]), np.array([0.5001, 0.5001, 0.5001]), True, True)
     out["identical seeds 1e-4 apart, no items"] = {"method": c.method, "p": c.p}

@@ -29,7 +29,7 @@ from bench.report.lines import ABSENT, as_text, configuration, current, curve_of
 from bench.report.names import line_names as run_names  # the plots' legends' rule: short, unique names per line
 from bench.report.table import FIRST_KEYS, default_metric, key_columns, ranked
 from bench.results import contended, core_wait, latest_rows
-from bench.schema import Row, as_rows
+from bench.schema import Env, Row, as_rows
 
 FORMAT = "2"  # what a child run holds; a store's runs of another format are logged again (part of a cell's content key)
 RUN_STATUS = {"ok": "FINISHED", "pruned": "KILLED"}  # every other status (error, oom, timeout, diverged) is FAILED
@@ -352,11 +352,11 @@ def notes(row: Row) -> str:
 
 def versions(row: Row) -> str:
     """ "python 3.11.7 · torch 2.4.1 · … · Linux-…": the software a row ran with, in one tag."""
-    env = row.env.to_dict() if row.env else {}
-    found = env.get("versions") or {}
-    parts = [f"python {env['python']}"] if env.get("python") else []
+    env = row.env or Env()
+    found = env.versions or {}
+    parts = [f"python {env.python}"] if env.python else []
     parts += [f"{p} {found[p]}" for p in VERSIONS if found.get(p)] + [f"{p} {v}" for p, v in found.items() if p not in VERSIONS and v]
-    return " · ".join(parts + ([str(env["platform"])] if env.get("platform") else [])) or "unknown"
+    return " · ".join(parts + ([str(env.platform)] if env.platform else [])) or "unknown"
 
 
 def child_name(row: Row, line_name: str | None = None) -> str:
